@@ -1,0 +1,188 @@
+"""The backend process: `python -m backend run [--profile PATH] ...`.
+
+It hosts one run: the controller (training thread), the control socket (asyncio, main
+thread) and the durable event log. The console starts it as its own process and talks to
+it only through the socket, so closing the console or the SSH session never touches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from backend.protocol import encode_event
+from backend.protocol import events as E
+from backend.protocol.paths import run_dir as run_dir_for
+from backend.protocol.paths import socket_path
+
+
+def _parse_set(values: list[str]) -> dict:
+    """`sampling.temperature=0.7` -> nested overrides for RunProfile(**overrides)."""
+    import json
+
+    out: dict = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected SECTION.FIELD=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+class HeadlessPrinter:
+    """One line per step (or per event with --json), plus progress while starting."""
+
+    def __init__(self, json_mode: bool, stream=None) -> None:
+        self.json = json_mode
+        self.out = stream or sys.stdout
+        self.state = "starting"
+        self.lock = threading.Lock()
+
+    def __call__(self, ev) -> None:
+        with self.lock:
+            if self.json:
+                self.out.write(encode_event(ev).decode())
+                self.out.flush()
+                return
+            line = self.render(ev)
+            if line:
+                self.out.write(line + "\n")
+                self.out.flush()
+
+    def render(self, ev) -> str | None:
+        if isinstance(ev, E.StateChanged):
+            self.state = ev.state
+            return f"[{ev.state}] {ev.reason}".rstrip()
+        if isinstance(ev, E.Progress):
+            frac = f" ({ev.current}/{ev.total})" if ev.total else ""
+            return f"  … {ev.stage}: {ev.message}{frac}"
+        if isinstance(ev, E.RunStarted):
+            return f"run {ev.run_id}: model={ev.model} task={ev.task} engine={ev.engine} rewards={','.join(ev.reward_functions)}"
+        if isinstance(ev, E.StepMetrics):
+            t = ev.times
+            return (
+                f"step {ev.step:5d}  reward {ev.reward_mean:.3f} ±{ev.reward_std:.3f}  "
+                f"tok/s {ev.tokens_per_s:8.0f}  loss {ev.loss if ev.loss is not None else float('nan'):+.4f}  "
+                f"gen {t.generate * 1000:.0f}ms train {t.train * 1000:.0f}ms sync {t.sync * 1000:.0f}ms  [{self.state}]"
+            )
+        if isinstance(ev, E.CommandResult):
+            return f"  command {ev.command} ({ev.command_id}): {ev.status}" + (f" — {ev.reason}" if ev.reason else "")
+        if isinstance(ev, E.ParamsApplied):
+            return f"  params applied at step {ev.step}: {ev.changed}"
+        if isinstance(ev, E.Alert):
+            return f"  ALERT [{ev.severity}] {ev.rule}: {ev.message}"
+        if isinstance(ev, E.CheckpointSaved):
+            return f"  checkpoint at step {ev.step}: {ev.path}"
+        if isinstance(ev, E.WeightsSynced) and "step" not in ev.detail:
+            return f"  weights v{ev.version} synced in {ev.duration_s * 1000:.0f} ms ({ev.method}; {ev.detail})"
+        if isinstance(ev, E.GpuStats) and not ev.available:
+            return f"  GPU: none — {ev.reason}"
+        return None
+
+
+async def _serve(controller, sock: Path, done: threading.Event) -> None:
+    from backend.server import ControlServer
+
+    server = ControlServer(controller, sock)
+    await server.start()
+    try:
+        while not done.is_set():
+            await asyncio.sleep(0.1)
+    finally:
+        await server.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from backend.controller import Controller
+    from backend.runstore import RunStore, new_run_id
+    from backend.settings import ProfileError, load_profile
+
+    overrides = _parse_set(args.set or [])
+    if args.max_steps is not None:
+        overrides.setdefault("run", {})["max_steps"] = args.max_steps
+    try:
+        profile = load_profile(args.profile, **overrides)
+    except ProfileError as exc:
+        print(f"rl-console: {exc}", file=sys.stderr)
+        return 2
+    run_id = args.run_id or new_run_id(profile.run.name)
+    rdir = run_dir_for(run_id)
+    rdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(rdir, 0o700)
+    store = RunStore(rdir / "events.db")
+    name = str(args.profile) if args.profile else "embedded default"
+    controller = Controller(profile, run_id=run_id, run_dir=rdir, profile_name=name, store=store)
+    if args.headless:
+        controller.listeners.append(HeadlessPrinter(args.json))
+    if not args.json:
+        print(f"rl-console: run {run_id} (log {rdir / 'events.db'}, socket {socket_path(run_id)})", flush=True)
+
+    done = threading.Event()
+    result = {"code": 1}
+
+    def train() -> None:
+        try:
+            result["code"] = controller.run()
+        finally:
+            done.set()
+
+    def on_signal(signum, _frame) -> None:
+        if getattr(on_signal, "seen", False):
+            os._exit(130)
+        on_signal.seen = True
+        controller.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed SSH session never stops the run
+
+    worker = threading.Thread(target=train, name="rlc-train", daemon=True)
+    worker.start()
+    asyncio.run(_serve(controller, socket_path(run_id), done))
+    worker.join(timeout=5)
+    store.close()
+    return result["code"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="rl-console backend: hosts one GRPO run")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a profile (no --profile: the embedded default)")
+    run.add_argument("--profile", type=Path, default=None)
+    run.add_argument("--run-id", default=None)
+    run.add_argument("--headless", action="store_true", help="print one line per step")
+    run.add_argument("--json", action="store_true", help="with --headless: every event as one JSON line")
+    run.add_argument("--max-steps", type=int, default=None)
+    run.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a profile field")
+    check = sub.add_parser("check", help="validate a profile and exit")
+    check.add_argument("--profile", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        from backend.settings import ProfileError, load_profile
+
+        try:
+            p = load_profile(args.profile)
+        except ProfileError as exc:
+            print(f"rl-console: {exc}", file=sys.stderr)
+            return 2
+        print(f"profile ok: model={p.model.source} engine={p.engine.backend} steps={p.run.max_steps}")
+        return 0
+    return cmd_run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The run state machine. Owns the engine and the trainer; applies commands at step boundaries.
+
+Threads: `run()` executes on the training thread (TRL's loop is blocking); `submit()` is
+called from the server's event loop and only validates, answers and enqueues. Every
+boundary (before each step's rollout, and while paused) drains the queue, so a command
+is applied exactly between two optimizer steps and recorded in the event log.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backend.engine.base import EngineError, Sampling
+from backend.protocol import commands as C
+from backend.protocol import events as E
+from backend.runstore import RunStore, write_run_meta
+from backend.settings import RunProfile
+from backend.training.trainer import StopTraining
+
+Listener = Callable[[Any], None]
+
+
+class Controller:
+    def __init__(self, profile: RunProfile, *, run_id: str, run_dir: Path, profile_name: str, store: RunStore) -> None:
+        self.profile = profile
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.profile_name = profile_name
+        self.store = store
+        self.listeners: list[Listener] = []
+        self.state: str = "starting"
+        self.params: dict[str, Any] = profile.live_params()
+        self.step = 0  # completed optimizer steps (kept across train() restarts)
+        self.weight_version = 0
+        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._pause_requested = False
+        self._stop_requested = False
+        self._emit_lock = threading.Lock()
+        self.engine = None
+        self.trainer = None
+        self.session = None  # backend.session.TrainingSession, built in run()
+
+    # ---- events ---------------------------------------------------------
+    def emit(self, event: Any) -> Any:
+        with self._emit_lock:
+            stored = self.store.append(event)
+            for listener in list(self.listeners):
+                try:
+                    listener(stored)
+                except Exception:  # a broken listener never stops the run
+                    traceback.print_exc()
+        return stored
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        self.state = state
+        self.emit(E.StateChanged(state=state, reason=reason, step=self.step))
+        write_run_meta(self.run_dir, state=state, step=self.step)
+
+    def progress(self, stage: str, message: str, current: int = 0, total: int = 0) -> None:
+        self.emit(E.Progress(stage=stage, message=message, current=current, total=total))
+
+    # ---- commands (server thread) ---------------------------------------
+    def submit(self, cmd: Any) -> E.CommandResult:
+        """Validate now, answer now, apply at the next boundary."""
+        reason = self._reject_reason(cmd)
+        if reason:
+            return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="rejected", reason=reason, step=self.step))
+        if isinstance(cmd, C.Pause):
+            self._pause_requested = True
+            self.set_state("pausing", "pause requested; takes effect at the next step boundary")
+        elif isinstance(cmd, C.Stop):
+            self._stop_requested = True
+        self._queue.put(cmd)
+        return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="accepted", step=self.step))
+
+    def _reject_reason(self, cmd: Any) -> str:
+        done = self.state in ("finished", "failed", "stopping")
+        if done:
+            return f"the run is {self.state}"
+        if isinstance(cmd, C.Pause) and (self.state in ("paused", "pausing") or self._pause_requested):
+            return "already paused" if self.state == "paused" else "a pause is already pending"
+        if isinstance(cmd, C.Resume) and self.state not in ("paused", "pausing"):
+            return f"not paused (state: {self.state})"
+        if isinstance(cmd, (C.ResyncWeights, C.Checkpoint)) and self.state == "starting":
+            return "the run is still starting; try again once steps are running"
+        if isinstance(cmd, C.SetParams):
+            return self._param_guardrails(cmd.changes())
+        if isinstance(cmd, C.Subscribe):
+            return "subscribe is a connection request, not a run command"
+        return ""
+
+    def _param_guardrails(self, changes: dict[str, Any]) -> str:
+        new = {**self.params, **changes}
+        s = self.session
+        if s is not None:
+            if new["max_tokens"] + s.max_prompt_tokens > self.profile.engine.max_model_len:
+                return (
+                    f"max_tokens={new['max_tokens']} + longest prompt ({s.max_prompt_tokens} tokens) exceeds "
+                    f"engine.max_model_len={self.profile.engine.max_model_len}"
+                )
+            if "beta" in changes and changes["beta"] > 0 and not s.has_ref_model:
+                return "beta > 0 needs a reference model, which is loaded only when the run starts with training.beta > 0"
+        return ""
+
+    # ---- boundary (training thread) ----------------------------------------
+    def boundary(self) -> None:
+        """Apply queued commands; block here while paused."""
+        while True:
+            try:
+                cmd = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._apply(cmd)
+        if self._pause_requested:
+            self._pause_requested = False
+            self._enter_pause()
+
+    def _enter_pause(self) -> None:
+        t0 = time.perf_counter()
+        self.session.engine.pause()
+        self.set_state("paused", f"paused at step {self.step} ({(time.perf_counter() - t0) * 1000:.0f} ms to idle the engine)")
+        while True:
+            try:
+                cmd = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if isinstance(cmd, C.Resume):
+                self.session.engine.resume()
+                self._done(cmd)
+                self.set_state("running", "resumed")
+                return
+            self._apply(cmd)
+
+    def _apply(self, cmd: Any) -> None:
+        try:
+            if isinstance(cmd, C.SetParams):
+                changed = self.session.apply_params(cmd.changes())
+                self.params.update(changed)
+                self.emit(E.ParamsApplied(command_id=cmd.id, step=self.step, changed=changed, params=dict(self.params)))
+            elif isinstance(cmd, C.ResyncWeights):
+                self.session.sync_weights(verify=True, reason="resync")
+            elif isinstance(cmd, C.Checkpoint):
+                self.session.checkpoint()
+            elif isinstance(cmd, C.Stop):
+                self._done(cmd)
+                raise StopTraining("stop requested")
+            elif isinstance(cmd, C.Pause):
+                pass  # handled by the pause flag
+            elif isinstance(cmd, C.Resume):
+                pass  # not paused any more by the time it was applied
+            self._done(cmd)
+        except StopTraining:
+            raise
+        except Exception as exc:
+            self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="failed", reason=f"{type(exc).__name__}: {exc}", step=self.step))
+
+    def _done(self, cmd: Any) -> None:
+        self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="applied", step=self.step))
+
+    # ---- the run -----------------------------------------------------------
+    def run(self) -> int:
+        """Blocking. Returns a process exit code."""
+        from backend.training.session import TrainingSession
+
+        write_run_meta(self.run_dir, run_id=self.run_id, pid=os.getpid(), profile=self.profile_name, state="starting", created=time.time())
+        self.set_state("starting", "building model and engine")
+        try:
+            self.session = TrainingSession(self)
+            self.session.setup()
+        except Exception as exc:
+            self.set_state("failed", f"setup failed: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+            self._teardown()
+            return 2
+        self.set_state("running", "training")
+        code = 0
+        try:
+            self.session.train()
+            if self._stop_requested:
+                self.set_state("stopping", "stop requested: checkpointing")
+            self.session.checkpoint()
+            self.set_state("finished", f"stopped at step {self.step}" if self._stop_requested else f"completed {self.step} steps")
+        except EngineError as exc:
+            self.set_state("failed", f"engine: {exc}")
+            code = 3
+        except Exception as exc:
+            traceback.print_exc()
+            self.set_state("failed", f"{type(exc).__name__}: {exc}")
+            code = 1
+        finally:
+            self._teardown()
+        return code
+
+    def request_stop(self) -> None:
+        """From a signal handler: stop at the next boundary (checkpoint first)."""
+        if self.state not in ("finished", "failed", "stopping"):
+            self._stop_requested = True
+            self._queue.put(C.Stop())
+
+    def _teardown(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+
+def finite(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

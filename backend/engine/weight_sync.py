@@ -1,0 +1,71 @@
+"""Weight sync: fingerprint the trainer's weights and load them into a running vLLM worker.
+
+The worker-side functions run inside vLLM's worker via `collective_rpc` (in-process for
+the local engine, in the actor's process for Ray). They pick the path the installed
+vLLM offers: `reload_weights(weights_iterator=...)` (vLLM ≥ 0.27; needed on CPU, where
+the backend repacks linear weights after loading) or `model.load_weights(...)` (older).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any
+
+
+def state_tensors(model) -> list[tuple[str, Any]]:
+    """(name, tensor) pairs in checkpoint naming, detached.
+
+    Tied weights are sent under both names: vLLM's CPU backend keeps a separately packed
+    LM head, and dropping `lm_head.weight` left it stale (caught by the log-prob canary).
+    """
+    return [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+
+
+def fingerprint(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:
+    """(checksum, bytes): sha256 over each tensor's name, shape and two float64 moments.
+
+    Computed where the tensors live (GPU stays on GPU: two reductions per tensor), so it
+    costs milliseconds even for a 0.5B model, yet any changed value changes it.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    total = 0
+    moments = []
+    for name, t in named_tensors:
+        total += t.numel() * t.element_size()
+        flat = t.reshape(-1).to(torch.float64)
+        idx = torch.arange(1, flat.numel() + 1, device=flat.device, dtype=torch.float64)
+        moments.append(torch.stack([flat.sum(), (flat * idx).sum()]))
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+    if moments:
+        values = torch.stack(moments).cpu().tolist()
+        for a, b in values:
+            h.update(struct.pack("<dd", a, b))
+    return h.hexdigest()[:16], total
+
+
+def worker_load(worker, named_tensors) -> str:
+    """Runs in the vLLM worker: load `named_tensors` in place. Returns the method used."""
+    runner = worker.model_runner
+    if hasattr(runner, "reload_weights"):
+        runner.reload_weights(weights_iterator=iter(named_tensors))
+        return "reload_weights"
+    runner.model.load_weights(weights=named_tensors)
+    return "load_weights"
+
+
+def worker_load_path(worker, path: str) -> str:
+    """Runs in the vLLM worker: reload from a saved checkpoint directory."""
+    runner = worker.model_runner
+    if hasattr(runner, "reload_weights"):
+        runner.reload_weights(weights_path=path)
+        return "reload_weights(path)"
+    from vllm.model_executor.model_loader.weight_utils import safetensors_weights_iterator
+    import glob
+
+    files = sorted(glob.glob(f"{path}/*.safetensors"))
+    runner.model.load_weights(weights=safetensors_weights_iterator(files, use_tqdm_on_load=False))
+    return "load_weights(path)"

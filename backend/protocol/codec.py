@@ -1,0 +1,95 @@
+"""Wire encoding: one JSON object per line (NDJSON), UTF-8, size-limited.
+
+Frames carry `"v": PROTOCOL_VERSION`. Both directions use the same framing; the
+server decodes commands, clients decode events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from backend.protocol.commands import Command
+from backend.protocol.events import Event
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 1 << 20  # 1 MiB: a SampleGroup of 64 long completions fits
+
+_EVENT = TypeAdapter(Event)
+_COMMAND = TypeAdapter(Command)
+
+
+class ProtocolError(ValueError):
+    """A frame that cannot be accepted: bad JSON, wrong version, unknown kind, bad fields."""
+
+
+def _encode(model: Any) -> bytes:
+    data = model.model_dump(mode="json")
+    data["v"] = PROTOCOL_VERSION
+    line = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return line.encode() + b"\n"
+
+
+def encode_event(event: Any) -> bytes:
+    return _encode(event)
+
+
+def encode_command(command: Any) -> bytes:
+    return _encode(command)
+
+
+def _parse(line: bytes | str, what: str) -> dict[str, Any]:
+    if isinstance(line, str):
+        line = line.encode()
+    if len(line) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"{what} frame of {len(line)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    try:
+        data = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{what} frame is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{what} frame must be a JSON object, got {type(data).__name__}")
+    version = data.pop("v", None)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"{what} frame has protocol version {version!r}; this side speaks {PROTOCOL_VERSION}")
+    if "kind" not in data:
+        raise ProtocolError(f"{what} frame has no 'kind'")
+    return data
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+def decode_event(line: bytes | str) -> Any:
+    data = _parse(line, "event")
+    try:
+        return _EVENT.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError(f"bad event ({data.get('kind')!r}): {_explain(exc)}") from None
+
+
+def decode_command(line: bytes | str) -> Any:
+    data = _parse(line, "command")
+    try:
+        return _COMMAND.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError(f"bad command ({data.get('kind')!r}): {_explain(exc)}") from None
+
+
+def event_from_dict(data: dict[str, Any]) -> Any:
+    return _EVENT.validate_python(data)
+
+
+def command_from_dict(data: dict[str, Any]) -> Any:
+    """Validate a command given as a dict (no version field needed)."""
+    try:
+        return _COMMAND.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError(f"bad command ({data.get('kind')!r}): {_explain(exc)}") from None

@@ -1,0 +1,87 @@
+"""Commands: imperatives a client sends. Frozen, discriminated by `kind`.
+
+Each carries an `id` so the `CommandResult` that answers it can be matched.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from backend.protocol.params import (
+    LIVE_PARAMS,
+    Beta,
+    LearningRate,
+    MaxTokens,
+    NumGenerations,
+    Temperature,
+    TopK,
+    TopP,
+)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str = Field(default_factory=_new_id, max_length=64)
+
+
+class Subscribe(_Command):
+    """Ask for events from `from_seq` on (history first, then live)."""
+
+    kind: Literal["subscribe"] = "subscribe"
+    from_seq: int = 0
+
+
+class Pause(_Command):
+    kind: Literal["pause"] = "pause"
+
+
+class Resume(_Command):
+    kind: Literal["resume"] = "resume"
+
+
+class ResyncWeights(_Command):
+    kind: Literal["resync"] = "resync"
+
+
+class SetParams(_Command):
+    kind: Literal["set_params"] = "set_params"
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    max_tokens: MaxTokens | None = None
+    num_generations: NumGenerations | None = None
+    learning_rate: LearningRate | None = None
+    beta: Beta | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> "SetParams":
+        if not self.changes():
+            raise ValueError(f"set_params needs at least one of: {', '.join(LIVE_PARAMS)}")
+        return self
+
+    def changes(self) -> dict[str, float | int]:
+        return {k: getattr(self, k) for k in LIVE_PARAMS if getattr(self, k) is not None}
+
+
+class Checkpoint(_Command):
+    kind: Literal["checkpoint"] = "checkpoint"
+
+
+class Stop(_Command):
+    kind: Literal["stop"] = "stop"
+    checkpoint: bool = True
+
+
+Command = Annotated[
+    Union[Subscribe, Pause, Resume, ResyncWeights, SetParams, Checkpoint, Stop],
+    Field(discriminator="kind"),
+]
+
+COMMAND_TYPES = (Subscribe, Pause, Resume, ResyncWeights, SetParams, Checkpoint, Stop)

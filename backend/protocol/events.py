@@ -1,0 +1,233 @@
+"""Events: facts the backend reports. Frozen, discriminated by `kind`.
+
+Every event carries `seq` (its contiguous position in the run's event log, assigned by
+the run store; -1 before it is stored) and `ts` (unix seconds when it was emitted).
+Bulk data is batched: one `SampleGroup` holds a whole group of completions.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunState = Literal["starting", "running", "pausing", "paused", "stopping", "finished", "failed"]
+Severity = Literal["info", "warning", "critical"]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    seq: int = -1
+    ts: float = Field(default_factory=time.time)
+
+
+class Hello(_Event):
+    """First frame on a connection, in both directions: carries the protocol version."""
+
+    kind: Literal["hello"] = "hello"
+    protocol: int
+    run_id: str = ""
+    role: Literal["server", "client"] = "server"
+    last_seq: int = -1
+
+
+class RunStarted(_Event):
+    kind: Literal["run_started"] = "run_started"
+    run_id: str
+    profile: str
+    profile_data: dict[str, Any] = Field(default_factory=dict)
+    model: str
+    task: str
+    engine: str
+    reward_functions: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    pid: int = 0
+
+
+class StateChanged(_Event):
+    kind: Literal["state_changed"] = "state_changed"
+    state: RunState
+    reason: str = ""
+    step: int = 0
+
+
+class Progress(_Event):
+    """Long work before or between steps (engine start, model build, warm-up)."""
+
+    kind: Literal["progress"] = "progress"
+    stage: str
+    message: str
+    current: int = 0
+    total: int = 0
+
+
+class Completion(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    text: str
+    rewards: dict[str, float | None]
+    reward: float
+    advantage: float
+    length: int
+    truncated: bool
+
+
+class SampleGroup(_Event):
+    kind: Literal["sample_group"] = "sample_group"
+    step: int
+    group: int
+    prompt: str
+    completions: list[Completion]
+    weight_version: int
+    reward_mean: float
+    reward_std: float
+
+
+class StepTimes(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    generate: float = 0.0
+    score: float = 0.0
+    train: float = 0.0
+    sync: float = 0.0
+    total: float = 0.0
+
+
+class StepMetrics(_Event):
+    kind: Literal["step_metrics"] = "step_metrics"
+    step: int
+    loss: float | None = None
+    kl: float | None = None
+    grad_norm: float | None = None
+    learning_rate: float | None = None
+    reward_mean: float
+    reward_std: float
+    rewards_by_function: dict[str, float] = Field(default_factory=dict)
+    frac_reward_zero_std: float = 0.0
+    truncated_ratio: float = 0.0
+    clip_ratio: float | None = None
+    entropy: float | None = None
+    completion_length_mean: float = 0.0
+    times: StepTimes = Field(default_factory=StepTimes)
+    tokens_per_s: float = 0.0
+    samples_per_s: float = 0.0
+    weight_version: int = 0
+
+
+class GpuInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    index: int
+    name: str
+    util_pct: float
+    mem_used_mb: float
+    mem_total_mb: float
+    power_w: float | None = None
+    temperature_c: float | None = None
+    node: str = "local"
+
+
+class GpuStats(_Event):
+    kind: Literal["gpu_stats"] = "gpu_stats"
+    available: bool
+    reason: str = ""
+    gpus: list[GpuInfo] = Field(default_factory=list)
+
+
+class WeightsSynced(_Event):
+    kind: Literal["weights_synced"] = "weights_synced"
+    version: int
+    step: int
+    duration_s: float
+    bytes: int
+    checksum: str
+    verified: bool
+    method: str = ""
+    detail: str = ""
+
+
+class ParamsApplied(_Event):
+    """A SetParams took effect at a step boundary; `params` is the full live set after it."""
+
+    kind: Literal["params_applied"] = "params_applied"
+    command_id: str
+    step: int
+    changed: dict[str, Any]
+    params: dict[str, Any]
+
+
+class CommandResult(_Event):
+    kind: Literal["command_result"] = "command_result"
+    command_id: str
+    command: str
+    status: Literal["accepted", "rejected", "applied", "failed"]
+    reason: str = ""
+    step: int = 0
+
+
+class CheckpointSaved(_Event):
+    kind: Literal["checkpoint_saved"] = "checkpoint_saved"
+    step: int
+    path: str
+    duration_s: float
+
+
+class Alert(_Event):
+    kind: Literal["alert"] = "alert"
+    rule: str
+    severity: Severity
+    message: str
+    step: int = 0
+    metric: str = ""
+    value: float | None = None
+    threshold: float | None = None
+    suggestion: str = ""
+
+
+class LogLine(_Event):
+    kind: Literal["log"] = "log"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    message: str
+
+
+class ErrorReply(_Event):
+    """Sent on a connection that sent a frame the server could not accept."""
+
+    kind: Literal["error"] = "error"
+    message: str
+
+
+Event = Annotated[
+    Union[
+        Hello,
+        RunStarted,
+        StateChanged,
+        Progress,
+        SampleGroup,
+        StepMetrics,
+        GpuStats,
+        WeightsSynced,
+        ParamsApplied,
+        CommandResult,
+        CheckpointSaved,
+        Alert,
+        LogLine,
+        ErrorReply,
+    ],
+    Field(discriminator="kind"),
+]
+
+EVENT_TYPES: tuple[type[_Event], ...] = (
+    Hello,
+    RunStarted,
+    StateChanged,
+    Progress,
+    SampleGroup,
+    StepMetrics,
+    GpuStats,
+    WeightsSynced,
+    ParamsApplied,
+    CommandResult,
+    CheckpointSaved,
+    Alert,
+    LogLine,
+    ErrorReply,
+)

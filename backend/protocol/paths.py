@@ -1,0 +1,42 @@
+"""Where runs live on disk: the contract between the backend and every client.
+
+A run directory holds `events.db` (the SQLite event log), `control.sock` (the control
+socket), `run.json` (id, pid, profile) and `backend.log` (the backend's own output).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The data dir: $RLC_HOME, else $XDG_DATA_HOME/rl-console, else ~/.local/share/rl-console."""
+    if env := os.environ.get("RLC_HOME"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "rl-console"
+
+
+def runs_dir() -> Path:
+    return home() / "runs"
+
+
+def run_dir(run_id: str) -> Path:
+    return runs_dir() / run_id
+
+
+def socket_path(run_id: str) -> Path:
+    return run_dir(run_id) / "control.sock"
+
+
+def db_path(run_id: str) -> Path:
+    return run_dir(run_id) / "events.db"
+
+
+def list_run_ids() -> list[str]:
+    """Run ids, oldest first (ids start with a sortable timestamp)."""
+    root = runs_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "run.json").exists())

@@ -1,0 +1,167 @@
+"""The control socket: fan-out of events to every client, routing of commands to the controller.
+
+A Unix domain socket in the run's directory (directory 0700, socket 0600). On connect the
+server sends `Hello`; the client answers `Subscribe(from_seq)`; the server replays the run's
+log from that seq and then streams live events with no gap and no duplicate (the cut is
+taken under the controller's emit lock). Every later frame is a command; a malformed,
+oversized or unknown frame gets an `error` reply and the run is untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+from backend.protocol import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode_command,
+    encode_event,
+)
+from backend.protocol.commands import Subscribe
+from backend.protocol.events import ErrorReply, Hello
+
+CLIENT_QUEUE = 20_000  # frames buffered per client before a slow client is dropped (it can re-attach)
+MAX_BAD_FRAMES = 100
+
+
+class _Client:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
+        self.live = False
+        self.min_seq = 0
+
+
+class ControlServer:
+    def __init__(self, controller, socket_path: Path) -> None:
+        self.c = controller
+        self.path = Path(socket_path)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.clients: set[_Client] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.path.parent, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._handle, path=str(self.path), limit=MAX_FRAME_BYTES + 1024)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        self.c.listeners.append(self._on_event)
+
+    async def stop(self) -> None:
+        if self._on_event in self.c.listeners:
+            self.c.listeners.remove(self._on_event)
+        for client in list(self.clients):
+            with contextlib.suppress(asyncio.QueueFull):
+                client.queue.put_nowait(None)
+        await asyncio.sleep(0.2)  # let writers flush the last events
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    # called from any thread, under the controller's emit lock
+    def _on_event(self, event: Any) -> None:
+        frame = encode_event(event)
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._fanout, frame, event.seq)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _fanout(self, frame: bytes, seq: int) -> None:
+        for client in list(self.clients):
+            if not client.live or seq < client.min_seq:
+                continue
+            try:
+                client.queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.clients.discard(client)
+                client.writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, event: Any) -> None:
+        writer.write(encode_event(event))
+        await writer.drain()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = _Client(writer)
+        pump: asyncio.Task | None = None
+        try:
+            await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.store.next_seq - 1))
+            bad = 0
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._send(writer, ErrorReply(message=f"frame exceeds {MAX_FRAME_BYTES} bytes; closing"))
+                    return
+                except ConnectionError:
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    cmd = decode_command(line)
+                except ProtocolError as exc:
+                    bad += 1
+                    await self._send(writer, ErrorReply(message=str(exc)))
+                    if bad >= MAX_BAD_FRAMES:
+                        await self._send(writer, ErrorReply(message="too many bad frames; closing"))
+                        return
+                    continue
+                if isinstance(cmd, Subscribe):
+                    if pump is not None:
+                        await self._send(writer, ErrorReply(message="already subscribed"))
+                        continue
+                    pump = asyncio.create_task(self._subscribe(client, cmd.from_seq))
+                    continue
+                self.c.submit(cmd)
+        finally:
+            self.clients.discard(client)
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(BaseException):
+                    await pump
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _subscribe(self, client: _Client, from_seq: int) -> None:
+        # cut: everything < cut comes from the log, everything >= cut from the live queue
+        with self.c._emit_lock:
+            cut = self.c.store.next_seq
+            client.min_seq = cut
+            client.live = True
+            self.clients.add(client)
+        writer = client.writer
+        if from_seq >= 0:
+            start = from_seq
+            while start < cut:
+                end = min(cut, start + 2000)
+                frames = await asyncio.to_thread(self.c.store.read_raw, start, end)
+                writer.writelines(frames)
+                await writer.drain()
+                start = end
+        while True:
+            frame = await client.queue.get()
+            if frame is None:
+                return
+            writer.write(frame)
+            if client.queue.empty():
+                await writer.drain()

@@ -1,0 +1,326 @@
+"""RunProfile: one typed object for a run, from a TOML profile plus RLC_ env overrides.
+
+Precedence: environment (`RLC_SAMPLING__TEMPERATURE=0.7`, `__` nests) > TOML file > defaults.
+A bad profile raises `ProfileError` whose message names the file, the field and what is
+allowed — never a raw traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from backend.protocol.params import (
+    Beta,
+    LearningRate,
+    MaxTokens,
+    NumGenerations,
+    Temperature,
+    TopK,
+    TopP,
+)
+
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message is meant for the operator as is."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(_Section):
+    name: str = Field("demo", description="run name prefix shown in the console and in run ids")
+    seed: int = Field(0, description="seed for data order, sampling and initialisation")
+    max_steps: int = Field(300, ge=1, le=10_000_000, description="optimizer steps to run")
+    checkpoint_every: int = Field(0, ge=0, description="save a checkpoint every N steps (0 = only on demand and at stop)")
+    num_threads: int = Field(1, ge=1, le=512, description="torch threads for the trainer (1 is fastest on a shared 2-core box)")
+    output_dir: str | None = Field(None, description="where TRL writes checkpoints; default: the run's directory")
+
+
+class EmbeddedModel(_Section):
+    hidden_size: int = Field(128, ge=32, le=4096, description="must be a multiple of 32 (vLLM CPU head size)")
+    num_layers: int = Field(2, ge=1, le=64)
+    num_heads: int = Field(4, ge=1, le=64)
+    num_kv_heads: int = Field(2, ge=1, le=64)
+    intermediate_size: int = Field(256, ge=32, le=16384)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _head_size(self) -> "EmbeddedModel":
+        if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads not in (32, 64, 80, 96, 112, 128, 256):
+            raise ValueError("hidden_size / num_heads must be one of 32, 64, 80, 96, 112, 128, 256 (vLLM head sizes)")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be a multiple of num_kv_heads")
+        return self
+
+
+class ModelSection(_Section):
+    source: str = Field(
+        "embedded",
+        description='"embedded" (a tiny Qwen2 built locally on first use), a local model directory, or a hub id',
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description='"auto": float32 on CPU, bfloat16 on GPU'
+    )
+    embedded: EmbeddedModel = Field(default_factory=EmbeddedModel)
+
+
+class TaskSection(_Section):
+    name: str = Field("repeat", description='name shown in the console; "repeat" is the embedded task')
+    dataset: str | None = Field(
+        None,
+        description="a .jsonl/.json/.parquet file with a `prompt` column, or `module:function` returning a datasets.Dataset; "
+        "empty = the embedded task's prompts",
+    )
+    reward_funcs: list[str] = Field(
+        default_factory=list,
+        description="reward functions as `module:function` (TRL signature); empty = the embedded task's",
+    )
+    reward_weights: list[float] | None = Field(None, description="one weight per reward function")
+    warmup_steps: int = Field(15, ge=0, le=10_000, description="supervised warm-up steps (embedded task only)")
+    warmup_learning_rate: float = Field(5e-3, gt=0, le=1)
+    warmup_correct_fraction: float = Field(
+        0.3, ge=0, le=1, description="share of warm-up examples that are correct (0 = format only: GRPO finds the rule)"
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> "TaskSection":
+        if self.reward_weights is not None and self.reward_funcs and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} entries but reward_funcs has {len(self.reward_funcs)}"
+            )
+        for spec in self.reward_funcs:
+            if ":" not in spec:
+                raise ValueError(f"reward function {spec!r} must be written `module:function`")
+        return self
+
+
+class EngineSection(_Section):
+    backend: Literal["local", "ray"] = Field("local", description="vLLM in this process, or in Ray actors")
+    replicas: int = Field(1, ge=1, le=1024, description="engine replicas (ray backend)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description='"auto" picks cuda when a GPU is visible')
+    max_model_len: int = Field(64, ge=8, le=1_048_576, description="prompt + completion tokens per sequence")
+    enforce_eager: bool = Field(True, description="skip CUDA graphs / compile (faster start)")
+    kv_cache_gb: float = Field(1.0, gt=0, le=1024, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE)")
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=0.95, description="share of GPU memory vLLM may take")
+    verify_every: int = Field(10, ge=0, description="greedy-canary check of synced weights every N syncs (0 = only on resync)")
+    sync_deadline_s: float = Field(60.0, gt=0, description="a weight sync taking longer raises instead of hanging")
+
+
+class RaySection(_Section):
+    address: str | None = Field(None, description='None = start a local cluster; "auto" or host:port = connect')
+    num_cpus_per_engine: float = Field(1.0, ge=0)
+    num_gpus_per_engine: float = Field(0.0, ge=0)
+    max_restarts: int = Field(2, ge=0)
+    auto_resume: bool = Field(False, description="resume by itself after an engine was restarted")
+
+
+class SamplingSection(_Section):
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    top_k: TopK = -1
+    max_tokens: MaxTokens = 6
+    num_generations: NumGenerations = 8
+
+
+class TrainingSection(_Section):
+    learning_rate: LearningRate = 1e-3
+    beta: Beta = 0.0
+    prompts_per_step: int = Field(16, ge=1, le=65_536, description="distinct prompts per step (batch = prompts × G)")
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class TelemetrySection(_Section):
+    gpu_poll_hz: float = Field(2.0, gt=0, le=4, description="NVML poll rate (≤ 4 Hz: NVML serializes on driver locks)")
+
+
+class RunProfile(BaseSettings):
+    """A run: what to train, on what, and how. Sections map to TOML tables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RLC_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+    _toml_path: ClassVar[Path | None] = None
+
+    run: RunSection = Field(default_factory=RunSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    task: TaskSection = Field(default_factory=TaskSection)
+    engine: EngineSection = Field(default_factory=EngineSection)
+    ray: RaySection = Field(default_factory=RaySection)
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
+    trl: dict[str, Any] = Field(
+        default_factory=dict, description="passed through to trl.GRPOConfig (e.g. report_to, loss_type, scale_rewards)"
+    )
+
+    @field_validator("trl")
+    @classmethod
+    def _trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        known = trl_config_fields()
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown GRPOConfig field(s) {unknown}; see trl.GRPOConfig for the allowed names")
+        owned = sorted(set(value) & OWNED_TRL_FIELDS)
+        if owned:
+            raise ValueError(f"{owned} are set by rl-console's own sections ([sampling]/[training]/[run]); set them there")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_path is not None:
+            from pydantic_settings import TomlConfigSettingsSource
+
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
+        return tuple(sources)
+
+    def live_params(self) -> dict[str, Any]:
+        s, t = self.sampling, self.training
+        return {
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "top_k": s.top_k,
+            "max_tokens": s.max_tokens,
+            "num_generations": s.num_generations,
+            "learning_rate": t.learning_rate,
+            "beta": t.beta,
+        }
+
+
+#: GRPOConfig fields rl-console sets from its own sections; the [trl] table may not override them
+OWNED_TRL_FIELDS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_completion_length",
+        "num_generations",
+        "learning_rate",
+        "beta",
+        "max_steps",
+        "seed",
+        "use_vllm",
+        "per_device_train_batch_size",
+    }
+)
+
+_TRL_FIELDS: set[str] | None = None
+
+
+def trl_config_fields() -> set[str]:
+    """Field names of the installed trl.GRPOConfig (imported once, lazily)."""
+    global _TRL_FIELDS
+    if _TRL_FIELDS is None:
+        import dataclasses
+
+        from trl import GRPOConfig
+
+        _TRL_FIELDS = {f.name for f in dataclasses.fields(GRPOConfig)}
+    return _TRL_FIELDS
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    field = ".".join(loc) or "(profile)"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_names(model, loc[:-1])
+        return f"{field}: unknown field" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
+    msg = err["msg"]
+    ctx = err.get("ctx") or {}
+    if "input" in err and err["type"] not in ("missing",):
+        shown = repr(err["input"])
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return f"{field} = {shown}: {msg}" + _range_hint(model, loc, ctx)
+    return f"{field}: {msg}"
+
+
+def _field_info(model: type[BaseModel], loc: list[str]):
+    cur: Any = model
+    info = None
+    for part in loc:
+        fields = getattr(cur, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        info = fields[part]
+        cur = info.annotation
+    return info
+
+
+def _range_hint(model: type[BaseModel], loc: list[str], ctx: dict[str, Any]) -> str:
+    info = _field_info(model, loc)
+    if info is None:
+        return ""
+    bounds = []
+    for m in info.metadata:
+        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                bounds.append(f"{sym} {v}")
+    parts = []
+    if bounds:
+        parts.append("allowed: " + " and ".join(bounds))
+    if info.description:
+        parts.append(info.description)
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _allowed_names(model: type[BaseModel], loc: list[str]) -> list[str]:
+    cur: Any = model
+    for part in loc:
+        fields = getattr(cur, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        cur = fields[part].annotation
+    fields = getattr(cur, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel] = None) -> str:
+    model = model or RunProfile
+    lines = [f"invalid profile {source}:"]
+    for err in exc.errors():
+        lines.append("  - " + _describe(err, model))
+    return "\n".join(lines)
+
+
+def load_profile(path: str | Path | None = None, **overrides: Any) -> RunProfile:
+    """Load a profile (None = the embedded default) with env overrides; raise ProfileError on any problem."""
+    if path is None:  # the embedded default: the defaults above (profiles/default.toml spells them out)
+        try:
+            return RunProfile(**overrides)
+        except ValidationError as exc:
+            raise ProfileError(format_validation_error(exc, "(embedded default + RLC_ environment)")) from None
+    path = Path(path)
+    if not path.is_file():
+        raise ProfileError(f"profile file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    try:
+        with path.open("rb") as fh:
+            tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"invalid profile {path}: not valid TOML: {exc}") from None
+    RunProfile._toml_path = path
+    try:
+        return RunProfile(**overrides)
+    except ValidationError as exc:
+        raise ProfileError(format_validation_error(exc, str(path))) from None
+    finally:
+        RunProfile._toml_path = None
+
+
+def profile_summary(profile: RunProfile) -> dict[str, Any]:
+    return profile.model_dump(mode="json")

@@ -1,0 +1,145 @@
+"""Build the pieces of a run from a profile: model dir, tokenizer, policy, engine, trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from backend.protocol.paths import home
+from backend.settings import RunProfile
+from backend.training import demo_task
+from backend.training.data import load_dataset_spec
+from backend.training.rewards import RewardRecorder, load_callable
+from backend.training.tiny_model import TinyModelSpec, ensure_model
+
+
+@dataclass
+class TaskParts:
+    dataset: Any
+    reward_funcs: list[Callable[..., Any]]
+    reward_weights: list[float]
+    reward_names: list[str]
+    embedded: bool
+
+
+def resolve_model(profile: RunProfile, progress: Callable[[str], None]) -> tuple[str, bool]:
+    """(model path or hub id, embedded?). Builds the embedded model on first use."""
+    src = profile.model.source
+    if src != "embedded":
+        return src, False
+    e = profile.model.embedded
+    spec = TinyModelSpec(
+        hidden_size=e.hidden_size,
+        num_layers=e.num_layers,
+        num_heads=e.num_heads,
+        num_kv_heads=e.num_kv_heads,
+        intermediate_size=e.intermediate_size,
+        max_position_embeddings=max(64, profile.engine.max_model_len),
+        seed=e.seed,
+    )
+    progress(f"building the embedded model {spec.key()} (cached under {home() / 'models'})")
+    path, built = ensure_model(home() / "models", spec)
+    progress(("built" if built else "using cached") + f" model at {path}")
+    return str(path), True
+
+
+def resolve_dtype(profile: RunProfile, device: str) -> str:
+    if profile.model.dtype != "auto":
+        return profile.model.dtype
+    return "float32" if device == "cpu" else "bfloat16"
+
+
+def load_task(profile: RunProfile, recorder: RewardRecorder) -> TaskParts:
+    t = profile.task
+    embedded = not t.reward_funcs and not t.dataset
+    if t.reward_funcs:
+        funcs = [load_callable(s) for s in t.reward_funcs]
+        weights = list(t.reward_weights or [1.0] * len(funcs))
+    else:
+        funcs = list(demo_task.REWARD_FUNCS)
+        weights = list(t.reward_weights or demo_task.REWARD_WEIGHTS)
+    if t.dataset:
+        ds = load_dataset_spec(t.dataset)
+    else:
+        ds = demo_task.dataset(n=max(4096, profile.training.prompts_per_step * 64), seed=profile.run.seed)
+    wrapped = [recorder.wrap(f) for f in funcs]
+    names = [w.__name__ for w in wrapped]
+    return TaskParts(dataset=ds, reward_funcs=wrapped, reward_weights=weights, reward_names=names, embedded=embedded)
+
+
+def load_policy(model_path: str, dtype: str, device: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+    if device == "cuda":
+        model = model.to("cuda")
+    return model, tokenizer
+
+
+def supervised_warmup(
+    model, tokenizer, steps: int, lr: float, seed: int, on_step: Callable[[int, float], None], correct_fraction: float = 0.0
+) -> None:
+    """A few supervised steps on correct examples of the embedded task (shown as a phase)."""
+    import torch
+
+    if steps <= 0:
+        return
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    examples = demo_task.warmup_examples(steps * 32, seed=seed + 1, correct_fraction=correct_fraction)
+    for i in range(steps):
+        chunk = examples[i * 32 : (i + 1) * 32]
+        ids, labels = [], []
+        for prompt, answer in chunk:
+            p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            ids.append(p + a)
+            labels.append([-100] * len(p) + a)
+        width = max(len(x) for x in ids)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
+        label_t = torch.tensor([y + [-100] * (width - len(y)) for y in labels], device=device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=label_t).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        on_step(i + 1, float(loss.detach()))
+
+
+def grpo_config(profile: RunProfile, output_dir: Path, device: str, reward_weights: list[float], max_steps: int):
+    from trl import GRPOConfig
+
+    s, t = profile.sampling, profile.training
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.prompts_per_step * s.num_generations,
+        num_generations=s.num_generations,
+        max_completion_length=s.max_tokens,
+        temperature=s.temperature,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type="constant",
+        beta=t.beta,
+        max_steps=max_steps,
+        max_grad_norm=t.max_grad_norm,
+        seed=profile.run.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=device == "cpu",
+        bf16=device != "cpu",
+        gradient_checkpointing=False,
+        loss_type="dapo",
+        scale_rewards="group",
+        reward_weights=reward_weights,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    kwargs.update(profile.trl)
+    return GRPOConfig(**kwargs)

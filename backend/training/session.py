@@ -1,0 +1,374 @@
+"""TrainingSession: one GRPO run's live objects (engine, policy, TRL trainer) and the hooks
+TRL calls at each stage. The controller owns it and decides when things happen; the
+session knows how (generate, score, advantages, update, sync, checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+from backend.engine import weight_sync
+from backend.engine.base import EngineError, Sampling
+from backend.protocol import events as E
+from backend.telemetry.gpu import GpuPoller
+from backend.training import factory
+from backend.training.rewards import RewardRecorder
+from backend.training.trainer import (
+    RolloutBatch,
+    RolloutFunc,
+    StopTraining,
+    group_view,
+    make_callback,
+    make_trainer_class,
+    set_learning_rate,
+    set_loss_temperature,
+)
+
+CANARY_PROMPTS = 4
+
+
+class TrainingSession:
+    def __init__(self, controller) -> None:
+        self.c = controller
+        self.profile = controller.profile
+        self.recorder = RewardRecorder()
+        self.engine = None
+        self.trainer = None
+        self.model = None
+        self.tokenizer = None
+        self.gpu: GpuPoller | None = None
+        self.max_prompt_tokens = 0
+        self.has_ref_model = self.profile.training.beta > 0
+        self._batch: RolloutBatch | None = None
+        self._synced_step = -1
+        self._syncs = 0
+        self._step_offset = 0
+        self._last_step_end = time.perf_counter()
+        self._step_wall: dict[int, float] = {}
+        self.canary_seqs: list[list[int]] = []
+
+    # ---- setup -------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from backend.engine.factory import make_engine
+        from backend.engine.local import resolve_device
+
+        p = self.profile
+        torch.set_num_threads(p.run.num_threads)
+        torch.manual_seed(p.run.seed)
+        say = lambda msg: self.c.progress("model", msg)  # noqa: E731
+        model_path, embedded = factory.resolve_model(p, say)
+        device = resolve_device(p.engine.device)
+        dtype = factory.resolve_dtype(p, device)
+        self.task = factory.load_task(p, self.recorder)
+        self.model_path, self.device, self.dtype = model_path, device, dtype
+
+        self.c.progress("engine", f"starting vLLM ({p.engine.backend}, {device}, {dtype}) — first start compiles kernels, ~10-60 s")
+        t0 = time.perf_counter()
+        self.engine = make_engine(p, model_path, device, dtype)
+        self.c.progress("engine", f"engine ready in {time.perf_counter() - t0:.1f} s: {self.engine.info.name}; compiling sampling kernels")
+        self.engine.generate([[1, 2]], Sampling(n=2, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=2, seed=0))
+        self.engine.prompt_logprobs([[1, 2, 3]])
+
+        self.c.progress("model", "loading the policy into the trainer")
+        self.model, self.tokenizer = factory.load_policy(model_path, dtype, device)
+        prompts = self.task.dataset["prompt"][:256]
+        rf = RolloutFunc(self.engine, self.tokenizer, self)
+        encoded = [rf.encode(x) for x in prompts]
+        self.max_prompt_tokens = max(len(x) for x in encoded)
+        # canary: a few real prompts, each continued by its own tokens, as fixed sequences
+        self.canary_seqs = [(ids * 8)[: min(16, p.engine.max_model_len - 1)] for ids in encoded[:CANARY_PROMPTS]]
+        if self.max_prompt_tokens + p.sampling.max_tokens > p.engine.max_model_len:
+            raise ValueError(
+                f"longest prompt ({self.max_prompt_tokens} tokens) + sampling.max_tokens ({p.sampling.max_tokens}) "
+                f"exceeds engine.max_model_len ({p.engine.max_model_len})"
+            )
+
+        self.c.emit(
+            E.RunStarted(
+                run_id=self.c.run_id,
+                profile=self.c.profile_name,
+                profile_data=p.model_dump(mode="json"),
+                model=model_path if not embedded else f"embedded tiny Qwen2 ({_count(self.model)/1e3:.0f}k params)",
+                task=p.task.name,
+                engine=self.engine.info.name,
+                reward_functions=self.task.reward_names,
+                params=dict(self.c.params),
+                pid=__import__("os").getpid(),
+            )
+        )
+        self.gpu = GpuPoller(self.c.emit, hz=p.telemetry.gpu_poll_hz)
+        self.gpu.start()
+
+        if embedded and self.task.embedded and p.task.warmup_steps:
+            n = p.task.warmup_steps
+            self.c.progress("warmup", f"supervised warm-up: {n} steps on correct examples", 0, n)
+            factory.supervised_warmup(
+                self.model, self.tokenizer, n, p.task.warmup_learning_rate, p.run.seed,
+                lambda i, loss: self.c.progress("warmup", f"warm-up step {i}/{n}, loss {loss:.3f}", i, n),
+                correct_fraction=p.task.warmup_correct_fraction,
+            )
+        self.c.progress("trainer", "building the TRL GRPO trainer")
+        self._build_trainer(p.run.max_steps)
+        self.sync_weights(verify=True, reason="initial")
+
+    def _build_trainer(self, max_steps: int) -> None:
+        p = self.profile
+        args = factory.grpo_config(p, self.c.run_dir / "trainer", self.device, self.task.reward_weights, max_steps)
+        cls = make_trainer_class()
+        self.trainer = cls(
+            model=self.model,
+            reward_funcs=self.task.reward_funcs,
+            args=args,
+            train_dataset=self.task.dataset,
+            processing_class=self.tokenizer,
+            rollout_func=RolloutFunc(self.engine, self.tokenizer, self),
+            callbacks=[make_callback(self)],
+        )
+        self.trainer.rlc_hooks = self
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        self.trainer.remove_callback(PrinterCallback)  # the console prints its own lines
+        self.trainer.remove_callback(ProgressCallback)
+        self.c.trainer = self.trainer
+
+    # ---- the loop ----------------------------------------------------------
+    def train(self) -> None:
+        while True:
+            try:
+                self._last_step_end = time.perf_counter()
+                self.trainer.train()
+                return
+            except StopTraining as stop:
+                if not stop.restart:
+                    return
+            # a new group size: TRL builds G into its sampler, so train() starts again
+            done = self.c.step
+            remaining = self.profile.run.max_steps - done
+            if remaining <= 0:
+                return
+            self._step_offset = done
+            g = self.c.params["num_generations"]
+            self.trainer.num_generations = g
+            self.trainer.args.num_generations = g
+            self.trainer.args.per_device_train_batch_size = self.profile.training.prompts_per_step * g
+            self.trainer.args.generation_batch_size = self.profile.training.prompts_per_step * g
+            self.trainer._train_batch_size = self.profile.training.prompts_per_step * g
+            self.trainer.args.max_steps = remaining
+            self.trainer.state.global_step = 0
+
+    @property
+    def step_now(self) -> int:
+        return self._step_offset + self.trainer.state.global_step
+
+    # hooks called by TRL through RolloutFunc / the trainer subclass / the callback
+    def before_rollout(self, trainer) -> tuple[Sampling, float, int, int]:
+        self.c.boundary()
+        if self._pending_restart:
+            self._pending_restart = False
+            raise StopTraining("group size changed", restart=True)
+        sync_s = 0.0
+        if self._synced_step != self.step_now:
+            verify = self.profile.engine.verify_every > 0 and (self._syncs % self.profile.engine.verify_every == 0)
+            sync_s = self.sync_weights(verify=verify, reason="step")
+        prm = self.c.params
+        sampling = Sampling(
+            n=prm["num_generations"],
+            temperature=prm["temperature"],
+            top_p=prm["top_p"],
+            top_k=prm["top_k"],
+            max_tokens=prm["max_tokens"],
+            seed=self.profile.run.seed * 1_000_003 + self.step_now,
+        )
+        self.recorder.reset()
+        return sampling, sync_s, self.c.weight_version, self.step_now + 1
+
+    _pending_restart = False
+
+    def rollout_done(self, batch: RolloutBatch) -> None:
+        self._batch = batch
+
+    def scored(self, trainer, advantages: list[float]) -> None:
+        b = self._batch
+        if b is None:
+            return
+        b.advantages = advantages
+        b.rewards = dict(self.recorder.values)
+        b.score_s = self.recorder.seconds
+        names, weights = self.task.reward_names, self.task.reward_weights
+        for gi, (prompt, rows) in enumerate(group_view(b, names, weights)):
+            totals = [r[2] for r in rows]
+            self.c.emit(
+                E.SampleGroup(
+                    step=b.step,
+                    group=gi,
+                    prompt=prompt,
+                    completions=[
+                        E.Completion(
+                            text=c.text,
+                            rewards={k: _clean(v) for k, v in rw.items()},
+                            reward=_clean(total) or 0.0,
+                            advantage=_clean(adv) or 0.0,
+                            length=len(c.token_ids),
+                            truncated=c.truncated,
+                        )
+                        for c, rw, total, adv in rows
+                    ],
+                    weight_version=b.weight_version,
+                    reward_mean=statistics.fmean(totals),
+                    reward_std=statistics.pstdev(totals) if len(totals) > 1 else 0.0,
+                )
+            )
+
+    def on_step_end(self, state) -> None:
+        now = time.perf_counter()
+        self.c.step = self.step_now
+        self._step_wall[self.c.step] = now - self._last_step_end
+        self._last_step_end = now
+        if self.c._stop_requested:
+            pass  # applied at the next boundary, after this step's metrics are out
+
+    def on_log(self, state, logs: dict[str, Any]) -> None:
+        step = self.step_now
+        b = self._batch
+        total = self._step_wall.pop(step, 0.0)
+        gen = b.generate_s if b else 0.0
+        score = b.score_s if b else 0.0
+        sync = b.sync_s if b else 0.0
+        truncated = (
+            sum(c.truncated for g in b.groups for c in g) / max(1, b.num_completions) if b else 0.0
+        )
+        by_fn = {n: v for n in self.task.reward_names if (v := _clean(logs.get(f"rewards/{n}/mean"))) is not None}
+        self.c.emit(
+            E.StepMetrics(
+                step=step,
+                loss=_clean(logs.get("loss")),
+                kl=_clean(logs.get("kl")),
+                grad_norm=_clean(logs.get("grad_norm")),
+                learning_rate=_clean(logs.get("learning_rate")),
+                reward_mean=_clean(logs.get("reward")) or 0.0,
+                reward_std=_clean(logs.get("reward_std")) or 0.0,
+                rewards_by_function=by_fn,
+                frac_reward_zero_std=_clean(logs.get("frac_reward_zero_std")) or 0.0,
+                truncated_ratio=truncated,
+                clip_ratio=_clean(logs.get("clip_ratio/region_mean")),
+                entropy=_clean(logs.get("entropy")),
+                completion_length_mean=_clean(logs.get("completions/mean_length")) or 0.0,
+                times=E.StepTimes(
+                    generate=gen, score=score, sync=sync, train=max(0.0, total - gen - score - sync), total=total
+                ),
+                tokens_per_s=(b.generated_tokens / gen) if b and gen > 0 else 0.0,
+                samples_per_s=(b.num_completions / total) if b and total > 0 else 0.0,
+                weight_version=self.c.weight_version,
+            )
+        )
+
+    # ---- actions the controller asks for -------------------------------------
+    def apply_params(self, changes: dict[str, Any]) -> dict[str, Any]:
+        applied = {}
+        for key, value in changes.items():
+            if key == "learning_rate":
+                set_learning_rate(self.trainer, value)
+            elif key == "temperature":
+                set_loss_temperature(self.trainer, value)
+            elif key == "beta":
+                self.trainer.beta = value
+                self.trainer.args.beta = value
+            elif key == "max_tokens":
+                self.trainer.max_completion_length = value
+                self.trainer.args.max_completion_length = value
+            elif key == "num_generations":
+                if value != self.c.params["num_generations"]:
+                    self._pending_restart = True
+            applied[key] = value
+        return applied
+
+    def sync_weights(self, *, verify: bool, reason: str) -> float:
+        """Push the policy's weights into the engine; verify with a greedy canary when asked."""
+        t0 = time.perf_counter()
+        tensors = weight_sync.state_tensors(self.model)
+        checksum, _ = weight_sync.fingerprint(tensors)
+        version = self.c.weight_version + 1
+        report = self.engine.push_weights(tensors, version, checksum)
+        verified, detail = None, ""
+        if verify:
+            verified, detail = self.verify_canary()
+        self.c.weight_version = version
+        self._synced_step = self.step_now if self.trainer is not None else -1
+        self._syncs += 1
+        duration = time.perf_counter() - t0
+        if verified is False:
+            raise EngineError(f"weight sync v{version} not applied: {detail}")
+        self.c.emit(
+            E.WeightsSynced(
+                version=version,
+                step=self.c.step,
+                duration_s=duration,
+                bytes=report.bytes,
+                checksum=checksum,
+                verified=bool(verified),
+                method=report.method + ("" if verify else " (not canary-checked this time)"),
+                detail=f"{reason}; {detail}" if detail else reason,
+            )
+        )
+        return duration
+
+    def verify_canary(self) -> tuple[bool, str]:
+        """The engine's log-probs of fixed canary sequences must equal the trainer model's.
+
+        Greedy text is a weak check on a flat, barely trained policy (near-ties flip the
+        argmax between kernels); per-token log-probs compare every weight's effect.
+        """
+        import torch
+
+        engine_lp = self.engine.prompt_logprobs(self.canary_seqs)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        worst = 0.0
+        with torch.no_grad():
+            for seq, got in zip(self.canary_seqs, engine_lp):
+                inp = torch.tensor([seq], device=device)
+                logits = self.model(input_ids=inp).logits[0, :-1].float()
+                want = torch.log_softmax(logits, dim=-1).gather(1, inp[0, 1:, None])[:, 0].tolist()
+                diffs = [abs(a - b) for a, b in zip(want, got)]
+                worst = max([worst, *diffs]) if all(d == d for d in diffs) else float("inf")
+        if was_training:
+            self.model.train()
+        tol = 1e-2 if self.dtype == "float32" else 0.25
+        return worst <= tol, f"canary log-prob max |diff| {worst:.2e} (tol {tol:g})"
+
+    def checkpoint(self) -> None:
+        if self.trainer is None:
+            return
+        t0 = time.perf_counter()
+        self.trainer._save_checkpoint(self.trainer.model, trial=None)
+        path = self.c.run_dir / "trainer" / f"checkpoint-{self.trainer.state.global_step}"
+        self.c.emit(E.CheckpointSaved(step=self.c.step, path=str(path), duration_s=time.perf_counter() - t0))
+
+    def close(self) -> None:
+        if self.gpu is not None:
+            self.gpu.stop()
+        if self.engine is not None:
+            try:
+                self.engine.shutdown()
+            except Exception:
+                pass
+
+
+def _clean(x: Any) -> float | None:
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,176 @@
+"""TRL GRPO wired around the project's engine.
+
+TRL's GRPOTrainer keeps rewards, advantages, the loss and the optimizer. Rollouts come
+from our `RolloutEngine` through TRL's `rollout_func` hook, because TRL's own vLLM
+integration cannot give the control the console needs: it owns the engine (no pause,
+no verified resync, no sampling changes between steps) and its per-parameter
+`load_weights` sync fails on the CPU backend in fp32.
+
+Stages per step, named as in the paper: generate -> score -> advantages -> update -> sync.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend.engine.base import GeneratedCompletion, Sampling
+from backend.training.data import prompt_text
+from backend.training.rewards import RewardRecorder
+
+
+@dataclass
+class RolloutBatch:
+    """What one step generated, kept until the scores and advantages are known."""
+
+    step: int
+    prompts: list[Any]  # one per group
+    groups: list[list[GeneratedCompletion]]
+    weight_version: int
+    sampling: Sampling
+    generate_s: float
+    sync_s: float = 0.0
+    advantages: list[float] = field(default_factory=list)
+    rewards: dict[str, list[float | None]] = field(default_factory=dict)
+    totals: list[float] = field(default_factory=list)
+    score_s: float = 0.0
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(len(c.token_ids) for g in self.groups for c in g)
+
+    @property
+    def num_completions(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+
+class StopTraining(Exception):
+    """Raised at a step boundary to end `train()` cleanly (stop, or a restart for a new G)."""
+
+    def __init__(self, reason: str, restart: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.restart = restart
+
+
+def make_trainer_class():
+    from trl import GRPOTrainer
+
+    class ConsoleGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer that hands each scored batch (with advantages) to the controller."""
+
+        rlc_hooks: Any = None
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            if self.rlc_hooks is not None:
+                self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist())
+            return out
+
+    return ConsoleGRPOTrainer
+
+
+class RolloutFunc:
+    """TRL `rollout_func`: prompts arrive repeated G times (RepeatSampler); we ask the
+    engine once per distinct prompt with n=G and return per-completion rows."""
+
+    def __init__(self, engine, tokenizer, hooks) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.hooks = hooks
+
+    def encode(self, prompt: Any) -> list[int]:
+        if isinstance(prompt, list):  # conversational
+            ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+            if hasattr(ids, "input_ids"):
+                ids = ids["input_ids"]
+            return list(ids)
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def __call__(self, prompts: list[Any], trainer) -> dict[str, Any]:
+        sampling, sync_s, version, step = self.hooks.before_rollout(trainer)
+        g = sampling.n
+        if len(prompts) % g:
+            raise RuntimeError(f"rollout got {len(prompts)} prompts, not a multiple of G={g}")
+        distinct = [prompts[i] for i in range(0, len(prompts), g)]
+        prompt_ids = [self.encode(p) for p in distinct]
+        t0 = time.perf_counter()
+        groups = self.engine.generate(prompt_ids, sampling)
+        gen_s = time.perf_counter() - t0
+        batch = RolloutBatch(
+            step=step,
+            prompts=distinct,
+            groups=groups,
+            weight_version=version,
+            sampling=sampling,
+            generate_s=gen_s,
+            sync_s=sync_s,
+        )
+        self.hooks.rollout_done(batch)
+        rows_prompt, rows_completion, rows_logprobs, rows_trunc = [], [], [], []
+        for ids, group in zip(prompt_ids, groups):
+            for c in group:
+                rows_prompt.append(ids)
+                rows_completion.append(c.token_ids)
+                rows_logprobs.append(c.logprobs)
+                rows_trunc.append(c.truncated)
+        return {
+            "prompt_ids": rows_prompt,
+            "completion_ids": rows_completion,
+            "logprobs": rows_logprobs,
+            "truncated": rows_trunc,
+        }
+
+
+def make_callback(hooks):
+    from transformers import TrainerCallback
+
+    class ConsoleCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            hooks.on_step_end(state)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                hooks.on_log(state, dict(logs))
+
+    return ConsoleCallback()
+
+
+def group_view(batch: RolloutBatch, reward_names: list[str], weights: list[float]):
+    """Per group: (prompt text, [(completion, {fn: reward}, total, advantage)])."""
+    out = []
+    i = 0
+    for prompt, group in zip(batch.prompts, batch.groups):
+        rows = []
+        for c in group:
+            rewards = {name: batch.rewards.get(name, [None] * (i + 1))[i] for name in reward_names}
+            total = sum(w * v for w, v in zip(weights, rewards.values()) if v is not None)
+            adv = batch.advantages[i] if i < len(batch.advantages) else 0.0
+            rows.append((c, rewards, total, adv))
+            i += 1
+        out.append((prompt_text(prompt), rows))
+    return out
+
+
+def set_learning_rate(trainer, lr: float) -> None:
+    """Takes effect at the very next optimizer step; the scheduler keeps it (constant schedule)."""
+    if trainer.optimizer is not None:
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr
+            group["initial_lr"] = lr
+    sched = getattr(trainer, "lr_scheduler", None)
+    if sched is not None and hasattr(sched, "base_lrs"):
+        sched.base_lrs = [lr for _ in sched.base_lrs]
+    trainer.args.learning_rate = lr
+
+
+def set_loss_temperature(trainer, temperature: float) -> None:
+    """Make the training log-probs use the sampling temperature (TRL fixes it at init)."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = trainer.model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    add_fused_lm_head(base, temperature=temperature, cast_lm_head_to_fp32=trainer.args.cast_lm_head_to_fp32, outputs=("log_probs", "entropy"))
+    trainer.temperature = temperature
+    trainer.args.temperature = temperature

@@ -1,0 +1,126 @@
+"""BackendClient: one connection to a run's control socket.
+
+Connect, read the server's `Hello`, send `Subscribe(from_seq)`, then iterate events
+(history from the run's log first, then live). Commands go back on the same socket and
+are answered by `CommandResult` events carrying the command's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from backend.protocol import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode_event,
+    encode_command,
+)
+from backend.protocol.commands import Subscribe
+from backend.protocol.events import CommandResult, Hello
+
+
+class ClientError(RuntimeError):
+    pass
+
+
+class BackendClient:
+    def __init__(self, socket_path: str | Path, *, from_seq: int = 0) -> None:
+        self.socket_path = Path(socket_path)
+        self.from_seq = from_seq
+        self.hello: Hello | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[str, asyncio.Future[CommandResult]] = {}
+
+    async def connect(self, timeout: float = 5.0) -> Hello:
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.socket_path), limit=MAX_FRAME_BYTES + 1024),
+                timeout,
+            )
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ClientError(f"no run is listening on {self.socket_path} ({exc.strerror or exc})") from None
+        except PermissionError:
+            raise ClientError(f"permission denied on {self.socket_path}: the run belongs to another user") from None
+        line = await asyncio.wait_for(self._reader.readline(), timeout)
+        if not line:
+            raise ClientError("the backend closed the connection before saying hello")
+        hello = decode_event(line)
+        if not isinstance(hello, Hello):
+            raise ClientError(f"expected hello, got {hello.kind}")
+        if hello.protocol != PROTOCOL_VERSION:
+            raise ClientError(f"backend speaks protocol {hello.protocol}, this console speaks {PROTOCOL_VERSION}")
+        self.hello = hello
+        await self.send(Subscribe(from_seq=self.from_seq))
+        return hello
+
+    async def send(self, command: Any) -> None:
+        if self._writer is None:
+            raise ClientError("not connected")
+        self._writer.write(encode_command(command))
+        await self._writer.drain()
+
+    async def request(self, command: Any, timeout: float = 10.0) -> CommandResult:
+        """Send a command and wait for its CommandResult (needs `events()` running, or use `call`)."""
+        fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._pending[command.id] = fut
+        await self.send(command)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(command.id, None)
+
+    async def events(self) -> AsyncIterator[Any]:
+        assert self._reader is not None, "connect() first"
+        while True:
+            try:
+                line = await self._reader.readline()
+            except (ConnectionResetError, asyncio.IncompleteReadError):
+                return
+            except ValueError as exc:  # line over the limit
+                raise ClientError(f"frame too large from backend: {exc}") from None
+            if not line:
+                return
+            try:
+                event = decode_event(line)
+            except ProtocolError as exc:
+                raise ClientError(str(exc)) from None
+            if isinstance(event, CommandResult) and event.command_id in self._pending:
+                fut = self._pending[event.command_id]
+                if not fut.done():
+                    fut.set_result(event)
+            yield event
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except (ConnectionError, BrokenPipeError):
+                pass
+            self._writer = None
+
+
+async def call(socket_path: str | Path, command: Any, timeout: float = 10.0) -> CommandResult:
+    """One-shot: connect, send `command`, return the backend's first answer to it.
+
+    Subscribes from the live end so no history is replayed.
+    """
+    client = BackendClient(socket_path, from_seq=-1)
+    await client.connect(timeout)
+    try:
+        await client.send(command)
+
+        async def _wait() -> CommandResult:
+            async for ev in client.events():
+                if isinstance(ev, CommandResult) and ev.command_id == command.id:
+                    return ev
+            raise ClientError("the backend closed the connection before answering")
+
+        return await asyncio.wait_for(_wait(), timeout)
+    finally:
+        await client.close()
