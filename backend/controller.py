@@ -81,6 +81,10 @@ class Controller:
         self._queue.put(cmd)
         return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="accepted", step=self.step))
 
+    def reject(self, command_id: str, kind: str, reason: str) -> E.CommandResult:
+        """A command that failed validation before it could be built (e.g. out of range)."""
+        return self.emit(E.CommandResult(command_id=command_id, command=kind, status="rejected", reason=reason, step=self.step))
+
     def _reject_reason(self, cmd: Any) -> str:
         done = self.state in ("finished", "failed", "stopping")
         if done:

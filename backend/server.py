@@ -120,7 +120,10 @@ class ControlServer:
                     cmd = decode_command(line)
                 except ProtocolError as exc:
                     bad += 1
-                    await self._send(writer, ErrorReply(message=str(exc)))
+                    if exc.command_id:  # a known command with bad values: audited rejection
+                        self.c.reject(exc.command_id, exc.kind, str(exc))
+                    else:
+                        await self._send(writer, ErrorReply(message=str(exc)))
                     if bad >= MAX_BAD_FRAMES:
                         await self._send(writer, ErrorReply(message="too many bad frames; closing"))
                         return

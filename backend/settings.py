@@ -157,7 +157,7 @@ class RunProfile(BaseSettings):
     training: TrainingSection = Field(default_factory=TrainingSection)
     telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
     trl: dict[str, Any] = Field(
-        default_factory=dict, description="passed through to trl.GRPOConfig (e.g. report_to, loss_type, scale_rewards)"
+        default_factory=lambda: {"loss_type": "dapo", "scale_rewards": "group"}, description="passed through to trl.GRPOConfig (e.g. report_to, loss_type, scale_rewards)"
     )
 
     @field_validator("trl")

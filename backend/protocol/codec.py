@@ -11,18 +11,28 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from backend.protocol.commands import Command
+from backend.protocol.commands import COMMAND_TYPES, Command
 from backend.protocol.events import Event
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 1 << 20  # 1 MiB: a SampleGroup of 64 long completions fits
 
 _EVENT = TypeAdapter(Event)
+COMMAND_KINDS = frozenset(t.model_fields["kind"].default for t in COMMAND_TYPES)
 _COMMAND = TypeAdapter(Command)
 
 
 class ProtocolError(ValueError):
-    """A frame that cannot be accepted: bad JSON, wrong version, unknown kind, bad fields."""
+    """A frame that cannot be accepted: bad JSON, wrong version, unknown kind, bad fields.
+
+    `kind` and `command_id` are set when the frame named a known command kind and an id:
+    such a command was well-formed but invalid, and deserves a `CommandResult` rejection.
+    """
+
+    def __init__(self, message: str, *, kind: str | None = None, command_id: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.command_id = command_id
 
 
 def _encode(model: Any) -> bytes:
@@ -80,7 +90,13 @@ def decode_command(line: bytes | str) -> Any:
     try:
         return _COMMAND.validate_python(data)
     except ValidationError as exc:
-        raise ProtocolError(f"bad command ({data.get('kind')!r}): {_explain(exc)}") from None
+        kind, cid = data.get("kind"), data.get("id")
+        known = isinstance(kind, str) and kind in COMMAND_KINDS and isinstance(cid, str) and 0 < len(cid) <= 64
+        raise ProtocolError(
+            f"bad command ({kind!r}): {_explain(exc)}",
+            kind=kind if known else None,
+            command_id=cid if known else None,
+        ) from None
 
 
 def event_from_dict(data: dict[str, Any]) -> Any:

@@ -135,8 +135,6 @@ def grpo_config(profile: RunProfile, output_dir: Path, device: str, reward_weigh
         use_cpu=device == "cpu",
         bf16=device != "cpu",
         gradient_checkpointing=False,
-        loss_type="dapo",
-        scale_rewards="group",
         reward_weights=reward_weights,
         disable_tqdm=True,
         dataloader_num_workers=0,

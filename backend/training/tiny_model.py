@@ -13,6 +13,7 @@ import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+BUILD_FORMAT = 2  # bump when the built files change (cache key)
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 ALPHABET = string.ascii_lowercase + string.digits + " >=:+-.,?"
 
@@ -28,7 +29,7 @@ class TinyModelSpec:
     seed: int = 0
 
     def key(self) -> str:
-        return f"qwen2-h{self.hidden_size}-l{self.num_layers}-a{self.num_heads}-kv{self.num_kv_heads}-i{self.intermediate_size}-p{self.max_position_embeddings}-s{self.seed}"
+        return f"v{BUILD_FORMAT}-qwen2-h{self.hidden_size}-l{self.num_layers}-a{self.num_heads}-kv{self.num_kv_heads}-i{self.intermediate_size}-p{self.max_position_embeddings}-s{self.seed}"
 
 
 def build_tokenizer(out_dir: Path):
@@ -50,6 +51,8 @@ def build_tokenizer(out_dir: Path):
         unk_token="<unk>",
         padding_side="left",
     )
+    # a minimal chat template, so conversational datasets work on the tiny model too
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     fast.save_pretrained(out_dir)
     return fast
 

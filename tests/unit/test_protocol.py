@@ -1,0 +1,113 @@
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from backend.protocol import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode_command,
+    decode_event,
+    encode_command,
+    encode_event,
+)
+from backend.protocol import commands as C
+from backend.protocol import events as E
+
+EVENTS = [
+    E.Hello(protocol=PROTOCOL_VERSION, run_id="r1", last_seq=3),
+    E.RunStarted(run_id="r", profile="p.toml", model="m", task="t", engine="vllm", reward_functions=["a", "b"], params={"temperature": 1.0}),
+    E.StateChanged(state="paused", reason="operator", step=4),
+    E.Progress(stage="engine", message="starting", current=1, total=3),
+    E.SampleGroup(
+        step=2, group=0, prompt="a>", weight_version=3, reward_mean=0.5, reward_std=0.1,
+        completions=[E.Completion(text="aaaa", rewards={"f": 1.0, "g": None}, reward=1.0, advantage=0.7, length=5, truncated=False)],
+    ),
+    E.StepMetrics(step=2, loss=0.1, kl=None, reward_mean=0.4, reward_std=0.2, rewards_by_function={"f": 0.4},
+                  times=E.StepTimes(generate=0.1, score=0.01, train=0.2, sync=0.01, total=0.32), tokens_per_s=1e4),
+    E.GpuStats(available=False, reason="no NVIDIA GPU"),
+    E.GpuStats(available=True, gpus=[E.GpuInfo(index=0, name="H100", util_pct=90, mem_used_mb=1, mem_total_mb=2, power_w=300, temperature_c=50)]),
+    E.WeightsSynced(version=2, step=1, duration_s=0.02, bytes=100, checksum="abc", verified=True),
+    E.ParamsApplied(command_id="x", step=3, changed={"temperature": 0.7}, params={"temperature": 0.7}),
+    E.CommandResult(command_id="x", command="pause", status="rejected", reason="already paused"),
+    E.CheckpointSaved(step=3, path="/tmp/c", duration_s=0.1),
+    E.Alert(rule="zero_std", severity="warning", message="m", value=0.9, threshold=0.5),
+    E.LogLine(message="hi"),
+    E.ErrorReply(message="bad"),
+]
+COMMANDS = [C.Subscribe(from_seq=5), C.Pause(), C.Resume(), C.ResyncWeights(), C.SetParams(temperature=0.7, max_tokens=3),
+            C.Checkpoint(), C.Stop(checkpoint=False)]
+
+
+def test_every_event_type_is_covered():
+    assert {type(e) for e in EVENTS} == set(E.EVENT_TYPES)
+    assert {type(c) for c in COMMANDS} == set(C.COMMAND_TYPES)
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.kind)
+def test_event_round_trip(event):
+    frame = encode_event(event)
+    assert frame.endswith(b"\n") and json.loads(frame)["v"] == PROTOCOL_VERSION
+    assert decode_event(frame) == event
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.kind)
+def test_command_round_trip(command):
+    assert decode_command(encode_command(command)) == command
+
+
+def test_models_are_frozen():
+    with pytest.raises(ValidationError):
+        E.StateChanged(state="running").state = "paused"  # type: ignore[misc]
+
+
+def test_unknown_kind_rejected_with_clear_error():
+    with pytest.raises(ProtocolError, match="bad command.*'explode'"):
+        decode_command(json.dumps({"v": PROTOCOL_VERSION, "kind": "explode", "id": "1"}))
+    with pytest.raises(ProtocolError, match="bad event"):
+        decode_event(json.dumps({"v": PROTOCOL_VERSION, "kind": "nope"}))
+
+
+def test_wrong_version_rejected():
+    with pytest.raises(ProtocolError, match="protocol version 99"):
+        decode_command(json.dumps({"v": 99, "kind": "pause", "id": "1"}))
+    with pytest.raises(ProtocolError, match="protocol version None"):
+        decode_command(json.dumps({"kind": "pause", "id": "1"}))
+
+
+@pytest.mark.parametrize("frame", [b"{not json", b"[1,2]", b'"x"', b"\xff\xfe"])
+def test_malformed_frames(frame):
+    with pytest.raises(ProtocolError):
+        decode_command(frame)
+
+
+def test_oversized_frame():
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode_command(b'{"v":1,"kind":"pause","id":"' + b"x" * MAX_FRAME_BYTES + b'"}')
+
+
+def test_out_of_range_set_params_carries_id_for_rejection():
+    frame = json.dumps({"v": PROTOCOL_VERSION, "kind": "set_params", "id": "abc", "temperature": 99})
+    with pytest.raises(ProtocolError) as info:
+        decode_command(frame)
+    assert info.value.command_id == "abc" and info.value.kind == "set_params"
+    assert "temperature" in str(info.value) and "less than or equal to 5" in str(info.value)
+
+
+def test_set_params_needs_a_change_and_checks_ranges():
+    with pytest.raises(ValidationError, match="at least one"):
+        C.SetParams()
+    for bad in ({"top_p": 0}, {"num_generations": 1}, {"learning_rate": -1}, {"max_tokens": 0}, {"temperature": 0}):
+        with pytest.raises(ValidationError):
+            C.SetParams(**bad)
+    assert C.SetParams(top_k=-1, beta=0.0).changes() == {"top_k": -1, "beta": 0.0}
+
+
+def test_protocol_imports_only_stdlib_and_pydantic():
+    import subprocess
+    import sys
+
+    code = "import sys, backend.protocol; bad = [m for m in ('torch','vllm','trl','ray','transformers','textual') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
