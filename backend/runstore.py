@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.protocol import decode_event, encode_event
+from backend.protocol.paths import new_run_id  # noqa: F401  (re-exported)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -112,8 +113,3 @@ def read_run_meta(run_dir: Path) -> dict[str, Any]:
         return json.loads((run_dir / "run.json").read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def new_run_id(name: str) -> str:
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)[:32] or "run"
-    return time.strftime("%Y%m%d-%H%M%S-") + f"{int(time.time() * 1000) % 1000:03d}-{safe}"

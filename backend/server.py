@@ -132,7 +132,8 @@ class ControlServer:
                     if pump is not None:
                         await self._send(writer, ErrorReply(message="already subscribed"))
                         continue
-                    pump = asyncio.create_task(self._subscribe(client, cmd.from_seq))
+                    cut = self._register(client)  # before the next frame: no answer can be missed
+                    pump = asyncio.create_task(self._pump(client, cmd.from_seq, cut))
                     continue
                 self.c.submit(cmd)
         finally:
@@ -145,13 +146,16 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _subscribe(self, client: _Client, from_seq: int) -> None:
-        # cut: everything < cut comes from the log, everything >= cut from the live queue
+    def _register(self, client: _Client) -> int:
+        """Cut: everything < cut comes from the log, everything >= cut from the live queue."""
         with self.c._emit_lock:
             cut = self.c.store.next_seq
             client.min_seq = cut
             client.live = True
             self.clients.add(client)
+        return cut
+
+    async def _pump(self, client: _Client, from_seq: int, cut: int) -> None:
         writer = client.writer
         if from_seq >= 0:
             start = from_seq

@@ -40,3 +40,12 @@ def list_run_ids() -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "run.json").exists())
+
+
+def new_run_id(name: str) -> str:
+    """Sortable, unique enough for one user: 20261125-104209-235-demo."""
+    import time
+
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)[:32] or "run"
+    now = time.time()
+    return time.strftime("%Y%m%d-%H%M%S-", time.localtime(now)) + f"{int(now * 1000) % 1000:03d}-{safe}"

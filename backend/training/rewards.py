@@ -57,9 +57,9 @@ class RewardRecorder:
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
-            async def awrapped(prompts, completions, **kwargs):
+            async def awrapped(*args, **kwargs):
                 t0 = time.perf_counter()
-                out = await func(prompts, completions, **kwargs)
+                out = await func(*args, **kwargs)
                 recorder.seconds += time.perf_counter() - t0
                 recorder.values[name] = [None if v is None else float(v) for v in out]
                 return out
@@ -67,9 +67,9 @@ class RewardRecorder:
             return awrapped
 
         @functools.wraps(func)
-        def wrapped(prompts, completions, **kwargs):
+        def wrapped(*args, **kwargs):  # TRL passes everything by keyword; pass it on untouched
             t0 = time.perf_counter()
-            out = func(prompts, completions, **kwargs)
+            out = func(*args, **kwargs)
             recorder.seconds += time.perf_counter() - t0
             recorder.values[name] = [None if v is None else float(v) for v in out]
             return out

