@@ -74,8 +74,7 @@ class Controller:
         if reason:
             return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="rejected", reason=reason, step=self.step))
         if isinstance(cmd, C.Pause):
-            self._pause_requested = True
-            self.set_state("pausing", "pause requested; takes effect at the next step boundary")
+            self.request_pause("pause requested; takes effect at the next step boundary")
         elif isinstance(cmd, C.Stop):
             self._stop_requested = True
         self._queue.put(cmd)
@@ -193,6 +192,8 @@ class Controller:
             self.session.checkpoint()
             self.set_state("finished", f"stopped at step {self.step}" if self._stop_requested else f"completed {self.step} steps")
         except EngineError as exc:
+            self.emit(E.Alert(rule="engine", severity="critical", message=str(exc), step=self.step,
+                              suggestion="see backend.log; resume from the last checkpoint once the engine is healthy"))
             self.set_state("failed", f"engine: {exc}")
             code = 3
         except Exception as exc:
@@ -202,6 +203,13 @@ class Controller:
         finally:
             self._teardown()
         return code
+
+    def request_pause(self, reason: str) -> None:
+        """From a command or an alert rule: pause at the next step boundary."""
+        if self._pause_requested or self.state in ("paused", "pausing", "finished", "failed", "stopping"):
+            return
+        self._pause_requested = True
+        self.set_state("pausing", reason)
 
     def request_stop(self) -> None:
         """From a signal handler: stop at the next boundary (checkpoint first)."""

@@ -46,8 +46,8 @@ class RunSection(_Section):
 class EmbeddedModel(_Section):
     hidden_size: int = Field(128, ge=32, le=4096, description="must be a multiple of 32 (vLLM CPU head size)")
     num_layers: int = Field(2, ge=1, le=64)
-    num_heads: int = Field(4, ge=1, le=64)
-    num_kv_heads: int = Field(2, ge=1, le=64)
+    num_heads: int = Field(2, ge=1, le=64)
+    num_kv_heads: int = Field(1, ge=1, le=64)
     intermediate_size: int = Field(256, ge=32, le=16384)
     seed: int = 0
 
@@ -140,6 +140,39 @@ class TelemetrySection(_Section):
     gpu_poll_hz: float = Field(2.0, gt=0, le=4, description="NVML poll rate (≤ 4 Hz: NVML serializes on driver locks)")
 
 
+Action = Literal["alert", "pause"]
+
+
+class ThresholdRule(_Section):
+    enabled: bool = True
+    threshold: float = Field(0.5, ge=0, le=1e9)
+    action: Action = "alert"
+
+
+class DropRule(_Section):
+    enabled: bool = True
+    drop: float = Field(0.3, gt=0, description="absolute fall of the reward below the window's median")
+    action: Action = "alert"
+
+
+class FactorRule(_Section):
+    enabled: bool = True
+    factor: float = Field(5.0, gt=1)
+    min_value: float = Field(0.0, ge=0)
+    action: Action = "alert"
+
+
+class AlertsSection(_Section):
+    window: int = Field(10, ge=2, le=10_000, description="steps in the recent window the rules compare against")
+    zero_std: ThresholdRule = Field(default_factory=lambda: ThresholdRule(threshold=0.75))
+    truncation: ThresholdRule = Field(default_factory=lambda: ThresholdRule(threshold=0.5))
+    reward_collapse: DropRule = Field(default_factory=DropRule)
+    kl_blowup: FactorRule = Field(default_factory=lambda: FactorRule(factor=10.0, min_value=0.05))
+    entropy_collapse: ThresholdRule = Field(default_factory=lambda: ThresholdRule(threshold=0.02))
+    slow_step: FactorRule = Field(default_factory=lambda: FactorRule(factor=5.0))
+    nan_action: Literal["pause"] = Field("pause", description="NaN/Inf in loss or gradients: skip the update, pause, checkpoint")
+
+
 class RunProfile(BaseSettings):
     """A run: what to train, on what, and how. Sections map to TOML tables."""
 
@@ -156,6 +189,7 @@ class RunProfile(BaseSettings):
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
     trl: dict[str, Any] = Field(
         default_factory=lambda: {"loss_type": "dapo", "scale_rewards": "group"}, description="passed through to trl.GRPOConfig (e.g. report_to, loss_type, scale_rewards)"
     )

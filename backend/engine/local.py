@@ -91,6 +91,13 @@ class LocalVLLMEngine:
             extra={"dtype": dtype, "max_model_len": max_model_len},
         )
         self.can_pause_engine = hasattr(self.llm, "pause_generation")
+        self.sync_methods = self.llm.collective_rpc(weight_sync.available_methods)[0]
+        if device == "cpu":  # vLLM-CPU repacks linear weights after loading: only reload_weights is correct
+            self.sync_method = "reload_weights"
+        elif "load_weights" in self.sync_methods:  # CUDA: a direct in-place copy, the fastest correct path
+            self.sync_method = "load_weights"
+        else:
+            self.sync_method = self.sync_methods[0]
 
     # ---- rollouts -------------------------------------------------------
     def _params(self, sampling: Sampling, *, logprobs: bool):
@@ -162,7 +169,7 @@ class LocalVLLMEngine:
         nbytes = sum(t.numel() * t.element_size() for _, t in named_tensors)
         t0 = time.perf_counter()
         with self._lock:
-            methods = self.llm.collective_rpc(weight_sync.worker_load, args=(named_tensors,))
+            methods = self.llm.collective_rpc(weight_sync.worker_load, args=(named_tensors, self.sync_method))
             self.llm.reset_prefix_cache()
             self._version = version
             if hasattr(self.llm, "update_weight_version"):

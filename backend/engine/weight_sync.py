@@ -47,14 +47,29 @@ def fingerprint(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:
     return h.hexdigest()[:16], total
 
 
-def worker_load(worker, named_tensors) -> str:
+def available_methods(worker) -> list[str]:
+    """Runs in the vLLM worker: the in-place load paths this vLLM offers, fastest-correct first."""
+    runner = worker.model_runner
+    out = []
+    if hasattr(runner, "reload_weights"):
+        out.append("reload_weights")  # handles backends that repack weights after loading (CPU)
+    if hasattr(runner, "model") and hasattr(runner.model, "load_weights"):
+        out.append("load_weights")  # plain per-parameter copy (CUDA; fails on vLLM-CPU in fp32)
+    return out
+
+
+def worker_load(worker, named_tensors, method: str = "auto") -> str:
     """Runs in the vLLM worker: load `named_tensors` in place. Returns the method used."""
     runner = worker.model_runner
-    if hasattr(runner, "reload_weights"):
+    if method == "auto":
+        method = available_methods(worker)[0]
+    if method == "reload_weights":
         runner.reload_weights(weights_iterator=iter(named_tensors))
-        return "reload_weights"
-    runner.model.load_weights(weights=named_tensors)
-    return "load_weights"
+    elif method == "load_weights":
+        runner.model.load_weights(weights=iter(named_tensors))
+    else:
+        raise ValueError(f"unknown weight-load method {method!r}")
+    return method
 
 
 def worker_load_path(worker, path: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from backend.engine import weight_sync
 from backend.engine.base import EngineError, Sampling
 from backend.protocol import events as E
+from backend.telemetry.alerts import AlertMonitor, Finding
 from backend.telemetry.gpu import GpuPoller
 from backend.training import factory
 from backend.training.rewards import RewardRecorder
@@ -101,6 +102,7 @@ class TrainingSession:
                 pid=__import__("os").getpid(),
             )
         )
+        self.alerts = AlertMonitor(p.alerts, self.c.emit, self.c.request_pause)
         self.gpu = GpuPoller(self.c.emit, hz=p.telemetry.gpu_poll_hz)
         self.gpu.start()
 
@@ -198,6 +200,14 @@ class TrainingSession:
             return
         b.advantages = advantages
         b.rewards = dict(self.recorder.values)
+        bad = [n for n, vals in b.rewards.items() if any(v is not None and not math.isfinite(v) for v in vals)]
+        if bad:  # None means "not applicable" in TRL; NaN/Inf is a broken reward: keep it out of the weights
+            self._skip_update = f"reward function {bad[0]} returned NaN/Inf"
+            self.alerts.raise_alert(
+                Finding("non_finite", "critical", f"{self._skip_update} at step {b.step}: this step's update will be skipped",
+                        "reward", None, None, "fix the reward function, then resume", "alert"),
+                b.step,
+            )
         b.score_s = self.recorder.seconds
         names, weights = self.task.reward_names, self.task.reward_weights
         for gi, (prompt, rows) in enumerate(group_view(b, names, weights)):
@@ -229,8 +239,10 @@ class TrainingSession:
         self.c.step = self.step_now
         self._step_wall[self.c.step] = now - self._last_step_end
         self._last_step_end = now
-        if self.c._stop_requested:
-            pass  # applied at the next boundary, after this step's metrics are out
+        if self._skip_update:  # the weights are still the last good ones: keep them, then pause
+            reason, self._skip_update = self._skip_update, None
+            self.checkpoint()
+            self.c.request_pause(f"{reason} at step {self.c.step}: update skipped, last good state checkpointed")
 
     def on_log(self, state, logs: dict[str, Any]) -> None:
         step = self.step_now
@@ -243,7 +255,7 @@ class TrainingSession:
             sum(c.truncated for g in b.groups for c in g) / max(1, b.num_completions) if b else 0.0
         )
         by_fn = {n: v for n in self.task.reward_names if (v := _clean(logs.get(f"rewards/{n}/mean"))) is not None}
-        self.c.emit(
+        metrics = self.c.emit(
             E.StepMetrics(
                 step=step,
                 loss=_clean(logs.get("loss")),
@@ -266,6 +278,26 @@ class TrainingSession:
                 weight_version=self.c.weight_version,
             )
         )
+        self.alerts.on_metrics(metrics)
+
+    def on_pre_optimizer_step(self, model) -> None:
+        """NaN/Inf guard: drop the gradients (so the optimizer skips this update), then pause
+        with the last good weights checkpointed."""
+        import torch
+
+        bad = [n for n, prm in model.named_parameters() if prm.grad is not None and not torch.isfinite(prm.grad).all()]
+        if bad and not self._skip_update:
+            self._skip_update = f"non-finite gradients in {len(bad)} tensors (e.g. {bad[0]})"
+            self.alerts.raise_alert(
+                Finding("non_finite", "critical", f"{self._skip_update}: update skipped", "grad", None, None,
+                        "inspect the newest groups and rewards; lower the learning rate; then resume", "alert"),
+                self.step_now + 1,
+            )
+        if self._skip_update:
+            for prm in model.parameters():
+                prm.grad = None  # AdamW skips parameters without a gradient: no update at all
+
+    _skip_update: str | None = None
 
     # ---- actions the controller asks for -------------------------------------
     def apply_params(self, changes: dict[str, Any]) -> dict[str, Any]:
@@ -293,7 +325,7 @@ class TrainingSession:
         tensors = weight_sync.state_tensors(self.model)
         checksum, _ = weight_sync.fingerprint(tensors)
         version = self.c.weight_version + 1
-        report = self.engine.push_weights(tensors, version, checksum)
+        report = self._push_with_deadline(tensors, version, checksum)
         verified, detail = None, ""
         if verify:
             verified, detail = self.verify_canary()
@@ -316,6 +348,36 @@ class TrainingSession:
             )
         )
         return duration
+
+    def _push_with_deadline(self, tensors, version: int, checksum: str):
+        """A sync past `engine.sync_deadline_s` raises (and alerts) instead of hanging the run."""
+        import threading
+
+        box: dict[str, Any] = {}
+
+        def push() -> None:
+            try:
+                box["report"] = self.engine.push_weights(tensors, version, checksum)
+            except BaseException as exc:  # surfaced below
+                box["error"] = exc
+
+        deadline = self.profile.engine.sync_deadline_s
+        worker = threading.Thread(target=push, name="rlc-sync", daemon=True)
+        worker.start()
+        worker.join(deadline)
+        if worker.is_alive():
+            msg = f"weight sync v{version} still running after its {deadline:g} s deadline"
+            self.alerts.raise_alert(Finding("sync_deadline", "critical", msg, "sync_s", None, deadline,
+                                            "check the engine (backend.log); resume from the last checkpoint", "alert"), self.step_now)
+            raise EngineError(msg)
+        if "error" in box:
+            raise box["error"]
+        if self.engine.weight_version() != version:
+            self.alerts.raise_alert(Finding("engine_stale", "critical",
+                                            f"engine reports weight version {self.engine.weight_version()}, trainer pushed {version}",
+                                            "weight_version", float(self.engine.weight_version()), float(version),
+                                            "resync weights (w)", "pause"), self.step_now)
+        return box["report"]
 
     def verify_canary(self) -> tuple[bool, str]:
         """The engine's log-probs of fixed canary sequences must equal the trainer model's.

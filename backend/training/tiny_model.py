@@ -22,8 +22,8 @@ ALPHABET = string.ascii_lowercase + string.digits + " >=:+-.,?"
 class TinyModelSpec:
     hidden_size: int = 128
     num_layers: int = 2
-    num_heads: int = 4  # head_dim = hidden_size / num_heads = 32
-    num_kv_heads: int = 2
+    num_heads: int = 2  # head_dim = hidden_size / num_heads = 64
+    num_kv_heads: int = 1
     intermediate_size: int = 256
     max_position_embeddings: int = 64
     seed: int = 0

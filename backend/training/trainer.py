@@ -130,6 +130,10 @@ def make_callback(hooks):
         def on_step_end(self, args, state, control, **kwargs):
             hooks.on_step_end(state)
 
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if model is not None:
+                hooks.on_pre_optimizer_step(model)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 hooks.on_log(state, dict(logs))

@@ -1,0 +1,56 @@
+"""Alert rules are pure functions of real StepMetrics events: no fakes needed."""
+
+import math
+
+from backend.protocol.events import StepMetrics, StepTimes
+from backend.settings import AlertsSection
+from backend.telemetry.alerts import AlertMonitor, check
+
+
+def metrics(step, reward=0.5, total=0.1, **kw):
+    return StepMetrics(step=step, reward_mean=reward, reward_std=0.1, times=StepTimes(total=total), **kw)
+
+
+def rules(findings):
+    return {f.rule for f in findings}
+
+
+CFG = AlertsSection()
+HIST = [metrics(i) for i in range(1, 11)]
+
+
+def test_quiet_run_raises_nothing():
+    assert check(CFG, metrics(11), HIST) == []
+
+
+def test_each_rule_fires_with_evidence():
+    f = check(CFG, metrics(11, frac_reward_zero_std=0.9), HIST)
+    assert rules(f) == {"zero_std"} and f[0].value == 0.9 and f[0].threshold == 0.75 and f[0].suggestion
+    assert rules(check(CFG, metrics(11, truncated_ratio=0.8), HIST)) == {"truncation"}
+    assert rules(check(CFG, metrics(11, reward=0.1), HIST)) == {"reward_collapse"}
+    assert rules(check(CFG, metrics(11, entropy=0.01), HIST)) == {"entropy_collapse"}
+    assert rules(check(CFG, metrics(11, total=0.6), HIST)) == {"slow_step"}
+    kl_hist = [metrics(i, kl=0.01) for i in range(1, 11)]
+    assert rules(check(CFG, metrics(11, kl=0.2), kl_hist)) == {"kl_blowup"}
+
+
+def test_non_finite_pauses():
+    f = check(CFG, metrics(11, loss=math.nan), HIST)
+    assert rules(f) == {"non_finite"} and f[0].action == "pause" and f[0].severity == "critical"
+
+
+def test_window_rules_wait_for_a_full_window():
+    assert check(CFG, metrics(3, reward=0.0, total=9.0), HIST[:2]) == []
+
+
+def test_monitor_fires_once_until_cleared_and_pauses_on_request():
+    emitted, pauses = [], []
+    cfg = AlertsSection.model_validate({"truncation": {"action": "pause"}})
+    mon = AlertMonitor(cfg, emitted.append, pauses.append)
+    for step in range(1, 4):
+        mon.on_metrics(metrics(step, truncated_ratio=0.9))
+    assert [a.rule for a in emitted] == ["truncation"] and len(pauses) == 1
+    mon.on_metrics(metrics(4, truncated_ratio=0.0))
+    mon.on_metrics(metrics(5, truncated_ratio=0.9))
+    assert [a.rule for a in emitted] == ["truncation", "truncation"]
+    assert emitted[0].step == 1 and emitted[0].metric == "truncated_ratio"
