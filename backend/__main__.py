@@ -86,7 +86,7 @@ class HeadlessPrinter:
             return f"  ALERT [{ev.severity}] {ev.rule}: {ev.message}"
         if isinstance(ev, E.CheckpointSaved):
             return f"  checkpoint at step {ev.step}: {ev.path}"
-        if isinstance(ev, E.WeightsSynced) and "step" not in ev.detail:
+        if isinstance(ev, E.WeightsSynced) and not ev.detail.startswith("step"):
             return f"  weights v{ev.version} synced in {ev.duration_s * 1000:.0f} ms ({ev.method}; {ev.detail})"
         if isinstance(ev, E.GpuStats) and not ev.available:
             return f"  GPU: none — {ev.reason}"

@@ -7,7 +7,8 @@ per process, as in a real run); `--mode both` runs them back to back and prints 
 
   python3 bench/gpu_throughput.py --mode both [--prompts 64 --n 8 --max-tokens 256]
 
-`engine` mode also measures weight sync of the whole model into the running engine (time,
+The loop asks the engine for sampling log-probs only when TRL will read them
+(`off_policy_mask_threshold`); both variants are measured. `engine` mode also measures weight sync of the whole model into the running engine (time,
 GB/s, canary check) and samples GPU utilisation through NVML during generation.
 """
 
@@ -113,7 +114,8 @@ def run_mode(mode: str, args) -> dict:
 
         llm = LocalVLLMEngine(str(model_dir), device="cuda", **common)
         out["vllm"] = llm.info.name
-        sampling = Sampling(n=args.n, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=args.max_tokens, seed=0)
+        sampling = Sampling(n=args.n, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=args.max_tokens, seed=0,
+                            logprobs=mode == "engine-logprobs")
         run = lambda: sum(len(c.token_ids) for g in llm.generate(prompt_ids, sampling) for c in g)  # noqa: E731
     out["engine_start_s"] = time.perf_counter() - t0
     run()  # warm-up
@@ -129,6 +131,7 @@ def run_mode(mode: str, args) -> dict:
     out.update(tokens_per_s=rates[len(rates) // 2], tokens_per_s_all=rates, gen_tokens=tokens, gpu_util_mean=util.mean())
     if mode == "engine":
         out.update(sync_bench(llm, model_dir, prompt_ids))
+    llm = None
     return out
 
 
@@ -176,7 +179,7 @@ def sync_bench(engine, model_dir: Path, prompt_ids) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["both", "bare", "bare-logprobs", "engine"], default="both")
+    ap.add_argument("--mode", choices=["both", "bare", "bare-logprobs", "engine", "engine-logprobs"], default="both")
     ap.add_argument("--model-dir", default="/tmp/rlc-qwen2-0.5b-random")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--n", type=int, default=8)
@@ -184,13 +187,17 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--gpu-mem", type=float, default=0.5)
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--build-only", action="store_true", help="only build the model (for a GRPO run on it)")
     args = ap.parse_args()
+    if args.build_only:
+        build(Path(args.model_dir))
+        return 0
     if args.mode != "both":
         print("RESULT " + json.dumps(run_mode(args.mode, args)), flush=True)
         return 0
     build(Path(args.model_dir))
     results = {}
-    for mode in ("bare-logprobs", "engine", "bare"):
+    for mode in ("bare", "engine", "bare-logprobs", "engine-logprobs"):
         cmd = [sys.executable, __file__, "--mode", mode] + [a for a in sys.argv[1:] if a not in ("--mode", "both")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -198,12 +205,14 @@ def main() -> int:
             print(f"{mode} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
             return 1
         results[mode] = json.loads(line[7:])
-    e, b, bl = results["engine"], results["bare"], results["bare-logprobs"]
+    e, b, bl, el = results["engine"], results["bare"], results["bare-logprobs"], results["engine-logprobs"]
     print(f"GPU: {e['gpu']}   {e['vllm']}   {e['prompts']} prompts × {e['n']} × {e['max_tokens']} tokens, bf16, CUDA graphs")
-    print(f"{'path':38} {'tokens/s':>10} {'ratio':>6} {'GPU util':>8}")
-    for name, r in (("bare vllm.LLM.generate (logprobs=0)", bl), ("bare vllm.LLM.generate (no logprobs)", b), ("rl-console engine layer (logprobs=0)", e)):
+    print(f"{'path':46} {'tokens/s':>10} {'vs bare':>7} {'GPU util':>8}")
+    rows = (("bare vllm.LLM.generate", b, b), ("rl-console engine layer (what the loop asks)", e, b),
+            ("bare vllm.LLM.generate, logprobs=0", bl, bl), ("rl-console engine layer, logprobs=0", el, bl))
+    for name, r, base in rows:
         util = f"{r['gpu_util_mean']:.0f}%" if r.get("gpu_util_mean") is not None else "-"
-        print(f"{name:38} {r['tokens_per_s']:10.0f} {r['tokens_per_s'] / bl['tokens_per_s']:6.3f} {util:>8}")
+        print(f"{name:46} {r['tokens_per_s']:10.0f} {r['tokens_per_s'] / base['tokens_per_s']:7.3f} {util:>8}")
     print(f"weight sync of {e['params_m']:.0f}M params ({e['sync_bytes'] / 1e9:.2f} GB, {e['sync_method']}): "
           f"{e['sync_s'] * 1000:.1f} ms median = {e['sync_gb_per_s']:.1f} GB/s (fingerprint {e['fingerprint_s'] * 1000:.1f} ms); "
           f"canary max |Δlogprob| {e['canary_max_diff']:.3f} in {e['canary_s'] * 1000:.0f} ms; engine pause+resume {e['engine_pause_resume_s'] * 1000:.2f} ms")

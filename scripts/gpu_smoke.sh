@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GPU check of rl-console on a machine with a CUDA GPU and the project's deps importable
 # (installed with `scripts/setup.sh --gpu`, or staged wheels on PYTHONPATH).
-#   OUT=results/ bash scripts/gpu_smoke.sh
-# 1. the tests that can run there (unit + tests/gpu); 2. the embedded default on the GPU for
-# 150 steps, headless JSON saved, paused once; 3. ~0.5B random Qwen2 rollouts: the engine
-# layer vs bare vllm.LLM.generate, weight sync of the whole model, GPU utilisation.
+#   OUT=results/ bash scripts/gpu_smoke.sh [all|tests|embedded|grpo|throughput]...
+#   tests       the tests that can run there (unit + tests/gpu)
+#   embedded    the embedded default on the GPU, 150 steps, headless JSON saved, paused once
+#   grpo        a real GRPO loop on a random ~0.5B Qwen2 (64 prompts x 8 x 256 tokens per step)
+#   throughput  ~0.5B rollouts: engine layer vs bare vllm.LLM.generate; whole-model weight sync
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never NVLink multicast
@@ -12,10 +13,30 @@ export VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-0} PYTHONUNBUF
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" RLC_HOME=${RLC_HOME:-/tmp/rlc-gpu-home}
 OUT=${OUT:-/tmp/rlc-gpu-out}; mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+M=/tmp/rlc-qwen2-0.5b-random
+stages=${*:-all}
+want() { [[ " $stages " == *" $1 "* || " $stages " == *" all "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-echo "== 1. tests on the GPU machine"
-$PY -m pytest -q -p no:cacheprovider tests/unit tests/gpu -k "not import_names" 2>&1 | tail -15
-echo "== 2. embedded default on the GPU (150 steps, paused at step 60)"
-$PY bench/live_run.py --steps 150 --pause-at 60 --out "$OUT/embedded_gpu.jsonl"
-echo "== 3. ~0.5B rollouts: engine layer vs bare vLLM, weight sync"
-$PY bench/gpu_throughput.py --mode both --json-out "$OUT/throughput.json"
+if want tests; then
+  echo "== tests on the GPU machine"
+  $PY -m pytest -q -p no:cacheprovider tests/unit tests/gpu -k "not import_names" -rs 2>&1 | tail -8
+fi
+if want embedded; then
+  echo "== embedded default on the GPU (150 steps, paused at step 60)"
+  $PY bench/live_run.py --steps 150 --pause-at 60 --out "$OUT/embedded_gpu.jsonl"
+fi
+if want grpo; then
+  echo "== GRPO on a random ~0.5B Qwen2: 64 prompts x 8 completions x 256 tokens a step"
+  $PY bench/gpu_throughput.py --model-dir $M --build-only
+  $PY -c "import json,os,glob; ls=[l.strip() for f in sorted(glob.glob(os.path.dirname(os.__file__)+'/*.py'))[:50] for l in open(f) if 30<=len(l.strip())<=120]; open('$M/prompts.jsonl','w').write(''.join(json.dumps({'prompt':l})+'\n' for l in ls[:2048]))"
+  $PY bench/live_run.py --steps 12 --pause-at 6 --out "$OUT/grpo_05b.jsonl" -- \
+    --set model.source=$M --set model.dtype=bfloat16 --set task.name=length --set task.dataset=$M/prompts.jsonl \
+    --set 'task.reward_funcs=["backend.training.demo_task:char_match"]' --set engine.device=cuda \
+    --set engine.max_model_len=384 --set engine.enforce_eager=false --set engine.gpu_memory_utilization=0.25 \
+    --set sampling.max_tokens=256 --set training.prompts_per_step=64 --set training.learning_rate=1e-6 \
+    --set 'trl={"gradient_checkpointing": true, "loss_type": "dapo"}'
+fi
+if want throughput; then
+  echo "== ~0.5B rollouts: engine layer vs bare vLLM, weight sync"
+  $PY bench/gpu_throughput.py --model-dir $M --mode both --json-out "$OUT/throughput.json"
+fi

@@ -16,6 +16,7 @@ class Sampling:
     top_k: int
     max_tokens: int
     seed: int | None = None
+    logprobs: bool = True  # per-token sampling log-probs (costs ~2x rollout time on GPU; TRL uses them only for off-policy masking)
 
 
 @dataclass

@@ -66,8 +66,9 @@ class LocalVLLMEngine:
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,
             seed=seed,
-            enable_prefix_caching=False,
+            enable_prefix_caching=False,  # rollouts share short prompts; a reset after every sync costs O(KV blocks)
         )
+        self.prefix_caching = False
         if device == "cuda":
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         try:
@@ -115,7 +116,7 @@ class LocalVLLMEngine:
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[GeneratedCompletion]]:
         self._check()
-        params = self._params(sampling, logprobs=True)
+        params = self._params(sampling, logprobs=sampling.logprobs)
         with self._lock:
             self.last_sampling_params = params
             try:
@@ -129,7 +130,10 @@ class LocalVLLMEngine:
         for out in outs:
             group = []
             for c in out.outputs:
-                lps = [next(iter(d.values())).logprob if d else 0.0 for d in (c.logprobs or [])]
+                if c.logprobs is not None:
+                    lps = [next(iter(d.values())).logprob if d else 0.0 for d in c.logprobs]
+                else:  # not requested: TRL reads sampling log-probs only for off-policy masking
+                    lps = [0.0] * len(c.token_ids)
                 group.append(
                     GeneratedCompletion(
                         token_ids=list(c.token_ids), logprobs=lps, text=c.text, finish_reason=c.finish_reason or ""
@@ -170,7 +174,8 @@ class LocalVLLMEngine:
         t0 = time.perf_counter()
         with self._lock:
             methods = self.llm.collective_rpc(weight_sync.worker_load, args=(named_tensors, self.sync_method))
-            self.llm.reset_prefix_cache()
+            if self.prefix_caching:  # cached prefixes were computed with the old weights
+                self.llm.reset_prefix_cache()
             self._version = version
             if hasattr(self.llm, "update_weight_version"):
                 try:
@@ -209,7 +214,7 @@ class LocalVLLMEngine:
         return self._dead
 
     def _check(self) -> None:
-        if self._torch.get_num_threads() != self._threads:  # called from another thread
+        if self.info.device == "cpu" and self._torch.get_num_threads() != self._threads:  # called from another thread
             self._torch.set_num_threads(self._threads)
         if self._dead:
             raise EngineError(f"engine is dead: {self._dead}")

@@ -50,6 +50,7 @@ class TrainingSession:
         self._last_step_end = time.perf_counter()
         self._step_wall: dict[int, float] = {}
         self.canary_seqs: list[list[int]] = []
+        self._sync_pool = None
 
     # ---- setup -------------------------------------------------------------
     def setup(self) -> None:
@@ -344,40 +345,33 @@ class TrainingSession:
                 checksum=checksum,
                 verified=bool(verified),
                 method=report.method + ("" if verify else " (not canary-checked this time)"),
-                detail=f"{reason}; {detail}" if detail else reason,
+                detail=f"{reason}; load {report.duration_s * 1000:.1f} ms" + (f"; {detail}" if detail else ""),
             )
         )
         return duration
 
     def _push_with_deadline(self, tensors, version: int, checksum: str):
         """A sync past `engine.sync_deadline_s` raises (and alerts) instead of hanging the run."""
-        import threading
+        import concurrent.futures
 
-        box: dict[str, Any] = {}
-
-        def push() -> None:
-            try:
-                box["report"] = self.engine.push_weights(tensors, version, checksum)
-            except BaseException as exc:  # surfaced below
-                box["error"] = exc
-
+        if self._sync_pool is None:  # one long-lived thread: per-sync threads cost ~100 ms on CUDA
+            self._sync_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlc-sync")
         deadline = self.profile.engine.sync_deadline_s
-        worker = threading.Thread(target=push, name="rlc-sync", daemon=True)
-        worker.start()
-        worker.join(deadline)
-        if worker.is_alive():
+        future = self._sync_pool.submit(self.engine.push_weights, tensors, version, checksum)
+        try:
+            report = future.result(timeout=deadline)
+        except concurrent.futures.TimeoutError:
+            self._sync_pool = None  # abandon the stuck thread; a later sync gets a fresh one
             msg = f"weight sync v{version} still running after its {deadline:g} s deadline"
             self.alerts.raise_alert(Finding("sync_deadline", "critical", msg, "sync_s", None, deadline,
                                             "check the engine (backend.log); resume from the last checkpoint", "alert"), self.step_now)
-            raise EngineError(msg)
-        if "error" in box:
-            raise box["error"]
+            raise EngineError(msg) from None
         if self.engine.weight_version() != version:
             self.alerts.raise_alert(Finding("engine_stale", "critical",
                                             f"engine reports weight version {self.engine.weight_version()}, trainer pushed {version}",
                                             "weight_version", float(self.engine.weight_version()), float(version),
                                             "resync weights (w)", "pause"), self.step_now)
-        return box["report"]
+        return report
 
     def verify_canary(self) -> tuple[bool, str]:
         """The engine's log-probs of fixed canary sequences must equal the trainer model's.

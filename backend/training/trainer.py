@@ -11,6 +11,7 @@ Stages per step, named as in the paper: generate -> score -> advantages -> updat
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,8 @@ class RolloutFunc:
 
     def __call__(self, prompts: list[Any], trainer) -> dict[str, Any]:
         sampling, sync_s, version, step = self.hooks.before_rollout(trainer)
+        if getattr(trainer.args, "off_policy_mask_threshold", None) is None:
+            sampling = dataclasses.replace(sampling, logprobs=False)
         g = sampling.n
         if len(prompts) % g:
             raise RuntimeError(f"rollout got {len(prompts)} prompts, not a multiple of G={g}")
