@@ -1,0 +1,226 @@
+"""RLConsoleApp: the Textual console attached to one run through an event source.
+
+One async worker reads events from the source into `RunState` (bounded buffers); the
+active screen repaints from that state on a ~5 Hz tick inside `batch_update()`, never per
+event. Commands go back through `source.send`; `q` detaches (the run keeps going).
+
+Imports only `backend.protocol`, the standard library, Textual and Rich.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from textual import work
+from textual.app import App, ScreenStackError, SystemCommand
+from textual.binding import Binding
+from textual.css.query import NoMatches
+from textual.screen import Screen
+
+from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights
+from backend.protocol.events import CommandResult
+from console.screens.base import LiveScreen
+from console.screens.dashboard import DashboardScreen
+from console.screens.events import EventsScreen
+from console.screens.help import HelpScreen
+from console.screens.params import ParamsScreen
+from console.screens.samples import SamplesScreen
+from console.state import RunState
+
+#: (action, title, help) offered in the command palette
+PALETTE = (
+    ("pause_resume", "Pause / resume run", "Pause the run at the next step boundary, or resume it"),
+    ("resync", "Resync weights", "Push the trainer's weights to the rollout engine now"),
+    ("checkpoint", "Checkpoint", "Save a checkpoint at the next step boundary"),
+    ("show('dashboard')", "Dashboard", "Reward curve, throughput, GPUs, alerts"),
+    ("show('samples')", "Samples", "Sample groups with completions, rewards and advantages"),
+    ("show('params')", "Parameters", "View and edit live parameters"),
+    ("show('events')", "Events log", "Every event as a one-liner"),
+    ("filter", "Filter samples", "Search prompts and completions"),
+    ("help", "Help: keys", "Every key binding"),
+    ("detach", "Detach", "Leave the console; the run keeps going"),
+)
+
+
+class RLConsoleApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "rl-console"
+    MODES = {
+        "dashboard": DashboardScreen,
+        "samples": SamplesScreen,
+        "params": ParamsScreen,
+        "events": EventsScreen,
+        "help": HelpScreen,
+    }
+    DEFAULT_MODE = "dashboard"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    REFRESH_HZ = 5.0
+    #: the reader works at most this long before letting the UI run
+    READ_SLICE_S = 0.02
+
+    BINDINGS = [
+        Binding("question_mark", "help", "help", tooltip="every key binding"),
+        Binding("p", "pause_resume", "pause", tooltip="pause the run (resume if paused)"),
+        Binding("w", "resync", "resync", tooltip="resync weights to the rollout engine"),
+        Binding("c", "checkpoint", "ckpt", tooltip="save a checkpoint"),
+        Binding("d", "show('dashboard')", "dash", tooltip="dashboard"),
+        Binding("s", "show('samples')", "samples", tooltip="sample groups and completions"),
+        Binding("e", "show('params')", "params", tooltip="view / edit live parameters"),
+        Binding("l", "show('events')", "log", tooltip="events and alerts log"),
+        Binding("slash", "filter", "filter", tooltip="search samples (opens samples, focuses the filter)"),
+        Binding("q", "detach", "detach", tooltip="detach: leave the console, the run keeps going"),
+    ]
+
+    def __init__(self, source: Any, *, run_id: str = "", read_only: bool = False, replay: bool = False) -> None:
+        super().__init__()
+        self.source = source
+        self.read_only = read_only
+        self.replay = replay
+        self.state = RunState()
+        self.state.run_id = run_id
+        self.toasts: deque[tuple[str, str]] = deque(maxlen=100)  # (severity, message), newest last
+        self._previous_mode = "dashboard"
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self._repaint_timer = self.set_interval(1.0 / self.REFRESH_HZ, self.repaint)
+        self.read_events()
+
+    async def on_unmount(self) -> None:
+        self._repaint_timer.stop()
+        await self._close_source()
+
+    async def _close_source(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.wait_for(self.source.close(), 2.0)
+        except Exception:  # noqa: BLE001 - the backend may already be gone
+            pass
+
+    @work(exclusive=True, group="source", exit_on_error=False)
+    async def read_events(self) -> None:
+        state = self.state
+        try:
+            hello = await self.source.connect()
+        except Exception as exc:  # noqa: BLE001 - shown to the operator, app stays usable
+            state.on_disconnect(f"could not connect: {exc}")
+            self.toast(f"could not connect: {exc}", "error")
+            return
+        state.on_hello(hello)
+        reason = ""
+        slice_start = time.monotonic()
+        try:
+            async for event in self.source.events():
+                state.apply(event)
+                if isinstance(event, CommandResult) and state.is_ours(event.command_id):
+                    self._announce(event)
+                if time.monotonic() - slice_start > self.READ_SLICE_S:
+                    await asyncio.sleep(0.002)  # a burst (history, flood) must not starve the UI
+                    slice_start = time.monotonic()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            reason = str(exc) or type(exc).__name__
+        if self._closed:  # we detached: nothing to report
+            return
+        if self.replay and not reason:
+            state.on_disconnect("end of the run's event log", ended=True)
+            self.toast("replay: end of the event log", "information")
+        else:
+            state.on_disconnect(reason or "the backend closed the connection")
+            self.toast(f"disconnected: {reason or 'the backend closed the connection'} (q to leave)", "error")
+
+    def repaint(self, force: bool = False) -> None:
+        """Paint the active screen from state if anything changed (called on the tick)."""
+        try:
+            screen = self.screen
+        except ScreenStackError:  # shutting down
+            return
+        if not isinstance(screen, LiveScreen) or not screen.is_mounted:
+            return
+        if not force and screen.rendered_version == self.state.version:
+            return
+        try:
+            with self.batch_update():
+                screen.refresh_view(self.state)
+        except NoMatches:  # the screen is still composing or already torn down (exit): next tick
+            return
+        screen.rendered_version = self.state.version
+
+    # -- commands -----------------------------------------------------------------------
+    def toast(self, message: str, severity: str = "information") -> None:
+        self.toasts.append((severity, message))
+        self.notify(message, severity=severity, markup=False)  # type: ignore[arg-type]
+
+    def _announce(self, result: CommandResult) -> None:
+        if result.status in ("rejected", "failed"):
+            self.toast(f"{result.command} {result.status}: {result.reason or 'no reason given'}", "error")
+        else:
+            self.toast(f"{result.command} {result.status}", "information")
+
+    def send_command(self, command: Any) -> bool:
+        """Send a command unless this console may not; True if it went out."""
+        if self.replay:
+            self.toast(f"replay: {command.kind} not sent (commands are off while replaying)", "warning")
+            return False
+        if self.read_only:
+            self.toast(f"read-only: {command.kind} not sent", "warning")
+            return False
+        if not self.state.connected:
+            self.toast(f"{self.state.connection}: {command.kind} not sent", "error")
+            return False
+        self.state.record_sent(command)
+        self.run_worker(self._send(command), group="send", exit_on_error=False)
+        return True
+
+    async def _send(self, command: Any) -> None:
+        try:
+            await self.source.send(command)
+        except Exception as exc:  # noqa: BLE001
+            self.state.record_send_failed(command.id, str(exc) or type(exc).__name__)
+            self.toast(f"{command.kind} not sent: {exc}", "error")
+
+    # -- actions ------------------------------------------------------------------------
+    def action_pause_resume(self) -> None:
+        self.send_command(Resume() if self.state.state in ("paused", "pausing") else Pause())
+
+    def action_resync(self) -> None:
+        self.send_command(ResyncWeights())
+
+    def action_checkpoint(self) -> None:
+        self.send_command(Checkpoint())
+
+    async def action_show(self, mode: str) -> None:
+        if self.current_mode != mode and self.current_mode != "help":
+            self._previous_mode = self.current_mode
+        await self.switch_mode(mode)
+
+    async def action_filter(self) -> None:
+        await self.action_show("samples")
+        screen = self.screen
+        if isinstance(screen, SamplesScreen):
+            screen.focus_filter()
+
+    async def action_help(self) -> None:
+        await self.action_show("help")
+
+    def action_back(self) -> None:
+        self.switch_mode(self._previous_mode if self._previous_mode != "help" else "dashboard")
+
+    async def action_detach(self) -> None:
+        self._repaint_timer.stop()
+        await self._close_source()
+        self.exit()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for action, title, help_text in PALETTE:
+            yield SystemCommand(title, help_text, partial(self.run_action, action))

@@ -1,0 +1,47 @@
+"""LiveScreen: the base of every screen fed from `RunState` on the app's repaint tick."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from console.state import RunState
+from console.widgets.run_header import RunHeader
+
+if TYPE_CHECKING:
+    from console.app import RLConsoleApp
+
+
+class LiveScreen(Screen):
+    """Subclasses yield their body from `compose_body` and paint it in `refresh_view`."""
+
+    SCREEN_NAME = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rendered_version = -1
+
+    @property
+    def console_app(self) -> RLConsoleApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="run-header")
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def refresh_view(self, state: RunState) -> None:
+        app = self.console_app
+        self.query_one(RunHeader).show(state, screen_name=self.SCREEN_NAME, replay=app.replay, read_only=app.read_only)
+
+    def on_screen_resume(self) -> None:
+        self.console_app.repaint(force=True)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.console_app.repaint, True)

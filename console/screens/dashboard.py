@@ -1,0 +1,60 @@
+"""Dashboard: run header, reward curve, throughput/step time, GPUs, alerts, newest groups."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container
+
+from console.screens.base import LiveScreen
+from console.state import RunState
+from console.widgets.alerts_strip import AlertsStrip
+from console.widgets.gpu_panel import GpuPanel
+from console.widgets.groups_preview import GroupsPreview
+from console.widgets.reward_chart import RewardChart
+from console.widgets.startup_progress import StartupProgress
+from console.widgets.throughput import ThroughputPanel
+
+
+class DashboardScreen(LiveScreen):
+    SCREEN_NAME = "dashboard"
+    BINDINGS = [Binding("f", "cycle_function", "reward fn", tooltip="cycle the reward curve: total, then each reward function")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.function_index = 0  # 0 = total, i = reward_functions[i - 1]
+
+    def compose_body(self) -> ComposeResult:
+        yield StartupProgress(id="startup")
+        with Container(id="dash-top"):
+            yield RewardChart(id="reward-chart")
+            with Container(id="dash-side"):
+                yield ThroughputPanel(id="throughput")
+                yield GpuPanel(id="gpu")
+                yield AlertsStrip(id="alerts")
+        yield GroupsPreview(id="groups-preview")
+
+    def chart_function(self, state: RunState) -> str | None:
+        functions = state.reward_functions
+        if self.function_index > len(functions):
+            self.function_index = 0
+        return functions[self.function_index - 1] if self.function_index else None
+
+    def action_cycle_function(self) -> None:
+        self.function_index = (self.function_index + 1) % (len(self.console_app.state.reward_functions) + 1)
+        self.console_app.repaint(force=True)
+
+    def refresh_view(self, state: RunState) -> None:
+        super().refresh_view(state)
+        startup = self.query_one(StartupProgress)
+        startup.display = state.state in ("unknown", "starting")
+        if startup.display:
+            startup.show(state.progress, state.state, state.state_reason)
+        function = self.chart_function(state)
+        self.query_one(RewardChart).show(state.reward_series(function), state.markers, function or "total")
+        self.query_one(ThroughputPanel).show(state.latest_metrics)
+        self.query_one(GpuPanel).show(state.gpu)
+        alerts = self.query_one(AlertsStrip)
+        alerts.lines = 6 if self.size.width >= 120 else 1
+        alerts.show(list(reversed(state.alerts)))
+        self.query_one(GroupsPreview).show(state.newest_groups(40))

@@ -1,0 +1,73 @@
+"""Parameters: live values, an edit form validated with the protocol's SetParams, pending/applied/rejected."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Static
+
+from backend.protocol.commands import SetParams
+from backend.protocol.params import LIVE_PARAMS
+from console.screens.base import LiveScreen
+from console.state import RunState
+from console.widgets.param_form import ParamForm
+
+
+def explain(exc: ValidationError) -> str:
+    """pydantic's messages, one per field: 'temperature: Input should be less than or equal to 5'."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+class ParamsScreen(LiveScreen):
+    SCREEN_NAME = "parameters"
+    AUTO_FOCUS = "#param-temperature"
+    BINDINGS = [Binding("escape", "leave_form", "leave form", tooltip="leave the form so single-key commands work again")]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(
+            "Live parameters apply at the next step boundary. Empty fields are left unchanged.",
+            id="params-intro",
+        )
+        app = self.console_app
+        note = "replay: view only" if app.replay else "read-only: editing disabled" if app.read_only else ""
+        if note:
+            self.AUTO_FOCUS = None  # nothing to edit: leave single-key commands working
+        yield ParamForm(read_only_note=note, id="param-form")
+
+    def action_leave_form(self) -> None:
+        self.set_focus(None)
+
+    def on_param_form_submitted(self, message: ParamForm.Submitted) -> None:
+        form = self.query_one(ParamForm)
+        if not message.values:
+            form.show_error(f"enter a new value in at least one field ({', '.join(LIVE_PARAMS)})")
+            return
+        try:
+            command = SetParams(**message.values)
+        except ValidationError as exc:
+            form.show_error(explain(exc))
+            return
+        if self.console_app.send_command(command):
+            form.show_error("")
+            form.clear_inputs()
+            self.set_focus(None)  # sent: single-key commands work again (click or tab to edit more)
+        else:
+            form.show_error("not sent")
+        self.console_app.repaint(force=True)
+
+    def refresh_view(self, state: RunState) -> None:
+        super().refresh_view(state)
+        rejection = state.last_param_rejection()
+        note = Text()
+        if rejection is not None:
+            what = "no answer" if rejection.status == "unanswered" else f"backend {rejection.status}"
+            note.append(f"{what} [{rejection.command_id}]: ", style="bold")
+            note.append(rejection.reason or "(no reason given)")
+        statuses = {name: state.param_status(name) for name in LIVE_PARAMS}
+        self.query_one(ParamForm).show(state.live_param_values(), statuses, note)

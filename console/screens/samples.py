@@ -1,0 +1,114 @@
+"""Samples: every buffered group (filter, sort), its G completions, and one completion's full text."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Horizontal
+from textual.widgets import Input, Static
+
+from backend.protocol.events import SampleGroup
+from console.screens.base import LiveScreen
+from console.screens.completion import CompletionModal
+from console.state import SORT_LABELS, SORTS, RunState, one_line
+from console.widgets.completions_table import CompletionsTable, text_width
+from console.widgets.groups_table import GroupsTable
+
+
+class SamplesScreen(LiveScreen):
+    SCREEN_NAME = "samples"
+    AUTO_FOCUS = "GroupsTable"
+    BINDINGS = [
+        Binding("z", "toggle_zero_std", "zero-std", tooltip="only groups with zero reward std (no learning signal)"),
+        Binding("t", "toggle_truncated", "truncated", tooltip="only groups with a truncated completion"),
+        Binding("o", "cycle_sort", "sort", tooltip="sort: newest, largest |advantage|, lowest reward mean"),
+        Binding("escape", "leave_filter", "groups", show=False, tooltip="leave the filter input"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query_text = ""
+        self.zero_std = False
+        self.truncated = False
+        self.sort = "newest"
+        self.shown_groups: list[SampleGroup] = []
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="samples-filter"):
+            yield Input(placeholder="/ search prompts and completions", compact=True, id="filter")
+            yield Static("", id="filter-status")
+        with Container(id="samples-body"):
+            yield GroupsTable(id="groups")
+            with Container(id="samples-detail"):
+                yield Static("", id="group-detail")
+                yield CompletionsTable(id="completions")
+
+    # -- intent ---------------------------------------------------------------------------
+    def focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        self.query_one(GroupsTable).focus()
+
+    def action_toggle_zero_std(self) -> None:
+        self.zero_std = not self.zero_std
+        self.console_app.repaint(force=True)
+
+    def action_toggle_truncated(self) -> None:
+        self.truncated = not self.truncated
+        self.console_app.repaint(force=True)
+
+    def action_cycle_sort(self) -> None:
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self.console_app.repaint(force=True)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.query_text = event.value
+            self.console_app.repaint(force=True)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.query_one(GroupsTable).focus()
+
+    def on_groups_table_group_highlighted(self, message: GroupsTable.GroupHighlighted) -> None:
+        self._show_group(message.group)
+
+    def on_groups_table_group_opened(self, message: GroupsTable.GroupOpened) -> None:
+        self._show_group(message.group)
+        self.query_one(CompletionsTable).focus()
+
+    def on_completions_table_opened(self, message: CompletionsTable.Opened) -> None:
+        self.app.push_screen(CompletionModal(message.group, message.index))
+
+    # -- painting -------------------------------------------------------------------------
+    def _show_group(self, group: SampleGroup | None) -> None:
+        state = self.console_app.state
+        table = self.query_one(CompletionsTable)
+        width = table.size.width or self.size.width
+        table.set_group(group, state.reward_functions, text_width(width, state.reward_functions))
+        detail = self.query_one("#group-detail", Static)
+        if group is None:
+            detail.update(Text("no group selected", style="dim"))
+            return
+        line = Text(no_wrap=True, overflow="ellipsis", end="")
+        line.append(f"step {group.step} group {group.group}", style="bold")
+        line.append(f"  mean {group.reward_mean:.3f} std {group.reward_std:.3f}  w v{group.weight_version}  ")
+        line.append(one_line(group.prompt), style="italic")
+        detail.update(line)
+
+    def refresh_view(self, state: RunState) -> None:
+        super().refresh_view(state)
+        groups = state.view_groups(query=self.query_text, zero_std=self.zero_std, truncated=self.truncated, sort=self.sort)
+        self.shown_groups = groups
+        status = Text(no_wrap=True, end="")
+        status.append(f" {len(groups)}/{len(state.groups)} groups ", style="bold")
+        status.append("z:zero-std ", style="bold reverse yellow" if self.zero_std else "dim")
+        status.append("t:truncated ", style="bold reverse yellow" if self.truncated else "dim")
+        status.append(f"o:{SORT_LABELS[self.sort]}", style="bold")
+        self.query_one("#filter-status", Static).update(status)
+        table = self.query_one(GroupsTable)
+        width = table.size.width or self.size.width
+        table.set_groups(groups, max(width - 48, 16))
+        self._show_group(table.selected_group)

@@ -1,0 +1,437 @@
+"""Run state for the console: bounded ring buffers fed by protocol events, plus derived views.
+
+Pure Python (no Textual import): the app's reader worker calls `RunState.apply(event)` for
+every event; screens read from it on their repaint tick. Every collection is bounded, so a
+flood of events costs CPU, never unbounded memory. Time shown is derived from event `ts`
+only (never the wall clock), which keeps replays and snapshot tests deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from backend.protocol.events import (
+    Alert,
+    CheckpointSaved,
+    CommandResult,
+    ErrorReply,
+    GpuStats,
+    Hello,
+    LogLine,
+    ParamsApplied,
+    Progress,
+    RunStarted,
+    SampleGroup,
+    StateChanged,
+    StepMetrics,
+    WeightsSynced,
+)
+from backend.protocol.params import LIVE_PARAMS
+
+SORTS: tuple[str, ...] = ("newest", "abs_advantage", "lowest_mean")
+SORT_LABELS = {"newest": "newest", "abs_advantage": "|adv| desc", "lowest_mean": "mean asc"}
+_RESYNC_KINDS = ("resync", "resync_weights")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    index: int  # position in the whole log (monotonic), so a view can append only what's new
+    ts: float
+    level: str  # "info" | "warning" | "critical" | "alert-info" | "alert-warning" | "alert-critical"
+    text: str
+
+
+@dataclass(frozen=True)
+class Marker:
+    step: int
+    kind: str  # "params" | "resync" | "pause"
+    label: str
+
+
+@dataclass
+class PendingCommand:
+    command_id: str
+    kind: str
+    changes: dict[str, Any]
+    status: str = "sent"  # "sent" -> "accepted"
+    order: int = 0
+
+
+@dataclass(frozen=True)
+class Rejection:
+    command_id: str
+    command: str
+    status: str  # "rejected" | "failed" | "send-failed" | "unanswered"
+    reason: str
+    changes: dict[str, Any]
+    order: int
+
+
+# -- group helpers ---------------------------------------------------------------------
+
+def max_abs_advantage(group: SampleGroup) -> float:
+    return max((abs(c.advantage) for c in group.completions), default=0.0)
+
+
+def truncated_count(group: SampleGroup) -> int:
+    return sum(1 for c in group.completions if c.truncated)
+
+
+def best_completion(group: SampleGroup):
+    return max(group.completions, key=lambda c: c.reward, default=None)
+
+
+def is_zero_std(group: SampleGroup) -> bool:
+    return abs(group.reward_std) < 1e-12
+
+
+def one_line(text: str, width: int | None = None) -> str:
+    flat = " ".join(text.replace("\n", " ⏎ ").split())
+    if width is not None and len(flat) > width:
+        return flat[: max(width - 1, 0)] + "…"
+    return flat
+
+
+def fmt_num(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if value != 0 and (abs(value) < 10 ** -digits or abs(value) >= 1e6):
+        return f"{value:.2e}"
+    return f"{value:.{digits}f}"
+
+
+def fmt_elapsed(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"
+
+
+def describe(event: Any) -> tuple[str, str]:
+    """A human one-line rendering of an event, and its level."""
+    if isinstance(event, Alert):
+        tail = f" — {event.suggestion}" if event.suggestion else ""
+        return f"ALERT {event.severity} [{event.rule}] step {event.step}: {event.message}{tail}", f"alert-{event.severity}"
+    if isinstance(event, SampleGroup):
+        trunc = truncated_count(event)
+        return (
+            f"step {event.step} group {event.group}: reward {event.reward_mean:.3f}±{event.reward_std:.3f}, "
+            f"G={len(event.completions)}" + (f", {trunc} truncated" if trunc else "") + f" — {one_line(event.prompt, 40)}",
+            "info",
+        )
+    if isinstance(event, StepMetrics):
+        return (
+            f"step {event.step}: reward {event.reward_mean:.3f}±{event.reward_std:.3f} loss {fmt_num(event.loss, 4)} "
+            f"kl {fmt_num(event.kl, 4)} zero-std {event.frac_reward_zero_std:.0%} trunc {event.truncated_ratio:.0%} "
+            f"{event.times.total:.2f}s {event.tokens_per_s:.0f} tok/s",
+            "info",
+        )
+    if isinstance(event, WeightsSynced):
+        unchecked = not event.verified and "not canary-checked" in event.method  # a sync that skipped the check
+        check = "verified" if event.verified else "unchecked" if unchecked else "NOT VERIFIED"
+        detail = f" — {event.detail}" if event.detail else ""
+        return (
+            f"weights v{event.version} synced at step {event.step} in {event.duration_s:.2f}s "
+            f"({event.bytes / 1e6:.1f} MB{', ' + event.method if event.method else ''}) {check} {event.checksum[:12]}{detail}",
+            "info" if event.verified or unchecked else "warning",
+        )
+    if isinstance(event, CommandResult):
+        text = f"command {event.command} [{event.command_id}] {event.status}"
+        if event.reason:
+            text += f": {event.reason}"
+        return text, "warning" if event.status in ("rejected", "failed") else "info"
+    if isinstance(event, ParamsApplied):
+        changed = ", ".join(f"{k}={v}" for k, v in event.changed.items())
+        return f"params applied at step {event.step}: {changed} [{event.command_id}]", "info"
+    if isinstance(event, StateChanged):
+        reason = f" ({event.reason})" if event.reason else ""
+        return f"state → {event.state}{reason} at step {event.step}", "critical" if event.state == "failed" else "info"
+    if isinstance(event, Progress):
+        count = f" ({event.current}/{event.total})" if event.total else ""
+        return f"{event.stage}: {event.message}{count}", "info"
+    if isinstance(event, GpuStats):
+        if not event.available:
+            return f"gpu: none ({event.reason})", "info"
+        return "gpu: " + "; ".join(f"#{g.index} {g.util_pct:.0f}% {g.mem_used_mb:.0f}/{g.mem_total_mb:.0f} MB" for g in event.gpus), "info"
+    if isinstance(event, RunStarted):
+        return f"run {event.run_id} started: profile {event.profile}, model {event.model}, task {event.task}, engine {event.engine}", "info"
+    if isinstance(event, CheckpointSaved):
+        return f"checkpoint at step {event.step} → {event.path} ({event.duration_s:.1f}s)", "info"
+    if isinstance(event, LogLine):
+        level = {"warning": "warning", "error": "critical"}.get(event.level, "info")
+        return f"{event.level}: {event.message}", level
+    if isinstance(event, ErrorReply):
+        return f"backend refused a frame: {event.message}", "critical"
+    if isinstance(event, Hello):
+        return f"connected: protocol {event.protocol}, run {event.run_id}", "info"
+    return f"{getattr(event, 'kind', type(event).__name__)}", "info"
+
+
+class RunState:
+    """Everything the console knows about one run, bounded."""
+
+    def __init__(
+        self,
+        *,
+        max_steps: int = 2000,
+        max_groups: int = 500,
+        max_alerts: int = 200,
+        max_log: int = 1000,
+        max_markers: int = 500,
+    ) -> None:
+        self.run_id = ""
+        self.profile = ""
+        self.model = ""
+        self.task = ""
+        self.engine = ""
+        self.reward_functions: list[str] = []
+        self.state = "unknown"
+        self.state_reason = ""
+        self.step = 0
+        self.progress: Progress | None = None
+        self.steps: deque[StepMetrics] = deque(maxlen=max_steps)
+        self.groups: deque[SampleGroup] = deque(maxlen=max_groups)
+        self.groups_by_step: dict[int, list[SampleGroup]] = {}
+        self.groups_total = 0
+        self.gpu: GpuStats | None = None
+        self.last_sync: WeightsSynced | None = None
+        self.weight_version = 0
+        self.last_checkpoint: CheckpointSaved | None = None
+        self.alerts: deque[Alert] = deque(maxlen=max_alerts)
+        self.log: deque[LogEntry] = deque(maxlen=max_log)
+        self.log_total = 0
+        self.live_params: dict[str, Any] = {}
+        self.pending: dict[str, PendingCommand] = {}
+        self.rejections: deque[Rejection] = deque(maxlen=50)
+        self.applied: dict[str, tuple[Any, int, int]] = {}  # field -> (value, step, order)
+        self.markers: deque[Marker] = deque(maxlen=max_markers)
+        self.sent_ids: deque[str] = deque(maxlen=500)
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.last_seq = -1
+        self.events_seen = 0
+        self.version = 0  # bumps on every change; views repaint only when it moved
+        self.connection = "connecting"  # "connecting" | "live" | "disconnected" | "ended"
+        self.connection_detail = ""
+        self._resync_requested = False
+
+    # -- connection -------------------------------------------------------------------
+    def on_hello(self, hello: Hello) -> None:
+        self.connection = "live"
+        self.run_id = self.run_id or hello.run_id
+        self._add_log(hello.ts, *describe(hello))
+        self.version += 1
+
+    def on_disconnect(self, reason: str = "", *, ended: bool = False) -> None:
+        self.connection = "ended" if ended else "disconnected"
+        self.connection_detail = reason
+        for pending in self.pending.values():  # nobody will answer these now
+            self.rejections.append(Rejection(pending.command_id, pending.kind, "unanswered",
+                                             "the connection closed before the backend answered", pending.changes, self.version))
+        self.pending.clear()
+        self._add_log(self.last_ts or 0.0, f"{'end of event log' if ended else 'disconnected'}{': ' + reason if reason else ''}", "warning")
+        self.version += 1
+
+    @property
+    def connected(self) -> bool:
+        return self.connection == "live"
+
+    # -- commands sent by this console ----------------------------------------------------
+    def record_sent(self, command: Any) -> None:
+        self.sent_ids.append(command.id)
+        changes = command.changes() if hasattr(command, "changes") else {}
+        self.pending[command.id] = PendingCommand(command.id, command.kind, changes, order=self.version)
+        self.version += 1
+
+    def record_send_failed(self, command_id: str, reason: str) -> None:
+        pending = self.pending.pop(command_id, None)
+        if pending is not None:
+            self.rejections.append(Rejection(command_id, pending.kind, "send-failed", reason, pending.changes, self.version))
+        self.version += 1
+
+    def is_ours(self, command_id: str) -> bool:
+        return command_id in self.sent_ids
+
+    # -- events ---------------------------------------------------------------------------
+    def apply(self, event: Any) -> None:
+        self.version += 1
+        self.events_seen += 1
+        if isinstance(event, Hello):
+            self.on_hello(event)
+            return
+        if event.seq >= 0:
+            self.last_seq = event.seq
+        if self.first_ts is None:
+            self.first_ts = event.ts
+        self.last_ts = max(self.last_ts or event.ts, event.ts)
+        self._add_log(event.ts, *describe(event))
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler is not None:
+            handler(event)
+
+    def _on_run_started(self, ev: RunStarted) -> None:
+        self.run_id, self.profile, self.model, self.task, self.engine = ev.run_id, ev.profile, ev.model, ev.task, ev.engine
+        self.reward_functions = list(ev.reward_functions)
+        self.live_params = dict(ev.params)
+
+    def _on_state_changed(self, ev: StateChanged) -> None:
+        self.state, self.state_reason = ev.state, ev.reason
+        self.step = max(self.step, ev.step)
+        if ev.state == "paused":
+            self._mark(ev.step or self.step, "pause", "‖")
+
+    def _on_progress(self, ev: Progress) -> None:
+        self.progress = ev
+
+    def _on_sample_group(self, ev: SampleGroup) -> None:
+        if len(self.groups) == self.groups.maxlen:
+            old = self.groups[0]
+            bucket = self.groups_by_step.get(old.step)
+            if bucket is not None:
+                bucket.remove(old)
+                if not bucket:
+                    del self.groups_by_step[old.step]
+        self.groups.append(ev)
+        self.groups_by_step.setdefault(ev.step, []).append(ev)
+        self.groups_total += 1
+        self.step = max(self.step, ev.step)
+
+    def _on_step_metrics(self, ev: StepMetrics) -> None:
+        self.steps.append(ev)
+        self.step = max(self.step, ev.step)
+        self.weight_version = max(self.weight_version, ev.weight_version)
+        for name in ev.rewards_by_function:
+            if name not in self.reward_functions:
+                self.reward_functions.append(name)
+
+    def _on_gpu_stats(self, ev: GpuStats) -> None:
+        self.gpu = ev
+
+    def _on_weights_synced(self, ev: WeightsSynced) -> None:
+        self.last_sync = ev
+        self.weight_version = max(self.weight_version, ev.version)
+        if self._resync_requested or "resync" in f"{ev.method} {ev.detail}".lower():
+            self._resync_requested = False
+            self._mark(ev.step, "resync", "W")
+
+    def _on_params_applied(self, ev: ParamsApplied) -> None:
+        self.live_params = dict(ev.params)
+        for name, value in ev.changed.items():
+            self.applied[name] = (value, ev.step, self.version)
+        self.pending.pop(ev.command_id, None)
+        self._mark(ev.step, "params", "P")
+
+    def _on_command_result(self, ev: CommandResult) -> None:
+        pending = self.pending.get(ev.command_id)
+        if ev.status in ("rejected", "failed"):
+            changes = pending.changes if pending else {}
+            self.rejections.append(Rejection(ev.command_id, ev.command, ev.status, ev.reason, changes, self.version))
+            self.pending.pop(ev.command_id, None)
+        elif ev.status == "accepted":
+            if pending is not None:
+                pending.status = "accepted"
+            if ev.command in _RESYNC_KINDS:
+                self._resync_requested = True
+        elif ev.status == "applied":
+            self.pending.pop(ev.command_id, None)
+            if ev.command in _RESYNC_KINDS:
+                self._resync_requested = False
+                self._mark(ev.step or self.step, "resync", "W")
+
+    def _on_checkpoint_saved(self, ev: CheckpointSaved) -> None:
+        self.last_checkpoint = ev
+
+    def _on_alert(self, ev: Alert) -> None:
+        self.alerts.append(ev)
+
+    def _add_log(self, ts: float, text: str, level: str) -> None:
+        self.log.append(LogEntry(self.log_total, ts, level, text))
+        self.log_total += 1
+
+    def _mark(self, step: int, kind: str, label: str) -> None:
+        if any(m.step == step and m.kind == kind for m in self.markers):
+            return
+        self.markers.append(Marker(step, kind, label))
+
+    # -- derived views ----------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        if self.first_ts is None or self.last_ts is None:
+            return 0.0
+        return self.last_ts - self.first_ts
+
+    def log_since(self, index: int) -> list[LogEntry]:
+        """Log entries with `entry.index >= index` still held in the ring."""
+        if not self.log or index > self.log[-1].index:
+            return []
+        start = max(index - self.log[0].index, 0)
+        return [self.log[i] for i in range(start, len(self.log))]
+
+    @property
+    def latest_metrics(self) -> StepMetrics | None:
+        return self.steps[-1] if self.steps else None
+
+    def reward_series(self, function: str | None = None) -> list[tuple[int, float, float | None]]:
+        """(step, mean, std) per step: the total reward with its std, or one function's mean (no std)."""
+        if function is None:
+            return [(m.step, m.reward_mean, m.reward_std) for m in self.steps]
+        return [(m.step, m.rewards_by_function[function], None) for m in self.steps if function in m.rewards_by_function]
+
+    def newest_groups(self, count: int) -> list[SampleGroup]:
+        out: list[SampleGroup] = []
+        for group in reversed(self.groups):
+            if len(out) >= count:
+                break
+            out.append(group)
+        return out
+
+    def view_groups(self, *, query: str = "", zero_std: bool = False, truncated: bool = False, sort: str = "newest") -> list[SampleGroup]:
+        """Groups for the samples screen. `zero_std`/`truncated` keep only such groups."""
+        needle = query.strip().casefold()
+        out = []
+        for group in reversed(self.groups):
+            if zero_std and not is_zero_std(group):
+                continue
+            if truncated and not truncated_count(group):
+                continue
+            if needle and needle not in group.prompt.casefold() and not any(needle in c.text.casefold() for c in group.completions):
+                continue
+            out.append(group)
+        if sort == "abs_advantage":
+            out.sort(key=max_abs_advantage, reverse=True)
+        elif sort == "lowest_mean":
+            out.sort(key=lambda g: g.reward_mean)
+        elif sort != "newest":
+            raise ValueError(f"unknown sort {sort!r}; one of {', '.join(SORTS)}")
+        return out
+
+    def pending_value(self, name: str) -> tuple[Any, str] | None:
+        """The newest not-yet-applied value sent for a live parameter, with its status."""
+        for pending in sorted(self.pending.values(), key=lambda p: p.order, reverse=True):
+            if name in pending.changes:
+                return pending.changes[name], pending.status
+        return None
+
+    def last_param_rejection(self) -> Rejection | None:
+        for rejection in reversed(self.rejections):
+            if rejection.command == "set_params" or rejection.changes:
+                return rejection
+        return None
+
+    def param_status(self, name: str) -> tuple[str, str]:
+        """(text, level) describing the latest thing that happened to one live parameter."""
+        pending = self.pending_value(name)
+        if pending is not None:
+            return f"pending {pending[0]} ({pending[1]})", "pending"
+        applied = self.applied.get(name)
+        rejection = next((r for r in reversed(self.rejections) if name in r.changes), None)
+        if rejection is not None and (applied is None or rejection.order > applied[2]):
+            return f"{rejection.status}: {rejection.changes[name]}", "rejected"
+        if applied is not None:
+            return f"applied at step {applied[1]}", "applied"
+        return "", ""
+
+    def live_param_values(self) -> dict[str, Any]:
+        return {name: self.live_params.get(name) for name in LIVE_PARAMS}

@@ -1,0 +1,48 @@
+"""EventLog: every event as a one-liner, alerts highlighted; bounded by `max_lines`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from console.state import LogEntry
+
+LEVEL_STYLES = {
+    "info": "",
+    "warning": "yellow",
+    "critical": "bold red",
+    "alert-info": "bold cyan",
+    "alert-warning": "bold black on yellow",
+    "alert-critical": "bold white on red",
+}
+
+
+class EventLog(RichLog):
+    """Passive: the screen calls `append_entries(entries, first_ts)` with what is new since last time."""
+
+    DEFAULT_CSS = """
+    EventLog {
+        height: 1fr;
+        border: round $primary 60%;
+        border-title-color: $text;
+    }
+    """
+
+    def __init__(self, *, max_lines: int = 1000, id: str | None = None) -> None:
+        super().__init__(max_lines=max_lines, wrap=False, markup=False, highlight=False, auto_scroll=True, id=id)
+        self.next_index = 0  # index of the next state log entry to write
+        self.lines_written = 0
+        self.border_title = "events"
+
+    def append_entries(self, entries: Iterable[LogEntry], first_ts: float | None) -> None:
+        for entry in entries:
+            offset = entry.ts - first_ts if first_ts is not None and entry.ts >= first_ts else 0.0
+            m, s = divmod(int(offset), 60)
+            h, m = divmod(m, 60)
+            line = Text(f"{h:d}:{m:02d}:{s:02d} ", style="dim", no_wrap=True, end="")
+            line.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
+            self.write(line)
+            self.next_index = entry.index + 1
+            self.lines_written += 1

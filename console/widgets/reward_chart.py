@@ -1,0 +1,180 @@
+"""RewardChart: a braille line plot of reward per step, with a ±std band and command markers.
+
+Drawn with plain Rich `Text` (no plotting package). The whole buffered history is fitted to
+the widget's width: fewer steps than dot columns are stretched (linear interpolation), more
+are bucketed (mean of the means, min/max of the band). Markers (params applied, resync,
+pause) sit on a row under the plot, in the column of their step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.style import Style
+from rich.text import Text
+from textual.widget import Widget
+
+from console.state import Marker
+
+# braille dot bits indexed [row 0..3][col 0..1]
+_DOT = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
+_AXIS_W = 8  # "-12.345┤"
+LINE = Style(color="bright_cyan", bold=True)
+BAND = Style(bgcolor="#203848")
+AXIS = Style(color="grey58")
+MARKER_STYLES = {"params": Style(color="yellow", bold=True), "resync": Style(color="magenta", bold=True), "pause": Style(color="cyan", bold=True)}
+
+
+def _axis_label(value: float) -> str:
+    text = f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
+    return text[: _AXIS_W - 1].rjust(_AXIS_W - 1)
+
+
+def _lerp(a: float, b: float, f: float) -> float:
+    return a + (b - a) * f
+
+
+def fit_columns(
+    series: Sequence[tuple[int, float, float | None]], columns: int
+) -> tuple[list[tuple[float, float, float]], list[int]]:
+    """Map a series onto `columns` dot columns: [(mean, band_lo, band_hi)] and x of each point."""
+    n = len(series)
+    if n == 0 or columns <= 0:
+        return [], []
+    lo_hi = [(m - (s or 0.0), m + (s or 0.0)) for _, m, s in series]
+    if n == 1:
+        m = series[0][1]
+        return [(m, *lo_hi[0])] * columns, [0]
+    if n <= columns:
+        out = []
+        for x in range(columns):
+            t = x * (n - 1) / (columns - 1)
+            i = min(int(t), n - 2)
+            f = t - i
+            out.append((
+                _lerp(series[i][1], series[i + 1][1], f),
+                _lerp(lo_hi[i][0], lo_hi[i + 1][0], f),
+                _lerp(lo_hi[i][1], lo_hi[i + 1][1], f),
+            ))
+        return out, [round(i * (columns - 1) / (n - 1)) for i in range(n)]
+    buckets: list[list[int]] = [[] for _ in range(columns)]
+    xs = []
+    for i in range(n):
+        x = min(i * columns // n, columns - 1)
+        buckets[x].append(i)
+        xs.append(x)
+    out = []
+    for idx in buckets:
+        out.append((sum(series[i][1] for i in idx) / len(idx), min(lo_hi[i][0] for i in idx), max(lo_hi[i][1] for i in idx)))
+    return out, xs
+
+
+class RewardChart(Widget):
+    """Passive: the screen calls `show(series, markers, label)`."""
+
+    DEFAULT_CSS = """
+    RewardChart {
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        height: 1fr;
+        min-height: 5;
+        border: round $primary 60%;
+        border-title-color: $text;
+        border-subtitle-color: $text-muted;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._series: list[tuple[int, float, float | None]] = []
+        self._markers: list[Marker] = []
+        self.label = "total"
+
+    def show(self, series: Sequence[tuple[int, float, float | None]], markers: Sequence[Marker], label: str) -> None:
+        self._series = list(series)
+        self._markers = list(markers)
+        self.label = label
+        band = " ±std" if any(s is not None for _, _, s in self._series) else ""
+        self.border_title = f"reward · {label} · mean{band}"
+        self.border_subtitle = "f: function  P params  W resync  ‖ pause"
+        self.refresh()
+
+    def render(self) -> Text:
+        width, height = self.size
+        if not self._series:
+            return Text("waiting for the first step…", style="dim", justify="center")
+        plot_w = max(width - _AXIS_W, 1)
+        plot_h = max(height - 2, 1)
+        cols, xs = fit_columns(self._series, plot_w * 2)
+        top = max(hi for _, _, hi in cols)
+        bottom = min(lo for _, lo, _ in cols)
+        if top - bottom < 1e-9:
+            top, bottom = top + 0.5, bottom - 0.5
+        pad = (top - bottom) * 0.05
+        top, bottom = top + pad, bottom - pad
+        dots_h = plot_h * 4
+
+        def ydot(value: float) -> int:
+            return min(max(round((top - value) / (top - bottom) * (dots_h - 1)), 0), dots_h - 1)
+
+        bits = [[0] * plot_w for _ in range(plot_h)]
+        band = [[False] * plot_w for _ in range(plot_h)]
+        cell_span = (top - bottom) / plot_h
+        prev = None
+        for x, (mean, lo, hi) in enumerate(cols):
+            y = ydot(mean)
+            y0, y1 = (y, y) if prev is None else (min(prev, y), max(prev, y))  # vertical run keeps it connected
+            for yy in range(y0, y1 + 1):
+                bits[yy // 4][x // 2] |= _DOT[yy % 4][x % 2]
+            prev = y
+            if hi > lo:
+                for r in range(plot_h):
+                    r_top = top - r * cell_span
+                    if lo <= r_top and hi >= r_top - cell_span:
+                        band[r][x // 2] = True
+
+        lines = []
+        mid = plot_h // 2
+        for r in range(plot_h):
+            if r == 0:
+                label = _axis_label(top)
+            elif r == plot_h - 1:
+                label = _axis_label(bottom)
+            elif r == mid and plot_h >= 5:
+                label = _axis_label(top - (r + 0.5) * cell_span)
+            else:
+                label = " " * (_AXIS_W - 1)
+            line = Text(label + "┤", style=AXIS, no_wrap=True, end="")
+            for c in range(plot_w):
+                char = chr(0x2800 + bits[r][c]) if bits[r][c] else " "
+                style = LINE if bits[r][c] else Style()
+                if band[r][c]:
+                    style = style + BAND
+                line.append(char, style)
+            lines.append(line)
+        lines.append(self._marker_row(xs, plot_w))
+        lines.append(self._axis_row(plot_w))
+        return Text("\n").join(lines[: max(height, 1)])
+
+    def _marker_row(self, xs: list[int], plot_w: int) -> Text:
+        cells: list[tuple[str, Style]] = [("─", AXIS)] * plot_w
+        index = {step: i for i, (step, _, _) in enumerate(self._series)}
+        steps = [s for s, _, _ in self._series]
+        for marker in self._markers:
+            i = index.get(marker.step)
+            if i is None:  # a marker between plotted steps: nearest following step
+                i = next((k for k, s in enumerate(steps) if s >= marker.step), None)
+            if i is None:
+                continue
+            c = min(xs[i] // 2, plot_w - 1)
+            cells[c] = (marker.label, MARKER_STYLES.get(marker.kind, Style(bold=True)))
+        row = Text(" " * (_AXIS_W - 1) + "└", style=AXIS, no_wrap=True, end="")
+        for char, style in cells:
+            row.append(char, style)
+        return row
+
+    def _axis_row(self, plot_w: int) -> Text:
+        first, last = self._series[0][0], self._series[-1][0]
+        left, right = f"step {first}", f"{last}"
+        gap = max(plot_w - len(left) - len(right), 1)
+        return Text(" " * _AXIS_W + left + " " * gap + right, style=AXIS, no_wrap=True, end="")

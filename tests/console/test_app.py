@@ -1,0 +1,258 @@
+"""App-level keys, commands, toasts, read-only/replay, disconnects, help, events log, palette."""
+
+from __future__ import annotations
+
+from textual.widgets import Input
+
+from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights, Stop
+from backend.protocol.events import Alert, CommandResult, StateChanged
+from console.app import PALETTE, RLConsoleApp
+from console.screens.events import EventsScreen
+from console.screens.help import HelpScreen
+from console.widgets.event_log import EventLog
+
+
+async def test_p_sends_pause_when_running_and_resume_when_paused(kit):
+    source = kit.Source(kit.make_run(steps=3))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("p")
+        await kit.wait_for(pilot, lambda: len(source.sent) == 1)
+        assert isinstance(source.sent[0], Pause)
+        await kit.wait_for(pilot, lambda: ("information", "pause accepted") in app.toasts, what="toast")
+        source.push(StateChanged(ts=kit.TS0 + 100, state="paused", step=3, reason="operator"))
+        await kit.wait_for(pilot, lambda: app.state.state == "paused")
+        await kit.settle(pilot)
+        assert "PAUSED" in kit.screen_text(app).splitlines()[0]
+        await pilot.press("p")
+        await kit.wait_for(pilot, lambda: len(source.sent) == 2)
+        assert isinstance(source.sent[1], Resume)
+        assert any(m.kind == "pause" and m.step == 3 for m in app.state.markers)
+
+
+async def test_w_and_c_send_resync_and_checkpoint(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("w", "c")
+        await kit.wait_for(pilot, lambda: len(source.sent) == 2)
+        assert [type(c) for c in source.sent] == [ResyncWeights, Checkpoint]
+        await kit.wait_for(pilot, lambda: ("information", "checkpoint accepted") in app.toasts)
+        assert ("information", "resync accepted") in app.toasts
+
+
+async def test_results_for_other_consoles_commands_are_not_toasted(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        source.push(CommandResult(ts=kit.TS0 + 50, command_id="someone-else", command="pause", status="accepted"))
+        await kit.wait_for(pilot, lambda: app.state.log[-1].text.startswith("command pause [someone-else]"))
+        assert not any("pause" in message for _, message in app.toasts)
+
+
+async def test_q_detaches_without_stop(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+    assert not any(isinstance(c, Stop) for c in source.sent) and source.sent == []
+    assert source.closed
+
+
+async def test_read_only_control_keys_send_nothing(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source, read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("p", "w", "c")
+        await kit.settle(pilot)
+        assert source.sent == []
+        assert [m for _, m in app.toasts] == ["read-only: pause not sent", "read-only: resync not sent", "read-only: checkpoint not sent"]
+        assert "READ-ONLY" in kit.screen_text(app).splitlines()[0]
+
+
+async def test_replay_same_screens_no_commands_and_end_is_not_an_error(kit):
+    source = kit.Source(kit.make_run(steps=4), hold_open=False)
+    app = RLConsoleApp(source, replay=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "ended", what="end of replay")
+        await kit.settle(pilot)
+        assert "REPLAY" in kit.screen_text(app).splitlines()[0]
+        await pilot.press("p")
+        await kit.settle(pilot)
+        assert source.sent == [] and "replay: pause not sent" in app.toasts[-1][1]
+        for key, mode in (("s", "samples"), ("e", "params"), ("l", "events"), ("d", "dashboard")):
+            await pilot.press(key)
+            await kit.settle(pilot)
+            assert app.current_mode == mode
+
+
+async def test_backend_gone_shows_disconnected_and_stays_usable(kit):
+    source = kit.Source(kit.make_run(steps=3), hold_open=False)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "disconnected", what="disconnect")
+        await kit.settle(pilot)
+        assert "DISCONNECTED" in kit.screen_text(app).splitlines()[0]
+        assert any("disconnected" in m and "q to leave" in m for _, m in app.toasts)
+        await pilot.press("p")
+        await kit.settle(pilot)
+        assert source.sent == [] and app.toasts[-1] == ("error", "disconnected: pause not sent")
+        await pilot.press("s")
+        await kit.settle(pilot)
+        assert app.current_mode == "samples" and "12/12" in kit.screen_text(app)  # history still browsable
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_connect_failure_is_shown_plainly(kit):
+    source = kit.Source([], connect_error=ConnectionRefusedError("no run is listening on /tmp/x.sock"))
+    app = RLConsoleApp(source, run_id="gone-run")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "disconnected")
+        await kit.settle(pilot)
+        text = kit.screen_text(app)
+        assert "gone-run" in text and "DISCONNECTED" in text
+        assert any("could not connect: no run is listening" in m for _, m in app.toasts)
+
+
+async def test_events_log_lists_events_with_alerts_highlighted(kit):
+    events = kit.make_run(steps=3, alert_at=2)
+    source = kit.Source(events)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("l")
+        await kit.settle(pilot)
+        assert isinstance(app.screen, EventsScreen)
+        log = app.screen.query_one(EventLog)
+        lines = [strip.text for strip in log.lines]
+        assert log.lines_written == len(events) + 1  # + the hello
+        assert any("run 20240501-120000-demo started" in line for line in lines)
+        assert any("ALERT warning [zero_std_groups] step 2" in line for line in lines)
+        alert_strip = next(s for s in log.lines if "ALERT" in s.text)
+        assert any(seg.style and seg.style.bgcolor is not None for seg in alert_strip)  # highlighted
+        source.push(Alert(ts=kit.TS0 + 300, rule="kl", severity="critical", message="kl 12.0 > 1.0", step=4))
+        await kit.wait_for(pilot, lambda: len(app.state.alerts) == 2)
+        await kit.settle(pilot)
+        assert "ALERT critical [kl] step 4: kl 12.0 > 1.0" in log.lines[-1].text
+        assert log.max_lines == 1000
+
+
+async def test_events_log_is_bounded(kit):
+    from backend.protocol.events import LogLine
+
+    source = kit.Source([LogLine(ts=kit.TS0 + i, message=f"line {i}") for i in range(2500)])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("l")
+        await kit.settle(pilot, source)
+        log = app.screen.query_one(EventLog)
+        assert len(log.lines) <= 1000 and len(app.state.log) == 1000
+        assert log.lines[-1].text.endswith("info: line 2499")
+
+
+async def test_help_lists_every_binding_and_escape_goes_back(kit):
+    source = kit.Source(kit.make_run(steps=1))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 48)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("s")
+        await pilot.press("question_mark")
+        await kit.settle(pilot)
+        assert isinstance(app.screen, HelpScreen)
+        text = kit.screen_text(app)
+        for binding in RLConsoleApp.BINDINGS:
+            assert binding.tooltip in text, binding.key
+        for key in ("p ", "w ", "c ", "e ", "s ", "d ", "l ", "/ ", "? ", "q ", "f ", "z ", "t ", "o ", "esc", "ctrl+p"):
+            assert any(line.strip().startswith(key.strip()) for line in text.splitlines()), key
+        await pilot.press("escape")
+        await kit.settle(pilot)
+        assert app.current_mode == "samples"
+
+
+async def test_command_palette_offers_every_action(kit):
+    source = kit.Source(kit.make_run(steps=1))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        for _, title, _ in PALETTE:
+            assert title in commands
+        await commands["Samples"].callback()
+        await kit.settle(pilot)
+        assert app.current_mode == "samples"
+        await commands["Pause / resume run"].callback()
+        await kit.wait_for(pilot, lambda: len(source.sent) == 1)
+        assert isinstance(source.sent[0], Pause)
+        # and through the real palette UI
+        await pilot.press("ctrl+p")
+        await kit.settle(pilot)
+        await pilot.press(*"Events log")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await kit.wait_for(pilot, lambda: app.current_mode == "events", what="palette switched to events")
+
+
+async def test_typing_in_inputs_never_triggers_keys(kit):
+    source = kit.Source(kit.make_run(steps=1))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("slash")
+        await kit.settle(pilot)
+        await pilot.press(*"pwcq/?desl")
+        await kit.settle(pilot)
+        assert app.current_mode == "samples" and source.sent == []
+        assert isinstance(app.focused, Input) and app.focused.value == "pwcq/?desl"
+
+
+async def test_stream_error_is_shown_as_disconnect_reason(kit):
+    class BrokenSource(kit.Source):
+        async def events(self):
+            count = 0
+            async for event in super().events():
+                yield event
+                count += 1
+                if count == 5:
+                    raise RuntimeError("frame too large from backend")
+
+    source = BrokenSource(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "disconnected")
+        await kit.settle(pilot)
+        assert app.state.events_seen == 5 and app.state.connection_detail == "frame too large from backend"
+        assert any("disconnected: frame too large from backend" in m for _, m in app.toasts)
+        assert "DISCONNECTED" in kit.screen_text(app).splitlines()[0]
+        await pilot.press("l")
+        await kit.settle(pilot)
+        assert "disconnected: frame too large from backend" in app.screen.query_one(EventLog).lines[-1].text
+
+
+async def test_toasts_are_displayed(kit):
+    reason = "cannot checkpoint while paused"
+
+    def answer(command):
+        status = "rejected" if command.kind == "checkpoint" else "accepted"
+        return [CommandResult(ts=kit.TS0 + 60, command_id=command.id, command=command.kind, status=status,
+                              reason=reason if status == "rejected" else "")]
+
+    source = kit.Source(kit.make_run(steps=2), respond=answer)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("w")
+        await kit.wait_for(pilot, lambda: "resync accepted" in kit.screen_text(app), what="accepted toast on screen")
+        await pilot.press("c")
+        await kit.wait_for(pilot, lambda: "checkpoint rejected" in kit.screen_text(app), what="rejected toast on screen")
+        toast_text = " ".join(
+            line.split("▌")[-1].strip(" │╮╯─") for line in kit.screen_text(app).splitlines() if "▌" in line
+        )
+        assert "checkpoint rejected: cannot checkpoint while paused" in " ".join(toast_text.split())

@@ -1,0 +1,152 @@
+"""Dashboard screen, driven by Pilot against the scripted source."""
+
+from __future__ import annotations
+
+from backend.protocol.events import GpuInfo, GpuStats
+from console.app import RLConsoleApp
+from console.screens.dashboard import DashboardScreen
+from console.widgets.reward_chart import RewardChart, fit_columns
+
+
+def _render_plain(widget) -> str:
+    return widget.render().plain
+
+
+async def test_dashboard_shows_run_at_80x24(kit):
+    source = kit.Source(kit.make_run(steps=12))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        assert isinstance(app.screen, DashboardScreen)
+        text = kit.screen_text(app)
+        lines = text.splitlines()
+        assert len(lines) == 24 and max(len(line) for line in lines) <= 80
+        header = lines[0]
+        for part in (kit.RUN_ID, "RUNNING", "step 12", "w v12", "0:00:40"):
+            assert part in header, part
+        assert "reward · total · mean ±std" in text
+        assert "824 tok/s" in text and "14.2 samples/s" in text and "2.70s/step" in text
+        assert "gen 1.80" in text and "trn 0.70" in text and "syn 0.12" in text
+        assert "CPU run — no GPU" in text and "(no NVIDIA GPU)" in text
+        assert "WARNING" in text and "zero reward std" in text
+        assert "12.3" in text and "tliuq" in text  # newest group row with its best completion
+        assert "? help" in text  # footer
+        assert not app.query_one("#startup").display  # running: no startup panel
+
+
+async def test_startup_progress_is_prominent_while_starting(kit):
+    source = kit.Source(kit.starting_run())
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        text = kit.screen_text(app)
+        assert app.query_one("#startup").display
+        assert "STARTING" in text.splitlines()[0]
+        assert "starting: engine" in text
+        assert "engine: starting vLLM engine (cpu)" in text
+        assert "2/5" in text and "40%" in text and "█" in text
+        assert "waiting for the first step" in text
+
+
+async def test_before_any_event_the_screen_says_what_it_waits_for(kit):
+    source = kit.Source([])
+    app = RLConsoleApp(source, run_id="r-42")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        text = kit.screen_text(app)
+        assert "r-42" in text and "UNKNOWN" in text
+        assert "waiting for the backend" in text
+
+
+async def test_f_cycles_reward_function_and_markers_are_drawn(kit):
+    source = kit.Source(kit.make_run(steps=12, params_at=5))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        chart = app.query_one(RewardChart)
+        assert chart.label == "total"
+        rendered = _render_plain(chart)
+        marker_row = rendered.splitlines()[-2]
+        assert "P" in marker_row  # ParamsApplied at step 5
+        assert rendered.splitlines()[-1].strip().startswith("step 1") and rendered.splitlines()[-1].endswith("12")
+        labels = []
+        for _ in range(3):
+            await pilot.press("f")
+            await kit.settle(pilot)
+            labels.append(chart.label)
+        assert labels == ["char_match", "first_char", "total"]
+        await pilot.press("f")
+        await kit.settle(pilot)
+        assert "reward · char_match · mean" in kit.screen_text(app)
+        assert "±std" not in str(chart.border_title)  # per-function series carry no std
+
+
+async def test_gpu_panel_lists_each_gpu(kit):
+    gpus = GpuStats(ts=kit.TS0 + 100, available=True, gpus=[
+        GpuInfo(index=0, name="H100", util_pct=87, mem_used_mb=40_960, mem_total_mb=81_920, power_w=350, temperature_c=65),
+        GpuInfo(index=1, name="H100", util_pct=12, mem_used_mb=2_048, mem_total_mb=81_920, power_w=90, temperature_c=40),
+    ])
+    source = kit.Source([*kit.make_run(steps=3), gpus])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await kit.settle(pilot, source)
+        text = kit.screen_text(app)
+        assert "#0  87% mem 40.0/80G 350W 65°C H100" in text
+        assert "#1  12% mem 2.0/80G 90W 40°C H100" in text
+        assert "CPU run" not in text
+
+
+async def test_wide_terminal_shows_more(kit):
+    counts = {}
+    for size in ((80, 24), (160, 48)):
+        source = kit.Source(kit.make_run(steps=12))
+        app = RLConsoleApp(source)
+        async with app.run_test(size=size) as pilot:
+            await kit.settle(pilot, source)
+            text = kit.screen_text(app)
+            counts[size] = sum(1 for line in text.splitlines() if "Reverse the word" in line)
+            chart = app.query_one(RewardChart)
+            counts[size, "chart"] = chart.size.width * chart.size.height
+    assert counts[(80, 24)] >= 3
+    assert counts[(160, 48)] > 2 * counts[(80, 24)]
+    assert counts[(160, 48), "chart"] > 2 * counts[(80, 24), "chart"]
+
+
+def test_fit_columns_stretches_and_buckets():
+    few = [(1, 0.0, 0.1), (2, 1.0, 0.1)]
+    cols, xs = fit_columns(few, 5)
+    assert xs == [0, 4] and [round(m, 2) for m, _, _ in cols] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    many = [(i, float(i), None) for i in range(100)]
+    cols, xs = fit_columns(many, 10)
+    assert len(cols) == 10 and xs[0] == 0 and xs[-1] == 9
+    assert cols[0][0] == sum(range(10)) / 10  # bucket mean
+    assert fit_columns([], 10) == ([], [])
+
+
+async def test_long_no_gpu_reason_wraps_instead_of_being_cut(kit):
+    reason = "no NVIDIA GPU (NVMLError_LibraryNotFound)"
+    source = kit.Source([*kit.make_run(steps=2), GpuStats(ts=kit.TS0 + 60, available=False, reason=reason)])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        text = kit.screen_text(app)
+        assert "CPU run — no GPU" in text
+        assert f"({reason})" in " ".join(line[48:].strip() for line in text.splitlines())
+
+
+async def test_throughput_lines_never_wrap(kit):
+    from backend.protocol.events import StepMetrics, StepTimes
+
+    busy = StepMetrics(ts=kit.TS0 + 99, step=13, reward_mean=0.3, reward_std=0.1, tokens_per_s=17_290.4,
+                       samples_per_s=1_007.5, times=StepTimes(generate=0.03, score=0.001, train=0.05, sync=0.01, total=0.091))
+    source = kit.Source([*kit.make_run(steps=12), busy])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await kit.settle(pilot, source)
+        panel = app.query_one("#throughput")
+        lines = [strip.text for strip in panel.render_lines(panel.region.reset_offset)]
+        body = [line.strip("│ ") for line in lines[1:-1]]
+        assert len(body) == 4  # a 36-cell panel: the legend takes two lines rather than being cut
+        assert body[0].startswith("17,290 tok/s  1,007.5 samples/s")
+        assert set(body[1]) == {"█"}
+        assert body[2] == "■gen 0.03 ■scr 0.00" and body[3] == "■trn 0.05 ■syn 0.01 s"

@@ -1,0 +1,157 @@
+"""Parameters screen: validate with SetParams before sending, pending/applied/rejected."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, Label, Static
+
+from backend.protocol.commands import SetParams
+from backend.protocol.events import CommandResult, ParamsApplied
+from console.app import RLConsoleApp
+from console.screens.params import ParamsScreen
+
+
+def plain(widget) -> str:
+    content = widget.content if isinstance(widget, Static) else widget.renderable
+    return getattr(content, "plain", str(content))
+
+
+async def open_params(kit, pilot, source):
+    await kit.settle(pilot, source)
+    await pilot.press("e")
+    await kit.settle(pilot)
+    assert isinstance(pilot.app.screen, ParamsScreen)
+    return pilot.app.screen
+
+
+async def type_into(pilot, field: str, value: str) -> None:
+    pilot.app.screen.query_one(f"#param-{field}", Input).focus()
+    await pilot.pause()
+    await pilot.press(*value)
+
+
+async def test_live_values_shown(kit):
+    source = kit.Source(kit.make_run(steps=6, params_at=5))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_params(kit, pilot, source)
+        values = {n: plain(screen.query_one(f"#live-{n}", Label)) for n in kit.PARAMS}
+        assert values == {"temperature": "0.9", "top_p": "1.0", "top_k": "-1", "max_tokens": "64",
+                          "num_generations": "8", "learning_rate": "1.00e-05", "beta": "0.04"}
+        text = kit.screen_text(app)
+        assert "temperature" in text and "0…5" in text and "learning_rate" in text and ">0…1" in text
+        assert lines_fit(text, 80, 24)
+
+
+def lines_fit(text: str, width: int, height: int) -> bool:
+    lines = text.splitlines()
+    return len(lines) == height and all(len(line) <= width for line in lines)
+
+
+async def test_edit_temperature_sends_setparams_then_shows_pending_and_applied(kit):
+    source = kit.Source(kit.make_run(steps=3, params_at=None))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_params(kit, pilot, source)
+        await type_into(pilot, "temperature", "0.7")
+        await pilot.press("enter")
+        await kit.wait_for(pilot, lambda: len(source.sent) == 1, what="command sent")
+        (command,) = source.sent
+        assert isinstance(command, SetParams) and command.changes() == {"temperature": 0.7}
+        await kit.wait_for(pilot, lambda: app.state.pending_value("temperature") == (0.7, "accepted"))
+        await kit.settle(pilot)
+        assert plain(screen.query_one("#status-temperature", Static)) == "pending 0.7 (accepted)"
+        assert screen.query_one("#param-temperature", Input).value == ""
+        assert ("information", "set_params accepted") in app.toasts
+        source.push(ParamsApplied(ts=kit.TS0 + 900, command_id=command.id, step=4, changed={"temperature": 0.7},
+                                  params={**kit.PARAMS, "temperature": 0.7}))
+        await kit.wait_for(pilot, lambda: not app.state.pending)
+        await kit.settle(pilot)
+        assert plain(screen.query_one("#status-temperature", Static)) == "applied at step 4"
+        assert plain(screen.query_one("#live-temperature", Label)) == "0.7"
+
+
+async def test_invalid_value_shows_pydantic_message_and_sends_nothing(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_params(kit, pilot, source)
+        await type_into(pilot, "temperature", "9")
+        await pilot.press("enter")
+        await kit.settle(pilot)
+        error = plain(screen.query_one("#param-error", Static))
+        assert error == "temperature: Input should be less than or equal to 5"
+        assert error in kit.screen_text(app)
+        screen.query_one("#param-temperature", Input).value = ""
+        await type_into(pilot, "top_k", "abc")
+        await pilot.press("enter")
+        await kit.settle(pilot)
+        assert "top_k: Input should be a valid integer" in plain(screen.query_one("#param-error", Static))
+        screen.query_one("#param-top_k", Input).value = ""
+        await pilot.press("enter")  # nothing filled in
+        await kit.settle(pilot)
+        assert "at least one field" in plain(screen.query_one("#param-error", Static))
+        await pilot.pause(0.1)
+        assert source.sent == []
+
+
+async def test_rejection_reason_shown_next_to_form(kit):
+    reason = "num_generations must divide the global batch size (32)"
+
+    def reject(command):
+        return [CommandResult(ts=kit.TS0 + 900, command_id=command.id, command=command.kind, status="rejected", reason=reason)]
+
+    source = kit.Source(kit.make_run(steps=2), respond=reject)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_params(kit, pilot, source)
+        await type_into(pilot, "num_generations", "6")
+        await pilot.press("enter")
+        await kit.wait_for(pilot, lambda: bool(app.state.rejections), what="rejection")
+        await kit.settle(pilot)
+        sent = source.sent[0]
+        assert plain(screen.query_one("#param-rejection", Static)) == f"backend rejected [{sent.id}]: {reason}"
+        assert plain(screen.query_one("#status-num_generations", Static)) == "rejected: 6"
+        assert reason in " ".join(kit.screen_text(app).split())  # it may wrap
+        assert ("error", f"set_params rejected: {reason}") in app.toasts
+        assert app.state.pending == {}
+
+
+async def test_read_only_form_is_disabled_and_sends_nothing(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source, read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_params(kit, pilot, source)
+        assert screen.query_one("#param-temperature", Input).disabled
+        assert "read-only" in kit.screen_text(app)
+        # even if a submit reaches the screen, nothing goes out
+        from console.widgets.param_form import ParamForm
+        screen.post_message(ParamForm.Submitted({"temperature": "0.5"}))
+        await kit.settle(pilot)
+        assert source.sent == []
+        assert any("read-only" in message for _, message in app.toasts)
+
+
+async def test_escape_leaves_the_form_so_keys_work_again(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_params(kit, pilot, source)
+        assert isinstance(app.focused, Input)
+        await pilot.press("d")  # typed into the field
+        assert app.current_mode == "params" and app.focused.value == "d"
+        await pilot.press("escape", "d")
+        await kit.settle(pilot)
+        assert app.current_mode == "dashboard" and source.sent == []
+
+
+async def test_replay_form_is_view_only_and_keys_keep_working(kit):
+    source = kit.Source(kit.make_run(steps=2), hold_open=False)
+    app = RLConsoleApp(source, replay=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_params(kit, pilot, source)
+        assert app.focused is None
+        assert all(screen.query_one(f"#param-{n}", Input).disabled for n in kit.PARAMS)
+        assert "replay: view only" in kit.screen_text(app)
+        await pilot.press("l")
+        await kit.settle(pilot)
+        assert app.current_mode == "events"

@@ -1,0 +1,153 @@
+"""Samples screen: groups table, completions, full text, filters and sorts."""
+
+from __future__ import annotations
+
+from textual.widgets import Input
+
+from console.app import RLConsoleApp
+from console.screens.completion import CompletionModal
+from console.screens.samples import SamplesScreen
+from console.state import is_zero_std, max_abs_advantage, truncated_count
+from console.widgets.completions_table import CompletionsTable
+from console.widgets.groups_table import GroupsTable
+
+
+def cell_text(table, row: int, col: int) -> str:
+    value = table.get_row_at(row)[col]
+    return getattr(value, "plain", str(value))
+
+
+async def open_samples(kit, pilot, source):
+    await kit.settle(pilot, source)
+    await pilot.press("s")
+    await kit.settle(pilot)
+    assert isinstance(pilot.app.screen, SamplesScreen)
+    return pilot.app.screen
+
+
+async def test_groups_and_completions_shown(kit):
+    source = kit.Source(kit.make_run(steps=6))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_samples(kit, pilot, source)
+        groups = screen.query_one(GroupsTable)
+        assert groups.row_count == 24
+        assert [str(c.label) for c in groups.columns.values()] == ["step", "grp", "prompt", "mean", "std", "max|adv|", "trunc"]
+        assert (cell_text(groups, 0, 0), cell_text(groups, 0, 1)) == ("6", "3")
+        completions = screen.query_one(CompletionsTable)
+        assert completions.row_count == 8
+        labels = [str(c.label) for c in completions.columns.values()]
+        assert labels == ["#", "total", "adv", "char_match", "first_char", "len", "trunc", "wv", "text"]
+        first = app.state.view_groups()[0]
+        assert completions.group is first
+        assert cell_text(completions, 0, 1) == f"{first.completions[0].reward:.3f}"
+        text = kit.screen_text(app)
+        assert "24/24" in text and "o:newest" in text
+        assert "step 6 group 3" in text
+        # moving the cursor shows the next group's completions
+        await pilot.press("down")
+        await kit.settle(pilot)
+        second = app.state.view_groups()[1]
+        assert completions.group is second
+        assert f"step {second.step} group {second.group}" in kit.screen_text(app)
+
+
+async def test_enter_opens_completions_then_full_text(kit):
+    source = kit.Source(kit.make_run(steps=4))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_samples(kit, pilot, source)
+        # find a group with a long (truncated) completion and go to it
+        groups = app.state.view_groups()
+        index = next(i for i, g in enumerate(groups) if truncated_count(g))
+        for _ in range(index):
+            await pilot.press("down")
+        await pilot.press("enter")
+        await kit.settle(pilot)
+        completions = screen.query_one(CompletionsTable)
+        assert app.focused is completions
+        group = groups[index]
+        ci = next(i for i, c in enumerate(group.completions) if c.truncated)
+        for _ in range(ci):
+            await pilot.press("down")
+        await pilot.press("enter")
+        await kit.settle(pilot)
+        assert isinstance(app.screen, CompletionModal)
+        text = kit.screen_text(app)
+        full = group.completions[ci].text
+        assert len(full) > 60
+        assert app.screen.query_one("#completion-text").content.plain == full
+        assert full[:40] in text
+        assert "TRUNCATED" in text and f"completion {ci} of 8" in text and "char_match" in text
+        await pilot.press("escape")
+        await kit.settle(pilot)
+        assert isinstance(app.screen, SamplesScreen)
+
+
+async def test_filter_keys_and_sort(kit):
+    source = kit.Source(kit.make_run(steps=8))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_samples(kit, pilot, source)
+        groups = screen.query_one(GroupsTable)
+        await pilot.press("z")
+        await kit.settle(pilot)
+        assert screen.zero_std and groups.row_count == len([g for g in app.state.groups if is_zero_std(g)]) > 0
+        assert all(cell_text(groups, r, 4) == "0.000" for r in range(groups.row_count))
+        await pilot.press("z", "t")
+        await kit.settle(pilot)
+        assert not screen.zero_std and screen.truncated
+        assert groups.row_count == len([g for g in app.state.groups if truncated_count(g)])
+        assert all(int(cell_text(groups, r, 6)) > 0 for r in range(groups.row_count))
+        await pilot.press("t", "o")
+        await kit.settle(pilot)
+        assert screen.sort == "abs_advantage" and "o:|adv| desc" in kit.screen_text(app)
+        advs = [float(cell_text(groups, r, 5)) for r in range(groups.row_count)]
+        assert advs == sorted(advs, reverse=True) and advs[0] == round(max(max_abs_advantage(g) for g in app.state.groups), 3)
+        await pilot.press("o")
+        await kit.settle(pilot)
+        means = [float(cell_text(groups, r, 3)) for r in range(groups.row_count)]
+        assert screen.sort == "lowest_mean" and means == sorted(means)
+        await pilot.press("o")
+        await kit.settle(pilot)
+        assert screen.sort == "newest"
+
+
+async def test_slash_from_dashboard_focuses_filter_and_searches(kit):
+    source = kit.Source(kit.make_run(steps=8))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("slash")
+        await kit.settle(pilot)
+        assert isinstance(app.screen, SamplesScreen)
+        assert isinstance(app.focused, Input) and app.focused.id == "filter"
+        await pilot.press(*"river")  # letters like 's', 'e' go to the input, not to bindings
+        await kit.settle(pilot)
+        assert isinstance(app.screen, SamplesScreen) and app.focused.value == "river"
+        groups = app.screen.query_one(GroupsTable)
+        expected = app.state.view_groups(query="river")
+        assert 0 < groups.row_count == len(expected) < len(app.state.groups)
+        assert all("river" in cell_text(groups, r, 2) for r in range(groups.row_count))
+        await pilot.press("enter")
+        await kit.settle(pilot)
+        assert app.focused is groups
+        await pilot.press("d")
+        await kit.settle(pilot)
+        assert app.current_mode == "dashboard"
+
+
+async def test_cursor_stays_on_group_while_new_groups_arrive(kit):
+    source = kit.Source(kit.make_run(steps=3))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_samples(kit, pilot, source)
+        await pilot.press("down", "down")
+        await kit.settle(pilot)
+        table = screen.query_one(GroupsTable)
+        chosen = table.selected_group
+        source.push(*[kit.make_group(4, k, ts=kit.TS0 + 500) for k in range(4)])
+        await kit.wait_for(pilot, lambda: app.state.groups_total == 16)
+        await kit.settle(pilot)
+        assert table.row_count == 16
+        assert table.selected_group is chosen and table.cursor_row == 6

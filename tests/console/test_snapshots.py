@@ -1,0 +1,44 @@
+"""SVG snapshots at 80x24 and 160x48 (deterministic data: fixed ts, elapsed from event ts).
+
+Update after an intended visual change with: pytest tests/console/test_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from console.app import RLConsoleApp
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+
+
+def _app(kit, events):
+    source = kit.Source(events)  # held open: a live backend, so no "disconnected" toast
+    return RLConsoleApp(source), source
+
+
+def _before(kit, source, keys=()):
+    async def run_before(pilot) -> None:
+        await kit.settle(pilot, source)
+        for key in keys:
+            await pilot.press(key)
+            await kit.settle(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard(snap_compare, kit, size):
+    app, source = _app(kit, kit.make_run(steps=24))
+    assert snap_compare(app, terminal_size=size, run_before=_before(kit, source))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_samples(snap_compare, kit, size):
+    app, source = _app(kit, kit.make_run(steps=24))
+    assert snap_compare(app, terminal_size=size, run_before=_before(kit, source, ["s", "down", "down"]))
+
+
+def test_dashboard_starting(snap_compare, kit):
+    app, source = _app(kit, kit.starting_run())
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_before(kit, source))
