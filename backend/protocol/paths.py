@@ -26,8 +26,21 @@ def run_dir(run_id: str) -> Path:
     return runs_dir() / run_id
 
 
+MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes on Linux (103 on macOS)
+
+
 def socket_path(run_id: str) -> Path:
-    return run_dir(run_id) / "control.sock"
+    """The run's control socket: in its run dir, or — when that path would be too long for
+    AF_UNIX — under a private short dir in the temp dir, named by a hash of the run dir.
+    Both sides compute the same path from the run id and $RLC_HOME."""
+    path = run_dir(run_id) / "control.sock"
+    if len(str(path).encode()) <= MAX_SOCKET_PATH:
+        return path
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(str(run_dir(run_id).resolve()).encode()).hexdigest()[:24]
+    return Path(tempfile.gettempdir()) / f"rlc-{os.getuid()}" / f"{digest}.sock"
 
 
 def db_path(run_id: str) -> Path:

@@ -91,6 +91,7 @@ class AlertMonitor:
         self.request_pause = request_pause
         self.history: deque[StepMetrics] = deque(maxlen=max(cfg.window, 1) * 4)
         self.active: set[str] = set()
+        self.last_fired: dict[str, int] = {}  # rule -> step: a rule that flaps fires at most once a window
 
     def on_metrics(self, m: StepMetrics) -> list[Finding]:
         findings = check(self.cfg, m, list(self.history))
@@ -100,7 +101,10 @@ class AlertMonitor:
         for f in findings:
             if f.rule in self.active:
                 continue
+            if f.severity != "critical" and m.step - self.last_fired.get(f.rule, -10**9) < self.cfg.window:
+                continue
             fired.append(f)
+            self.last_fired[f.rule] = m.step
             self.raise_alert(f, m.step)
         self.active = now
         return fired

@@ -52,5 +52,8 @@ def test_monitor_fires_once_until_cleared_and_pauses_on_request():
     assert [a.rule for a in emitted] == ["truncation"] and len(pauses) == 1
     mon.on_metrics(metrics(4, truncated_ratio=0.0))
     mon.on_metrics(metrics(5, truncated_ratio=0.9))
+    assert [a.rule for a in emitted] == ["truncation"]  # flapping within a window: no spam
+    mon.on_metrics(metrics(20, truncated_ratio=0.0))
+    mon.on_metrics(metrics(21, truncated_ratio=0.9))
     assert [a.rule for a in emitted] == ["truncation", "truncation"]
     assert emitted[0].step == 1 and emitted[0].metric == "truncated_ratio"

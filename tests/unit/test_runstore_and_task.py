@@ -35,3 +35,15 @@ def test_warmup_examples_format_only_by_default():
     correct = sum(answer == p[0] * 4 for p, answer in ex)
     assert correct < 10  # random letters: almost never the right answer
     assert sum(a == p[0] * 4 for p, a in demo_task.warmup_examples(200, seed=3, correct_fraction=1.0)) == 200
+
+
+def test_socket_path_stays_short_for_deep_data_dirs(monkeypatch, tmp_path):
+    from backend.protocol import paths
+
+    monkeypatch.setenv("RLC_HOME", str(tmp_path / ("deep" * 30)))
+    rid = paths.new_run_id("demo")
+    sock = paths.socket_path(rid)
+    assert len(str(sock)) <= paths.MAX_SOCKET_PATH
+    assert sock == paths.socket_path(rid)  # both sides compute the same path
+    monkeypatch.setenv("RLC_HOME", "/tmp/h")
+    assert paths.socket_path(rid) == paths.run_dir(rid) / "control.sock"
