@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import socket
 import time
@@ -53,7 +54,15 @@ class EngineActor:
         return {"info": self.engine.info, "incarnation": self.incarnation, "hostname": socket.gethostname(),
                 "pid": os.getpid(), "threads": self.engine._threads}
 
-    def generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[GeneratedCompletion]]:
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: Sampling, expect_version: int | None = None
+    ) -> list[list[GeneratedCompletion]]:
+        if expect_version is not None and self.engine.weight_version() != expect_version:
+            # Ray restarted this actor (max_restarts): it came back with the model's initial weights
+            raise EngineError(
+                f"replica {self.replica} serves weights v{self.engine.weight_version()}, not v{expect_version}: "
+                "it was restarted; restart_dead() and a weight push bring it in line"
+            )
         return self.engine.generate(prompt_ids, sampling)
 
     def greedy(self, prompt_ids: list[list[int]], max_tokens: int) -> list[list[int]]:
@@ -100,7 +109,8 @@ class EngineActor:
 
 
 class RayEngine:
-    """RolloutEngine over `replicas` EngineActors. Calls from one thread at a time."""
+    """RolloutEngine over `replicas` EngineActors. Rollout, weight and control calls come from
+    one thread at a time; `health()` and `node_stats()` may come from another meanwhile."""
 
     def __init__(
         self,
@@ -189,7 +199,13 @@ class RayEngine:
             # token mode on itself for a new local cluster when RAY_AUTH_MODE is unset.
             if not any(os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
                 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-            kwargs["num_cpus"] = max(1, math.ceil(self.replicas * self._cpus))
+            need, have = math.ceil(self.replicas * self._cpus), len(os.sched_getaffinity(0))
+            if need > have:
+                raise EngineError(
+                    f"{self.replicas} engine replica(s) × {self._cpus:g} CPU need {need} CPUs; this machine has {have}: "
+                    "lower engine.replicas or ray.num_cpus_per_engine"
+                )
+            kwargs["num_cpus"] = max(1, need)
             kwargs["num_gpus"] = None if self._gpus else 0
             kwargs["object_store_memory"] = self._object_store_bytes()
             if cache_root:
@@ -206,18 +222,17 @@ class RayEngine:
 
     def _object_store_bytes(self) -> int:
         """Room for a few copies of the weights (a push holds one while replicas load it)."""
-        size = sum(p.stat().st_size for p in Path(self.model_path).glob("*.safetensors")) if Path(self.model_path).is_dir() else 0
-        return int(max(256 * 2**20, 4 * size))
+        files = Path(self.model_path).glob("*.safetensors") if Path(self.model_path).is_dir() else []
+        return int(max(256 * 2**20, 4 * sum(p.stat().st_size for p in files)))
 
     def _bundle(self) -> dict[str, float]:
-        b = {"CPU": self._cpus, "GPU": self._gpus}
-        return {k: v for k, v in b.items() if v > 0}
+        return {k: v for k, v in {"CPU": self._cpus, "GPU": self._gpus}.items() if v > 0}
 
     def _placement_group(self):
         bundle = self._bundle()
         if not bundle:
             return None
-        pg = placement_group([dict(bundle) for _ in range(self.replicas)], strategy="PACK", name="")
+        pg = placement_group([dict(bundle) for _ in range(self.replicas)], strategy="PACK")
         try:
             ray.get(pg.ready(), timeout=min(120.0, self.startup_timeout_s))
         except GetTimeoutError:
@@ -246,6 +261,11 @@ class RayEngine:
             self._dead.pop(i, None)
         return out
 
+    @property
+    def actors(self) -> list[Any]:
+        """The replicas' actor handles, by index (None where not running)."""
+        return list(self._actors)
+
     # ---- waiting, with deadlines ------------------------------------------------
     def _gather(self, calls: list[tuple[int, Any]], what: str, timeout: float) -> list[Any]:
         """Results of (replica, ObjectRef) calls in order. The first failure raises
@@ -271,17 +291,16 @@ class RayEngine:
         if isinstance(exc, RayActorError):
             reason = _actor_reason(exc)
             self._dead[i] = reason
-            return EngineError(f"{what}: engine replica {i} is down ({reason}); restart_dead() recreates it")
-        if isinstance(exc, RayTaskError):
-            cause = getattr(exc, "cause", None) or exc
-            return EngineError(f"{what} failed on replica {i}: {type(cause).__name__}: {_first_line(cause)}")
-        return EngineError(f"{what} failed on replica {i}: {type(exc).__name__}: {_first_line(exc)}")
+            hint = "" if what == "engine start" else "; restart_dead() recreates it"
+            return EngineError(f"{what}: engine replica {i} is down ({reason}){hint}")
+        cause = getattr(exc, "cause", None) or exc if isinstance(exc, RayTaskError) else exc
+        return EngineError(f"{what} failed on replica {i}: {type(cause).__name__}: {_first_line(cause)}")
 
     def _check(self, what: str) -> None:
         if self._closed:
             raise EngineError(f"{what}: the Ray engine is shut down")
         if self._dead:
-            i, reason = next(iter(sorted(self._dead.items())))
+            i, reason = min(self._dead.items())
             raise EngineError(f"{what}: engine replica {i} is down ({reason}); restart_dead() recreates it")
 
     def _on_all(self, method: str, *args, what: str, timeout: float | None = None) -> list[Any]:
@@ -308,39 +327,31 @@ class RayEngine:
             return []
         chunks = self._chunks(len(prompt_ids))
         self._last_sampling, self._last_replica = sampling, chunks[0][0]
-        calls = [(i, self._actors[i].generate.remote(prompt_ids[a:b], sampling)) for i, a, b in chunks]
+        calls = [(i, self._actors[i].generate.remote(prompt_ids[a:b], sampling, self._versions[i])) for i, a, b in chunks]
         parts = self._gather(calls, "generate", self.call_timeout_s)
         return [group for part in parts for group in part]
 
     def greedy(self, prompt_ids: list[list[int]], max_tokens: int, *, replica: int | None = None) -> list[list[int]]:
-        """Greedy canary: on every replica (or one), which must agree token for token."""
-        results = self._canary("greedy", replica, prompt_ids, max_tokens)
-        for i, other in enumerate(results[1:], start=1):
-            if other != results[0]:
-                raise EngineError(f"greedy canary: replica {self._which(replica, i)} disagrees with replica "
-                                  f"{self._which(replica, 0)}: they do not serve the same weights")
-        return results[0]
+        """Greedy canary: on every replica (or the one named), which must agree token for token."""
+        return self._canary("greedy", replica, lambda a, b: 0.0 if a == b else float("inf"), prompt_ids, max_tokens)
 
     def prompt_logprobs(self, sequences: list[list[int]], *, replica: int | None = None) -> list[list[float]]:
-        """Log-prob canary: on every replica (or one); replicas must agree within tolerance."""
-        results = self._canary("prompt_logprobs", replica, sequences)
-        for i, other in enumerate(results[1:], start=1):
-            worst = max((_diff(a, b) for ra, rb in zip(results[0], other) for a, b in zip(ra, rb)), default=0.0)
-            if worst > self._agree_tol:
-                raise EngineError(
-                    f"log-prob canary: replica {self._which(replica, i)} differs from replica {self._which(replica, 0)} "
-                    f"by up to {worst:.2e} (tol {self._agree_tol:g}): they do not serve the same weights"
-                )
-        return results[0]
+        """Log-prob canary: on every replica (or the one named), which must agree within tolerance."""
+        def worst(a, b):
+            return max((_diff(x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)), default=0.0)
 
-    def _which(self, replica: int | None, pos: int) -> int:
-        return pos if replica is None else replica
+        return self._canary("prompt_logprobs", replica, worst, sequences)
 
-    def _canary(self, method: str, replica: int | None, *args) -> list[Any]:
+    def _canary(self, method: str, replica: int | None, distance, *args) -> Any:
         self._check(method)
-        indices = range(self.replicas) if replica is None else [replica]
-        calls = [(i, getattr(self._actors[i], method).remote(*args)) for i in indices]
-        return self._gather(calls, method, self.call_timeout_s)
+        indices = list(range(self.replicas)) if replica is None else [replica]
+        results = self._gather([(i, getattr(self._actors[i], method).remote(*args)) for i in indices], method,
+                               self.call_timeout_s)
+        for i, other in zip(indices[1:], results[1:]):
+            if (d := distance(results[0], other)) > self._agree_tol:
+                raise EngineError(f"{method} canary: replica {i} differs from replica {indices[0]} by up to {d:.2e} "
+                                  f"(tol {self._agree_tol:g}): they do not serve the same weights")
+        return results[0]
 
     # ---- weights --------------------------------------------------------
     def push_weights(self, named_tensors: list[tuple[str, Any]], version: int, checksum: str) -> SyncReport:
@@ -429,6 +440,7 @@ class RayEngine:
                 except Exception as exc:
                     state[i] = f"unhealthy: {type(exc).__name__}: {_first_line(exc)}"
                     continue
+                self._dead.pop(i, None)  # it answers (a transient ActorUnavailableError is over)
                 if reason:
                     state[i] = f"unhealthy: {reason}"
                 elif incarnation != self._incarnation[i]:
@@ -510,6 +522,10 @@ def _actor_reason(exc: RayActorError) -> str:
     if isinstance(exc, ActorUnavailableError):
         return "unavailable: Ray lost contact or is restarting it"
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if getattr(exc, "actor_init_failed", False) and lines:  # the traceback ends with the exception
+        heads = [k for k, ln in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception): ", ln)]
+        tail = [ln for ln in lines[heads[-1] if heads else -1:] if not ln.startswith("For further information")]
+        return f"its engine failed to start: {' '.join(tail)}"[:600]
     because = [ln for ln in lines if ln.startswith("The actor is dead because")]
     return (because[0] if because else lines[0] if lines else type(exc).__name__)[:300]
 
