@@ -42,6 +42,7 @@ class Controller:
         self.weight_version = 0
         self._queue: "queue.Queue[Any]" = queue.Queue()
         self._pause_requested = False
+        self._pause_reason = ""
         self._stop_requested = False
         self._emit_lock = threading.Lock()
         self.engine = None
@@ -129,7 +130,8 @@ class Controller:
     def _enter_pause(self) -> None:
         t0 = time.perf_counter()
         self.session.engine.pause()
-        self.set_state("paused", f"paused at step {self.step} ({(time.perf_counter() - t0) * 1000:.0f} ms to idle the engine)")
+        why = self._pause_reason.split(";")[0]
+        self.set_state("paused", f"paused at step {self.step} ({(time.perf_counter() - t0) * 1000:.0f} ms to idle the engine): {why}")
         while True:
             try:
                 cmd = self._queue.get(timeout=0.5)
@@ -209,6 +211,7 @@ class Controller:
         if self._pause_requested or self.state in ("paused", "pausing", "finished", "failed", "stopping"):
             return
         self._pause_requested = True
+        self._pause_reason = reason
         self.set_state("pausing", reason)
 
     def request_stop(self) -> None:

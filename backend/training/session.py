@@ -212,7 +212,7 @@ class TrainingSession:
         b.score_s = self.recorder.seconds
         names, weights = self.task.reward_names, self.task.reward_weights
         for gi, (prompt, rows) in enumerate(group_view(b, names, weights)):
-            totals = [r[2] for r in rows]
+            totals = [t for r in rows if (t := _clean(r[2])) is not None]  # NaN rewards are alerted above
             self.c.emit(
                 E.SampleGroup(
                     step=b.step,
@@ -230,7 +230,7 @@ class TrainingSession:
                         for c, rw, total, adv in rows
                     ],
                     weight_version=b.weight_version,
-                    reward_mean=statistics.fmean(totals),
+                    reward_mean=statistics.fmean(totals) if totals else 0.0,
                     reward_std=statistics.pstdev(totals) if len(totals) > 1 else 0.0,
                 )
             )

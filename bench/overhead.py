@@ -1,0 +1,164 @@
+"""What does rl-console cost per GRPO step? Same config, three ways, side by side:
+
+  (a) bare: TRL's GRPOTrainer + a hand-written rollout_func on vllm.LLM + reload_weights
+      every step — what a user would write with TRL and vLLM and no console;
+  (b) rl-console headless (`rl-console run --headless --json`);
+  (c) rl-console with the TUI attached (`rl-console run` in tmux, 120x40).
+
+Same tiny model (built locally), task, rewards, batch, G, max_tokens, lr, seed. Reports the
+median step time over steps after the warm-up and the ratios b/a and c/b.
+
+  .venv/bin/python bench/overhead.py [--steps 120] [--skip-tui]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WARMUP = 20
+
+
+def bare(steps: int, out: Path) -> None:
+    """(a) The baseline, in its own process: no controller, no events, no console."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+    from vllm import LLM, SamplingParams
+
+    from backend.protocol.paths import home
+    from backend.settings import load_profile
+    from backend.training import demo_task
+    from backend.training.factory import supervised_warmup
+    from backend.training.tiny_model import TinyModelSpec, ensure_model
+
+    p = load_profile(None)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    e = p.model.embedded
+    path, _ = ensure_model(home() / "models", TinyModelSpec(e.hidden_size, e.num_layers, e.num_heads, e.num_kv_heads, e.intermediate_size, 64, e.seed))
+    llm = LLM(model=str(path), dtype="float32", max_model_len=64, enforce_eager=True, seed=0, enable_prefix_caching=False)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    supervised_warmup(model, tok, p.task.warmup_steps, p.task.warmup_learning_rate, 0, lambda *a: None, p.task.warmup_correct_fraction)
+    G, P, s = p.sampling.num_generations, p.training.prompts_per_step, p.sampling
+
+    def push():
+        tensors = [(k, v.detach()) for k, v in model.state_dict().items()]
+        llm.collective_rpc(lambda w, t: w.model_runner.reload_weights(weights_iterator=iter(t)), args=(tensors,))
+
+    def rollout(prompts, trainer):
+        push()  # on-policy: the engine serves the weights of the last update
+        distinct = prompts[::G]
+        ids = [tok(x, add_special_tokens=False)["input_ids"] for x in distinct]
+        outs = llm.generate([{"prompt_token_ids": i} for i in ids],
+                            SamplingParams(n=G, temperature=s.temperature, max_tokens=s.max_tokens, seed=trainer.state.global_step),
+                            use_tqdm=False)
+        rows = [(i, c) for i, o in zip(ids, outs) for c in o.outputs]
+        return {"prompt_ids": [i for i, _ in rows], "completion_ids": [list(c.token_ids) for _, c in rows],
+                "logprobs": [[0.0] * len(c.token_ids) for _, c in rows], "truncated": [c.finish_reason == "length" for _, c in rows]}
+
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            now = time.perf_counter()
+            times.append(now - Clock.t)
+            Clock.t = now
+
+    args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=P * G, num_generations=G,
+                      max_completion_length=s.max_tokens, temperature=s.temperature, learning_rate=p.training.learning_rate,
+                      lr_scheduler_type="constant", beta=0.0, max_steps=steps, logging_steps=1, save_strategy="no",
+                      report_to="none", use_cpu=True, bf16=False, gradient_checkpointing=False, loss_type="dapo",
+                      scale_rewards="group", reward_weights=list(demo_task.REWARD_WEIGHTS), disable_tqdm=True, seed=0)
+    trainer = GRPOTrainer(model=model, reward_funcs=list(demo_task.REWARD_FUNCS), args=args,
+                          train_dataset=demo_task.dataset(4096, 0), processing_class=tok, rollout_func=rollout, callbacks=[Clock()])
+    push()
+    Clock.t = time.perf_counter()
+    trainer.train()
+    out.write_text(json.dumps(times))
+
+
+def console_times(events_lines) -> list[float]:
+    from backend.protocol import decode_event
+
+    return [m.times.total for m in (decode_event(line) for line in events_lines if line.strip()) if m.kind == "step_metrics"]
+
+
+def run_headless(steps: int, env) -> list[float]:
+    out = subprocess.run([sys.executable, "-m", "console.cli", "run", "--headless", "--json", "--max-steps", str(steps)],
+                         env=env, capture_output=True, text=True, check=True)
+    return console_times(out.stdout.splitlines())
+
+
+def run_tui(steps: int, env) -> list[float]:
+    from backend.protocol.paths import db_path, list_run_ids
+
+    before = set(list_run_ids())
+    exports = " ".join(f"{k}={v}" for k, v in env.items() if k in ("RLC_HOME", "PYTHONPATH"))
+    subprocess.run(["tmux", "new-session", "-d", "-s", "rlc-bench", "-x", "120", "-y", "40",
+                    f"cd {ROOT} && env {exports} {sys.executable} -m console.cli run --max-steps {steps}; sleep 600"], check=True)
+    try:
+        run_id = None
+        for _ in range(600):
+            time.sleep(0.5)
+            new = set(list_run_ids()) - before
+            if new:
+                run_id = new.pop()
+                import sqlite3
+
+                db = sqlite3.connect(f"file:{db_path(run_id)}?mode=ro", uri=True)
+                state = db.execute("SELECT body FROM events WHERE kind='state_changed' ORDER BY seq DESC LIMIT 1").fetchone()
+                if state and json.loads(state[0])["state"] in ("finished", "failed"):
+                    rows = db.execute("SELECT body FROM events WHERE kind='step_metrics' ORDER BY seq").fetchall()
+                    return console_times([r[0] for r in rows])
+        raise RuntimeError("TUI run did not finish")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", "rlc-bench"], capture_output=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--skip-tui", action="store_true")
+    ap.add_argument("--bare-child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.bare_child:
+        bare(args.steps, Path(args.bare_child))
+        return 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    res_file = Path(tempfile.mkdtemp()) / "bare.json"
+    subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--bare-child", str(res_file)], env=env,
+                   check=True, capture_output=True)
+    results = {"(a) bare TRL + vLLM": json.loads(res_file.read_text()), "(b) rl-console headless": run_headless(args.steps, env)}
+    if not args.skip_tui and shutil.which("tmux"):
+        results["(c) rl-console + TUI"] = run_tui(args.steps, env)
+    med = {k: statistics.median(v[WARMUP:]) for k, v in results.items()}
+    print(f"{'mode':26} {'steps':>5} {'median step (ms)':>17}   ratio")
+    base = None
+    for k, m in med.items():
+        ratio = "" if base is None else f"{m / base:.3f} vs previous row"
+        print(f"{k:26} {len(results[k]):5d} {m * 1000:17.1f}   {ratio}")
+        base = m
+    keys = list(med)
+    print(f"b/a = {med[keys[1]] / med[keys[0]]:.3f} (goal <= 1.03)" + (f"   c/b = {med[keys[2]] / med[keys[1]]:.3f} (goal <= 1.01)" if len(keys) > 2 else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

