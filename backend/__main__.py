@@ -126,7 +126,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = str(args.profile) if args.profile else "embedded default"
     controller = Controller(profile, run_id=run_id, run_dir=rdir, profile_name=name, store=store)
     if args.headless:
-        controller.listeners.append(HeadlessPrinter(args.json))
+        stream = None
+        if args.json:
+            # stdout is the event stream: keep it for us, and send anything else that writes to
+            # fd 1 (Ray, vLLM workers, C libraries) to stderr so the stream stays pure JSON lines
+            stream = os.fdopen(os.dup(1), "w", buffering=1)
+            os.dup2(2, 1)
+            sys.stdout = sys.stderr
+        controller.listeners.append(HeadlessPrinter(args.json, stream))
     if not args.json:
         print(f"rl-console: run {run_id} (log {rdir / 'events.db'}, socket {socket_path(run_id)})", flush=True)
 

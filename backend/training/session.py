@@ -192,6 +192,26 @@ class TrainingSession:
 
     _pending_restart = False
 
+    def recover_engine(self, exc: Exception) -> None:
+        """A Ray engine replica died mid-run: nothing of this step has been applied yet.
+        Alert, restart the dead replicas, re-push and verify the weights, then pause here
+        (before this step's update) until the operator resumes — or go on if the profile
+        says `ray.auto_resume`."""
+        step = self.step_now + 1
+        self.alerts.raise_alert(
+            Finding("engine_dead", "critical", f"engine failure at step {step}: {exc}", "engine", None, None,
+                    "the replica is restarted and re-synced; press p (or ctl resume) to continue", "alert"),
+            step,
+        )
+        if not self.profile.ray.auto_resume:
+            self.c.request_pause(f"engine failure at step {step}; restarting the replica")
+        t0 = time.perf_counter()
+        self.c.progress("engine", "restarting dead engine replicas")
+        restarted = self.engine.restart_dead()
+        self.c.progress("engine", f"restarted replica(s) {restarted} in {time.perf_counter() - t0:.1f} s; re-pushing weights")
+        self.sync_weights(verify=True, reason=f"after restarting replica(s) {restarted}")
+        self.c.boundary()  # paused here until resumed; commands keep working
+
     def rollout_done(self, batch: RolloutBatch) -> None:
         self._batch = batch
 

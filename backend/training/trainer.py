@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.engine.base import GeneratedCompletion, Sampling
+from backend.engine.base import EngineError, GeneratedCompletion, Sampling
 from backend.training.data import prompt_text
 from backend.training.rewards import RewardRecorder
 
@@ -99,7 +99,14 @@ class RolloutFunc:
         distinct = [prompts[i] for i in range(0, len(prompts), g)]
         prompt_ids = [self.encode(p) for p in distinct]
         t0 = time.perf_counter()
-        groups = self.engine.generate(prompt_ids, sampling)
+        try:
+            groups = self.engine.generate(prompt_ids, sampling)
+        except EngineError as exc:
+            if not hasattr(self.engine, "restart_dead"):
+                raise  # an in-process engine that died takes the run with it: fail loudly
+            self.hooks.recover_engine(exc)  # alert, restart, re-push + verify, pause until resumed
+            t0 = time.perf_counter()
+            groups = self.engine.generate(prompt_ids, sampling)
         gen_s = time.perf_counter() - t0
         batch = RolloutBatch(
             step=step,
