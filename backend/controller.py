@@ -60,6 +60,18 @@ class Controller:
                     traceback.print_exc()
         return stored
 
+    def emit_many(self, events: list[Any]) -> list[Any]:
+        """Several events at once (one log transaction), delivered to listeners in order."""
+        with self._emit_lock:
+            stored = self.store.append_many(events)
+            for ev in stored:
+                for listener in list(self.listeners):
+                    try:
+                        listener(ev)
+                    except Exception:
+                        traceback.print_exc()
+        return stored
+
     def set_state(self, state: str, reason: str = "") -> None:
         self.state = state
         self.emit(E.StateChanged(state=state, reason=reason, step=self.step))

@@ -60,6 +60,24 @@ class RunStore:
             self._next += 1
             return stored
 
+    def append_many(self, events: list[Any]) -> list[Any]:
+        """Store several events in one transaction (a step's sample groups): one commit, not N."""
+        with self._lock:
+            stored, rows = [], []
+            for event in events:
+                ev = event.model_copy(update={"seq": self._next + len(stored)})
+                stored.append(ev)
+                rows.append((ev.seq, ev.ts, ev.kind, encode_event(ev).decode().rstrip("\n")))
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO events(seq, ts, kind, body) VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._next += len(stored)
+            return stored
+
     def read(self, from_seq: int = 0, to_seq: int | None = None, kinds: tuple[str, ...] = ()) -> Iterator[Any]:
         """Decoded events with from_seq <= seq (< to_seq), in order."""
         sql = "SELECT body FROM events WHERE seq >= ?"

@@ -231,9 +231,10 @@ class TrainingSession:
             )
         b.score_s = self.recorder.seconds
         names, weights = self.task.reward_names, self.task.reward_weights
+        groups = []
         for gi, (prompt, rows) in enumerate(group_view(b, names, weights)):
             totals = [t for r in rows if (t := _clean(r[2])) is not None]  # NaN rewards are alerted above
-            self.c.emit(
+            groups.append(
                 E.SampleGroup(
                     step=b.step,
                     group=gi,
@@ -254,6 +255,7 @@ class TrainingSession:
                     reward_std=statistics.pstdev(totals) if len(totals) > 1 else 0.0,
                 )
             )
+        self.c.emit_many(groups)
 
     def on_step_end(self, state) -> None:
         now = time.perf_counter()

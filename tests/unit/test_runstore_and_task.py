@@ -47,3 +47,12 @@ def test_socket_path_stays_short_for_deep_data_dirs(monkeypatch, tmp_path):
     assert sock == paths.socket_path(rid)  # both sides compute the same path
     monkeypatch.setenv("RLC_HOME", "/tmp/h")
     assert paths.socket_path(rid) == paths.run_dir(rid) / "control.sock"
+
+
+def test_append_many_is_contiguous_with_append(tmp_path):
+    store = RunStore(tmp_path / "e.db")
+    store.append(E.LogLine(message="a"))
+    stored = store.append_many([E.LogLine(message=f"b{i}") for i in range(5)])
+    assert [e.seq for e in stored] == [1, 2, 3, 4, 5]
+    assert store.append(E.LogLine(message="c")).seq == 6
+    assert [e.message for e in store.read(0)] == ["a", "b0", "b1", "b2", "b3", "b4", "c"]
