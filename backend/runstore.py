@@ -50,15 +50,7 @@ class RunStore:
 
     def append(self, event: Any) -> Any:
         """Store `event` with the next seq; return the event as stored (seq assigned)."""
-        with self._lock:
-            stored = event.model_copy(update={"seq": self._next})
-            body = encode_event(stored).decode().rstrip("\n")
-            self._db.execute(
-                "INSERT INTO events(seq, ts, kind, body) VALUES (?, ?, ?, ?)",
-                (stored.seq, stored.ts, stored.kind, body),
-            )
-            self._next += 1
-            return stored
+        return self.append_many([event])[0]
 
     def append_many(self, events: list[Any]) -> list[Any]:
         """Store several events in one transaction (a step's sample groups): one commit, not N."""

@@ -61,9 +61,27 @@ def probe() -> tuple[object | None, list, str]:
     return nvml, [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)], ""
 
 
+def merge_node_stats(local: list[GpuInfo], node_stats: list[dict]) -> list[GpuInfo]:
+    """Local GPUs plus those reported by engine replicas on other nodes (Ray actors'
+    `node_stats()`), one entry per physical GPU: NVML in every actor on a host sees all of
+    that host's GPUs, so entries are keyed by (host, index)."""
+    seen = {(g.node, g.index) for g in local}
+    out = list(local)
+    for st in node_stats:
+        for raw in st.get("gpus") or []:
+            g = GpuInfo.model_validate({**raw, "node": st.get("hostname", raw.get("node", "?"))})
+            if (g.node, g.index) not in seen:
+                seen.add((g.node, g.index))
+                out.append(g)
+    return out
+
+
 class GpuPoller:
-    def __init__(self, emit: Callable[[GpuStats], None], hz: float = 2.0) -> None:
+    """Polls local NVML and, for Ray engines, the replicas' nodes (`remote()` -> node_stats)."""
+
+    def __init__(self, emit: Callable[[GpuStats], None], hz: float = 2.0, remote: Callable[[], list[dict]] | None = None) -> None:
         self.emit = emit
+        self.remote = remote
         self.interval = 1.0 / min(max(hz, 0.1), MAX_HZ)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,19 +89,30 @@ class GpuPoller:
 
     def start(self) -> None:
         nvml, handles, reason = probe()
-        if nvml is None:
+        if nvml is None and self.remote is None:
             self.emit(GpuStats(available=False, reason=reason))
             return
-        self._thread = threading.Thread(target=self._loop, args=(nvml, handles), name="rlc-gpu", daemon=True)
+        self._thread = threading.Thread(target=self._loop, args=(nvml, handles, reason), name="rlc-gpu", daemon=True)
         self._thread.start()
 
-    def _loop(self, nvml, handles) -> None:
+    def _remote_stats(self) -> list[dict]:
+        try:
+            return self.remote() if self.remote else []
+        except Exception:  # a replica being restarted: its node is skipped this time
+            return []
+
+    def _loop(self, nvml, handles, reason: str) -> None:
         while not self._stop.is_set():
             try:
-                self.emit(GpuStats(available=True, gpus=read_gpus(nvml, handles, self.node)))
+                local = read_gpus(nvml, handles, self.node) if nvml is not None else []
             except Exception as exc:
                 self.emit(GpuStats(available=False, reason=f"NVML error: {exc}"))
                 return
+            gpus = merge_node_stats(local, self._remote_stats())
+            if not gpus:  # no GPU on this node nor on the engines' nodes: say so once and stop
+                self.emit(GpuStats(available=False, reason=f"{reason}; the engine replicas report none either"))
+                return
+            self.emit(GpuStats(available=True, gpus=gpus))
             self._stop.wait(self.interval)
 
     def stop(self) -> None:

@@ -104,7 +104,7 @@ class TrainingSession:
             )
         )
         self.alerts = AlertMonitor(p.alerts, self.c.emit, self.c.request_pause)
-        self.gpu = GpuPoller(self.c.emit, hz=p.telemetry.gpu_poll_hz)
+        self.gpu = GpuPoller(self.c.emit, hz=p.telemetry.gpu_poll_hz, remote=getattr(self.engine, "node_stats", None))
         self.gpu.start()
 
         if embedded and self.task.embedded and p.task.warmup_steps:
