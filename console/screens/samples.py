@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -98,8 +100,31 @@ class SamplesScreen(LiveScreen):
         line.append(one_line(group.prompt), style="italic")
         detail.update(line)
 
+    #: under a flood (more than FLOOD_GROUPS new groups since the last rebuild), rebuild the
+    #: table at most this often unless the view itself changed; a calm run updates every tick
+    TABLE_REFRESH_S = 1.0
+    FLOOD_GROUPS = 100
+    _table_view: tuple = ()
+    _table_at = 0.0
+    _table_total = 0
+    _table_pending = False
+
+    def _deferred_refresh(self) -> None:
+        self._table_pending = False
+        if self.is_attached:
+            self.refresh_view(self.app.state)
+
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
+        view = (self.query_text, self.zero_std, self.truncated, self.sort)
+        now = time.monotonic()
+        flood = state.groups_total - self._table_total > self.FLOOD_GROUPS
+        if view == self._table_view and flood and now - self._table_at < self.TABLE_REFRESH_S:
+            if not self._table_pending:  # make sure the last burst is shown even if no event follows
+                self._table_pending = True
+                self.set_timer(self.TABLE_REFRESH_S - (now - self._table_at) + 0.01, self._deferred_refresh)
+            return
+        self._table_view, self._table_at, self._table_total = view, now, state.groups_total
         groups = state.view_groups(query=self.query_text, zero_std=self.zero_std, truncated=self.truncated, sort=self.sort)
         self.shown_groups = groups
         status = Text(no_wrap=True, end="")

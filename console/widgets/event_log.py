@@ -36,7 +36,17 @@ class EventLog(RichLog):
         self.lines_written = 0
         self.border_title = "events"
 
+    #: most lines written per repaint tick; under a flood the older new lines are skipped
+    #: (counted in one marker line) — they are all in the run's event log
+    BURST = 120
+
     def append_entries(self, entries: Iterable[LogEntry], first_ts: float | None) -> None:
+        entries = list(entries)
+        if len(entries) > self.BURST:
+            skipped = len(entries) - self.BURST
+            self.write(Text(f"… {skipped} events not shown (flood; all are in events.db — rl-console replay)", style="dim italic"))
+            self.lines_written += 1
+            entries = entries[-self.BURST:]
         for entry in entries:
             offset = entry.ts - first_ts if first_ts is not None and entry.ts >= first_ts else 0.0
             m, s = divmod(int(offset), 60)
