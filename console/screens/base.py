@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from console.state import RunState
+from console.widgets.footer import KeyFooter
 from console.widgets.run_header import RunHeader
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ class LiveScreen(Screen):
     def compose(self) -> ComposeResult:
         yield RunHeader(id="run-header")
         yield from self.compose_body()
-        yield Footer()
+        yield KeyFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
