@@ -177,7 +177,14 @@ class TrainingSession:
         sync_s = 0.0
         if self._synced_step != self.step_now:
             verify = self.profile.engine.verify_every > 0 and (self._syncs % self.profile.engine.verify_every == 0)
-            sync_s = self.sync_weights(verify=verify, reason="step")
+            try:
+                sync_s = self.sync_weights(verify=verify, reason="step")
+            except EngineError as exc:  # a Ray replica died between steps: same recovery as mid-rollout
+                if not hasattr(self.engine, "restart_dead"):
+                    raise
+                t0 = time.perf_counter()
+                self.recover_engine(exc)
+                sync_s = time.perf_counter() - t0
         prm = self.c.params
         sampling = Sampling(
             n=prm["num_generations"],
