@@ -119,11 +119,12 @@ class ControlServer:
                 try:
                     cmd = decode_command(line)
                 except ProtocolError as exc:
-                    bad += 1
-                    if exc.command_id:  # a known command with bad values: audited rejection
+                    if exc.command_id:  # a known command with bad values: an audited rejection, not abuse
                         self.c.reject(exc.command_id, exc.kind, str(exc))
-                    else:
-                        await self._send(writer, ErrorReply(message=str(exc)))
+                        await asyncio.sleep(0)  # let the pump deliver the answer
+                        continue
+                    bad += 1
+                    await self._send(writer, ErrorReply(message=str(exc)))
                     if bad >= MAX_BAD_FRAMES:
                         await self._send(writer, ErrorReply(message="too many bad frames; closing"))
                         return
@@ -139,6 +140,11 @@ class ControlServer:
         finally:
             self.clients.discard(client)
             if pump is not None:
+                # deliver what is already queued for this client (answers to its last commands)
+                with contextlib.suppress(asyncio.QueueFull):
+                    client.queue.put_nowait(None)
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(pump, 2.0)
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
