@@ -107,7 +107,8 @@ async def _serve(controller, sock: Path, done: threading.Event) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from backend.controller import Controller
-    from backend.runstore import RunStore, new_run_id
+    from backend.protocol.paths import new_run_id
+    from backend.runstore import RunStore
     from backend.settings import ProfileError, load_profile
 
     overrides = _parse_set(args.set or [])

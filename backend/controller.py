@@ -8,7 +8,6 @@ is applied exactly between two optimizer steps and recorded in the event log.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backend.engine.base import EngineError, Sampling
+from backend.engine.base import EngineError
 from backend.protocol import commands as C
 from backend.protocol import events as E
 from backend.runstore import RunStore, write_run_meta
@@ -236,10 +235,3 @@ class Controller:
         if self.session is not None:
             self.session.close()
 
-
-def finite(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from backend.protocol import decode_event, encode_event
-from backend.protocol.paths import new_run_id  # noqa: F401  (re-exported)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

@@ -7,7 +7,6 @@ share, pause latency, GPU utilisation, reward curve ends. Works on CPU and GPU.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess

@@ -18,7 +18,6 @@ from typing import Any
 
 from backend.engine.base import EngineError, GeneratedCompletion, Sampling
 from backend.training.data import prompt_text
-from backend.training.rewards import RewardRecorder
 
 
 @dataclass
