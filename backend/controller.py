@@ -50,24 +50,17 @@ class Controller:
 
     # ---- events ---------------------------------------------------------
     def emit(self, event: Any) -> Any:
-        with self._emit_lock:
-            stored = self.store.append(event)
-            for listener in list(self.listeners):
-                try:
-                    listener(stored)
-                except Exception:  # a broken listener never stops the run
-                    traceback.print_exc()
-        return stored
+        return self.emit_many([event])[0]
 
     def emit_many(self, events: list[Any]) -> list[Any]:
-        """Several events at once (one log transaction), delivered to listeners in order."""
+        """Store events (one log transaction), then deliver them to listeners in order."""
         with self._emit_lock:
             stored = self.store.append_many(events)
             for ev in stored:
                 for listener in list(self.listeners):
                     try:
                         listener(ev)
-                    except Exception:
+                    except Exception:  # a broken listener never stops the run
                         traceback.print_exc()
         return stored
 

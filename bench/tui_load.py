@@ -109,15 +109,12 @@ class LoadController:
         self._emit_lock = threading.Lock()
         self.commands: list[str] = []
 
-    def emit(self, event: Any) -> Any:  # identical to Controller.emit
-        with self._emit_lock:
-            stored = self.store.append(event)
-            for listener in list(self.listeners):
-                try:
-                    listener(stored)
-                except Exception:  # a broken listener never stops the run
-                    traceback.print_exc()
-        return stored
+    # the real controller's emit path (log append under the emit lock, then the listeners)
+    from backend.controller import Controller
+
+    emit = Controller.emit
+    emit_many = Controller.emit_many
+    del Controller
 
     def submit(self, cmd: Any) -> Any:
         from backend.protocol.events import CommandResult
