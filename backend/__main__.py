@@ -105,6 +105,75 @@ async def _serve(controller, sock: Path, done: threading.Event) -> None:
         await server.stop()
 
 
+class ResumeError(RuntimeError):
+    """A run that cannot be resumed; the message says why and what to do."""
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _socket_alive(sock: Path) -> bool:
+    import socket
+
+    if not sock.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(str(sock))
+            return True
+        except OSError:
+            return False
+
+
+def prepare_resume(run_id: str, overrides: dict):
+    """(profile, profile name, resume point) for `run --resume RUN`, or ResumeError."""
+    from backend.runstore import RunStore, read_run_meta
+    from backend.settings import load_profile
+    from backend.training import checkpoints
+
+    rdir = run_dir_for(run_id)
+    if not (rdir / "events.db").exists():
+        raise ResumeError(f"no run {run_id!r} under {rdir.parent}")
+    if _socket_alive(socket_path(run_id)):
+        raise ResumeError(f"run {run_id} is still running; attach to it with `rl-console attach {run_id}`")
+    store = RunStore(rdir / "events.db", readonly=True)
+    try:
+        started = store.last("run_started")
+        synced = store.last("weights_synced")
+    finally:
+        store.close()
+    if started is None or not started.profile_data:
+        raise ResumeError(f"run {run_id} never started training (no run_started in its log): start a new run instead")
+    profile = load_profile(None, **_deep_merge(started.profile_data, overrides))
+    root = checkpoints.root_for(profile.run.output_dir, rdir, run_id)
+    point = checkpoints.latest(root)
+    if point is None:
+        raise ResumeError(
+            f"run {run_id} has no complete checkpoint under {root} (they are saved every run.checkpoint_every steps, "
+            "on `c` / `ctl checkpoint`, and at a clean stop)"
+        )
+    if point.step >= profile.run.max_steps:
+        raise ResumeError(
+            f"run {run_id} already completed {point.step} of {profile.run.max_steps} steps; "
+            f"pass --max-steps N (N > {point.step}) to train further"
+        )
+    # keep the run's live parameters as they were at the checkpoint, and never reuse a weight version
+    for section, keys in (("sampling", ("temperature", "top_p", "top_k", "max_tokens", "num_generations")),
+                          ("training", ("learning_rate", "beta"))):
+        for key in keys:
+            if key in point.params:
+                setattr(getattr(profile, section), key, point.params[key])
+    if synced is not None:
+        point.weight_version = max(point.weight_version, synced.version)
+    point.previous_pid = int(read_run_meta(rdir).get("pid") or 0)
+    return profile, started.profile, point
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from backend.controller import Controller
     from backend.protocol.paths import new_run_id
@@ -114,18 +183,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = _parse_set(args.set or [])
     if args.max_steps is not None:
         overrides.setdefault("run", {})["max_steps"] = args.max_steps
+    resume = None
     try:
-        profile = load_profile(args.profile, **overrides)
-    except ProfileError as exc:
+        if args.resume:
+            if args.profile:
+                raise ResumeError("--resume continues the run's own profile; change fields with --set SECTION.FIELD=VALUE")
+            profile, name, resume = prepare_resume(args.resume, overrides)
+        else:
+            profile = load_profile(args.profile, **overrides)
+            name = str(args.profile) if args.profile else "embedded default"
+    except (ProfileError, ResumeError) as exc:
         print(f"rl-console: {exc}", file=sys.stderr)
         return 2
-    run_id = args.run_id or new_run_id(profile.run.name)
+    run_id = args.resume or args.run_id or new_run_id(profile.run.name)
     rdir = run_dir_for(run_id)
     rdir.mkdir(parents=True, exist_ok=True)
     os.chmod(rdir, 0o700)
     store = RunStore(rdir / "events.db")
-    name = str(args.profile) if args.profile else "embedded default"
-    controller = Controller(profile, run_id=run_id, run_dir=rdir, profile_name=name, store=store)
+    controller = Controller(profile, run_id=run_id, run_dir=rdir, profile_name=name, store=store, resume=resume)
     if args.headless:
         stream = None
         if args.json:
@@ -136,7 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout = sys.stderr
         controller.listeners.append(HeadlessPrinter(args.json, stream))
     if not args.json:
-        print(f"rl-console: run {run_id} (log {rdir / 'events.db'}, socket {socket_path(run_id)})", flush=True)
+        how = f"resuming from {resume.path.name} (step {resume.step}); " if resume else ""
+        print(f"rl-console: run {run_id} ({how}log {rdir / 'events.db'}, socket {socket_path(run_id)})", flush=True)
 
     done = threading.Event()
     result = {"code": 1}
@@ -172,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a profile (no --profile: the embedded default)")
     run.add_argument("--profile", type=Path, default=None)
     run.add_argument("--run-id", default=None)
+    run.add_argument("--resume", metavar="RUN_ID", default=None, help="continue RUN_ID from its newest complete checkpoint")
     run.add_argument("--headless", action="store_true", help="print one line per step")
     run.add_argument("--json", action="store_true", help="with --headless: every event as one JSON line")
     run.add_argument("--max-steps", type=int, default=None)

@@ -28,7 +28,9 @@ Listener = Callable[[Any], None]
 
 
 class Controller:
-    def __init__(self, profile: RunProfile, *, run_id: str, run_dir: Path, profile_name: str, store: RunStore) -> None:
+    def __init__(
+        self, profile: RunProfile, *, run_id: str, run_dir: Path, profile_name: str, store: RunStore, resume: Any = None
+    ) -> None:
         self.profile = profile
         self.run_id = run_id
         self.run_dir = run_dir
@@ -47,6 +49,12 @@ class Controller:
         self.engine = None
         self.trainer = None
         self.session = None  # backend.session.TrainingSession, built in run()
+        self.resume = resume  # training.checkpoints.ResumePoint: continue from it (same data order, verified weights)
+        self._checkpoint_at_stop = True
+        if resume is not None:
+            self.step = resume.step
+            self.weight_version = resume.weight_version
+            self.params.update(resume.params)
 
     # ---- events ---------------------------------------------------------
     def emit(self, event: Any) -> Any:
@@ -82,6 +90,7 @@ class Controller:
             self.request_pause("pause requested; takes effect at the next step boundary")
         elif isinstance(cmd, C.Stop):
             self._stop_requested = True
+            self._checkpoint_at_stop = cmd.checkpoint
         self._queue.put(cmd)
         return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="accepted", step=self.step))
 
@@ -179,8 +188,16 @@ class Controller:
         """Blocking. Returns a process exit code."""
         from backend.training.session import TrainingSession
 
-        write_run_meta(self.run_dir, run_id=self.run_id, pid=os.getpid(), profile=self.profile_name, state="starting", created=time.time())
-        self.set_state("starting", "building model and engine")
+        meta = {} if self.resume is None else {"resumed": time.time()}
+        if self.resume is None:
+            meta["created"] = time.time()
+        write_run_meta(self.run_dir, run_id=self.run_id, pid=os.getpid(), profile=self.profile_name, state="starting", **meta)
+        if self.resume is not None:
+            r = self.resume
+            self.emit(E.RunResumed(step=r.step, checkpoint=str(r.path), previous_pid=r.previous_pid, checksum=r.checksum))
+            self.set_state("starting", f"resuming from {r.path.name} (step {r.step}): building model and engine")
+        else:
+            self.set_state("starting", "building model and engine")
         try:
             self.session = TrainingSession(self)
             self.session.setup()
@@ -194,8 +211,9 @@ class Controller:
         try:
             self.session.train()
             if self._stop_requested:
-                self.set_state("stopping", "stop requested: checkpointing")
-            self.session.checkpoint()
+                self.set_state("stopping", "stop requested" + (": checkpointing" if self._checkpoint_at_stop else " without a checkpoint"))
+            if self._checkpoint_at_stop:
+                self.session.checkpoint("final")
             self.set_state("finished", f"stopped at step {self.step}" if self._stop_requested else f"completed {self.step} steps")
         except EngineError as exc:
             self.emit(E.Alert(rule="engine", severity="critical", message=str(exc), step=self.step,

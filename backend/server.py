@@ -5,6 +5,12 @@ server sends `Hello`; the client answers `Subscribe(from_seq)`; the server repla
 log from that seq and then streams live events with no gap and no duplicate (the cut is
 taken under the controller's emit lock). Every later frame is a command; a malformed,
 oversized or unknown frame gets an `error` reply and the run is untouched.
+
+Who may connect and who may steer: the kernel's peer credentials (SO_PEERCRED) must name
+the run's owner (or root) even if the socket's file modes were loosened. One connection
+controls the run at a time; the others are viewers whose commands are rejected (and
+logged) with the controller's name. A viewer that asked for control is promoted, first
+come first served, when the controller leaves; `Subscribe(take=True)` takes it over.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +31,7 @@ from backend.protocol import (
     encode_event,
 )
 from backend.protocol.commands import Subscribe
-from backend.protocol.events import ErrorReply, Hello
+from backend.protocol.events import ControlStatus, ErrorReply, Hello
 
 CLIENT_QUEUE = 20_000  # frames buffered per client before a slow client is dropped (it can re-attach)
 MAX_BAD_FRAMES = 100
@@ -35,6 +43,18 @@ class _Client:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
         self.live = False
         self.min_seq = 0
+        self.pid, self.uid = _peer(writer)
+        self.desc = f"pid {self.pid} (uid {self.uid})"
+        self.role = ""  # "" (not subscribed) | "control" | "view"
+
+
+def _peer(writer: asyncio.StreamWriter) -> tuple[int, int]:
+    """(pid, uid) of the connecting process, from the kernel (-1 where the OS has no SO_PEERCRED)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return -1, -1
+    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid, uid
 
 
 class ControlServer:
@@ -44,6 +64,9 @@ class ControlServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clients: set[_Client] = set()
         self._server: asyncio.base_events.Server | None = None
+        self.owner_uid = os.getuid()
+        self.holder: _Client | None = None  # the one connection whose commands are applied
+        self.waiting: list[_Client] = []  # viewers that asked for control, first come first served
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -102,6 +125,9 @@ class ControlServer:
         client = _Client(writer)
         pump: asyncio.Task | None = None
         try:
+            if client.uid not in (-1, 0, self.owner_uid):
+                await self._send(writer, ErrorReply(message=f"refused: uid {client.uid} does not own this run (owner uid {self.owner_uid})"))
+                return
             await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.store.next_seq - 1))
             bad = 0
             while True:
@@ -135,10 +161,17 @@ class ControlServer:
                         continue
                     cut = self._register(client)  # before the next frame: no answer can be missed
                     pump = asyncio.create_task(self._pump(client, cmd.from_seq, cut))
+                    self._join(client, cmd)
+                    continue
+                why = self._read_only_reason(client)
+                if why:
+                    self.c.reject(cmd.id, cmd.kind, why)
+                    await asyncio.sleep(0)
                     continue
                 self.c.submit(cmd)
         finally:
             self.clients.discard(client)
+            self._leave(client)
             if pump is not None:
                 # deliver what is already queued for this client (answers to its last commands)
                 with contextlib.suppress(asyncio.QueueFull):
@@ -151,6 +184,53 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    # ---- one controller at a time ---------------------------------------------------
+    def _join(self, client: _Client, sub: Subscribe) -> None:
+        client.role = sub.role
+        if sub.client:
+            client.desc = f"{sub.client} (pid {client.pid}, uid {client.uid})"
+        if sub.role == "view":
+            self._tell(client)
+            return
+        if self.holder is None or sub.take:
+            previous, self.holder = self.holder, client
+            if previous is not None:
+                self.waiting.insert(0, previous)  # it gets control back when the taker leaves
+            self._tell_all(f"control taken by {client.desc}" if previous else "")
+        else:
+            self.waiting.append(client)
+            self._tell(client, "another client controls this run; you get control when it leaves")
+
+    def _leave(self, client: _Client) -> None:
+        if client in self.waiting:
+            self.waiting.remove(client)
+        if self.holder is client:
+            self.holder = self.waiting.pop(0) if self.waiting else None
+            self._tell_all(f"{client.desc} released control")
+
+    def _read_only_reason(self, client: _Client) -> str:
+        if client is self.holder:
+            return ""
+        if client.role == "view":
+            return "read-only: this connection attached as a viewer (--read-only)"
+        if self.holder is None:  # a bare connection (no subscribe) while nobody controls the run
+            return ""
+        return (f"read-only: {self.holder.desc} controls this run; detach it, or take control "
+                "(`rl-console ctl --take ...`)")
+
+    def _tell(self, client: _Client, reason: str = "") -> None:
+        if not client.live:
+            return
+        holder = self.holder.desc if self.holder is not None else ""
+        status = ControlStatus(role="controller" if client is self.holder else "viewer", holder=holder, reason=reason)
+        with contextlib.suppress(asyncio.QueueFull):
+            client.queue.put_nowait(encode_event(status))
+
+    def _tell_all(self, reason: str = "") -> None:
+        for client in list(self.clients):
+            if client.role:
+                self._tell(client, reason)
 
     def _register(self, client: _Client) -> int:
         """Cut: everything < cut comes from the log, everything >= cut from the live queue."""

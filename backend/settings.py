@@ -38,9 +38,12 @@ class RunSection(_Section):
     name: str = Field("demo", description="run name prefix shown in the console and in run ids")
     seed: int = Field(0, description="seed for data order, sampling and initialisation")
     max_steps: int = Field(300, ge=1, le=10_000_000, description="optimizer steps to run")
-    checkpoint_every: int = Field(0, ge=0, description="save a checkpoint every N steps (0 = only on demand and at stop)")
+    checkpoint_every: int = Field(
+        50, ge=0, description="save a checkpoint every N steps, for `rl-console run --resume` after a crash (0 = only on demand and at stop)"
+    )
+    keep_checkpoints: int = Field(3, ge=0, description="scheduled checkpoints kept (newest); on-demand and final ones are always kept; 0 = keep all")
     num_threads: int = Field(1, ge=1, le=512, description="torch threads for the trainer (1 is fastest on a shared 2-core box)")
-    output_dir: str | None = Field(None, description="where TRL writes checkpoints; default: the run's directory")
+    output_dir: str | None = Field(None, description="where checkpoints go (under <output_dir>/<run id>); default: the run's directory")
 
 
 class EmbeddedModel(_Section):

@@ -23,7 +23,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights
-from backend.protocol.events import CommandResult
+from backend.protocol.events import CommandResult, ControlStatus
 from console.screens.base import LiveScreen
 from console.screens.dashboard import DashboardScreen
 from console.screens.events import EventsScreen
@@ -79,13 +79,18 @@ class RLConsoleApp(App):
     def __init__(self, source: Any, *, run_id: str = "", read_only: bool = False, replay: bool = False) -> None:
         super().__init__()
         self.source = source
-        self.read_only = read_only
+        self.read_only_requested = read_only  # attach --read-only
         self.replay = replay
         self.state = RunState()
         self.state.run_id = run_id
         self.toasts: deque[tuple[str, str]] = deque(maxlen=100)  # (severity, message), newest last
         self._previous_mode = "dashboard"
         self._closed = False
+
+    @property
+    def read_only(self) -> bool:
+        """Attached --read-only, or another console controls the run (the backend says which)."""
+        return self.read_only_requested or self.state.control_role == "viewer"
 
     # -- lifecycle ----------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -119,9 +124,12 @@ class RLConsoleApp(App):
         slice_start = time.monotonic()
         try:
             async for event in self.source.events():
+                was_role = state.control_role
                 state.apply(event)
                 if isinstance(event, CommandResult) and state.is_ours(event.command_id):
                     self._announce(event)
+                elif isinstance(event, ControlStatus) and not self.read_only_requested:
+                    self._announce_control(was_role, event)
                 if time.monotonic() - slice_start > self.READ_SLICE_S:
                     await asyncio.sleep(0.002)  # a burst (history, flood) must not starve the UI
                     slice_start = time.monotonic()
@@ -160,6 +168,12 @@ class RLConsoleApp(App):
         self.toasts.append((severity, message))
         self.notify(message, severity=severity, markup=False)  # type: ignore[arg-type]
 
+    def _announce_control(self, was_role: str, status: ControlStatus) -> None:
+        if status.role == "controller" and was_role == "viewer":
+            self.toast("this console now controls the run", "information")
+        elif status.role == "viewer" and was_role != "viewer":
+            self.toast(f"read-only: {status.holder or 'another client'} controls this run", "warning")
+
     def _announce(self, result: CommandResult) -> None:
         if result.status in ("rejected", "failed"):
             self.toast(f"{result.command} {result.status}: {result.reason or 'no reason given'}", "error")
@@ -172,7 +186,8 @@ class RLConsoleApp(App):
             self.toast(f"replay: {command.kind} not sent (commands are off while replaying)", "warning")
             return False
         if self.read_only:
-            self.toast(f"read-only: {command.kind} not sent", "warning")
+            holder = "" if self.read_only_requested else f" ({self.state.control_holder or 'another console'} controls the run)"
+            self.toast(f"read-only: {command.kind} not sent{holder}", "warning")
             return False
         if not self.state.connected:
             self.toast(f"{self.state.connection}: {command.kind} not sent", "error")

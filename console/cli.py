@@ -25,13 +25,16 @@ examples:
   rl-console                                   start the embedded default run and watch it
   rl-console run --profile profiles/gpu-qwen2.5-0.5b.toml --detach
   rl-console run --headless --max-steps 50     no TUI: one line per step (--json: every event)
+  rl-console run --resume RUN                  continue a crashed/stopped run from its newest checkpoint
   rl-console attach                            re-attach to the newest run (full history)
   rl-console ls                                runs on this machine: state, step, reward
   rl-console ctl latest pause                  pause|resume|resync|checkpoint|stop
   rl-console ctl latest set temperature=0.7 max_tokens=8
+  rl-console ctl latest checkpoint --take      even while a console controls the run
   rl-console status latest --json
   rl-console replay RUN                        browse a finished run in the same screens
 
+one console controls a run at a time; others are read-only until it detaches.
 keys in the console: p pause/resume · w resync · e params · c checkpoint · s samples ·
 d dashboard · l log · / filter · ? help · q detach (the run goes on)
 data: $RLC_HOME (default ~/.local/share/rl-console): runs/<id>/{events.db,control.sock,backend.log}
@@ -46,6 +49,8 @@ def _die(msg: str, code: int = 2) -> int:
 # ---- starting a backend --------------------------------------------------
 def _backend_cmd(args: argparse.Namespace, run_id: str, headless: bool) -> list[str]:
     cmd = [sys.executable, "-m", "backend", "run", "--run-id", run_id]
+    if getattr(args, "resume", None):
+        cmd += ["--resume", run_id]
     if args.profile:
         cmd += ["--profile", str(Path(args.profile).resolve())]
     if args.max_steps is not None:
@@ -65,11 +70,14 @@ def _profile_name(args: argparse.Namespace) -> str:
     return "demo"
 
 
-def start_detached(args: argparse.Namespace) -> str:
+def start_detached(args: argparse.Namespace, run_id: str | None = None) -> str:
     """Start the backend in its own session; return the run id once its socket is up."""
     if args.profile and not Path(args.profile).is_file():
         raise RuntimeError(f"profile file not found: {args.profile}")
-    run_id = new_run_id(_profile_name(args))
+    run_id = run_id or new_run_id(_profile_name(args))
+    sock = socket_path(run_id)
+    if sock.exists():  # left behind by a backend that was killed: the new one binds afresh
+        sock.unlink()
     rdir = run_dir(run_id)
     rdir.mkdir(parents=True, exist_ok=True)
     os.chmod(rdir, 0o700)
@@ -82,7 +90,6 @@ def start_detached(args: argparse.Namespace) -> str:
         start_new_session=True,  # its own session: a closed terminal/SSH never signals it
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    sock = socket_path(run_id)
     t0 = time.monotonic()
     while not sock.exists():
         if proc.poll() is not None:
@@ -99,7 +106,7 @@ def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False) -> i
     from console.app import RLConsoleApp
     from console.client import BackendClient
 
-    source = runs.ReplaySource(run_id) if replay else BackendClient(socket_path(run_id))
+    source = runs.ReplaySource(run_id) if replay else BackendClient(socket_path(run_id), role="view" if read_only else "control")
     app = RLConsoleApp(source, run_id=run_id, read_only=read_only, replay=replay)
     app.run()
     if not replay:
@@ -111,8 +118,20 @@ def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False) -> i
 def cmd_run(args: argparse.Namespace) -> int:
     if args.json and not args.headless:
         return _die("--json goes with --headless")
+    run_id = None
+    if args.resume:
+        if args.profile:
+            return _die("--resume continues the run's own profile; change fields with --set SECTION.FIELD=VALUE")
+        try:
+            run_id = runs.resolve(args.resume)
+            info = runs.info(run_id)
+        except runs.RunNotFound as exc:
+            return _die(str(exc))
+        if info.alive:
+            return _die(f"{run_id} is still running (pid {info.pid}); attach with `rl-console attach {run_id}`")
+        args.resume = run_id
     if args.headless:
-        run_id = new_run_id(_profile_name(args))
+        run_id = run_id or new_run_id(_profile_name(args))
         cmd = _backend_cmd(args, run_id, headless=True)
         try:
             return subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -120,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 130
     print("rl-console: starting the backend…", file=sys.stderr)
     try:
-        run_id = start_detached(args)
+        run_id = start_detached(args, run_id)
     except RuntimeError as exc:
         return _die(str(exc))
     if args.detach:
@@ -224,7 +243,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     except (runs.RunNotFound, ValueError) as exc:
         return _die(str(exc))
     try:
-        result = asyncio.run(call(socket_path(run_id), command, timeout=args.timeout))
+        result = asyncio.run(call(socket_path(run_id), command, timeout=args.timeout, take=args.take))
     except (ClientError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
         return _die(f"{run_id}: {exc or type(exc).__name__}", 1)
     if args.json:
@@ -250,12 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--headless", action="store_true", help="no TUI: print one line per step")
     run.add_argument("--json", action="store_true", help="with --headless: every event as one JSON line")
     run.add_argument("--max-steps", type=int, help="override run.max_steps")
+    run.add_argument("--resume", metavar="RUN", help="continue RUN (id, prefix or 'latest') from its newest checkpoint: "
+                     "same data order, weights re-synced and verified, same event log")
     run.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a profile field (repeatable)")
     run.set_defaults(func=cmd_run)
 
     att = sub.add_parser("attach", help="re-attach to a live run (newest by default) with its full history")
     att.add_argument("run", nargs="?", help="run id, unique prefix/suffix, or 'latest'")
-    att.add_argument("--read-only", action="store_true", help="watch only; controls are disabled")
+    att.add_argument("--read-only", action="store_true",
+                     help="watch only: the backend refuses this console's commands, and it never takes control")
     att.set_defaults(func=cmd_attach)
 
     ls = sub.add_parser("ls", help="list runs with state, step and reward")
@@ -273,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
     ctl.add_argument("--json", action="store_true", help="print the backend's CommandResult as JSON")
     ctl.add_argument("--timeout", type=float, default=10.0)
+    ctl.add_argument("--take", action="store_true",
+                     help="send even while a console controls the run (it gets control back right after)")
     ctl.set_defaults(func=cmd_ctl)
 
     rp = sub.add_parser("replay", help="browse a run's recorded history in the same screens")

@@ -8,6 +8,8 @@ are answered by `CommandResult` events carrying the command's id.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,14 @@ class ClientError(RuntimeError):
 
 
 class BackendClient:
-    def __init__(self, socket_path: str | Path, *, from_seq: int = 0) -> None:
+    def __init__(
+        self, socket_path: str | Path, *, from_seq: int = 0, role: str = "control", take: bool = False, client: str = ""
+    ) -> None:
         self.socket_path = Path(socket_path)
         self.from_seq = from_seq
+        self.role = role
+        self.take = take
+        self.client = client or describe_self()
         self.hello: Hello | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -55,7 +62,7 @@ class BackendClient:
         if hello.protocol != PROTOCOL_VERSION:
             raise ClientError(f"backend speaks protocol {hello.protocol}, this console speaks {PROTOCOL_VERSION}")
         self.hello = hello
-        await self.send(Subscribe(from_seq=self.from_seq))
+        await self.send(Subscribe(from_seq=self.from_seq, role=self.role, take=self.take, client=self.client))
         return hello
 
     async def send(self, command: Any) -> None:
@@ -105,12 +112,26 @@ class BackendClient:
             self._writer = None
 
 
-async def call(socket_path: str | Path, command: Any, timeout: float = 10.0) -> CommandResult:
+def describe_self() -> str:
+    """How the other consoles of a run see this one: program, user and terminal."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "client"
+    if prog in ("cli.py", "__main__.py", "-c", ""):
+        prog = "rl-console"
+    try:
+        tty = os.ttyname(0).removeprefix("/dev/")
+    except OSError:
+        tty = "no tty"
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or f"uid {os.getuid()}"
+    return f"{prog} {user}@{tty}"
+
+
+async def call(socket_path: str | Path, command: Any, timeout: float = 10.0, *, take: bool = False) -> CommandResult:
     """One-shot: connect, send `command`, return the backend's first answer to it.
 
-    Subscribes from the live end so no history is replayed.
+    Subscribes from the live end so no history is replayed. Asks for control (`take`: even
+    from a console that holds it; that console gets it back when this call disconnects).
     """
-    client = BackendClient(socket_path, from_seq=-1)
+    client = BackendClient(socket_path, from_seq=-1, take=take, client=f"{describe_self()} ctl")
     await client.connect(timeout)
     try:
         await client.send(command)

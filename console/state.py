@@ -16,12 +16,14 @@ from backend.protocol.events import (
     Alert,
     CheckpointSaved,
     CommandResult,
+    ControlStatus,
     ErrorReply,
     GpuStats,
     Hello,
     LogLine,
     ParamsApplied,
     Progress,
+    RunResumed,
     RunStarted,
     SampleGroup,
     StateChanged,
@@ -46,7 +48,7 @@ class LogEntry:
 @dataclass(frozen=True)
 class Marker:
     step: int
-    kind: str  # "params" | "resync" | "pause"
+    kind: str  # "params" | "resync" | "pause" | "resume"
     label: str
 
 
@@ -157,11 +159,18 @@ def describe(event: Any) -> tuple[str, str]:
         return "gpu: " + "; ".join(f"#{g.index} {g.util_pct:.0f}% {g.mem_used_mb:.0f}/{g.mem_total_mb:.0f} MB" for g in event.gpus), "info"
     if isinstance(event, RunStarted):
         return f"run {event.run_id} started: profile {event.profile}, model {event.model}, task {event.task}, engine {event.engine}", "info"
+    if isinstance(event, RunResumed):
+        return (f"run resumed from step {event.step} ({event.checkpoint}); later steps in the log before this "
+                f"are replaced by the resumed ones", "warning")
     if isinstance(event, CheckpointSaved):
         return f"checkpoint at step {event.step} → {event.path} ({event.duration_s:.1f}s)", "info"
     if isinstance(event, LogLine):
         level = {"warning": "warning", "error": "critical"}.get(event.level, "info")
         return f"{event.level}: {event.message}", level
+    if isinstance(event, ControlStatus):
+        who = f"{event.holder} controls the run" if event.holder else "nobody controls the run"
+        text = "this console controls the run" if event.role == "controller" else f"read-only: {who}"
+        return text + (f" ({event.reason})" if event.reason else ""), "info" if event.role == "controller" else "warning"
     if isinstance(event, ErrorReply):
         return f"backend refused a frame: {event.message}", "critical"
     if isinstance(event, Hello):
@@ -216,6 +225,8 @@ class RunState:
         self.connection = "connecting"  # "connecting" | "live" | "disconnected" | "ended"
         self.connection_detail = ""
         self._resync_requested = False
+        self.control_role = ""  # "controller" | "viewer" | "" (not told yet)
+        self.control_holder = ""
 
     # -- connection -------------------------------------------------------------------
     def on_hello(self, hello: Hello) -> None:
@@ -275,6 +286,24 @@ class RunState:
         self.run_id, self.profile, self.model, self.task, self.engine = ev.run_id, ev.profile, ev.model, ev.task, ev.engine
         self.reward_functions = list(ev.reward_functions)
         self.live_params = dict(ev.params)
+
+    def _on_run_resumed(self, ev: RunResumed) -> None:
+        """A new backend continues from a checkpoint: the steps after it that this view holds
+        belong to the lost timeline and are about to be run again, so drop them."""
+        keep = [m for m in self.steps if m.step <= ev.step]
+        self.steps = deque(keep, maxlen=self.steps.maxlen)
+        groups = [g for g in self.groups if g.step <= ev.step]
+        self.groups = deque(groups, maxlen=self.groups.maxlen)
+        self.groups_by_step = {}
+        for g in groups:
+            self.groups_by_step.setdefault(g.step, []).append(g)
+        self.markers = deque((m for m in self.markers if m.step <= ev.step), maxlen=self.markers.maxlen)
+        self.step = ev.step
+        self.pending.clear()
+        self._mark(ev.step, "resume", "R")
+
+    def _on_control(self, ev: ControlStatus) -> None:
+        self.control_role, self.control_holder = ev.role, ev.holder
 
     def _on_state_changed(self, ev: StateChanged) -> None:
         self.state, self.state_reason = ev.state, ev.reason

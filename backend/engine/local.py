@@ -173,7 +173,7 @@ class LocalVLLMEngine:
         nbytes = sum(t.numel() * t.element_size() for _, t in named_tensors)
         t0 = time.perf_counter()
         with self._lock:
-            methods = self.llm.collective_rpc(weight_sync.worker_load, args=(named_tensors, self.sync_method))
+            results = self.llm.collective_rpc(weight_sync.worker_load_verified, args=(named_tensors, self.sync_method))
             if self.prefix_caching:  # cached prefixes were computed with the old weights
                 self.llm.reset_prefix_cache()
             self._version = version
@@ -182,12 +182,15 @@ class LocalVLLMEngine:
                     self.llm.update_weight_version(str(version))
                 except Exception:
                     pass
+        received = {c for _, c in results}
+        if received != {checksum}:  # a worker got other bytes than the trainer sent
+            raise EngineError(f"weight sync v{version}: engine received checksum(s) {sorted(received)}, trainer sent {checksum}")
         return SyncReport(
             version=version,
             duration_s=time.perf_counter() - t0,
             bytes=nbytes,
-            checksum=checksum,
-            method=f"collective_rpc:{methods[0]}",
+            checksum=results[0][1],
+            method=f"collective_rpc:{results[0][0]}",
         )
 
     def weight_version(self) -> int:

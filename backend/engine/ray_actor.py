@@ -367,6 +367,9 @@ class RayEngine:
             )
         finally:
             del ref
+        bad = [i for i, r in enumerate(reports) if r.checksum != checksum]
+        if bad:  # each replica fingerprints what it took out of the object store
+            raise EngineError(f"weight sync v{version}: replica(s) {bad} received checksum {reports[bad[0]].checksum}, trainer sent {checksum}")
         self._versions = [version] * self.replicas
         slowest = max(r.duration_s for r in reports)
         return SyncReport(

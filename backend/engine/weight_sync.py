@@ -71,6 +71,13 @@ def worker_load(worker, named_tensors, method: str = "auto") -> str:
     return method
 
 
+def worker_load_verified(worker, named_tensors, method: str = "auto") -> tuple[str, str]:
+    """Runs in the vLLM worker: fingerprint the tensors as they arrived, then load them.
+    Returns (method, checksum of what the engine received)."""
+    checksum, _ = fingerprint(named_tensors)
+    return worker_load(worker, named_tensors, method), checksum
+
+
 def worker_load_path(worker, path: str) -> str:
     """Runs in the vLLM worker: reload from a saved checkpoint directory."""
     runner = worker.model_runner

@@ -32,10 +32,16 @@ class _Command(BaseModel):
 
 
 class Subscribe(_Command):
-    """Ask for events from `from_seq` on (history first, then live)."""
+    """Ask for events from `from_seq` on (history first, then live), as the run's controller
+    or as a viewer. One connection controls a run at a time; a `control` request made while
+    another connection holds control waits as a viewer and is promoted when it leaves;
+    `take` moves control to this connection (the previous holder becomes a viewer)."""
 
     kind: Literal["subscribe"] = "subscribe"
     from_seq: int = 0
+    role: Literal["control", "view"] = "control"
+    take: bool = False
+    client: str = Field("", max_length=200, description="who is connecting, shown to the other clients")
 
 
 class Pause(_Command):

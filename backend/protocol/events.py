@@ -52,6 +52,17 @@ class StateChanged(_Event):
     step: int = 0
 
 
+class RunResumed(_Event):
+    """A new backend process continues the run from a checkpoint. Steps after `step` that the
+    log already holds belong to the timeline that was lost (a crash); they are run again."""
+
+    kind: Literal["run_resumed"] = "run_resumed"
+    step: int
+    checkpoint: str
+    previous_pid: int = 0
+    checksum: str = ""
+
+
 class Progress(_Event):
     """Long work before or between steps (engine start, model build, warm-up)."""
 
@@ -188,6 +199,15 @@ class LogLine(_Event):
     message: str
 
 
+class ControlStatus(_Event):
+    """To one connection, never logged: whether it controls the run, and who does."""
+
+    kind: Literal["control"] = "control"
+    role: Literal["controller", "viewer"]
+    holder: str = ""  # the controlling client's description ("" = nobody)
+    reason: str = ""
+
+
 class ErrorReply(_Event):
     """Sent on a connection that sent a frame the server could not accept."""
 
@@ -200,6 +220,7 @@ Event = Annotated[
         Hello,
         RunStarted,
         StateChanged,
+        RunResumed,
         Progress,
         SampleGroup,
         StepMetrics,
@@ -210,6 +231,7 @@ Event = Annotated[
         CheckpointSaved,
         Alert,
         LogLine,
+        ControlStatus,
         ErrorReply,
     ],
     Field(discriminator="kind"),
@@ -219,6 +241,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     Hello,
     RunStarted,
     StateChanged,
+    RunResumed,
     Progress,
     SampleGroup,
     StepMetrics,
@@ -229,5 +252,6 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     CheckpointSaved,
     Alert,
     LogLine,
+    ControlStatus,
     ErrorReply,
 )

@@ -15,7 +15,7 @@ from backend.engine.base import EngineError, Sampling
 from backend.protocol import events as E
 from backend.telemetry.alerts import AlertMonitor, Finding
 from backend.telemetry.gpu import GpuPoller
-from backend.training import factory
+from backend.training import checkpoints, factory
 from backend.training.rewards import RewardRecorder
 from backend.training.trainer import (
     RolloutBatch,
@@ -51,6 +51,10 @@ class TrainingSession:
         self._step_wall: dict[int, float] = {}
         self.canary_seqs: list[list[int]] = []
         self._sync_pool = None
+        self.resume = getattr(controller, "resume", None)  # checkpoints.ResumePoint when resuming
+        if self.resume is not None:
+            self._step_offset = self.resume.step_offset
+        self.checkpoint_root = checkpoints.root_for(self.profile.run.output_dir, controller.run_dir, controller.run_id)
 
     # ---- setup -------------------------------------------------------------
     def setup(self) -> None:
@@ -60,6 +64,9 @@ class TrainingSession:
         from backend.engine.local import resolve_device
 
         p = self.profile
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint
         torch.set_num_threads(p.run.num_threads)
         torch.manual_seed(p.run.seed)
         say = lambda msg: self.c.progress("model", msg)  # noqa: E731
@@ -78,6 +85,8 @@ class TrainingSession:
 
         self.c.progress("model", "loading the policy into the trainer")
         self.model, self.tokenizer = factory.load_policy(model_path, dtype, device)
+        if self.resume is not None:
+            self._load_resume_weights()
         prompts = self.task.dataset["prompt"][:256]
         rf = RolloutFunc(self.engine, self.tokenizer, self)
         encoded = [rf.encode(x) for x in prompts]
@@ -107,7 +116,7 @@ class TrainingSession:
         self.gpu = GpuPoller(self.c.emit, hz=p.telemetry.gpu_poll_hz, remote=getattr(self.engine, "node_stats", None))
         self.gpu.start()
 
-        if embedded and self.task.embedded and p.task.warmup_steps:
+        if embedded and self.task.embedded and p.task.warmup_steps and self.resume is None:
             n = p.task.warmup_steps
             self.c.progress("warmup", f"supervised warm-up: {n} steps on correct examples", 0, n)
             factory.supervised_warmup(
@@ -116,12 +125,37 @@ class TrainingSession:
                 correct_fraction=p.task.warmup_correct_fraction,
             )
         self.c.progress("trainer", "building the TRL GRPO trainer")
-        self._build_trainer(p.run.max_steps)
-        self.sync_weights(verify=True, reason="initial")
+        self._build_trainer(p.run.max_steps - self._step_offset)
+        if self.resume is None:
+            self.sync_weights(verify=True, reason="initial")
+        else:  # the engine serves the checkpoint's weights before the first resumed step, verified
+            r = self.resume
+            self.sync_weights(verify=True, reason=f"resumed from {r.path.name} (step {r.step}); checksum equals the checkpoint's")
+            self._synced_step = r.step
+
+    def _load_resume_weights(self) -> None:
+        """The policy's weights from the checkpoint, checked against the checksum saved with it."""
+        from safetensors.torch import load_file
+
+        r = self.resume
+        files = sorted(r.path.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{r.path} holds no *.safetensors weights")
+        state: dict = {}
+        for f in files:
+            state.update(load_file(str(f), device=str(next(self.model.parameters()).device)))
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        tied = {"lm_head.weight"} if getattr(self.model.config, "tie_word_embeddings", False) else set()
+        if set(missing) - tied or unexpected:
+            raise ValueError(f"{r.path}: weights do not fit the model (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+        checksum, _ = weight_sync.fingerprint(weight_sync.state_tensors(self.model))
+        if checksum != r.checksum:
+            raise ValueError(f"{r.path}: loaded weights have checksum {checksum}, the checkpoint recorded {r.checksum}")
+        self.c.progress("model", f"loaded step {r.step} weights from {r.path} (checksum {checksum} verified)")
 
     def _build_trainer(self, max_steps: int) -> None:
         p = self.profile
-        args = factory.grpo_config(p, self.c.run_dir / "trainer", self.device, self.task.reward_weights, max_steps)
+        args = factory.grpo_config(p, self.checkpoint_root, self.device, self.task.reward_weights, max_steps)
         cls = make_trainer_class()
         self.trainer = cls(
             model=self.model,
@@ -144,7 +178,11 @@ class TrainingSession:
         while True:
             try:
                 self._last_step_end = time.perf_counter()
-                self.trainer.train()
+                if self.resume is not None:  # TRL restores optimizer, scheduler, RNG and skips the data already seen
+                    path, self.resume = self.resume.path, None
+                    self.trainer.train(resume_from_checkpoint=str(path))
+                else:
+                    self.trainer.train()
                 return
             except StopTraining as stop:
                 if not stop.restart:
@@ -271,8 +309,10 @@ class TrainingSession:
         self._last_step_end = now
         if self._skip_update:  # the weights are still the last good ones: keep them, then pause
             reason, self._skip_update = self._skip_update, None
-            self.checkpoint()
+            self.checkpoint("last good state")
             self.c.request_pause(f"{reason} at step {self.c.step}: update skipped, last good state checkpointed")
+        elif (every := self.profile.run.checkpoint_every) and self.c.step % every == 0:
+            self.checkpoint("scheduled")
 
     def on_log(self, state, logs: dict[str, Any]) -> None:
         step = self.step_now
@@ -427,12 +467,19 @@ class TrainingSession:
         tol = 1e-2 if self.dtype == "float32" else 0.25
         return worst <= tol, f"canary log-prob max |diff| {worst:.2e} (tol {tol:g})"
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, reason: str = "on demand") -> None:
+        """TRL's full checkpoint (weights, optimizer, scheduler, RNG, data position) + resume metadata."""
         if self.trainer is None:
             return
         t0 = time.perf_counter()
         self.trainer._save_checkpoint(self.trainer.model, trial=None)
-        path = self.c.run_dir / "trainer" / f"checkpoint-{self.trainer.state.global_step}"
+        gs = self.trainer.state.global_step
+        checksum, _ = weight_sync.fingerprint(weight_sync.state_tensors(self.model))
+        point = checkpoints.ResumePoint(
+            path=self.checkpoint_root / f"checkpoint-{gs}", step=self.c.step, global_step=gs, step_offset=self._step_offset,
+            weight_version=self.c.weight_version, params=dict(self.c.params), checksum=checksum, reason=reason,
+        )
+        path = checkpoints.finish(point.path, point, self.profile.run.keep_checkpoints)
         self.c.emit(E.CheckpointSaved(step=self.c.step, path=str(path), duration_s=time.perf_counter() - t0))
 
     def close(self) -> None:

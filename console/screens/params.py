@@ -34,8 +34,7 @@ class ParamsScreen(LiveScreen):
             "Live parameters apply at the next step boundary. Empty fields are left unchanged.",
             id="params-intro",
         )
-        app = self.console_app
-        note = "replay: view only" if app.replay else "read-only: editing disabled" if app.read_only else ""
+        note = self._read_only_note()
         if note:
             self.AUTO_FOCUS = None  # nothing to edit: leave single-key commands working
         yield ParamForm(read_only_note=note, id="param-form")
@@ -61,8 +60,19 @@ class ParamsScreen(LiveScreen):
             form.show_error("not sent")
         self.console_app.repaint(force=True)
 
+    def _read_only_note(self) -> str:
+        app = self.console_app
+        if app.replay:
+            return "replay: view only"
+        if app.read_only_requested:
+            return "read-only: editing disabled"
+        if app.read_only:
+            return f"read-only: {app.state.control_holder or 'another console'} controls the run"
+        return ""
+
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
+        self.query_one(ParamForm).set_read_only(self._read_only_note())
         rejection = state.last_param_rejection()
         note = Text()
         if rejection is not None:

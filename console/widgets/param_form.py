@@ -117,6 +117,16 @@ class ParamForm(Vertical):
             self.query_one(f"#status-{name}", Static).update(Text(text, style=STATUS_STYLES.get(level, "")))
         self.query_one("#param-rejection", Static).update(rejection)
 
+    def set_read_only(self, note: str) -> None:
+        """Disable editing (with the reason in the hint) or enable it again; no-op if unchanged."""
+        if note == self.read_only_note:
+            return
+        self.read_only_note = note
+        for name in LIVE_PARAMS:
+            self.query_one(f"#param-{name}", Input).disabled = bool(note)
+        self.query_one("#param-apply", Button).disabled = bool(note)
+        self.query_one("#param-hint", Static).update(note or "Enter applies all filled fields, checked before sending")
+
     def show_error(self, message: str) -> None:
         self.query_one("#param-error", Static).update(Text(message))
 

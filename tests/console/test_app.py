@@ -256,3 +256,54 @@ async def test_toasts_are_displayed(kit):
             line.split("▌")[-1].strip(" │╮╯─") for line in kit.screen_text(app).splitlines() if "▌" in line
         )
         assert "checkpoint rejected: cannot checkpoint while paused" in " ".join(toast_text.split())
+
+
+async def test_backend_says_viewer_then_controller(kit):
+    """The backend's control lock, as the console shows it: read-only while another console
+    controls the run (keys and the parameter form refuse, naming the holder), then in control."""
+    from backend.protocol.events import ControlStatus
+
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        source.push(ControlStatus(role="viewer", holder="rl-console alice@pts/1 (pid 42, uid 0)"))
+        await kit.wait_for(pilot, lambda: app.read_only, what="viewer role")
+        await kit.settle(pilot)
+        assert "READ-ONLY" in kit.screen_text(app).splitlines()[0]
+        await pilot.press("p")
+        await kit.settle(pilot)
+        assert source.sent == []
+        assert app.toasts[-1] == ("warning", "read-only: pause not sent (rl-console alice@pts/1 (pid 42, uid 0) controls the run)")
+        await pilot.press("e")
+        await kit.settle(pilot)
+        assert app.screen.query_one("#param-apply").disabled
+        assert "alice@pts/1" in kit.screen_text(app)
+
+        source.push(ControlStatus(role="controller", holder="rl-console me"))
+        await kit.wait_for(pilot, lambda: not app.read_only, what="controller role")
+        await kit.settle(pilot)
+        assert ("information", "this console now controls the run") in app.toasts
+        assert not app.screen.query_one("#param-apply").disabled
+        app.set_focus(None)
+        await pilot.press("p")
+        await kit.wait_for(pilot, lambda: len(source.sent) == 1, what="pause sent")
+        assert source.sent[0].kind == "pause"
+
+
+async def test_run_resumed_drops_the_lost_steps(kit):
+    from backend.protocol.events import RunResumed
+
+    events = kit.make_run(steps=8)
+    source = kit.Source(events)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        assert app.state.step == 8
+        source.push(RunResumed(seq=events[-1].seq + 1, ts=kit.TS0 + 900, step=5, checkpoint="/r/checkpoints/step-000005"))
+        await kit.wait_for(pilot, lambda: app.state.step == 5, what="resumed step")
+        assert [m.step for m in app.state.steps] == [1, 2, 3, 4, 5]
+        assert all(g.step <= 5 for g in app.state.groups) and max(app.state.groups_by_step) == 5
+        assert any(m.kind == "resume" and m.step == 5 for m in app.state.markers)
+        await kit.settle(pilot)
+        assert "run resumed from step 5" in " ".join(e.text for e in app.state.log)

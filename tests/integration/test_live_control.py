@@ -5,12 +5,12 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from backend.protocol import PROTOCOL_VERSION
 from backend.protocol import commands as C
-from backend.protocol import events as E
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,9 @@ async def test_live_run_obeys_every_control(rlc_home, tmp_path):
         ck = C.Checkpoint()
         await client.send(ck)
         saved = await rec.wait(lambda e: e.kind == "checkpoint_saved", what="checkpoint")
-        assert (run_dir / "trainer").exists() and saved.path.startswith(str(run_dir))
+        assert saved.path.startswith(str(run_dir / "checkpoints" / "step-"))
+        meta = json.loads((Path(saved.path) / "rlc.json").read_text())  # what `run --resume` reads
+        assert meta["step"] == saved.step and meta["reason"] == "on demand" and meta["params"]["temperature"] == 0.5
         stop = C.Stop()
         await client.send(stop)
         await rec.wait(lambda e: e.kind == "state_changed" and e.state == "finished", what="finished")

@@ -35,8 +35,10 @@ EVENTS = [
     E.Alert(rule="zero_std", severity="warning", message="m", value=0.9, threshold=0.5),
     E.LogLine(message="hi"),
     E.ErrorReply(message="bad"),
+    E.RunResumed(step=30, checkpoint="/runs/r/checkpoints/step-000030", previous_pid=123, checksum="ab12"),
+    E.ControlStatus(role="viewer", holder="rl-console pid 7 (uid 0)", reason="another console controls this run"),
 ]
-COMMANDS = [C.Subscribe(from_seq=5), C.Pause(), C.Resume(), C.ResyncWeights(), C.SetParams(temperature=0.7, max_tokens=3),
+COMMANDS = [C.Subscribe(from_seq=5), C.Subscribe(from_seq=-1, role="view", client="me"), C.Subscribe(take=True), C.Pause(), C.Resume(), C.ResyncWeights(), C.SetParams(temperature=0.7, max_tokens=3),
             C.Checkpoint(), C.Stop(checkpoint=False)]
 
 

