@@ -268,7 +268,8 @@ class RunState:
     # -- events ---------------------------------------------------------------------------
     def apply(self, event: Any) -> None:
         self.version += 1
-        self.events_seen += 1
+        if not isinstance(event, ControlStatus):  # about this connection, not the run
+            self.events_seen += 1
         if isinstance(event, Hello):
             self.on_hello(event)
             return

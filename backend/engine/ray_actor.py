@@ -47,7 +47,8 @@ class EngineActor:
 
         self.replica = replica
         self.incarnation = uuid.uuid4().hex  # a Ray restart re-runs __init__: the driver sees a new one
-        self.engine = LocalVLLMEngine(model_path, **engine_kwargs)  # prepare_env() runs before vllm imports
+        # prepare_env() runs before vllm imports; weights arrive through the object store: fingerprint them
+        self.engine = LocalVLLMEngine(model_path, verify_received=True, **engine_kwargs)
         self._gpu = None
 
     def describe(self) -> dict[str, Any]:

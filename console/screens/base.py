@@ -41,7 +41,9 @@ class LiveScreen(Screen):
         self.query_one(RunHeader).show(state, screen_name=self.SCREEN_NAME, replay=app.replay, read_only=app.read_only)
 
     def on_screen_resume(self) -> None:
-        self.console_app.repaint(force=True)
+        # show the screen as it was first (one frame, no data work), then bring it up to date:
+        # the key's effect is on the terminal before the (larger) refresh is computed
+        self.call_after_refresh(self.console_app.repaint, True)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self.console_app.repaint, True)

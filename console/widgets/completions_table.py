@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 
 from backend.protocol.events import SampleGroup
 from console.state import fmt_num, one_line
+from console.widgets.stable_table import StableTable
 
 
 def text_width(table_width: int, functions: Sequence[str]) -> int:
@@ -22,7 +23,7 @@ def signed(value: float) -> Text:
     return Text(f"{value:+.3f}", justify="right", style="green" if value > 0 else "red" if value < 0 else "dim")
 
 
-class CompletionsTable(DataTable):
+class CompletionsTable(StableTable):
     """Passive: the screen calls `set_group(group, functions, text_width)`; Enter announces `Opened`."""
 
     DEFAULT_CSS = """

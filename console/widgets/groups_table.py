@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 
 from backend.protocol.events import SampleGroup
 from console.state import is_zero_std, max_abs_advantage, one_line, truncated_count
+from console.widgets.stable_table import StableTable
 
 COLUMNS = ("step", "grp", "prompt", "mean", "std", "max|adv|", "trunc")
 
@@ -18,7 +19,7 @@ def group_key(group: SampleGroup) -> str:
     return f"{group.step}:{group.group}:{group.seq}"
 
 
-class GroupsTable(DataTable):
+class GroupsTable(StableTable):
     """Passive: the screen calls `set_groups(groups, prompt_width)`; announces the highlighted group."""
 
     DEFAULT_CSS = """

@@ -3,6 +3,8 @@
 import json
 import re
 import shutil
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,5 +87,16 @@ def test_console_pause_edit_detach_attach(rlc_home, tmp_path):
         received = int(wait_screen(r"events · (\d+) received", target=target).group(1))
         assert received > 100  # history (every step since step 1) plus live events
     finally:
-        subprocess.run([sys.executable, "-m", "console.cli", "ctl", "latest", "stop"], env=env, capture_output=True)
+        # the re-attached console still controls the run: take control to stop it, and make sure
+        # no backend outlives the test
+        stop = subprocess.run([sys.executable, "-m", "console.cli", "ctl", "latest", "stop", "--take"], env=env,
+                              capture_output=True, text=True)
         tmux("kill-session", "-t", SESSION, check=False)
+        info = status()
+        t0 = time.monotonic()
+        while info.get("alive") and time.monotonic() - t0 < 30:
+            time.sleep(0.5)
+            info = status()
+        if info.get("alive") and info.get("pid"):
+            os.kill(info["pid"], signal.SIGKILL)
+        assert stop.returncode == 0, stop.stdout + stop.stderr

@@ -1,0 +1,36 @@
+"""KeyFooter: one line of the active screen's keys, no per-key widgets, clickable."""
+
+from console.app import RLConsoleApp
+from console.widgets.footer import KeyFooter
+
+
+async def test_footer_follows_the_screen_and_does_not_grow(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await kit.settle(pilot, source)
+        footer = app.screen.query_one(KeyFooter)
+        assert "p pause" in footer.plain and "q detach" in footer.plain and "zero-std" not in footer.plain
+        await pilot.press("s")
+        await kit.settle(pilot)
+        samples_footer = app.screen.query_one(KeyFooter)
+        assert "z zero-std" in samples_footer.plain and "/ filter" in samples_footer.plain
+        for i in range(40):  # Textual's Footer leaked watchers on every switch (textual#6666)
+            await pilot.press("sd"[i % 2])
+            await pilot.pause(0.02)
+        await kit.settle(pilot)
+        for screen_footer in (footer, samples_footer):
+            assert not screen_footer.children
+            assert sum(len(v) for v in getattr(screen_footer, "__watchers", {}).values()) == 0
+
+
+async def test_clicking_a_key_does_what_pressing_it_does(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await kit.settle(pilot, source)
+        footer = app.screen.query_one(KeyFooter)
+        x = footer.plain.index(" p pause") + 1
+        await pilot.click(KeyFooter, offset=(x, 0))
+        await kit.wait_for(pilot, lambda: len(source.sent) == 1, what="pause sent by a click")
+        assert source.sent[0].kind == "pause"
