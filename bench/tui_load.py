@@ -31,7 +31,11 @@ dropped by the server, and every event received).
 
 Needs tmux. Exit status 0 when every goal passes, 1 otherwise, 2 if the bench itself failed.
 Diagnostics: with TUI_LOAD_MEMLOG=FILE in the environment the console process appends, every
-10 s, its RSS, gc object count, the most common object types and glibc malloc totals to FILE.
+10 s, its RSS, gc object count, the most common object types and glibc malloc totals to FILE;
+with TUI_LOAD_SLOWLOG=FILE, every message dispatch, screen render or repaint that held the UI
+loop longer than 30 ms, and every garbage collection over 10 ms (JSON lines: what, ms);
+with TUI_LOAD_GC=T0,T1,T2 the console calls gc.set_threshold(T0, T1, T2) and gc.freeze() at
+start (an experiment knob: the product keeps Python's defaults).
 """
 
 from __future__ import annotations
@@ -314,13 +318,102 @@ def _memlog(path: str, interval: float = 10.0) -> None:
             out.flush()
 
 
+def _slowlog(path: str, threshold_s: float = 0.03) -> None:
+    """Diagnostics (env TUI_LOAD_SLOWLOG=file): every message dispatch, screen render and
+    console repaint that held the UI loop longer than `threshold_s`, with what it was."""
+    from textual.app import App
+    from textual.message_pump import MessagePump
+    from textual.screen import Screen
+
+    out = open(path, "a", buffering=1)
+
+    def timed(cls, name, describe):
+        original = getattr(cls, name)
+
+        async def wrapper(self, *a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return await original(self, *a, **kw)
+            finally:
+                dt = time.perf_counter() - t0
+                if dt > threshold_s:
+                    out.write(json.dumps({"t": time.time(), "ms": round(dt * 1000, 1), "what": describe(self, *a)}) + "\n")
+
+        def sync_wrapper(self, *a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return original(self, *a, **kw)
+            finally:
+                dt = time.perf_counter() - t0
+                if dt > threshold_s:
+                    out.write(json.dumps({"t": time.time(), "ms": round(dt * 1000, 1), "what": describe(self, *a)}) + "\n")
+
+        setattr(cls, name, wrapper if asyncio.iscoroutinefunction(original) else sync_wrapper)
+
+    from collections import Counter
+
+    from textual.widget import Widget
+
+    per_widget: Counter = Counter()
+    render_lines = Widget.render_lines
+
+    def counted(self, crop):
+        t0 = time.perf_counter()
+        try:
+            return render_lines(self, crop)
+        finally:
+            per_widget[type(self).__name__] += time.perf_counter() - t0
+
+    Widget.render_lines = counted
+
+    def describe_render(self):
+        top = ", ".join(f"{k} {v * 1000:.0f}" for k, v in per_widget.most_common(3))
+        per_widget.clear()
+        return f"render {type(self).__name__}: {top}"
+
+    original_refresh = Screen._compositor_refresh
+
+    def clearing_refresh(self):
+        per_widget.clear()
+        return original_refresh(self)
+
+    Screen._compositor_refresh = clearing_refresh
+    timed(MessagePump, "_dispatch_message", lambda self, msg: f"{type(self).__name__} <- {type(msg).__name__}")
+    timed(Screen, "_compositor_refresh", describe_render)
+    import gc
+
+    gc_t0 = {}
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_t0["t"] = time.perf_counter()
+        elif "t" in gc_t0:
+            dt = time.perf_counter() - gc_t0.pop("t")
+            if dt > threshold_s / 3:
+                out.write(json.dumps({"t": time.time(), "ms": round(dt * 1000, 1),
+                                      "what": f"gc gen{info['generation']} collected {info['collected']}"}) + "\n")
+
+    gc.callbacks.append(on_gc)
+    from console.app import RLConsoleApp
+
+    timed(RLConsoleApp, "repaint", lambda self, *a: f"repaint {type(self.screen).__name__}")
+    del App
+
+
 def console_main(args: argparse.Namespace) -> int:
     Path(args.pidfile).write_text(str(os.getpid()))
     if os.environ.get("TUI_LOAD_MEMLOG"):
         threading.Thread(target=_memlog, args=(os.environ["TUI_LOAD_MEMLOG"],), daemon=True).start()
+    if os.environ.get("TUI_LOAD_SLOWLOG"):
+        _slowlog(os.environ["TUI_LOAD_SLOWLOG"])
     from console.app import RLConsoleApp
     from console.client import BackendClient
 
+    if os.environ.get("TUI_LOAD_GC"):
+        import gc
+        t = [int(x) for x in os.environ["TUI_LOAD_GC"].split(",")]
+        gc.set_threshold(*t)
+        gc.freeze()
     RLConsoleApp(BackendClient(args.console)).run()
     return 0
 
