@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -93,11 +94,39 @@ class HeadlessPrinter:
         return None
 
 
-async def _serve(controller, sock: Path, done: threading.Event) -> None:
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:7777 (port 0: any free port)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _write_token(rdir: Path) -> str:
+    """A fresh token for this backend's TCP listener, readable only by the owner."""
+    import secrets
+
+    token = secrets.token_urlsafe(32)
+    path = rdir / "token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
+
+
+async def _serve(controller, sock: Path, done: threading.Event, listen: tuple[str, int] | None = None) -> None:
+    import json
+
     from backend.server import ControlServer
 
-    server = ControlServer(controller, sock)
+    token = _write_token(controller.run_dir) if listen else ""
+    server = ControlServer(controller, sock, listen=listen, token=token)
     await server.start()
+    if server.tcp_address is not None:
+        host, port = server.tcp_address
+        (controller.run_dir / "listen.json").write_text(json.dumps({"host": host, "port": port}))
+        print(f"rl-console: TCP control on {host}:{port} (token in {controller.run_dir / 'token'}); "
+              f"attach with `rl-console attach tcp://{host}:{port} --token-file FILE`", file=sys.stderr, flush=True)
     try:
         while not done.is_set():
             await asyncio.sleep(0.1)
@@ -236,7 +265,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     worker = threading.Thread(target=train, name="rlc-train", daemon=True)
     worker.start()
-    asyncio.run(_serve(controller, socket_path(run_id), done))
+    with contextlib.suppress(FileNotFoundError):
+        (rdir / "listen.json").unlink()  # from an earlier backend of this run
+    asyncio.run(_serve(controller, socket_path(run_id), done, args.listen))
     worker.join(timeout=5)
     store.close()
     return result["code"]
@@ -252,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--headless", action="store_true", help="print one line per step")
     run.add_argument("--json", action="store_true", help="with --headless: every event as one JSON line")
     run.add_argument("--max-steps", type=int, default=None)
+    run.add_argument("--listen", type=parse_listen, metavar="HOST:PORT", default=None,
+                     help="also accept control over TCP (token-protected; the token is written to <run dir>/token)")
     run.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a profile field")
     check = sub.add_parser("check", help="validate a profile and exit")
     check.add_argument("--profile", type=Path, default=None)

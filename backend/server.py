@@ -11,12 +11,18 @@ the run's owner (or root) even if the socket's file modes were loosened. One con
 controls the run at a time; the others are viewers whose commands are rejected (and
 logged) with the controller's name. A viewer that asked for control is promoted, first
 come first served, when the controller leaves; `Subscribe(take=True)` takes it over.
+
+A TCP listener exists only when asked for (`run --listen HOST:PORT`), and a TCP connection
+must open with `Subscribe(token=...)` carrying the run's token (`<run dir>/token`, 0600):
+anything else is answered with an error and the connection is closed, before any of its
+frames can reach the run (not even as an audited rejection).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
 import socket
 import struct
@@ -38,13 +44,19 @@ MAX_BAD_FRAMES = 100
 
 
 class _Client:
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, *, tcp: bool = False) -> None:
         self.writer = writer
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
         self.live = False
         self.min_seq = 0
-        self.pid, self.uid = _peer(writer)
-        self.desc = f"pid {self.pid} (uid {self.uid})"
+        self.tcp = tcp
+        if tcp:
+            self.pid, self.uid = -1, -1
+            host, port = (writer.get_extra_info("peername") or ("?", 0))[:2]
+            self.desc = f"tcp {host}:{port}"
+        else:
+            self.pid, self.uid = _peer(writer)
+            self.desc = f"pid {self.pid} (uid {self.uid})"
         self.role = ""  # "" (not subscribed) | "control" | "view"
 
 
@@ -58,9 +70,15 @@ def _peer(writer: asyncio.StreamWriter) -> tuple[int, int]:
 
 
 class ControlServer:
-    def __init__(self, controller, socket_path: Path) -> None:
+    def __init__(self, controller, socket_path: Path, *, listen: tuple[str, int] | None = None, token: str = "") -> None:
+        if listen is not None and len(token) < 16:
+            raise ValueError("a TCP listener needs a token of at least 16 characters")
         self.c = controller
         self.path = Path(socket_path)
+        self.listen = listen
+        self.token = token
+        self.tcp_address: tuple[str, int] | None = None
+        self._tcp_server: asyncio.base_events.Server | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clients: set[_Client] = set()
         self._server: asyncio.base_events.Server | None = None
@@ -80,6 +98,12 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        if self.listen is not None:
+            host, port = self.listen
+            self._tcp_server = await asyncio.start_server(
+                lambda r, w: self._handle(r, w, tcp=True), host, port, limit=MAX_FRAME_BYTES + 1024
+            )
+            self.tcp_address = self._tcp_server.sockets[0].getsockname()[:2]
         self.c.listeners.append(self._on_event)
 
     async def stop(self) -> None:
@@ -89,10 +113,11 @@ class ControlServer:
             with contextlib.suppress(asyncio.QueueFull):
                 client.queue.put_nowait(None)
         await asyncio.sleep(0.2)  # let writers flush the last events
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+        for server in (self._server, self._tcp_server):
+            if server is not None:
+                server.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 2)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -121,18 +146,25 @@ class ControlServer:
         writer.write(encode_event(event))
         await writer.drain()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = _Client(writer)
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tcp: bool = False) -> None:
+        client = _Client(writer, tcp=tcp)
         pump: asyncio.Task | None = None
         try:
             if client.uid not in (-1, 0, self.owner_uid):
                 await self._send(writer, ErrorReply(message=f"refused: uid {client.uid} does not own this run (owner uid {self.owner_uid})"))
                 return
-            await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.store.next_seq - 1))
+            first: bytes | None = None
+            if tcp:  # nothing about the run before the token
+                await self._send(writer, Hello(protocol=PROTOCOL_VERSION))
+                first = await self._authenticate(reader, writer)
+                if first is None:
+                    return
+            else:
+                await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.store.next_seq - 1))
             bad = 0
             while True:
                 try:
-                    line = await reader.readline()
+                    line, first = (first, None) if first is not None else (await reader.readline(), None)
                 except (ValueError, asyncio.LimitOverrunError):
                     await self._send(writer, ErrorReply(message=f"frame exceeds {MAX_FRAME_BYTES} bytes; closing"))
                     return
@@ -159,6 +191,8 @@ class ControlServer:
                     if pump is not None:
                         await self._send(writer, ErrorReply(message="already subscribed"))
                         continue
+                    if client.tcp:  # authenticated now: the real hello
+                        await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.store.next_seq - 1))
                     cut = self._register(client)  # before the next frame: no answer can be missed
                     pump = asyncio.create_task(self._pump(client, cmd.from_seq, cut))
                     self._join(client, cmd)
@@ -184,6 +218,22 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes | None:
+        """TCP: the first frame must be a subscribe with the run's token. Returns that frame (it is
+        then handled as usual), or None after refusing."""
+        line = b""
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            cmd = decode_command(line)
+        except (ValueError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError, ProtocolError):
+            cmd = None
+        if not isinstance(cmd, Subscribe) or not hmac.compare_digest(cmd.token.encode(), self.token.encode()):
+            await asyncio.sleep(0.5)  # no fast guessing
+            with contextlib.suppress(ConnectionError):
+                await self._send(writer, ErrorReply(message="refused: a TCP connection must open with subscribe and the run's token"))
+            return None
+        return line
 
     # ---- one controller at a time ---------------------------------------------------
     def _join(self, client: _Client, sub: Subscribe) -> None:

@@ -32,6 +32,8 @@ examples:
   rl-console ctl latest set temperature=0.7 max_tokens=8
   rl-console ctl latest checkpoint --take      even while a console controls the run
   rl-console status latest --json
+  rl-console run --listen 0.0.0.0:7777 --detach    also steerable over TCP (token in the run dir)
+  rl-console attach tcp://gpu-box:7777 --token-file token
   rl-console replay RUN                        browse a finished run in the same screens
 
 one console controls a run at a time; others are read-only until it detaches.
@@ -55,6 +57,8 @@ def _backend_cmd(args: argparse.Namespace, run_id: str, headless: bool) -> list[
         cmd += ["--profile", str(Path(args.profile).resolve())]
     if args.max_steps is not None:
         cmd += ["--max-steps", str(args.max_steps)]
+    if getattr(args, "listen", None):
+        cmd += ["--listen", args.listen]
     for item in args.set or []:
         cmd += ["--set", item]
     if headless:
@@ -102,11 +106,28 @@ def start_detached(args: argparse.Namespace, run_id: str | None = None) -> str:
 
 
 # ---- the TUI -----------------------------------------------------------------
-def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False) -> int:
+def _token(args: argparse.Namespace) -> str:
+    """The TCP token: --token-file, else $RLC_TOKEN."""
+    path = getattr(args, "token_file", None)
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    token = os.environ.get("RLC_TOKEN", "")
+    if not token:
+        raise ValueError("a tcp:// run needs its token: --token-file FILE (the run's <run dir>/token) or RLC_TOKEN")
+    return token
+
+
+def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False, address: str | None = None, token: str = "") -> int:
     from console.app import RLConsoleApp
     from console.client import BackendClient
 
-    source = runs.ReplaySource(run_id) if replay else BackendClient(socket_path(run_id), role="view" if read_only else "control")
+    if replay:
+        source = runs.ReplaySource(run_id)
+    else:
+        source = BackendClient(address or socket_path(run_id), role="view" if read_only else "control", token=token)
     app = RLConsoleApp(source, run_id=run_id, read_only=read_only, replay=replay)
     app.run()
     if not replay:
@@ -151,6 +172,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    if args.run and args.run.startswith("tcp://"):
+        from console.client import ClientError, parse_tcp
+
+        try:
+            parse_tcp(args.run)
+            token = _token(args)
+        except (ValueError, ClientError) as exc:
+            return _die(str(exc))
+        return open_tui(args.run, read_only=args.read_only, address=args.run, token=token)
     try:
         run_id = runs.resolve(args.run)
         info = runs.info(run_id)
@@ -238,12 +268,16 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from console.client import ClientError, call
 
     try:
-        run_id = runs.resolve(args.run)
         command = build_command(args.action, args.assignments)
+        if args.run.startswith("tcp://"):
+            run_id, address, token = args.run, args.run, _token(args)
+        else:
+            run_id = runs.resolve(args.run)
+            address, token = socket_path(run_id), ""
     except (runs.RunNotFound, ValueError) as exc:
         return _die(str(exc))
     try:
-        result = asyncio.run(call(socket_path(run_id), command, timeout=args.timeout, take=args.take))
+        result = asyncio.run(call(address, command, timeout=args.timeout, take=args.take, token=token))
     except (ClientError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
         return _die(f"{run_id}: {exc or type(exc).__name__}", 1)
     if args.json:
@@ -269,13 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--headless", action="store_true", help="no TUI: print one line per step")
     run.add_argument("--json", action="store_true", help="with --headless: every event as one JSON line")
     run.add_argument("--max-steps", type=int, help="override run.max_steps")
+    run.add_argument("--listen", metavar="HOST:PORT", help="also accept control over TCP, token-protected "
+                     "(token in the run's directory; off unless given)")
     run.add_argument("--resume", metavar="RUN", help="continue RUN (id, prefix or 'latest') from its newest checkpoint: "
                      "same data order, weights re-synced and verified, same event log")
     run.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a profile field (repeatable)")
     run.set_defaults(func=cmd_run)
 
     att = sub.add_parser("attach", help="re-attach to a live run (newest by default) with its full history")
-    att.add_argument("run", nargs="?", help="run id, unique prefix/suffix, or 'latest'")
+    att.add_argument("run", nargs="?", help="run id, unique prefix/suffix, 'latest', or tcp://HOST:PORT (a run started with --listen)")
+    att.add_argument("--token-file", metavar="FILE", help="for tcp://: the run's token file (default: $RLC_TOKEN)")
     att.add_argument("--read-only", action="store_true",
                      help="watch only: the backend refuses this console's commands, and it never takes control")
     att.set_defaults(func=cmd_attach)
@@ -290,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
 
     ctl = sub.add_parser("ctl", help="send a command: pause|resume|resync|checkpoint|stop|set KEY=VALUE ...")
-    ctl.add_argument("run", help="run id, unique prefix/suffix, or 'latest'")
+    ctl.add_argument("run", help="run id, unique prefix/suffix, 'latest', or tcp://HOST:PORT")
+    ctl.add_argument("--token-file", metavar="FILE", help="for tcp://: the run's token file (default: $RLC_TOKEN)")
     ctl.add_argument("action", choices=["pause", "resume", "resync", "checkpoint", "stop", "set"])
     ctl.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
     ctl.add_argument("--json", action="store_true", help="print the backend's CommandResult as JSON")

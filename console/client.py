@@ -22,7 +22,7 @@ from backend.protocol import (
     encode_command,
 )
 from backend.protocol.commands import Subscribe
-from backend.protocol.events import CommandResult, Hello
+from backend.protocol.events import CommandResult, ErrorReply, Hello
 
 
 class ClientError(RuntimeError):
@@ -31,9 +31,14 @@ class ClientError(RuntimeError):
 
 class BackendClient:
     def __init__(
-        self, socket_path: str | Path, *, from_seq: int = 0, role: str = "control", take: bool = False, client: str = ""
+        self, socket_path: str | Path, *, from_seq: int = 0, role: str = "control", take: bool = False, client: str = "",
+        token: str = "",
     ) -> None:
-        self.socket_path = Path(socket_path)
+        """`socket_path`: the run's Unix socket, or "tcp://HOST:PORT" for a backend started with
+        `--listen` (then `token` is required)."""
+        self.tcp = parse_tcp(str(socket_path))
+        self.socket_path = Path(socket_path) if self.tcp is None else socket_path
+        self.token = token
         self.from_seq = from_seq
         self.role = role
         self.take = take
@@ -45,10 +50,11 @@ class BackendClient:
 
     async def connect(self, timeout: float = 5.0) -> Hello:
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.socket_path), limit=MAX_FRAME_BYTES + 1024),
-                timeout,
-            )
+            if self.tcp is not None:
+                opening = asyncio.open_connection(*self.tcp, limit=MAX_FRAME_BYTES + 1024)
+            else:
+                opening = asyncio.open_unix_connection(str(self.socket_path), limit=MAX_FRAME_BYTES + 1024)
+            self._reader, self._writer = await asyncio.wait_for(opening, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ClientError(f"no run is listening on {self.socket_path} ({exc.strerror or exc})") from None
         except PermissionError:
@@ -57,12 +63,14 @@ class BackendClient:
         if not line:
             raise ClientError("the backend closed the connection before saying hello")
         hello = decode_event(line)
+        if isinstance(hello, ErrorReply):
+            raise ClientError(f"the backend refused the connection: {hello.message}")
         if not isinstance(hello, Hello):
             raise ClientError(f"expected hello, got {hello.kind}")
         if hello.protocol != PROTOCOL_VERSION:
             raise ClientError(f"backend speaks protocol {hello.protocol}, this console speaks {PROTOCOL_VERSION}")
         self.hello = hello
-        await self.send(Subscribe(from_seq=self.from_seq, role=self.role, take=self.take, client=self.client))
+        await self.send(Subscribe(from_seq=self.from_seq, role=self.role, take=self.take, client=self.client, token=self.token))
         return hello
 
     async def send(self, command: Any) -> None:
@@ -112,6 +120,16 @@ class BackendClient:
             self._writer = None
 
 
+def parse_tcp(target: str) -> tuple[str, int] | None:
+    """("host", port) for "tcp://host:port", None for a socket path."""
+    if not target.startswith("tcp://"):
+        return None
+    host, sep, port = target[len("tcp://"):].rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClientError(f"{target!r}: expected tcp://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def describe_self() -> str:
     """How the other consoles of a run see this one: program, user and terminal."""
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "client"
@@ -125,13 +143,13 @@ def describe_self() -> str:
     return f"{prog} {user}@{tty}"
 
 
-async def call(socket_path: str | Path, command: Any, timeout: float = 10.0, *, take: bool = False) -> CommandResult:
+async def call(socket_path: str | Path, command: Any, timeout: float = 10.0, *, take: bool = False, token: str = "") -> CommandResult:
     """One-shot: connect, send `command`, return the backend's first answer to it.
 
     Subscribes from the live end so no history is replayed. Asks for control (`take`: even
     from a console that holds it; that console gets it back when this call disconnects).
     """
-    client = BackendClient(socket_path, from_seq=-1, take=take, client=f"{describe_self()} ctl")
+    client = BackendClient(socket_path, from_seq=-1, take=take, client=f"{describe_self()} ctl", token=token)
     await client.connect(timeout)
     try:
         await client.send(command)
@@ -140,6 +158,8 @@ async def call(socket_path: str | Path, command: Any, timeout: float = 10.0, *, 
             async for ev in client.events():
                 if isinstance(ev, CommandResult) and ev.command_id == command.id:
                     return ev
+                if isinstance(ev, ErrorReply) and ev.message.startswith("refused"):
+                    raise ClientError(ev.message)
             raise ClientError("the backend closed the connection before answering")
 
         return await asyncio.wait_for(_wait(), timeout)

