@@ -29,6 +29,7 @@ from console.screens.dashboard import DashboardScreen
 from console.screens.events import EventsScreen
 from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
+from console.replay import Timeline
 from console.screens.samples import SamplesScreen
 from console.state import RunState
 
@@ -74,6 +75,12 @@ class RLConsoleApp(App):
         Binding("l", "show('events')", "log", tooltip="events and alerts log"),
         Binding("slash", "filter", "filter", tooltip="search samples (opens samples, focuses the filter)"),
         Binding("q", "detach", "detach", tooltip="detach: leave the console, the run keeps going"),
+        Binding("left_square_bracket", "scrub(-1)", "◀ step", tooltip="replay: one step back"),
+        Binding("right_square_bracket", "scrub(1)", "step ▶", tooltip="replay: one step forward"),
+        Binding("left_curly_bracket", "scrub(-10)", "-10", show=False, tooltip="replay: ten steps back"),
+        Binding("right_curly_bracket", "scrub(10)", "+10", show=False, tooltip="replay: ten steps forward"),
+        Binding("less_than_sign", "scrub('start')", "first", show=False, tooltip="replay: the first step"),
+        Binding("greater_than_sign", "scrub('end')", "last", show=False, tooltip="replay: the last step"),
     ]
 
     def __init__(self, source: Any, *, run_id: str = "", read_only: bool = False, replay: bool = False) -> None:
@@ -86,6 +93,9 @@ class RLConsoleApp(App):
         self.toasts: deque[tuple[str, str]] = deque(maxlen=100)  # (severity, message), newest last
         self._previous_mode = "dashboard"
         self._closed = False
+        read_range = getattr(source, "read_range", None)
+        self.timeline = Timeline(read_range) if replay and read_range is not None else None
+        self._replay_loaded = False
 
     @property
     def read_only(self) -> bool:
@@ -126,6 +136,8 @@ class RLConsoleApp(App):
             async for event in self.source.events():
                 was_role = state.control_role
                 state.apply(event)
+                if self.timeline is not None:
+                    self.timeline.observe(event)
                 if isinstance(event, CommandResult) and state.is_ours(event.command_id):
                     self._announce(event)
                 elif isinstance(event, ControlStatus) and not self.read_only_requested:
@@ -140,6 +152,7 @@ class RLConsoleApp(App):
         if self._closed:  # we detached: nothing to report
             return
         if self.replay and not reason:
+            self._replay_loaded = True
             state.on_disconnect("end of the run's event log", ended=True)
             self.toast("replay: end of the event log", "information")
         else:
@@ -202,6 +215,49 @@ class RLConsoleApp(App):
         except Exception as exc:  # noqa: BLE001
             self.state.record_send_failed(command.id, str(exc) or type(exc).__name__)
             self.toast(f"{command.kind} not sent: {exc}", "error")
+
+    # -- replay: the step scrubber ---------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "scrub":
+            return self.timeline is not None  # hidden from the footer unless replaying
+        return True
+
+    def replay_position(self) -> str:
+        if self.timeline is None or not self._replay_loaded:
+            return ""
+        shown, last = self.timeline.position()
+        return f"step {shown}/{last}" + ("" if self.timeline.at is None else " ([ ] to move)")
+
+    def action_scrub(self, move: str | int) -> None:
+        tl = self.timeline
+        if tl is None:
+            return
+        if not self._replay_loaded:
+            self.toast("replay: still loading the event log", "warning")
+            return
+        target = tl.target(move)
+        if target is None:
+            self.toast("replay: this run recorded no steps", "warning")
+            return
+        shown, last = tl.position()
+        if target == shown and (tl.at is not None or target == last):
+            return  # already there (the first/last step)
+        state, rebuilt = tl.state_at(target, self.state)
+        if rebuilt:
+            state.run_id = state.run_id or self.state.run_id
+            state.connection, state.connection_detail = self.state.connection, self.state.connection_detail
+            self.state = state
+            for screen in self._installed_live_screens():
+                screen.state_replaced()
+        self.repaint(force=True)
+
+    def _installed_live_screens(self) -> list[LiveScreen]:
+        out = []
+        for mode in self.MODES:
+            screen = self._screen_stacks.get(mode, [None])[-1] if self._screen_stacks.get(mode) else None
+            if isinstance(screen, LiveScreen):
+                out.append(screen)
+        return out
 
     # -- actions ------------------------------------------------------------------------
     def action_pause_resume(self) -> None:

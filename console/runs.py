@@ -138,6 +138,11 @@ class ReplaySource:
                 last = seq
                 yield decode_event(body)
 
+    def read_range(self, from_seq: int, to_seq: int) -> list[Any]:
+        """Stored events with from_seq <= seq < to_seq (for the step scrubber)."""
+        rows = _query(self.run_id, "SELECT body FROM events WHERE seq >= ? AND seq < ? ORDER BY seq", (from_seq, to_seq))
+        return [decode_event(body) for (body,) in rows]
+
     async def send(self, command: Any) -> None:
         raise PermissionError("replay is read-only")
 

@@ -38,7 +38,12 @@ class LiveScreen(Screen):
 
     def refresh_view(self, state: RunState) -> None:
         app = self.console_app
-        self.query_one(RunHeader).show(state, screen_name=self.SCREEN_NAME, replay=app.replay, read_only=app.read_only)
+        self.query_one(RunHeader).show(state, screen_name=self.SCREEN_NAME, replay=app.replay, read_only=app.read_only,
+                                       replay_at=app.replay_position())
+
+    def state_replaced(self) -> None:
+        """The app swapped in a rebuilt RunState (replay scrubbed back): drop view caches."""
+        self.rendered_version = -1
 
     def on_screen_resume(self) -> None:
         # show the screen as it was first (one frame, no data work), then bring it up to date:

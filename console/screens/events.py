@@ -15,6 +15,13 @@ class EventsScreen(LiveScreen):
     def compose_body(self) -> ComposeResult:
         yield EventLog(max_lines=1000, id="event-log")
 
+    def state_replaced(self) -> None:
+        super().state_replaced()
+        if self.is_mounted:
+            log = self.query_one(EventLog)
+            log.clear()
+            log.next_index = 0
+
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
         log = self.query_one(EventLog)

@@ -14,7 +14,9 @@ from console.state import RunState
 
 
 def _key(binding: Binding) -> str:
-    names = {"slash": "/", "question_mark": "?", "escape": "esc", "enter": "enter", "ctrl+p": "ctrl+p"}
+    names = {"slash": "/", "question_mark": "?", "escape": "esc", "enter": "enter", "ctrl+p": "ctrl+p",
+             "left_square_bracket": "[", "right_square_bracket": "]", "left_curly_bracket": "{",
+             "right_curly_bracket": "}", "less_than_sign": "<", "greater_than_sign": ">"}
     return ", ".join(names.get(k.strip(), k.strip()) for k in binding.key.split(","))
 
 

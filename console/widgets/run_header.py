@@ -36,7 +36,9 @@ class RunHeader(Widget):
         super().__init__(id=id)
         self._text = Text("rl-console")
 
-    def show(self, state: RunState, *, screen_name: str = "", replay: bool = False, read_only: bool = False) -> None:
+    def show(
+        self, state: RunState, *, screen_name: str = "", replay: bool = False, read_only: bool = False, replay_at: str = ""
+    ) -> None:
         t = Text(no_wrap=True, overflow="ellipsis", end="")
         t.append(" rl-console ", style="bold reverse")
         if screen_name:
@@ -49,6 +51,8 @@ class RunHeader(Widget):
             t.append(" connecting… ", style="bold yellow")
         if replay:
             t.append(" REPLAY ", style="bold black on magenta")
+            if replay_at:
+                t.append(f" {replay_at} ", style="bold magenta")
         elif read_only:
             t.append(" READ-ONLY ", style="bold black on grey70")
         t.append(f" step {state.step}", style="bold")

@@ -307,3 +307,54 @@ async def test_run_resumed_drops_the_lost_steps(kit):
         assert any(m.kind == "resume" and m.step == 5 for m in app.state.markers)
         await kit.settle(pilot)
         assert "run resumed from step 5" in " ".join(e.text for e in app.state.log)
+
+
+async def test_replay_step_scrubber(kit, tmp_path, monkeypatch):
+    """`rl-console replay`: [ ] { } < > move through the recorded steps; every screen shows the
+    run as it was right after that step, read back from a real run log (SQLite)."""
+    from backend.runstore import RunStore
+    from console import runs
+
+    monkeypatch.setenv("RLC_HOME", str(tmp_path))
+    rdir = tmp_path / "runs" / kit.RUN_ID
+    rdir.mkdir(parents=True)
+    store = RunStore(rdir / "events.db")
+    store.append_many(kit.make_run(steps=12))
+    store.close()
+
+    app = RLConsoleApp(runs.ReplaySource(kit.RUN_ID), run_id=kit.RUN_ID, replay=True)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await kit.wait_for(pilot, lambda: app._replay_loaded, what="replay loaded")
+        await kit.settle(pilot)
+        assert "step 12/12" in kit.screen_text(app).splitlines()[0]
+        assert "◀ step" in app.screen.query_one("KeyFooter").plain
+
+        async def press(key: str, step: int) -> None:
+            await pilot.press(key)
+            await kit.wait_for(pilot, lambda: app.state.step == step, what=f"step {step} after {key}")
+            await kit.settle(pilot)
+            assert max(m.step for m in app.state.steps) == step
+            assert all(g.step <= step for g in app.state.groups)
+            assert f"step {step}/12" in kit.screen_text(app).splitlines()[0]
+
+        await press("left_square_bracket", 11)
+        await press("left_curly_bracket", 1)  # clamped at the first step
+        before = app.state
+        await press("right_square_bracket", 2)
+        assert app.state is before  # forward: only the events in between were applied
+        await press("greater_than_sign", 12)
+        await press("less_than_sign", 1)
+        await pilot.press("l")
+        await kit.settle(pilot)
+        text = kit.screen_text(app)
+        assert "step 1:" in text and "step 5:" not in text
+
+
+async def test_scrub_keys_do_nothing_live(kit):
+    source = kit.Source(kit.make_run(steps=3))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("left_square_bracket")
+        await kit.settle(pilot)
+        assert app.state.step == 3 and "◀ step" not in app.screen.query_one("KeyFooter").plain
