@@ -409,6 +409,23 @@ def console_main(args: argparse.Namespace) -> int:
     from console.app import RLConsoleApp
     from console.client import BackendClient
 
+    if os.environ.get("TUI_LOAD_GARBAGE"):  # what the cyclic garbage is made of (diagnostics)
+        def garbage_census(path: str) -> None:
+            import collections
+            import gc
+
+            time.sleep(15)
+            gc.collect()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            time.sleep(5)
+            gc.collect()
+            kinds = collections.Counter(type(o).__qualname__ for o in gc.garbage)
+            gc.set_debug(0)
+            with open(path, "w") as out:
+                json.dump({"objects": len(gc.garbage), "top": kinds.most_common(40)}, out)
+            gc.garbage.clear()
+
+        threading.Thread(target=garbage_census, args=(os.environ["TUI_LOAD_GARBAGE"],), daemon=True).start()
     if os.environ.get("TUI_LOAD_GC"):
         import gc
         t = [int(x) for x in os.environ["TUI_LOAD_GC"].split(",")]

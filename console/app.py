@@ -23,6 +23,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights
+from console import _textual_fixes
 from backend.protocol.events import CommandResult, ControlStatus
 from console.screens.base import LiveScreen
 from console.screens.dashboard import DashboardScreen
@@ -32,6 +33,8 @@ from console.screens.params import ParamsScreen
 from console.replay import Timeline
 from console.screens.samples import SamplesScreen
 from console.state import RunState
+
+_textual_fixes.apply()
 
 #: (action, title, help) offered in the command palette
 PALETTE = (
