@@ -100,6 +100,14 @@ class RLConsoleApp(App):
         self.timeline = Timeline(read_range) if replay and read_range is not None else None
         self._replay_loaded = False
 
+    #: Textual hides every mode switch for 50 ms (`switch_mode` calls `delay_update()`) to mask
+    #: screens that are still mounting; ours are mounted once and painted from state, so that
+    #: mask was most of the key-to-paint latency of a screen switch (measured ~47 ms of ~66)
+    SWITCH_MASK_S = 0.005
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        super().delay_update(min(delay, self.SWITCH_MASK_S))
+
     @property
     def read_only(self) -> bool:
         """Attached --read-only, or another console controls the run (the backend says which)."""
