@@ -34,8 +34,8 @@ Diagnostics: with TUI_LOAD_MEMLOG=FILE in the environment the console process ap
 10 s, its RSS, gc object count, the most common object types and glibc malloc totals to FILE;
 with TUI_LOAD_SLOWLOG=FILE, every message dispatch, screen render or repaint that held the UI
 loop longer than 30 ms, and every garbage collection over 10 ms (JSON lines: what, ms);
-with TUI_LOAD_GC=T0,T1,T2 the console calls gc.set_threshold(T0, T1, T2) and gc.freeze() at
-start (an experiment knob: the product keeps Python's defaults).
+the console process calls `console.app.tune_gc()` as `rl-console` does; TUI_LOAD_GC=T0,T1,T2
+overrides its thresholds (an experiment knob).
 """
 
 from __future__ import annotations
@@ -405,7 +405,7 @@ def console_main(args: argparse.Namespace) -> int:
     if os.environ.get("TUI_LOAD_MEMLOG"):
         threading.Thread(target=_memlog, args=(os.environ["TUI_LOAD_MEMLOG"],), daemon=True).start()
     if os.environ.get("TUI_LOAD_SLOWLOG"):
-        _slowlog(os.environ["TUI_LOAD_SLOWLOG"])
+        _slowlog(os.environ["TUI_LOAD_SLOWLOG"], float(os.environ.get("TUI_LOAD_SLOWLOG_MS", "30")) / 1000)
     from console.app import RLConsoleApp
     from console.client import BackendClient
 
@@ -426,11 +426,12 @@ def console_main(args: argparse.Namespace) -> int:
             gc.garbage.clear()
 
         threading.Thread(target=garbage_census, args=(os.environ["TUI_LOAD_GARBAGE"],), daemon=True).start()
-    if os.environ.get("TUI_LOAD_GC"):
+    from console.app import tune_gc
+
+    tune_gc()  # as `rl-console` does for its TUI process
+    if os.environ.get("TUI_LOAD_GC"):  # experiment: other thresholds
         import gc
-        t = [int(x) for x in os.environ["TUI_LOAD_GC"].split(",")]
-        gc.set_threshold(*t)
-        gc.freeze()
+        gc.set_threshold(*[int(x) for x in os.environ["TUI_LOAD_GC"].split(",")])
     RLConsoleApp(BackendClient(args.console)).run()
     return 0
 

@@ -121,9 +121,10 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False, address: str | None = None, token: str = "") -> int:
-    from console.app import RLConsoleApp
+    from console.app import RLConsoleApp, tune_gc
     from console.client import BackendClient
 
+    tune_gc()
     if replay:
         source = runs.ReplaySource(run_id)
     else:
