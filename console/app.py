@@ -183,6 +183,9 @@ class RLConsoleApp(App):
             self._replay_loaded = True
             state.on_disconnect("end of the run's event log", ended=True)
             self.toast("replay: end of the event log", "information")
+        elif not reason and state.state in ("finished", "failed"):  # the backend exits once the run ended
+            state.on_disconnect(f"the run {state.state}; its backend has exited", ended=True)
+            self.toast(f"the run {state.state}; browse it here or with `rl-console replay` (q to leave)", "information")
         else:
             state.on_disconnect(reason or "the backend closed the connection")
             self.toast(f"disconnected: {reason or 'the backend closed the connection'} (q to leave)", "error")

@@ -358,3 +358,17 @@ async def test_scrub_keys_do_nothing_live(kit):
         await pilot.press("left_square_bracket")
         await kit.settle(pilot)
         assert app.state.step == 3 and "◀ step" not in app.screen.query_one("KeyFooter").plain
+
+
+async def test_backend_exit_after_a_finished_run_is_not_an_error(kit):
+    from backend.protocol.events import StateChanged
+
+    events = kit.make_run(steps=3) + [StateChanged(seq=10_000, ts=kit.TS0 + 999, state="finished", reason="completed 3 steps", step=3)]
+    source = kit.Source(events, hold_open=False)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "ended", what="ended")
+        await kit.settle(pilot)
+        header = kit.screen_text(app).splitlines()[0]
+        assert "FINISHED" in header and "DISCONNECTED" not in header
+        assert app.toasts[-1][0] == "information" and "finished" in app.toasts[-1][1]
