@@ -69,6 +69,10 @@ def fit_columns(
     return out, xs
 
 
+#: style of a plot cell by kind: bit 0 = part of the line, bit 1 = inside the ±std band
+_CELL_STYLES = (Style(), LINE, BAND, LINE + BAND)
+
+
 class RewardChart(Widget):
     """Passive: the screen calls `show(series, markers, label)`."""
 
@@ -145,12 +149,18 @@ class RewardChart(Widget):
             else:
                 label = " " * (_AXIS_W - 1)
             line = Text(label + "┤", style=AXIS, no_wrap=True, end="")
-            for c in range(plot_w):
-                char = chr(0x2800 + bits[r][c]) if bits[r][c] else " "
-                style = LINE if bits[r][c] else Style()
-                if band[r][c]:
-                    style = style + BAND
-                line.append(char, style)
+            row_bits, row_band = bits[r], band[r]
+            run: list[str] = []
+            run_kind = -1
+            for c in range(plot_w):  # one span per run of equally styled cells, not one per cell
+                kind = (1 if row_bits[c] else 0) | (2 if row_band[c] else 0)
+                if kind != run_kind and run:
+                    line.append("".join(run), _CELL_STYLES[run_kind])
+                    run = []
+                run_kind = kind
+                run.append(chr(0x2800 + row_bits[c]) if row_bits[c] else " ")
+            if run:
+                line.append("".join(run), _CELL_STYLES[run_kind])
             lines.append(line)
         lines.append(self._marker_row(xs, plot_w))
         lines.append(self._axis_row(plot_w))
