@@ -192,11 +192,7 @@ def prepare_resume(run_id: str, overrides: dict):
             f"pass --max-steps N (N > {point.step}) to train further"
         )
     # keep the run's live parameters as they were at the checkpoint, and never reuse a weight version
-    for section, keys in (("sampling", ("temperature", "top_p", "top_k", "max_tokens", "num_generations")),
-                          ("training", ("learning_rate", "beta"))):
-        for key in keys:
-            if key in point.params:
-                setattr(getattr(profile, section), key, point.params[key])
+    profile.set_live_params(point.params)
     if synced is not None:
         point.weight_version = max(point.weight_version, synced.version)
     point.previous_pid = int(read_run_meta(rdir).get("pid") or 0)

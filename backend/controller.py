@@ -53,8 +53,7 @@ class Controller:
         self._checkpoint_at_stop = True
         if resume is not None:
             self.step = resume.step
-            self.weight_version = resume.weight_version
-            self.params.update(resume.params)
+            self.weight_version = resume.weight_version  # the live params come with the profile
 
     # ---- events ---------------------------------------------------------
     def emit(self, event: Any) -> Any:
@@ -188,9 +187,7 @@ class Controller:
         """Blocking. Returns a process exit code."""
         from backend.training.session import TrainingSession
 
-        meta = {} if self.resume is None else {"resumed": time.time()}
-        if self.resume is None:
-            meta["created"] = time.time()
+        meta = {"created": time.time()} if self.resume is None else {"resumed": time.time()}
         write_run_meta(self.run_dir, run_id=self.run_id, pid=os.getpid(), profile=self.profile_name, state="starting", **meta)
         if self.resume is not None:
             r = self.resume

@@ -226,16 +226,25 @@ class RunProfile(BaseSettings):
         return tuple(sources)
 
     def live_params(self) -> dict[str, Any]:
-        s, t = self.sampling, self.training
-        return {
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "top_k": s.top_k,
-            "max_tokens": s.max_tokens,
-            "num_generations": s.num_generations,
-            "learning_rate": t.learning_rate,
-            "beta": t.beta,
-        }
+        return {name: getattr(getattr(self, section), name) for name, section in LIVE_PARAM_SECTIONS.items()}
+
+    def set_live_params(self, params: dict[str, Any]) -> None:
+        """Put live values (e.g. as they were at a checkpoint) back into their sections, validated."""
+        for name, value in params.items():
+            if name in LIVE_PARAM_SECTIONS:
+                setattr(getattr(self, LIVE_PARAM_SECTIONS[name]), name, value)
+
+
+#: the profile section of each parameter an operator can change mid-run
+LIVE_PARAM_SECTIONS = {
+    "temperature": "sampling",
+    "top_p": "sampling",
+    "top_k": "sampling",
+    "max_tokens": "sampling",
+    "num_generations": "sampling",
+    "learning_rate": "training",
+    "beta": "training",
+}
 
 
 #: GRPOConfig fields rl-console sets from its own sections; the [trl] table may not override them

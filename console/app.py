@@ -23,14 +23,14 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights
-from console import _textual_fixes
 from backend.protocol.events import CommandResult, ControlStatus
+from console import _textual_fixes
+from console.replay import Timeline
 from console.screens.base import LiveScreen
 from console.screens.dashboard import DashboardScreen
 from console.screens.events import EventsScreen
 from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
-from console.replay import Timeline
 from console.screens.samples import SamplesScreen
 from console.state import RunState
 
@@ -283,12 +283,8 @@ class RLConsoleApp(App):
         self.repaint(force=True)
 
     def _installed_live_screens(self) -> list[LiveScreen]:
-        out = []
-        for mode in self.MODES:
-            screen = self._screen_stacks.get(mode, [None])[-1] if self._screen_stacks.get(mode) else None
-            if isinstance(screen, LiveScreen):
-                out.append(screen)
-        return out
+        stacks = (self._screen_stacks.get(mode) for mode in self.MODES)
+        return [stack[-1] for stack in stacks if stack and isinstance(stack[-1], LiveScreen)]
 
     # -- actions ------------------------------------------------------------------------
     def action_pause_resume(self) -> None:

@@ -179,8 +179,9 @@ class LocalVLLMEngine:
         with self._lock:
             if self.verify_received:
                 results = self.llm.collective_rpc(weight_sync.worker_load_verified, args=(named_tensors, self.sync_method))
+                methods, received = [m for m, _ in results], {c for _, c in results}
             else:
-                results = [(m, checksum) for m in self.llm.collective_rpc(weight_sync.worker_load, args=(named_tensors, self.sync_method))]
+                methods, received = self.llm.collective_rpc(weight_sync.worker_load, args=(named_tensors, self.sync_method)), None
             if self.prefix_caching:  # cached prefixes were computed with the old weights
                 self.llm.reset_prefix_cache()
             self._version = version
@@ -189,15 +190,14 @@ class LocalVLLMEngine:
                     self.llm.update_weight_version(str(version))
                 except Exception:
                     pass
-        received = {c for _, c in results}
-        if received != {checksum}:  # a worker got other bytes than the trainer sent
+        if received is not None and received != {checksum}:  # a worker got other bytes than the trainer sent
             raise EngineError(f"weight sync v{version}: engine received checksum(s) {sorted(received)}, trainer sent {checksum}")
         return SyncReport(
             version=version,
             duration_s=time.perf_counter() - t0,
             bytes=nbytes,
-            checksum=results[0][1],
-            method=f"collective_rpc:{results[0][0]}",
+            checksum=checksum,
+            method=f"collective_rpc:{methods[0]}",
         )
 
     def weight_version(self) -> int:
