@@ -122,6 +122,16 @@ class RaySection(_Section):
     num_gpus_per_engine: float = Field(0.0, ge=0)
     max_restarts: int = Field(2, ge=0)
     auto_resume: bool = Field(False, description="resume by itself after an engine was restarted")
+    weight_transport: Literal["object_store", "collective"] = Field(
+        "object_store",
+        description='how weights reach the replicas: "object_store" (one ray.put, every replica loads it) or '
+        '"collective" (one broadcast from the trainer: NCCL between GPUs, gloo on CPUs)',
+    )
+    separate_trainer_gpu: bool = Field(
+        True,
+        description="a local cluster on a multi-GPU host leaves the trainer's GPU (the first visible) to the "
+        "trainer and places engines on the others",
+    )
 
 
 class SamplingSection(_Section):

