@@ -24,6 +24,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--pause-at", type=int, default=60)
+    ap.add_argument("--resync-at", type=int, default=None, help="also ask for an operator resync (verified) at this step")
     ap.add_argument("--out", default=None, help="save every event (JSON lines) here")
     ap.add_argument("extra", nargs="*")
     args = ap.parse_args()
@@ -32,7 +33,7 @@ def main() -> int:
     proc = subprocess.Popen(cli + ["run", "--headless", "--json", "--max-steps", str(args.steps), *args.extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     out = open(args.out, "w") if args.out else None
-    events, run_id, pause_sent, paused_at = [], None, None, None
+    events, run_id, pause_sent, paused_at, resync_sent = [], None, None, None, None
     for line in proc.stdout:
         if out:
             out.write(line)
@@ -43,6 +44,10 @@ def main() -> int:
         if ev.kind == "step_metrics" and ev.step >= args.pause_at and pause_sent is None and run_id:
             pause_sent = time.time()
             subprocess.Popen(cli + ["ctl", run_id, "pause"], env=env, stdout=subprocess.DEVNULL)
+        if (args.resync_at is not None and ev.kind == "step_metrics" and ev.step >= args.resync_at
+                and resync_sent is None and run_id):
+            resync_sent = ev.step
+            subprocess.Popen(cli + ["ctl", run_id, "resync"], env=env, stdout=subprocess.DEVNULL)
         if ev.kind == "state_changed" and ev.state == "paused" and paused_at is None:
             paused_at = ev.ts
             subprocess.Popen(cli + ["ctl", run_id, "resume"], env=env, stdout=subprocess.DEVNULL)
@@ -69,10 +74,19 @@ def main() -> int:
               f"{syncs[-1].bytes / 1e6:.2f} MB each, verified by canary: {sum(s.verified for s in syncs)}")
     if accepted and paused_at:
         print(f"pause latency (command accepted -> engine idle at the step boundary): {(paused_at - accepted.ts) * 1000:.0f} ms")
-    if gpu:
-        print(f"GPU ({gpu[0].name}): util mean {statistics.fmean(g.util_pct for g in gpu):.0f}%, "
-              f"max mem {max(g.mem_used_mb for g in gpu):.0f} MB, max power {max(g.power_w or 0 for g in gpu):.0f} W")
-    else:
+    if resync_sent is not None:
+        op = [s for s in syncs if s.detail.startswith("resync")]
+        print(f"operator resync sent after step {resync_sent}: " + (
+            f"{len(op)} sync(s), verified {[s.verified for s in op]}, {op[0].duration_s * 1000:.1f} ms, {op[0].detail}"
+            if op else "no operator sync seen"))
+    by_card: dict = {}
+    for g in gpu:
+        by_card.setdefault((g.node, g.index), []).append(g)
+    for (node, index), gs in sorted(by_card.items()):
+        print(f"GPU {index} on {node} ({gs[0].name}): util mean {statistics.fmean(g.util_pct for g in gs):.0f}%, "
+              f"max mem {max(g.mem_used_mb for g in gs):.0f} MB, max power {max(g.power_w or 0 for g in gs):.0f} W, "
+              f"{len(gs)} samples")
+    if not gpu:
         print("GPU: none (" + next((e.reason for e in events if e.kind == "gpu_stats"), "no stats") + ")")
     print(f"reward first {w} steps {statistics.fmean(m.reward_mean for m in metrics[:w]):.3f} -> "
           f"last {w} {statistics.fmean(m.reward_mean for m in metrics[-w:]):.3f}")

@@ -6,6 +6,9 @@
 #   embedded    the embedded default on the GPU, 150 steps, headless JSON saved, paused once
 #   grpo        a real GRPO loop on a random ~0.5B Qwen2 (64 prompts x 8 x 256 tokens per step)
 #   throughput  ~0.5B rollouts: engine layer vs bare vllm.LLM.generate; whole-model weight sync
+#   two_gpu     (2+ GPUs; not part of `all`) profiles/two-gpu.toml: trainer on GPU 0, vLLM in a Ray
+#               actor on GPU 1, NCCL weight sync: tests/gpu/test_two_gpu.py, bench/two_gpu.py, and a
+#               60-step GRPO run on the random ~0.5B Qwen2 (paused, resynced), events saved
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never NVLink multicast
@@ -25,10 +28,13 @@ if want embedded; then
   echo "== embedded default on the GPU (150 steps, paused at step 60)"
   $PY bench/live_run.py --steps 150 --pause-at 60 --out "$OUT/embedded_gpu.jsonl"
 fi
+prompts() {
+  $PY bench/gpu_throughput.py --model-dir $M --build-only
+  $PY -c "import json,os,glob; ls=[l.strip() for f in sorted(glob.glob(os.path.dirname(os.__file__)+'/*.py'))[:50] for l in open(f) if 30<=len(l.strip())<=120]; open('$M/prompts.jsonl','w').write(''.join(json.dumps({'prompt':l})+'\\n' for l in ls[:2048]))"
+}
 if want grpo; then
   echo "== GRPO on a random ~0.5B Qwen2: 64 prompts x 8 completions x 256 tokens a step"
-  $PY bench/gpu_throughput.py --model-dir $M --build-only
-  $PY -c "import json,os,glob; ls=[l.strip() for f in sorted(glob.glob(os.path.dirname(os.__file__)+'/*.py'))[:50] for l in open(f) if 30<=len(l.strip())<=120]; open('$M/prompts.jsonl','w').write(''.join(json.dumps({'prompt':l})+'\n' for l in ls[:2048]))"
+  prompts
   $PY bench/live_run.py --steps 12 --pause-at 6 --out "$OUT/grpo_05b.jsonl" -- \
     --set model.source=$M --set model.dtype=bfloat16 --set task.name=length --set task.dataset=$M/prompts.jsonl \
     --set 'task.reward_funcs=["backend.training.demo_task:char_match"]' --set engine.device=cuda \
@@ -39,4 +45,15 @@ fi
 if want throughput; then
   echo "== ~0.5B rollouts: engine layer vs bare vLLM, weight sync"
   $PY bench/gpu_throughput.py --model-dir $M --mode both --json-out "$OUT/throughput.json"
+fi
+if [[ " $stages " == *" two_gpu "* ]]; then
+  echo "== two GPUs: trainer on GPU 0, vLLM in a Ray actor on GPU 1, weights over NCCL"
+  $PY -m pytest -q -p no:cacheprovider tests/gpu/test_two_gpu.py -rs 2>&1 | tail -6
+  prompts
+  $PY bench/two_gpu.py --model-dir $M --json-out "$OUT/two_gpu_bench.json"
+  echo "== profiles/two-gpu.toml on the random ~0.5B Qwen2, 60 steps (pause at 20, operator resync at 30)"
+  $PY bench/live_run.py --steps 60 --pause-at 20 --resync-at 30 --out "$OUT/two_gpu_run.jsonl" -- \
+    --profile profiles/two-gpu.toml --set model.source=$M --set task.name=length --set task.dataset=$M/prompts.jsonl \
+    --set 'task.reward_funcs=["backend.training.demo_task:char_match"]' --set engine.max_model_len=384 \
+    --set sampling.max_tokens=128 --set training.prompts_per_step=32 --set run.checkpoint_every=1000
 fi

@@ -24,6 +24,20 @@ from typing import Any
 
 BUCKET_BYTES = 512 * 2**20  # one broadcast per bucket: few calls, bounded extra memory
 
+# NVLink multicast (NVLS) off in every process that may run NCCL: on shared multi-GPU hosts a
+# program that uses it can take the host's GPUs out of service. Set before NCCL initialises.
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def no_multicast_env() -> dict[str, str]:
+    """Set NO_MULTICAST in this process (unless the operator set them) and return them, for
+    processes started elsewhere (Ray actors on other nodes get them through runtime_env)."""
+    import os
+
+    for k, v in NO_MULTICAST.items():
+        os.environ.setdefault(k, v)
+    return {k: os.environ[k] for k in NO_MULTICAST}
+
 
 @dataclass(frozen=True)
 class Slot:

@@ -228,6 +228,9 @@ class RayEngine:
     # ---- cluster and actors ------------------------------------------------
     def _connect(self, cache_root: str | None) -> bool:
         """ray.init unless already connected. Returns True when this engine started the cluster."""
+        from backend.engine.collective import no_multicast_env
+
+        self._nccl_env = no_multicast_env()  # inherited by a local cluster's actors; passed to others below
         if ray.is_initialized():
             return False
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline, and no reporting
@@ -317,6 +320,8 @@ class RayEngine:
 
     def _spawn(self, i: int) -> None:
         opts: dict[str, Any] = dict(num_cpus=self._cpus, num_gpus=self._gpus, max_restarts=self.settings.max_restarts)
+        if not self.started_cluster:  # actors on an existing cluster do not inherit this process's env
+            opts["runtime_env"] = {"env_vars": dict(self._nccl_env)}
         if self._pg is not None:
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 placement_group=self._pg, placement_group_bundle_index=i

@@ -414,7 +414,8 @@ class TrainingSession:
                 checksum=checksum,
                 verified=bool(verified),
                 method=report.method + ("" if verify else " (not canary-checked this time)"),
-                detail=f"{reason}; load {report.duration_s * 1000:.1f} ms" + (f"; {detail}" if detail else ""),
+                detail=f"{reason}; load {report.duration_s * 1000:.1f} ms"
+                + (f" ({report.detail})" if report.detail else "") + (f"; {detail}" if detail else ""),
             )
         )
         return duration
