@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from backend.engine.gpus import pin_trainer_gpu
 from backend.protocol import encode_event
 from backend.protocol import events as E
 from backend.protocol.paths import run_dir as run_dir_for
@@ -225,6 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     rdir.mkdir(parents=True, exist_ok=True)
     os.chmod(rdir, 0o700)
     store = RunStore(rdir / "events.db")
+    pinned = pin_trainer_gpu()  # before anything initialises CUDA: TRL trains on one GPU per process
     controller = Controller(profile, run_id=run_id, run_dir=rdir, profile_name=name, store=store, resume=resume)
     if args.headless:
         stream = None
@@ -235,6 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             os.dup2(2, 1)
             sys.stdout = sys.stderr
         controller.listeners.append(HeadlessPrinter(args.json, stream))
+    if pinned and not args.json:
+        print(f"rl-console: trainer on GPU {pinned[0]}; GPU(s) {','.join(pinned[1])} left to engines "
+              "(a Ray engine's local cluster; an in-process engine shares the trainer's)", flush=True)
     if not args.json:
         how = f"resuming from {resume.path.name} (step {resume.step}); " if resume else ""
         print(f"rl-console: run {run_id} ({how}log {rdir / 'events.db'}, socket {socket_path(run_id)})", flush=True)

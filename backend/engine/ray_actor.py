@@ -279,21 +279,17 @@ class RayEngine:
         return address is None
 
     def _engine_gpu_ids(self) -> list[str] | None:
-        """On a local cluster with 2+ visible GPUs: every GPU but the first, which the trainer
-        (this process, cuda:0) uses. None = leave Ray's own detection alone (one GPU: shared)."""
-        if not self.settings.separate_trainer_gpu:
-            return None
-        env = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if env is not None:
-            ids = [x.strip() for x in env.split(",") if x.strip()]
-        else:
-            try:
-                import torch
+        """The GPUs a local cluster may give engines. With 2+ on the host (counted before the
+        backend pinned itself to one, see engine/gpus.py) and `separate_trainer_gpu`: all but
+        the first, which the trainer uses. None = leave Ray's own detection alone."""
+        from backend.engine.gpus import ALL_GPUS_ENV, all_gpu_ids
 
-                ids = [str(i) for i in range(torch.cuda.device_count())]
-            except Exception:
-                return None
-        return ids[1:] if len(ids) >= 2 else None
+        ids = all_gpu_ids()
+        if len(ids) < 2:
+            return None
+        if self.settings.separate_trainer_gpu:
+            return ids[1:]
+        return ids if os.environ.get(ALL_GPUS_ENV) else None
 
     def _object_store_bytes(self) -> int:
         """Room for a few copies of the weights (a push holds one while replicas load it)."""
