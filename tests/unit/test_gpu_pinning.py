@@ -12,7 +12,8 @@ from backend.settings import RaySection
 @pytest.fixture
 def env(monkeypatch):
     for k in ("CUDA_VISIBLE_DEVICES", ALL_GPUS_ENV, "CUDA_DEVICE_ORDER"):
-        monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv(k, "")  # records the original value (or its absence): pin_trainer_gpu's
+        monkeypatch.delenv(k)      # own writes are undone after the test too
     return monkeypatch
 
 
