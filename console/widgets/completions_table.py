@@ -1,37 +1,40 @@
-"""CompletionsTable: the G completions of one group with per-function rewards and advantages."""
+"""CompletionsTable: the G completions of one group with per-function rewards and advantages.
+
+A LineTable (see line_table.py): under a flood the selected group changes on every refresh,
+and the DataTable this replaces spent ~70 ms measuring and painting its 8 rows each time.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.text import Text
+from rich.style import Style
 from textual.message import Message
-from textual.widgets import DataTable
 
 from backend.protocol.events import SampleGroup
 from console.state import fmt_num, one_line
-from console.widgets.stable_table import StableTable
+from console.widgets.line_table import LineTable
+from console.widgets.rows import BOLD, BOLD_YELLOW, DIM, Cell
+
+GREEN, RED = Style.parse("green"), Style.parse("red")
+
+
+def _fixed(functions: Sequence[str]) -> list[int]:
+    return [2, 6, 7, *(max(len(f), 6) for f in functions), 4, 5, 3]
 
 
 def text_width(table_width: int, functions: Sequence[str]) -> int:
-    """Cells left for the text column once the fixed columns (and their padding) are laid out."""
-    fixed = [2, 5, 6, *(max(len(f), 5) for f in functions), 4, 5, 3]
-    return max(table_width - sum(fixed) - 2 * (len(fixed) + 1) - 2, 12)
+    """Cells left for the text column once the fixed columns (and the gaps) are laid out."""
+    fixed = _fixed(functions)
+    return max(table_width - sum(fixed) - len(fixed) - 2, 12)
 
 
-def signed(value: float) -> Text:
-    return Text(f"{value:+.3f}", justify="right", style="green" if value > 0 else "red" if value < 0 else "dim")
+def signed(value: float) -> Cell:
+    return Cell(f"{value:+.3f}", GREEN if value > 0 else RED if value < 0 else DIM, right=True)
 
 
-class CompletionsTable(StableTable):
+class CompletionsTable(LineTable):
     """Passive: the screen calls `set_group(group, functions, text_width)`; Enter announces `Opened`."""
-
-    DEFAULT_CSS = """
-    CompletionsTable {
-        height: 1fr;
-        min-height: 4;
-    }
-    """
 
     class Opened(Message):
         """Enter on a completion: show its full text."""
@@ -42,7 +45,7 @@ class CompletionsTable(StableTable):
             self.index = index
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        super().__init__(id=id)
         self.group: SampleGroup | None = None
         self._functions: tuple[str, ...] | None = None
         self._text_width = 0
@@ -51,28 +54,29 @@ class CompletionsTable(StableTable):
         functions = tuple(functions)
         if group is self.group and functions == self._functions and text_width == self._text_width:
             return
-        if functions != self._functions:
-            self.clear(columns=True)
-            self.add_columns("#", "total", "adv", *functions, "len", "trunc", "wv", "text")
-            self._functions = functions
-        else:
-            self.clear()
-        self.group, self._text_width = group, text_width
-        if group is None:
-            return
-        for i, c in enumerate(group.completions):
-            self.add_row(
-                str(i),
-                Text(f"{c.reward:.3f}", justify="right", style="bold"),
-                signed(c.advantage),
-                *(Text(fmt_num(c.rewards.get(name)), justify="right") for name in functions),
-                Text(str(c.length), justify="right"),
-                Text("yes", style="bold yellow") if c.truncated else Text("no", style="dim"),
-                str(group.weight_version),
-                one_line(c.text, text_width),
-                key=str(i),
-            )
+        self.group, self._functions, self._text_width = group, functions, text_width
+        labels = ("#", "total", "adv", *functions, "len", "trunc", "wv", "text")
+        widths = (*_fixed(functions), text_width)
+        right = range(0, len(labels) - 3)  # all but trunc, wv, text
+        if self.group is not None and self.cursor_row >= len(self.group.completions):
+            self.cursor_row = 0
+        self.set_shape(len(group.completions) if group else 0, labels, widths, right)
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if self.group is not None and event.row_key.value is not None:
-            self.post_message(self.Opened(self.group, int(event.row_key.value)))
+    def row_cells(self, row: int) -> list[Cell]:
+        group = self.group
+        assert group is not None
+        c = group.completions[row]
+        return [
+            Cell(str(row), right=True),
+            Cell(f"{c.reward:.3f}", BOLD, right=True),
+            signed(c.advantage),
+            *(Cell(fmt_num(c.rewards.get(name)), right=True) for name in self._functions or ()),
+            Cell(str(c.length), right=True),
+            Cell("yes", BOLD_YELLOW) if c.truncated else Cell("no", DIM),
+            Cell(str(group.weight_version)),
+            Cell(one_line(c.text, self._text_width)),
+        ]
+
+    def opened(self, row: int) -> None:
+        if self.group is not None:
+            self.post_message(self.Opened(self.group, row))

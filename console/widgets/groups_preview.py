@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.table import Table
-from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 
 from backend.protocol.events import SampleGroup
 from console.state import best_completion, is_zero_std, one_line
+from console.widgets.rows import BOLD, BOLD_YELLOW, DIM, Cell, row_strip
+
+HEADER = ("step", "prompt", "mean", "std", "best completion")
 
 
 class GroupsPreview(Widget):
-    """Passive: the screen calls `show(groups)` with the newest groups first."""
+    """Passive: the screen calls `show(groups)` with the newest groups first. Painted line by
+    line from fixed widths (console/widgets/rows.py): it repaints on every tick of a live run."""
 
     DEFAULT_CSS = """
     GroupsPreview {
@@ -27,32 +30,42 @@ class GroupsPreview(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._groups: list[SampleGroup] = []
+        self._widths: tuple[int, ...] = ()
         self.border_title = "newest groups · s: samples"
 
     def show(self, groups: Sequence[SampleGroup]) -> None:
         self._groups = list(groups)
+        self._widths = ()
         self.refresh()
 
-    def render(self) -> Table | Text:
+    def _layout(self, width: int) -> tuple[int, ...]:
+        rows = self._groups[: max(self.size.height - 1, 1)]
+        w_id = max([4] + [len(f"{g.step}.{g.group}") for g in rows])
+        rest = max(width - w_id - 5 - 5 - 4, 16)  # 4 one-cell gaps
+        return (w_id, rest // 2, 5, 5, rest - rest // 2)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
         if not self._groups:
-            return Text("no sample groups yet", style="dim")
-        width, height = self.size
-        rows = max(height - 1, 1)
-        text_w = max((width - 30) // 2, 8)
-        table = Table(box=None, expand=True, padding=(0, 1), show_edge=False, header_style="bold")
-        table.add_column("step", justify="right", no_wrap=True)
-        table.add_column("prompt", no_wrap=True, ratio=1, overflow="ellipsis")
-        table.add_column("mean", justify="right", no_wrap=True)
-        table.add_column("std", justify="right", no_wrap=True)
-        table.add_column("best completion", no_wrap=True, ratio=1, overflow="ellipsis")
-        for g in self._groups[:rows]:
-            best = best_completion(g)
-            std = Text(f"{g.reward_std:.2f}", style="bold yellow" if is_zero_std(g) else "")
-            table.add_row(
-                f"{g.step}.{g.group}",
-                one_line(g.prompt, text_w),
-                f"{g.reward_mean:.2f}",
-                std,
-                one_line(best.text, text_w) if best else "–",
-            )
-        return table
+            return row_strip([Cell("no sample groups yet" if y == 0 else "", DIM)], [width], base)
+        if not self._widths:
+            self._widths = self._layout(width)
+        if y == 0:
+            cells = [Cell(h, BOLD, right=i in (0, 2, 3)) for i, h in enumerate(HEADER)]
+            return row_strip(cells, self._widths, base).crop_extend(0, width, base)
+        if y - 1 >= len(self._groups):
+            return Strip.blank(width, base)
+        g = self._groups[y - 1]
+        best = best_completion(g)
+        cells = [
+            Cell(f"{g.step}.{g.group}", right=True),
+            Cell(one_line(g.prompt, self._widths[1])),
+            Cell(f"{g.reward_mean:.2f}", right=True),
+            Cell(f"{g.reward_std:.2f}", BOLD_YELLOW if is_zero_std(g) else None, right=True),
+            Cell(one_line(best.text, self._widths[4]) if best else "–", None if best else DIM),
+        ]
+        return row_strip(cells, self._widths, base).crop_extend(0, width, base)
+
+    def on_resize(self) -> None:
+        self._widths = ()

@@ -32,11 +32,11 @@ async def test_groups_and_completions_shown(kit):
         screen = await open_samples(kit, pilot, source)
         groups = screen.query_one(GroupsTable)
         assert groups.row_count == 24
-        assert [str(c.label) for c in groups.columns.values()] == ["step", "grp", "prompt", "mean", "std", "max|adv|", "trunc"]
+        assert list(groups.column_labels) == ["step", "grp", "prompt", "mean", "std", "max|adv|", "trunc"]
         assert (cell_text(groups, 0, 0), cell_text(groups, 0, 1)) == ("6", "3")
         completions = screen.query_one(CompletionsTable)
         assert completions.row_count == 8
-        labels = [str(c.label) for c in completions.columns.values()]
+        labels = list(completions.column_labels)
         assert labels == ["#", "total", "adv", "char_match", "first_char", "len", "trunc", "wv", "text"]
         first = app.state.view_groups()[0]
         assert completions.group is first
