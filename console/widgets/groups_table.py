@@ -55,7 +55,8 @@ class GroupsTable(LineTable):
         return self._rows[self.cursor_row] if 0 <= self.cursor_row < len(self._rows) else None
 
     def set_groups(self, groups: Sequence[SampleGroup], prompt_width: int) -> bool:
-        """Show `groups` (in this order); keeps the cursor on the same group. True if changed."""
+        """Show `groups` (in this order). A cursor on the first row stays there (it follows the
+        newest group, as a log tail does); anywhere else it stays on its group. True if changed."""
         keys = [group_key(g) for g in groups]
         if keys == self._keys and prompt_width == self._prompt_width:
             return False
@@ -64,7 +65,10 @@ class GroupsTable(LineTable):
         steps = max((g.step for g in self._rows), default=0)
         grps = max((g.group for g in self._rows), default=0)
         widths = (max(4, len(str(steps))), max(3, len(str(grps))), max(6, prompt_width), _NUM, _NUM, _NUM, 5)
-        row = keys.index(selected) if selected is not None and selected in keys else self.cursor_row
+        if self.cursor_row == 0 or selected is None or selected not in keys:
+            row = self.cursor_row
+        else:
+            row = keys.index(selected)
         moved = row != self.cursor_row
         self.cursor_row = row
         self.set_shape(len(keys), COLUMNS, widths, RIGHT)

@@ -151,3 +151,21 @@ async def test_cursor_stays_on_group_while_new_groups_arrive(kit):
         await kit.settle(pilot)
         assert table.row_count == 16
         assert table.selected_group is chosen and table.cursor_row == 6
+
+
+async def test_cursor_on_the_first_row_follows_the_newest_group(kit):
+    """Untouched (or moved back to the top), the cursor tails the newest group and the
+    completions pane shows it; moved down, it stays on its group (test above)."""
+    source = kit.Source(kit.make_run(steps=3))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_samples(kit, pilot, source)
+        table = screen.query_one(GroupsTable)
+        completions = screen.query_one(CompletionsTable)
+        assert table.cursor_row == 0 and completions.group is app.state.view_groups()[0]
+        source.push(*[kit.make_group(4, k, ts=kit.TS0 + 500) for k in range(4)])
+        await kit.wait_for(pilot, lambda: app.state.groups_total == 16)
+        await kit.settle(pilot)
+        newest = app.state.view_groups()[0]
+        assert newest.step == 4 and table.cursor_row == 0 and table.selected_group is newest
+        assert completions.group is newest and f"step 4 group {newest.group}" in kit.screen_text(app)
