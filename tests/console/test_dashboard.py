@@ -9,7 +9,8 @@ from console.widgets.reward_chart import RewardChart, fit_columns
 
 
 def _render_plain(widget) -> str:
-    return widget.render().plain
+    """A line-API widget's content as plain text, one line per row."""
+    return "\n".join(widget.render_line(y).text.rstrip() for y in range(widget.size.height))
 
 
 async def test_dashboard_shows_run_at_80x24(kit):
