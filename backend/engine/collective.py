@@ -53,12 +53,6 @@ class Bucket:
     numel: int
     slots: tuple[Slot, ...] = field(default_factory=tuple)
 
-    @property
-    def nbytes(self) -> int:
-        import torch
-
-        return self.numel * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
-
 
 def plan_buckets(named_tensors: list[tuple[str, Any]], bucket_bytes: int = BUCKET_BYTES) -> list[Bucket]:
     """Group tensors by dtype, in order, into buckets of at most `bucket_bytes` (a larger

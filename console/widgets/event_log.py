@@ -48,8 +48,9 @@ class EventLog(RichLog):
 
     def append_entries(self, entries: Iterable[LogEntry], first_ts: float | None) -> None:
         entries = list(entries)
-        if len(entries) > self.burst:
-            keep = self.burst - 1  # the marker takes a line of the screenful
+        burst = self.burst
+        if len(entries) > burst:
+            keep = burst - 1  # the marker takes a line of the screenful
             skipped = len(entries) - keep
             self.write(Text(f"… {skipped} events not shown (flood; all are in events.db — rl-console replay)", style="dim italic"))
             self.lines_written += 1
