@@ -35,7 +35,8 @@ Diagnostics: with TUI_LOAD_MEMLOG=FILE in the environment the console process ap
 with TUI_LOAD_SLOWLOG=FILE, every message dispatch, screen render or repaint that held the UI
 loop longer than 30 ms, and every garbage collection over 10 ms (JSON lines: what, ms);
 the console process calls `console.app.tune_gc()` as `rl-console` does; TUI_LOAD_GC=T0,T1,T2
-overrides its thresholds (an experiment knob).
+overrides its thresholds (an experiment knob); with TUI_LOAD_PROFILE=FILE, the UI thread runs
+under cProfile from 10 s to 25 s after start-up and the stats go to FILE (pstats).
 """
 
 from __future__ import annotations
@@ -400,8 +401,41 @@ def _slowlog(path: str, threshold_s: float = 0.03) -> None:
     del App
 
 
+def _profile(path: str, start_s: float = 10.0, seconds: float = 15.0) -> None:
+    """Diagnostics (env TUI_LOAD_PROFILE=file): cProfile the UI thread from `start_s` to
+    `start_s + seconds` after start-up and dump the stats to FILE (pstats format). cProfile
+    slows the profiled code down, so read the shares, not the times."""
+    import cProfile
+
+    prof = cProfile.Profile()
+
+    def start() -> None:
+        prof.enable()  # enabling from a callback on the UI loop profiles the UI thread
+
+    def stop() -> None:
+        prof.disable()
+        prof.dump_stats(path)
+
+    def arm() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(start_s, start)
+        loop.call_later(start_s + seconds, stop)
+
+    from console.app import RLConsoleApp
+
+    on_mount = RLConsoleApp.on_mount
+
+    def on_mount_armed(self) -> None:
+        arm()
+        on_mount(self)
+
+    RLConsoleApp.on_mount = on_mount_armed
+
+
 def console_main(args: argparse.Namespace) -> int:
     Path(args.pidfile).write_text(str(os.getpid()))
+    if os.environ.get("TUI_LOAD_PROFILE"):
+        _profile(os.environ["TUI_LOAD_PROFILE"])
     if os.environ.get("TUI_LOAD_MEMLOG"):
         threading.Thread(target=_memlog, args=(os.environ["TUI_LOAD_MEMLOG"],), daemon=True).start()
     if os.environ.get("TUI_LOAD_SLOWLOG"):

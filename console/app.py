@@ -10,13 +10,14 @@ Imports only `backend.protocol`, the standard library, Textual and Rich.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import deque
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
@@ -82,7 +83,12 @@ class RLConsoleApp(App):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     REFRESH_HZ = 5.0
     #: the reader works at most this long before letting the UI run
-    READ_SLICE_S = 0.02
+    READ_SLICE_S = 0.01
+    #: operator input first: after a key, a click or a scroll, the event reader, the data
+    #: repaint tick and automatic garbage collection stand back until the active screen has
+    #: painted the input's effect, for at most this long (then the reader gets a whole slice)
+    INPUT_HOLD_MAX_S = 0.25
+    INPUT_EVENTS = (events.Key, events.MouseDown, events.MouseScrollDown, events.MouseScrollUp)
 
     BINDINGS = [
         Binding("question_mark", "help", "help", tooltip="every key binding"),
@@ -116,6 +122,12 @@ class RLConsoleApp(App):
         read_range = getattr(source, "read_range", None)
         self.timeline = Timeline(read_range) if replay and read_range is not None else None
         self._replay_loaded = False
+        # operator input first (see INPUT_HOLD_MAX_S): inputs posted / handled, in order
+        self._inputs_posted = 0  # written by the driver's input thread, read on the UI loop
+        self._inputs_handled = 0
+        self._inputs_served = 0  # what the reader has already stood back for
+        self._input_painted = asyncio.Event()
+        self._holding = False  # the reader stands back for input now
 
     #: Textual hides every mode switch for 50 ms (`switch_mode` calls `delay_update()`) to mask
     #: screens that are still mounting; ours are mounted once and painted from state, so that
@@ -148,6 +160,47 @@ class RLConsoleApp(App):
         except Exception:  # noqa: BLE001 - the backend may already be gone
             pass
 
+    # -- operator input first --------------------------------------------------------------
+    def post_message(self, message: Any) -> bool:
+        if isinstance(message, self.INPUT_EVENTS) and not message.is_forwarded:  # from the driver (its thread)
+            self._inputs_posted += 1
+        return super().post_message(message)
+
+    async def on_event(self, event: events.Event) -> None:
+        operator_input = isinstance(event, self.INPUT_EVENTS) and not event.is_forwarded  # (forwarding marks it)
+        await super().on_event(event)
+        if operator_input:
+            self._inputs_handled += 1
+
+    def input_pending(self) -> bool:
+        """Operator input arrived that the reader has not stood back for yet."""
+        return self._inputs_posted != self._inputs_served
+
+    def _display(self, screen: Screen, renderable: Any) -> None:
+        # Textual's write of one frame (a private hook: were it renamed, input priority would
+        # fall back to its time cap, and tests/console/test_input_priority.py would fail)
+        shown = renderable is not None and not self._batch_count
+        super()._display(screen, renderable)
+        if shown and self._holding and self._inputs_handled >= self._inputs_served:
+            self._input_painted.set()  # the inputs the reader stood back for are on the terminal
+
+    async def _stand_back(self) -> None:
+        """Let the input that just arrived be handled and painted before reading on: no reads,
+        no data repaints, no automatic GC until then (at most INPUT_HOLD_MAX_S)."""
+        self._inputs_served = self._inputs_posted
+        self._input_painted.clear()
+        self._holding = True
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            await asyncio.wait_for(self._input_painted.wait(), self.INPUT_HOLD_MAX_S)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._holding = False
+            if gc_was_on:
+                gc.enable()
+
     @work(exclusive=True, group="source", exit_on_error=False)
     async def read_events(self) -> None:
         state = self.state
@@ -171,7 +224,13 @@ class RLConsoleApp(App):
                 elif isinstance(event, ControlStatus) and not self.read_only_requested:
                     self._announce_control(was_role, event)
                 if time.monotonic() - slice_start > self.READ_SLICE_S:
-                    await asyncio.sleep(0.002)  # a burst (history, flood) must not starve the UI
+                    if self.input_pending():
+                        await self._stand_back()
+                    else:
+                        await asyncio.sleep(0.002)  # a burst (history, flood) must not starve the UI
+                    slice_start = time.monotonic()
+                elif self.input_pending():  # the operator pressed something: the reader waits
+                    await self._stand_back()
                     slice_start = time.monotonic()
         except asyncio.CancelledError:
             raise
@@ -198,8 +257,8 @@ class RLConsoleApp(App):
             return
         if not isinstance(screen, LiveScreen) or not screen.is_mounted:
             return
-        if not force and screen.rendered_version == self.state.version:
-            return
+        if not force and (screen.rendered_version == self.state.version or self._holding):
+            return  # nothing new, or operator input is being handled: its paint goes first
         try:
             with self.batch_update():
                 screen.refresh_view(self.state)

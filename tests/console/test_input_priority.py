@@ -1,0 +1,77 @@
+"""Operator input first: during a flood, a key makes the reader, the data repaint and the
+automatic GC stand back until the key's effect is painted (or INPUT_HOLD_MAX_S passes)."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+from console.app import RLConsoleApp
+from console.screens.samples import SamplesScreen
+
+N = 30_000
+
+
+def flood(kit):
+    templates = [kit.make_group(1, k, ts=kit.TS0) for k in range(8)]
+    yield from kit.make_run(steps=1)
+    for i in range(N):
+        yield templates[i % 8].model_copy(update={"step": 2 + i // 8, "group": i % 8, "seq": 100 + i, "ts": kit.TS0 + 20 + i * 0.01})
+
+
+async def test_a_key_during_a_flood_is_painted_before_the_reader_goes_on(kit, monkeypatch):
+    source = kit.Source(flood(kit))
+    app = RLConsoleApp(source)
+    holds: list[dict] = []
+    stand_back = RLConsoleApp._stand_back
+
+    async def recorded(self):
+        entry = {"delivered_before": source.delivered, "flooding": not source.exhausted, "gc_on_before": gc.isenabled()}
+        start = time.perf_counter()
+        orig_wait = self._input_painted.wait
+
+        async def wait():  # what holds while the reader stands back
+            entry["gc_on_during"] = gc.isenabled()
+            entry["holding"] = self._holding
+            entry["delivered_during"] = source.delivered
+            await orig_wait()
+            entry["released_by_paint"] = True
+
+        self._input_painted.wait = wait
+        try:
+            await stand_back(self)
+        finally:
+            del self._input_painted.wait
+        entry["s"] = time.perf_counter() - start
+        entry["delivered_after"] = source.delivered
+        entry["gc_on_after"] = gc.isenabled()
+        holds.append(entry)
+
+    monkeypatch.setattr(RLConsoleApp, "_stand_back", recorded)
+    repaints: list[bool] = []
+    repaint = RLConsoleApp.repaint
+
+    def watched(self, force=False):
+        if self._holding and not force:
+            before = self.screen.rendered_version
+            repaint(self, force)
+            repaints.append(self.screen.rendered_version != before)
+        else:
+            repaint(self, force)
+
+    monkeypatch.setattr(RLConsoleApp, "repaint", watched)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await kit.wait_for(pilot, lambda: source.delivered > 2_000, what="flood under way")
+        await pilot.press("s")
+        await kit.wait_for(pilot, lambda: isinstance(app.screen, SamplesScreen), timeout=2.0, what="samples screen")
+        await kit.wait_for(pilot, lambda: holds, timeout=2.0, what="the reader to stand back")
+        first = holds[0]
+        assert first["flooding"], "the flood was over before the key press; the test proves nothing"
+        assert first["gc_on_before"] and first["gc_on_during"] is False and first["gc_on_after"], first
+        assert first["holding"] and first["delivered_during"] == first["delivered_before"], first  # no reads meanwhile
+        assert first.get("released_by_paint"), f"the hold ended by its time cap, not by a paint: {first}"
+        assert first["s"] < RLConsoleApp.INPUT_HOLD_MAX_S, first
+        await kit.settle(pilot, source)
+        assert app.state.groups_total == N + 4  # nothing lost: the reader went on after the paint
+    assert not any(repaints), "a data repaint ran while the reader stood back for input"
+    assert gc.isenabled()
