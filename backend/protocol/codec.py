@@ -35,7 +35,21 @@ class ProtocolError(ValueError):
         self.command_id = command_id
 
 
+_VERSION_PREFIX = b'{"v":%d,' % PROTOCOL_VERSION
+
+
 def _encode(model: Any) -> bytes:
+    # pydantic's Rust serializer, ~4x faster than model_dump + json.dumps for a SampleGroup
+    # (the backend encodes each event twice: for the log and for the clients)
+    body = model.__pydantic_serializer__.to_json(model)
+    if b"NaN" in body or b"Infinity" in body or body[:1] != b"{" or body == b"{}":
+        # a non-finite number (the wire models serialize it as a JSON constant), or only those
+        # words inside a text: the strict encoder decides, and refuses a non-finite number
+        return _encode_strict(model)
+    return _VERSION_PREFIX + body[1:] + b"\n"
+
+
+def _encode_strict(model: Any) -> bytes:
     data = model.model_dump(mode="json")
     data["v"] = PROTOCOL_VERSION
     line = json.dumps(data, separators=(",", ":"), allow_nan=False)

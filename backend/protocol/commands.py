@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from backend.protocol.params import (
     LIVE_PARAMS,
@@ -20,6 +20,7 @@ from backend.protocol.params import (
     TopK,
     TopP,
 )
+from backend.protocol.wire import WIRE
 
 
 def _new_id() -> str:
@@ -27,7 +28,7 @@ def _new_id() -> str:
 
 
 class _Command(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = WIRE
     id: str = Field(default_factory=_new_id, max_length=64)
 
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from backend.protocol.wire import WIRE
 
 RunState = Literal["starting", "running", "pausing", "paused", "stopping", "finished", "failed"]
 Severity = Literal["info", "warning", "critical"]
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = WIRE
     seq: int = -1
     ts: float = Field(default_factory=time.time)
 
@@ -74,7 +76,7 @@ class Progress(_Event):
 
 
 class Completion(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = WIRE
     text: str
     rewards: dict[str, float | None]
     reward: float
@@ -95,7 +97,7 @@ class SampleGroup(_Event):
 
 
 class StepTimes(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = WIRE
     generate: float = 0.0
     score: float = 0.0
     train: float = 0.0
@@ -125,7 +127,7 @@ class StepMetrics(_Event):
 
 
 class GpuInfo(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = WIRE
     index: int
     name: str
     util_pct: float

@@ -54,6 +54,40 @@ def test_event_round_trip(event):
     assert decode_event(frame) == event
 
 
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.kind)
+def test_fast_encoder_matches_the_strict_one(event):
+    # the Rust serializer's frame decodes to the same JSON object as json.dumps's
+    from backend.protocol.codec import _encode_strict
+
+    assert json.loads(encode_event(event)) == json.loads(_encode_strict(event))
+
+
+NAN_CASES = [
+    E.SampleGroup(step=1, group=0, prompt="p", weight_version=0, reward_mean=0.0, reward_std=0.0,  # nested model
+                  completions=[E.Completion(text="t", rewards={"f": float("nan")}, reward=0.0, advantage=0.0, length=1, truncated=False)]),
+    E.StepMetrics(step=1, reward_mean=float("inf"), reward_std=0.0, tokens_per_s=1.0),
+    E.StepMetrics(step=1, reward_mean=0.0, reward_std=0.0, tokens_per_s=1.0,
+                  times=E.StepTimes(generate=float("-inf"), score=0.0, train=0.0, sync=0.0, total=0.0)),
+    E.GpuStats(available=True, gpus=[E.GpuInfo(index=0, name="g", util_pct=float("nan"), mem_used_mb=1, mem_total_mb=2)]),
+]
+
+
+@pytest.mark.parametrize("event", NAN_CASES, ids=lambda e: e.kind)
+def test_non_finite_numbers_are_refused_not_sent_as_null(event):
+    with pytest.raises(ValueError, match="JSON compliant"):
+        encode_event(event)
+
+
+def test_texts_that_spell_nan_or_infinity_and_non_ascii_round_trip():
+    event = E.SampleGroup(step=1, group=0, prompt="NaN or Infinity? — ünïcode ✓", weight_version=0, reward_mean=0.5,
+                          reward_std=0.0, completions=[E.Completion(text="-Infinity", rewards={"f": 1.0}, reward=1.0,
+                                                                   advantage=0.0, length=1, truncated=False)])
+    assert decode_event(encode_event(event)) == event
+    plain = event.model_copy(update={"prompt": "ünïcode ✓"}, deep=True)
+    plain = plain.model_copy(update={"completions": [plain.completions[0].model_copy(update={"text": "ok"})]})
+    assert decode_event(encode_event(plain)) == plain
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.kind)
 def test_command_round_trip(command):
     assert decode_command(encode_command(command)) == command
