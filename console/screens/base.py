@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
 
@@ -45,7 +46,13 @@ class LiveScreen(Screen):
         """The app swapped in a rebuilt RunState (replay scrubbed back): drop view caches."""
         self.rendered_version = -1
 
-    def on_screen_resume(self) -> None:
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        # (runs before Screen._on_screen_resume.) Textual re-applies every CSS rule to every
+        # widget on each resume: ~5 ms, and it throws away every widget's rendered lines, so
+        # the first frame re-renders them all. Only needed when the CSS changed (a theme)
+        # since this screen last got it, and switch_mode then refreshes the CSS itself.
+        if event.refresh_styles and self._css_update_count == self.app._css_update_count:
+            event.refresh_styles = False
         # show the screen as it was first (one frame, no data work), then bring it up to date:
         # the key's effect is on the terminal before the (larger) refresh is computed
         self.call_after_refresh(self.console_app.repaint, True)

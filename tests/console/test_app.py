@@ -372,3 +372,40 @@ async def test_backend_exit_after_a_finished_run_is_not_an_error(kit):
         header = kit.screen_text(app).splitlines()[0]
         assert "FINISHED" in header and "DISCONNECTED" not in header
         assert app.toasts[-1][0] == "information" and "finished" in app.toasts[-1][1]
+
+
+async def test_switching_screens_skips_the_style_pass_unless_the_theme_changed(kit, monkeypatch):
+    """LiveScreen drops Textual's re-application of all CSS on every resume (a cost of each
+    screen switch) when the CSS has not changed; a theme changed meanwhile still shows."""
+    from textual.dom import DOMNode
+
+    source = kit.Source(kit.make_run())
+    app = RLConsoleApp(source)
+    calls: list[str] = []
+    update_node_styles = DOMNode.update_node_styles
+
+    def counted(self, animate=True):
+        calls.append(type(self).__name__)
+        return update_node_styles(self, animate)
+
+    monkeypatch.setattr(DOMNode, "update_node_styles", counted)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("s")
+        await pilot.press("d")
+        await kit.settle(pilot)
+        calls.clear()
+        for key in "sdsd":
+            await pilot.press(key)
+            await pilot.pause()
+        assert app.current_mode == "dashboard"
+        assert calls == [], f"a screen switch re-applied every style: {calls}"
+        dark = app.screen.styles.background
+        await pilot.press("s")
+        app.theme = "textual-light"
+        await pilot.pause()
+        await pilot.press("d")
+        await kit.settle(pilot)
+        light = app.screen.styles.background
+        assert light != dark, "the theme change made while the dashboard was hidden did not reach it"
+        assert light.brightness > dark.brightness
