@@ -420,6 +420,24 @@ def _slowlog(path: str, threshold_s: float = 0.03) -> None:
     from console.app import RLConsoleApp
 
     timed(RLConsoleApp, "repaint", lambda self, *a: f"repaint {type(self.screen).__name__}")
+    post_message, display = RLConsoleApp.post_message, RLConsoleApp._display
+    from textual import events
+
+    key_at: list[float] = []
+
+    def noting_post(self, message):  # every key's time in the console: arrival -> first frame after it
+        if isinstance(message, events.Key) and not message.is_forwarded:
+            key_at.append(time.perf_counter())
+        return post_message(self, message)
+
+    def noting_display(self, screen, renderable):
+        display(self, screen, renderable)
+        if key_at and renderable is not None and not self._batch_count and self._inputs_handled >= self._inputs_posted:
+            out.write(json.dumps({"t": time.time(), "ms": round((time.perf_counter() - key_at[0]) * 1000, 1),
+                                  "what": f"key to frame {type(screen).__name__}"}) + "\n")
+            key_at.clear()
+
+    RLConsoleApp.post_message, RLConsoleApp._display = noting_post, noting_display
     del App
 
 

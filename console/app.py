@@ -125,6 +125,8 @@ class RLConsoleApp(App):
         # operator input first (see INPUT_HOLD_MAX_S): inputs posted / handled, in order
         self._inputs_posted = 0  # written by the driver's input thread, read on the UI loop
         self._inputs_handled = 0
+        self._inputs_painted = 0
+        self._input_at = 0.0
         self._inputs_served = 0  # what the reader has already stood back for
         self._input_painted = asyncio.Event()
         self._holding = False  # the reader stands back for input now
@@ -163,6 +165,7 @@ class RLConsoleApp(App):
     # -- operator input first --------------------------------------------------------------
     def post_message(self, message: Any) -> bool:
         if isinstance(message, self.INPUT_EVENTS) and not message.is_forwarded:  # from the driver (its thread)
+            self._input_at = time.monotonic()
             self._inputs_posted += 1
         return super().post_message(message)
 
@@ -176,13 +179,21 @@ class RLConsoleApp(App):
         """Operator input arrived that the reader has not stood back for yet."""
         return self._inputs_posted != self._inputs_served
 
+    def input_busy(self) -> bool:
+        """Operator input is being handled or painted: data work (the repaint tick, a screen's
+        deferred rebuild) waits, for at most INPUT_HOLD_MAX_S after the newest input."""
+        return self._holding or (self._inputs_painted < self._inputs_posted
+                                 and time.monotonic() - self._input_at < self.INPUT_HOLD_MAX_S)
+
     def _display(self, screen: Screen, renderable: Any) -> None:
         # Textual's write of one frame (a private hook: were it renamed, input priority would
         # fall back to its time cap, and tests/console/test_input_priority.py would fail)
         shown = renderable is not None and not self._batch_count
         super()._display(screen, renderable)
-        if shown and self._holding and self._inputs_handled >= self._inputs_served:
-            self._input_painted.set()  # the inputs the reader stood back for are on the terminal
+        if shown:
+            self._inputs_painted = self._inputs_handled  # every handled input's effect is on the terminal
+            if self._holding and self._inputs_handled >= self._inputs_served:
+                self._input_painted.set()  # including those the reader stood back for
 
     async def _stand_back(self) -> None:
         """Let the input that just arrived be handled and painted before reading on: no reads,
@@ -257,7 +268,7 @@ class RLConsoleApp(App):
             return
         if not isinstance(screen, LiveScreen) or not screen.is_mounted:
             return
-        if not force and (screen.rendered_version == self.state.version or self._holding):
+        if not force and (screen.rendered_version == self.state.version or self.input_busy()):
             return  # nothing new, or operator input is being handled: its paint goes first
         try:
             with self.batch_update():

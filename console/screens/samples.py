@@ -110,9 +110,12 @@ class SamplesScreen(LiveScreen):
     _table_pending = False
 
     def _deferred_refresh(self) -> None:
+        if self.console_app.input_busy():  # a key is being handled and painted: it goes first
+            self.set_timer(0.05, self._deferred_refresh)
+            return
         self._table_pending = False
         if self.is_attached:
-            self.refresh_view(self.app.state)
+            self.refresh_view(self.console_app.state)
 
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)

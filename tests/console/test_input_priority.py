@@ -75,3 +75,36 @@ async def test_a_key_during_a_flood_is_painted_before_the_reader_goes_on(kit, mo
         assert app.state.groups_total == N + 4  # nothing lost: the reader went on after the paint
     assert not any(repaints), "a data repaint ran while the reader stood back for input"
     assert gc.isenabled()
+
+
+async def test_data_repaints_wait_for_an_unpainted_input_even_with_the_reader_idle(kit):
+    """The reader only stands back when it is reading; the repaint tick and the samples
+    screen's deferred rebuild also wait while an input is not yet painted (time-capped)."""
+    source = kit.Source(kit.make_run())
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("s")
+        await kit.settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, SamplesScreen) and not app.input_busy()
+        # an input has arrived from the driver but is not handled yet (as if the loop were busy)
+        app._inputs_posted += 1
+        app._input_at = time.monotonic()
+        assert app.input_busy()
+        app.state.version += 1
+        before = screen.rendered_version
+        app.repaint()
+        assert screen.rendered_version == before, "the repaint tick ran ahead of an unpainted input"
+        screen._table_pending = True
+        screen._deferred_refresh()
+        assert screen._table_pending, "the deferred table rebuild ran ahead of an unpainted input"
+        app.repaint(force=True)  # forced repaints (the operator's own actions) still go
+        assert screen.rendered_version == app.state.version
+        # the cap: an input that never gets painted stops holding data work back
+        app._input_at = time.monotonic() - RLConsoleApp.INPUT_HOLD_MAX_S - 0.01
+        assert not app.input_busy()
+        app._inputs_handled += 1  # (balance the counters before the app handles real keys again)
+        app.state.version += 1
+        app.repaint()
+        assert screen.rendered_version == app.state.version
