@@ -401,7 +401,8 @@ def _slowlog(path: str, threshold_s: float = 0.03) -> None:
         return original_refresh(self)
 
     Screen._compositor_refresh = clearing_refresh
-    timed(MessagePump, "_dispatch_message", lambda self, msg: f"{type(self).__name__} <- {type(msg).__name__}")
+    timed(MessagePump, "_dispatch_message", lambda self, msg: f"{type(self).__name__} <- {type(msg).__name__}"
+          + (f" {getattr(msg.callback, '__qualname__', msg.callback)}" if hasattr(msg, "callback") else ""))
     timed(Screen, "_compositor_refresh", describe_render)
     import gc
 

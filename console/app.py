@@ -127,9 +127,10 @@ class RLConsoleApp(App):
         self._inputs_handled = 0
         self._inputs_painted = 0
         self._input_at = 0.0
-        self._inputs_served = 0  # what the reader has already stood back for
         self._input_painted = asyncio.Event()
         self._holding = False  # the reader stands back for input now
+        self._gc_held = False  # automatic GC is off until the input is painted
+        self._repaint_after_input = False  # a screen shown by the input wants its data repaint
 
     #: Textual hides every mode switch for 50 ms (`switch_mode` calls `delay_update()`) to mask
     #: screens that are still mounting; ours are mounted once and painted from state, so that
@@ -148,9 +149,25 @@ class RLConsoleApp(App):
     def on_mount(self) -> None:
         self._repaint_timer = self.set_interval(1.0 / self.REFRESH_HZ, self.repaint)
         self.read_events()
+        self.call_after_refresh(self._compose_modes)
+
+    #: screens composed in the background once the first one is up, so that the first key to
+    #: each is a switch, not a build (measured under load: 130-200 ms for a first visit)
+    PRECOMPOSE = ("samples", "events", "params")
+
+    async def _compose_modes(self) -> None:
+        for mode in self.PRECOMPOSE:
+            if mode in self._screen_stacks or self._exit:
+                continue
+            await asyncio.sleep(0.05)  # one screen at a time, the UI and the reader run between
+            if mode not in self._screen_stacks and not self._exit:
+                await self._init_mode(mode)  # mounts the screen; LiveScreen ignores the resume it sends
 
     async def on_unmount(self) -> None:
         self._repaint_timer.stop()
+        if self._gc_held:  # never leave the process without automatic GC
+            self._gc_held = False
+            gc.enable()
         await self._close_source()
 
     async def _close_source(self) -> None:
@@ -167,23 +184,22 @@ class RLConsoleApp(App):
         if isinstance(message, self.INPUT_EVENTS) and not message.is_forwarded:  # from the driver (its thread)
             self._input_at = time.monotonic()
             self._inputs_posted += 1
+            if not self._gc_held and gc.isenabled():  # no automatic collection until it is painted
+                self._gc_held = True
+                gc.disable()
         return super().post_message(message)
 
     async def on_event(self, event: events.Event) -> None:
-        operator_input = isinstance(event, self.INPUT_EVENTS) and not event.is_forwarded  # (forwarding marks it)
-        await super().on_event(event)
-        if operator_input:
+        if isinstance(event, self.INPUT_EVENTS) and not event.is_forwarded:
+            # counted as it is taken up: its handler runs up to its first await (a screen
+            # switch is done by then), so the next frame shows its effect
             self._inputs_handled += 1
-
-    def input_pending(self) -> bool:
-        """Operator input arrived that the reader has not stood back for yet."""
-        return self._inputs_posted != self._inputs_served
+        await super().on_event(event)
 
     def input_busy(self) -> bool:
-        """Operator input is being handled or painted: data work (the repaint tick, a screen's
+        """Operator input is not painted yet: data work (reading, the repaint tick, a screen's
         deferred rebuild) waits, for at most INPUT_HOLD_MAX_S after the newest input."""
-        return self._holding or (self._inputs_painted < self._inputs_posted
-                                 and time.monotonic() - self._input_at < self.INPUT_HOLD_MAX_S)
+        return self._inputs_painted < self._inputs_posted and time.monotonic() - self._input_at < self.INPUT_HOLD_MAX_S
 
     def _display(self, screen: Screen, renderable: Any) -> None:
         # Textual's write of one frame (a private hook: were it renamed, input priority would
@@ -192,25 +208,39 @@ class RLConsoleApp(App):
         super()._display(screen, renderable)
         if shown:
             self._inputs_painted = self._inputs_handled  # every handled input's effect is on the terminal
-            if self._holding and self._inputs_handled >= self._inputs_served:
-                self._input_painted.set()  # including those the reader stood back for
+            if not self.input_busy():
+                self._input_painted.set()
+                self._input_done()
+
+    def _input_done(self) -> None:
+        """The operator's input is painted (or its cap passed): data work may go on."""
+        if self._gc_held:
+            self._gc_held = False
+            gc.enable()
+        if self._repaint_after_input:
+            self._repaint_after_input = False
+            self.call_later(self.repaint, True)
+
+    def repaint_when_shown(self) -> None:
+        """Bring the active screen up to date once it is on the terminal: after the frame of the
+        input that showed it (a key switching screens), else after the next refresh."""
+        if self.input_busy():
+            self._repaint_after_input = True
+        else:
+            self.call_after_refresh(self.repaint, True)
 
     async def _stand_back(self) -> None:
         """Let the input that just arrived be handled and painted before reading on: no reads,
-        no data repaints, no automatic GC until then (at most INPUT_HOLD_MAX_S)."""
-        self._inputs_served = self._inputs_posted
+        no data repaints, no automatic GC until then (at most INPUT_HOLD_MAX_S after it)."""
         self._input_painted.clear()
         self._holding = True
-        gc_was_on = gc.isenabled()
-        gc.disable()
         try:
-            await asyncio.wait_for(self._input_painted.wait(), self.INPUT_HOLD_MAX_S)
+            left = self.INPUT_HOLD_MAX_S - (time.monotonic() - self._input_at)
+            await asyncio.wait_for(self._input_painted.wait(), max(left, 0.001))
         except asyncio.TimeoutError:
             pass
         finally:
             self._holding = False
-            if gc_was_on:
-                gc.enable()
 
     @work(exclusive=True, group="source", exit_on_error=False)
     async def read_events(self) -> None:
@@ -223,7 +253,7 @@ class RLConsoleApp(App):
             return
         state.on_hello(hello)
         reason = ""
-        slice_start = time.monotonic()
+        slice_start, may_stand_back = time.monotonic(), True
         try:
             async for event in self.source.events():
                 was_role = state.control_role
@@ -235,14 +265,15 @@ class RLConsoleApp(App):
                 elif isinstance(event, ControlStatus) and not self.read_only_requested:
                     self._announce_control(was_role, event)
                 if time.monotonic() - slice_start > self.READ_SLICE_S:
-                    if self.input_pending():
+                    if self.input_busy():
                         await self._stand_back()
                     else:
                         await asyncio.sleep(0.002)  # a burst (history, flood) must not starve the UI
-                    slice_start = time.monotonic()
-                elif self.input_pending():  # the operator pressed something: the reader waits
+                    slice_start, may_stand_back = time.monotonic(), True
+                elif may_stand_back and self.input_busy():  # the operator pressed something: the reader waits
                     await self._stand_back()
-                    slice_start = time.monotonic()
+                    # then it reads a whole slice: keys repeating faster than frames never starve it
+                    slice_start, may_stand_back = time.monotonic(), False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -262,6 +293,8 @@ class RLConsoleApp(App):
 
     def repaint(self, force: bool = False) -> None:
         """Paint the active screen from state if anything changed (called on the tick)."""
+        if (self._gc_held or self._repaint_after_input) and not self.input_busy():
+            self._input_done()  # the input's cap passed without a frame
         try:
             screen = self.screen
         except ScreenStackError:  # shutting down

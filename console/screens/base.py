@@ -47,15 +47,19 @@ class LiveScreen(Screen):
         self.rendered_version = -1
 
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        if self.app.screen is not self:  # composed ahead of time (RLConsoleApp.PRECOMPOSE), not shown
+            event.prevent_default()  # (Textual's own resume handling runs when it is shown)
+            return
         # (runs before Screen._on_screen_resume.) Textual re-applies every CSS rule to every
         # widget on each resume: ~5 ms, and it throws away every widget's rendered lines, so
         # the first frame re-renders them all. Only needed when the CSS changed (a theme)
         # since this screen last got it, and switch_mode then refreshes the CSS itself.
         if event.refresh_styles and self._css_update_count == self.app._css_update_count:
             event.refresh_styles = False
-        # show the screen as it was first (one frame, no data work), then bring it up to date:
-        # the key's effect is on the terminal before the (larger) refresh is computed
-        self.call_after_refresh(self.console_app.repaint, True)
+        # show the screen with a fresh header (cheap) but its body as it was (one frame), then
+        # bring the body up to date: the key's effect is on the terminal before that is computed
+        LiveScreen.refresh_view(self, self.console_app.state)
+        self.console_app.repaint_when_shown()
 
     def on_resize(self) -> None:
         self.call_after_refresh(self.console_app.repaint, True)

@@ -114,7 +114,7 @@ class SamplesScreen(LiveScreen):
             self.set_timer(0.05, self._deferred_refresh)
             return
         self._table_pending = False
-        if self.is_attached:
+        if self.is_attached and self.is_current:  # (hidden, it is repainted when shown again)
             self.refresh_view(self.console_app.state)
 
     def refresh_view(self, state: RunState) -> None:

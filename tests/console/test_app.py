@@ -10,6 +10,7 @@ from console.app import PALETTE, RLConsoleApp
 from console.screens.events import EventsScreen
 from console.screens.help import HelpScreen
 from console.widgets.event_log import EventLog
+from console.widgets.groups_table import GroupsTable
 
 
 async def test_p_sends_pause_when_running_and_resume_when_paused(kit):
@@ -409,3 +410,19 @@ async def test_switching_screens_skips_the_style_pass_unless_the_theme_changed(k
         light = app.screen.styles.background
         assert light != dark, "the theme change made while the dashboard was hidden did not reach it"
         assert light.brightness > dark.brightness
+
+
+async def test_screens_are_composed_in_the_background_so_a_first_visit_is_a_switch(kit):
+    source = kit.Source(kit.make_run())
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        await kit.wait_for(pilot, lambda: all(m in app._screen_stacks for m in RLConsoleApp.PRECOMPOSE),
+                           what="screens composed ahead of time")
+        assert app.current_mode == "dashboard"  # nothing was shown meanwhile
+        ahead = app._screen_stacks["samples"][-1]
+        assert ahead.is_mounted and ahead.rendered_version == -1  # mounted, never painted from state
+        await pilot.press("s")
+        await kit.settle(pilot)
+        assert app.screen is ahead
+        assert app.screen.query_one(GroupsTable).row_count > 0  # painted from state once shown

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import time
 
+from textual import events
+
 from console.app import RLConsoleApp
 from console.screens.samples import SamplesScreen
 
@@ -67,7 +69,7 @@ async def test_a_key_during_a_flood_is_painted_before_the_reader_goes_on(kit, mo
         await kit.wait_for(pilot, lambda: holds, timeout=2.0, what="the reader to stand back")
         first = holds[0]
         assert first["flooding"], "the flood was over before the key press; the test proves nothing"
-        assert first["gc_on_before"] and first["gc_on_during"] is False and first["gc_on_after"], first
+        assert first["gc_on_during"] is False and first["gc_on_after"], first  # off from the key's arrival to its frame
         assert first["holding"] and first["delivered_during"] == first["delivered_before"], first  # no reads meanwhile
         assert first.get("released_by_paint"), f"the hold ended by its time cap, not by a paint: {first}"
         assert first["s"] < RLConsoleApp.INPUT_HOLD_MAX_S, first
@@ -108,3 +110,38 @@ async def test_data_repaints_wait_for_an_unpainted_input_even_with_the_reader_id
         app.state.version += 1
         app.repaint()
         assert screen.rendered_version == app.state.version
+
+
+async def test_leaving_with_an_unpainted_input_gives_the_process_its_gc_back(kit):
+    source = kit.Source(kit.make_run())
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        app.post_message(events.Key("x", None))  # (an unbound key) arrives: GC is held until its frame
+        assert not gc.isenabled()
+        await pilot.press("q")
+    assert gc.isenabled()
+
+
+async def test_the_samples_table_is_not_rebuilt_while_hidden(kit):
+    """A deferred rebuild that fires after the operator left the samples screen would dirty
+    both tables, and the next visit's first frame would have to re-render them all."""
+    source = kit.Source(kit.make_run())
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("s")
+        await kit.settle(pilot)
+        samples = app.screen
+        assert isinstance(samples, SamplesScreen)
+        await pilot.press("d")
+        await kit.settle(pilot)
+        source.push(kit.make_group(99, 0))
+        await kit.wait_for(pilot, lambda: app.state.groups_total == 12 * 4 + 1, what="a new group")
+        shown = samples.shown_groups
+        samples._table_pending = True
+        samples._deferred_refresh()
+        assert samples.shown_groups is shown and not samples._table_pending
+        await pilot.press("s")
+        await kit.settle(pilot)
+        assert samples.shown_groups is not shown and samples.shown_groups[0].step == 99  # rebuilt once shown
