@@ -2,7 +2,9 @@
 
 One async worker reads events from the source into `RunState` (bounded buffers); the
 active screen repaints from that state on a ~5 Hz tick inside `batch_update()`, never per
-event. Commands go back through `source.send`; `q` detaches (the run keeps going).
+event. Operator input goes first: from a key's arrival until a frame shows its effect, the
+reader, the repaint tick and automatic GC wait (capped; see INPUT_HOLD_MAX_S). Commands go back
+through `source.send`; `q` detaches (the run keeps going).
 
 Imports only `backend.protocol`, the standard library, Textual and Rich.
 """
