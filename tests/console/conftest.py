@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -200,6 +200,14 @@ def make_run(steps: int = 12, groups: int = 4, g: int = 8, *, alert_at: int | No
     return events
 
 
+def flood(n: int) -> Iterator[Any]:
+    """A one-step run, then `n` sample groups (8 per step) as fast as the reader takes them."""
+    templates = [make_group(1, k, ts=TS0) for k in range(8)]
+    yield from make_run(steps=1)
+    for i in range(n):
+        yield templates[i % 8].model_copy(update={"step": 2 + i // 8, "group": i % 8, "seq": 100 + i, "ts": TS0 + 20 + i * 0.01})
+
+
 def starting_run() -> list[Any]:
     return [
         RunStarted(seq=0, ts=TS0, run_id=RUN_ID, profile="default", model="tiny-gpt2-reverse", task="reverse-word",
@@ -243,6 +251,7 @@ class Kit:
     Source = ScriptedSource
     make_run = staticmethod(make_run)
     make_group = staticmethod(make_group)
+    flood = staticmethod(flood)
     starting_run = staticmethod(starting_run)
     screen_text = staticmethod(screen_text)
     wait_for = staticmethod(wait_for)

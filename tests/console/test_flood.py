@@ -12,15 +12,9 @@ from console.widgets.groups_table import GroupsTable
 N = 20_000
 
 
-def flood(kit):
-    templates = [kit.make_group(1, k, ts=kit.TS0) for k in range(8)]
-    yield from kit.make_run(steps=1)
-    for i in range(N):
-        yield templates[i % 8].model_copy(update={"step": 2 + i // 8, "group": i % 8, "seq": 100 + i, "ts": kit.TS0 + 20 + i * 0.01})
-
 
 async def test_twenty_thousand_groups_bounded_and_responsive(kit):
-    source = kit.Source(flood(kit))
+    source = kit.Source(kit.flood(N))
     app = RLConsoleApp(source)
     lags: list[float] = []
 

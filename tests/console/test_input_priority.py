@@ -14,15 +14,9 @@ from console.screens.samples import SamplesScreen
 N = 30_000
 
 
-def flood(kit):
-    templates = [kit.make_group(1, k, ts=kit.TS0) for k in range(8)]
-    yield from kit.make_run(steps=1)
-    for i in range(N):
-        yield templates[i % 8].model_copy(update={"step": 2 + i // 8, "group": i % 8, "seq": 100 + i, "ts": kit.TS0 + 20 + i * 0.01})
-
 
 async def test_a_key_during_a_flood_is_painted_before_the_reader_goes_on(kit, monkeypatch):
-    source = kit.Source(flood(kit))
+    source = kit.Source(kit.flood(N))
     app = RLConsoleApp(source)
     holds: list[dict] = []
     stand_back = RLConsoleApp._stand_back
