@@ -266,16 +266,15 @@ class RLConsoleApp(App):
                     self._announce(event)
                 elif isinstance(event, ControlStatus) and not self.read_only_requested:
                     self._announce_control(was_role, event)
-                if time.monotonic() - slice_start > self.READ_SLICE_S:
-                    if self.input_busy():
+                if time.monotonic() - slice_start > self.READ_SLICE_S or (may_stand_back and self.input_busy()):
+                    if may_stand_back and self.input_busy():  # the operator pressed something: the reader waits
                         await self._stand_back()
+                        # then it reads a whole slice: keys repeating faster than frames never starve it
+                        may_stand_back = False
                     else:
                         await asyncio.sleep(0.002)  # a burst (history, flood) must not starve the UI
-                    slice_start, may_stand_back = time.monotonic(), True
-                elif may_stand_back and self.input_busy():  # the operator pressed something: the reader waits
-                    await self._stand_back()
-                    # then it reads a whole slice: keys repeating faster than frames never starve it
-                    slice_start, may_stand_back = time.monotonic(), False
+                        may_stand_back = True
+                    slice_start = time.monotonic()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001

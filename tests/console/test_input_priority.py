@@ -3,6 +3,7 @@ automatic GC stand back until the key's effect is painted (or INPUT_HOLD_MAX_S p
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 
@@ -139,3 +140,30 @@ async def test_the_samples_table_is_not_rebuilt_while_hidden(kit):
         await pilot.press("s")
         await kit.settle(pilot)
         assert samples.shown_groups is not shown and samples.shown_groups[0].step == 99  # rebuilt once shown
+
+
+async def test_input_that_never_stops_does_not_starve_the_reader(kit):
+    """Keys arriving faster than frames (a held-down key) keep data work waiting, but after each
+    hold the reader gets a whole slice: the stream still advances."""
+    source = kit.Source(kit.flood(200_000))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await kit.wait_for(pilot, lambda: source.delivered > 2_000, what="flood under way")
+        stop = asyncio.Event()
+
+        async def typing() -> None:  # an input posted every 5 ms, never painted (never handled)
+            while not stop.is_set():
+                app._inputs_posted += 1
+                app._input_at = time.monotonic()
+                await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(typing())
+        await pilot.pause(0.1)
+        before = source.delivered
+        await pilot.pause(1.5)
+        advanced = source.delivered - before
+        stop.set()
+        await task
+        app._inputs_handled = app._inputs_painted = app._inputs_posted  # (balance the counters again)
+        assert not source.exhausted
+        assert advanced > 100, f"the reader starved while input kept arriving: {advanced} events in 1.5 s"
