@@ -201,7 +201,6 @@ class LoadGen:
         self._step_len += length
         return group.model_copy(update={"step": step, "group": index, "weight_version": self.version, "ts": time.time()})
 
-
     def close_step(self, step: int) -> None:
         from backend.protocol.events import GpuInfo, GpuStats, StepMetrics, StepTimes, WeightsSynced
 

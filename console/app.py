@@ -266,8 +266,9 @@ class RLConsoleApp(App):
                     self._announce(event)
                 elif isinstance(event, ControlStatus) and not self.read_only_requested:
                     self._announce_control(was_role, event)
-                if time.monotonic() - slice_start > self.READ_SLICE_S or (may_stand_back and self.input_busy()):
-                    if may_stand_back and self.input_busy():  # the operator pressed something: the reader waits
+                stand_back = may_stand_back and self.input_busy()  # the operator pressed something
+                if stand_back or time.monotonic() - slice_start > self.READ_SLICE_S:
+                    if stand_back:  # the reader waits until its effect is painted
                         await self._stand_back()
                         # then it reads a whole slice: keys repeating faster than frames never starve it
                         may_stand_back = False
