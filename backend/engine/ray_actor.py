@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import re
@@ -400,7 +402,11 @@ class RayEngine:
             return []
         chunks = self._chunks(len(prompt_ids))
         self._last_sampling, self._last_replica = sampling, chunks[0][0]
-        calls = [(i, self._actors[i].generate.remote(prompt_ids[a:b], sampling, self._versions[i])) for i, a, b in chunks]
+        calls = [
+            (i, self._actors[i].generate.remote(prompt_ids[a:b], dataclasses.replace(sampling, first_index=sampling.first_index + a),
+                                                self._versions[i]))
+            for i, a, b in chunks
+        ]
         parts = self._gather(calls, "generate", self.call_timeout_s)
         return [group for part in parts for group in part]
 

