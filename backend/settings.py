@@ -169,6 +169,11 @@ class TrainingSection(_Section):
 
 class TelemetrySection(_Section):
     gpu_poll_hz: float = Field(2.0, gt=0, le=4, description="NVML poll rate (≤ 4 Hz: NVML serializes on driver locks)")
+    logprob_diff_every: int = Field(
+        5, ge=0, le=1_000_000,
+        description="measure trainer-engine log-prob agreement every N steps (engine sampling log-probs + one "
+        "trainer forward pass over the batch; 0 = never)",
+    )
 
 
 Action = Literal["alert", "pause"]
@@ -201,6 +206,10 @@ class AlertsSection(_Section):
     kl_blowup: FactorRule = Field(default_factory=lambda: FactorRule(factor=10.0, min_value=0.05))
     entropy_collapse: ThresholdRule = Field(default_factory=lambda: ThresholdRule(threshold=0.02))
     slow_step: FactorRule = Field(default_factory=lambda: FactorRule(factor=5.0))
+    logprob_diff: FactorRule = Field(
+        default_factory=lambda: FactorRule(factor=3.0, min_value=0.05),
+        description="trainer-engine mean |Δ log-prob| jumps to factor × its recent median (and at least min_value)",
+    )
     nan_action: Literal["pause"] = Field("pause", description="NaN/Inf in loss or gradients: skip the update, pause, checkpoint")
 
 

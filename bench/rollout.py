@@ -88,7 +88,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from backend.engine.base import Sampling
+    from backend.engine.base import Sampling, request_seed
     from backend.engine.local import LocalVLLMEngine
 
     work = Path(tempfile.mkdtemp(prefix="rlc-bench-rollout-", dir="/tmp"))
@@ -106,8 +106,10 @@ def main() -> int:
 
         sampling = Sampling(n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=-1,
                             max_tokens=args.max_tokens, seed=args.seed, logprobs=args.logprobs)
-        bare_params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=-1,
-                                     max_tokens=args.max_tokens, seed=args.seed, logprobs=0 if args.logprobs else None)
+        # the same per-prompt seeds the engine derives (backend.engine.base.request_seed)
+        bare_params = [SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=-1,
+                                      max_tokens=args.max_tokens, seed=request_seed(args.seed, i),
+                                      logprobs=0 if args.logprobs else None) for i in range(len(prompt_ids))]
         llm = engine.llm  # the baseline: the very same vllm.LLM, called directly
         inputs = [{"prompt_token_ids": ids} for ids in prompt_ids]
 
@@ -125,7 +127,7 @@ def main() -> int:
         for _ in range(args.warmup):
             for fn in paths.values():
                 fn()
-        same_params = repr(engine.last_sampling_params) == repr(bare_params)
+        same_params = repr(engine.last_sampling_params) == repr(bare_params[0])
         rates: dict[str, list[float]] = {k: [] for k in paths}
         secs: dict[str, list[float]] = {k: [] for k in paths}
         tokens: dict[str, list] = {}

@@ -68,6 +68,8 @@ class LocalVLLMEngine:
             enforce_eager=enforce_eager,
             seed=seed,
             enable_prefix_caching=False,  # rollouts share short prompts; a reset after every sync costs O(KV blocks)
+            # sampling log-probs after temperature, as the trainer computes them (TRL's colocate setting)
+            logprobs_mode="processed_logprobs",
         )
         self.prefix_caching = False
         if device == "cpu":
@@ -145,7 +147,7 @@ class LocalVLLMEngine:
         self._check()
         params = self.request_params(sampling, len(prompt_ids))
         with self._lock:
-            self.last_sampling_params = params
+            self.last_sampling_params = params[0]  # the first prompt's (each prompt has its own seed)
             try:
                 outs = self.llm.generate(
                     [{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False

@@ -120,6 +120,13 @@ class StepMetrics(_Event):
     clip_ratio: float | None = None
     entropy: float | None = None
     completion_length_mean: float = 0.0
+    # trainer-engine agreement: |trainer log-prob - engine sampling log-prob| over the sampled
+    # tokens (TRL's sampling/sampling_logp_difference), on the steps where it was measured
+    logprob_diff_mean: float | None = None
+    logprob_diff_max: float | None = None
+    # mean total reward of completions that ended on their own vs hit max_tokens (None: none such)
+    reward_finished: float | None = None
+    reward_truncated: float | None = None
     times: StepTimes = Field(default_factory=StepTimes)
     tokens_per_s: float = 0.0
     samples_per_s: float = 0.0

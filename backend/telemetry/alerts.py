@@ -72,6 +72,16 @@ def check(cfg, m: StepMetrics, history: list[StepMetrics]) -> list[Finding]:
     if r.enabled and m.entropy is not None and m.entropy <= r.threshold:
         out.append(Finding("entropy_collapse", "warning", f"entropy {m.entropy:.3f} — the policy is nearly deterministic",
                            "entropy", m.entropy, r.threshold, "raise temperature; lower the learning rate", r.action))
+    r = cfg.logprob_diff
+    lp_base = _median(h.logprob_diff_mean for h in window)
+    if (r.enabled and m.logprob_diff_mean is not None and lp_base is not None and m.logprob_diff_mean >= r.min_value
+            and m.logprob_diff_mean >= r.factor * max(lp_base, 1e-9)):
+        out.append(Finding("logprob_diff", "warning",
+                           f"trainer and engine disagree: mean |Δ log-prob| {m.logprob_diff_mean:.3f} on the sampled tokens, "
+                           f"{m.logprob_diff_mean / max(lp_base, 1e-9):.1f}× the recent median {lp_base:.3f}",
+                           "logprob_diff_mean", m.logprob_diff_mean, r.factor * lp_base,
+                           "resync weights (w) and check the canary; a dtype or kernel change on either side shows here",
+                           r.action))
     r = cfg.slow_step
     med = _median(h.times.total for h in window)
     if r.enabled and med and len(window) >= cfg.window and m.times.total >= r.factor * med:

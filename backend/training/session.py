@@ -231,6 +231,8 @@ class TrainingSession:
                 self.recover_engine(exc)
                 sync_s = time.perf_counter() - t0
         prm = self.c.params
+        every = self.profile.telemetry.logprob_diff_every
+        self.measuring_logprobs = bool(every) and (self.step_now + 1) % every == 0
         sampling = Sampling(
             n=prm["num_generations"],
             temperature=prm["temperature"],
@@ -238,11 +240,15 @@ class TrainingSession:
             top_k=prm["top_k"],
             max_tokens=prm["max_tokens"],
             seed=self.profile.run.seed * 1_000_003 + self.step_now,
+            # engine sampling log-probs cost rollout time: asked for where TRL's off-policy mask
+            # needs them, and on the steps that measure trainer-engine agreement
+            logprobs=self.measuring_logprobs or getattr(trainer.args, "off_policy_mask_threshold", None) is not None,
         )
         self.recorder.reset()
         return sampling, sync_s, self.c.weight_version, self.step_now + 1
 
     _pending_restart = False
+    measuring_logprobs = False
 
     def recover_engine(self, exc: Exception) -> None:
         """A Ray engine replica died mid-run: nothing of this step has been applied yet.
@@ -267,11 +273,12 @@ class TrainingSession:
     def rollout_done(self, batch: RolloutBatch) -> None:
         self._batch = batch
 
-    def scored(self, trainer, advantages: list[float]) -> None:
+    def scored(self, trainer, advantages: list[float], logprob_gap: tuple[float, float] | None = None) -> None:
         b = self._batch
         if b is None:
             return
         b.advantages = advantages
+        b.logprob_gap = logprob_gap
         b.rewards = dict(self.recorder.values)
         bad = [n for n, vals in b.rewards.items() if any(v is not None and not math.isfinite(v) for v in vals)]
         if bad:  # None means "not applicable" in TRL; NaN/Inf is a broken reward: keep it out of the weights
@@ -284,8 +291,12 @@ class TrainingSession:
         b.score_s = self.recorder.seconds
         names, weights = self.task.reward_names, self.task.reward_weights
         groups = []
+        ended: dict[bool, list[float]] = {False: [], True: []}  # truncated? -> totals
         for gi, (prompt, rows) in enumerate(group_view(b, names, weights)):
             totals = [t for r in rows if (t := _clean(r[2])) is not None]  # NaN rewards are alerted above
+            for c, _, total, _ in rows:
+                if (t := _clean(total)) is not None:
+                    ended[c.truncated].append(t)
             groups.append(
                 E.SampleGroup(
                     step=b.step,
@@ -307,6 +318,8 @@ class TrainingSession:
                     reward_std=statistics.pstdev(totals) if len(totals) > 1 else 0.0,
                 )
             )
+        b.reward_finished = statistics.fmean(ended[False]) if ended[False] else None
+        b.reward_truncated = statistics.fmean(ended[True]) if ended[True] else None
         self.c.emit_many(groups)
 
     def on_step_end(self, state) -> None:
@@ -347,6 +360,10 @@ class TrainingSession:
                 clip_ratio=_clean(logs.get("clip_ratio/region_mean")),
                 entropy=_clean(logs.get("entropy")),
                 completion_length_mean=_clean(logs.get("completions/mean_length")) or 0.0,
+                logprob_diff_mean=b.logprob_gap[0] if b and b.logprob_gap else None,
+                logprob_diff_max=b.logprob_gap[1] if b and b.logprob_gap else None,
+                reward_finished=b.reward_finished if b else None,
+                reward_truncated=b.reward_truncated if b else None,
                 times=E.StepTimes(
                     generate=gen, score=score, sync=sync, train=max(0.0, total - gen - score - sync), total=total
                 ),

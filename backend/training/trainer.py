@@ -11,7 +11,6 @@ Stages per step, named as in the paper: generate -> score -> advantages -> updat
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,9 @@ class RolloutBatch:
     rewards: dict[str, list[float | None]] = field(default_factory=dict)
     totals: list[float] = field(default_factory=list)
     score_s: float = 0.0
+    logprob_gap: tuple[float, float] | None = None  # (mean, max) trainer vs engine, where measured
+    reward_finished: float | None = None
+    reward_truncated: float | None = None
 
     @property
     def generated_tokens(self) -> int:
@@ -65,7 +67,8 @@ def make_trainer_class():
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)
             if self.rlc_hooks is not None:
-                self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist())
+                gap = logprob_gap(self, out) if self.rlc_hooks.measuring_logprobs else None
+                self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist(), gap)
             return out
 
     return ConsoleGRPOTrainer
@@ -90,8 +93,6 @@ class RolloutFunc:
 
     def __call__(self, prompts: list[Any], trainer) -> dict[str, Any]:
         sampling, sync_s, version, step = self.hooks.before_rollout(trainer)
-        if getattr(trainer.args, "off_policy_mask_threshold", None) is None:
-            sampling = dataclasses.replace(sampling, logprobs=False)
         g = sampling.n
         if len(prompts) % g:
             raise RuntimeError(f"rollout got {len(prompts)} prompts, not a multiple of G={g}")
@@ -130,6 +131,32 @@ class RolloutFunc:
             "logprobs": rows_logprobs,
             "truncated": rows_trunc,
         }
+
+
+def logprob_gap(trainer, out: dict[str, Any]) -> tuple[float, float] | None:
+    """(mean, max) |trainer log-prob - engine sampling log-prob| over the sampled tokens, the
+    trainer's log-probs computed as TRL computes them for its own importance sampling
+    (`_get_per_token_logps_and_entropies`, at the loss temperature), before the update."""
+    import torch
+
+    sampling = out.get("sampling_per_token_logps")
+    if sampling is None:
+        return None
+    prompt_ids, completion_ids = out["prompt_ids"], out["completion_ids"]
+    mask = out["completion_mask"].bool()
+    with torch.no_grad():
+        trainer_lp = trainer._get_per_token_logps_and_entropies(
+            trainer.model,
+            torch.cat([prompt_ids, completion_ids], dim=1),
+            torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1),
+            completion_ids.size(1),
+            batch_size=trainer.args.per_device_train_batch_size,
+        )[0]
+    delta = (trainer_lp.float() - sampling.float()).abs()[mask]
+    delta = delta[~torch.isnan(delta)]
+    if delta.numel() == 0:
+        return None
+    return float(delta.mean()), float(delta.max())
 
 
 def make_callback(hooks):

@@ -1,4 +1,6 @@
-"""ThroughputPanel: tokens/s, samples/s and where the step time goes (a stacked bar)."""
+"""ThroughputPanel: tokens/s, samples/s, where the step time goes (a stacked bar), and two
+health signals of the batch: trainer-engine log-prob agreement (newest measured step) and
+the mean reward of completions that finished vs were truncated at max_tokens."""
 
 from __future__ import annotations
 
@@ -43,16 +45,19 @@ class ThroughputPanel(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._metrics: StepMetrics | None = None
+        self._gap: tuple[int, float, float] | None = None  # (step, mean, max) of the newest measured step
         self.border_title = "throughput · step time"
 
     def show(self, metrics: StepMetrics | None) -> None:
         self._metrics = metrics
+        if metrics is not None and metrics.logprob_diff_mean is not None:
+            self._gap = (metrics.step, metrics.logprob_diff_mean, metrics.logprob_diff_max or 0.0)
         self.refresh(layout=True)
 
     def get_content_height(self, container, viewport, width: int) -> int:
         if self._metrics is None:
             return 1
-        return 3 if width >= LEGEND_SHORT else 4
+        return 4 if width >= LEGEND_SHORT else 5
 
     def render(self) -> Text:
         m = self._metrics
@@ -79,4 +84,22 @@ class ThroughputPanel(Widget):
                 legend[0].append(" s")
         else:  # two per line
             legend = [Text(" ").join(items[:2]), Text(" ").join(items[2:]).append(" s")]
-        return Text("\n").join([head, stacked_bar(times, width), *legend])
+        return Text("\n").join([head, stacked_bar(times, width), *legend, self._signals(m)])
+
+    def _signals(self, m: StepMetrics) -> Text:
+        out = Text(no_wrap=True, overflow="ellipsis", end="")
+        out.append("Δlogp ")
+        if self._gap is None:
+            out.append("–", style="dim")
+        else:
+            step, mean, worst = self._gap
+            out.append(f"{mean:.2g}", style="bold")
+            out.append(f" max {worst:.2g} @{step}", style="dim")
+        fin = "–" if m.reward_finished is None else f"{m.reward_finished:.2f}"
+        trunc = "–" if m.reward_truncated is None else f"{m.reward_truncated:.2f}"
+        out.append("  reward ended ")
+        out.append(fin, style="bold")
+        out.append(" cut ")
+        out.append(trunc, style="bold red" if m.reward_truncated is not None and m.reward_finished is not None
+                   and m.reward_truncated < m.reward_finished else "bold")
+        return out

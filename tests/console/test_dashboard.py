@@ -139,7 +139,8 @@ async def test_throughput_lines_never_wrap(kit):
     from backend.protocol.events import StepMetrics, StepTimes
 
     busy = StepMetrics(ts=kit.TS0 + 99, step=13, reward_mean=0.3, reward_std=0.1, tokens_per_s=17_290.4,
-                       samples_per_s=1_007.5, times=StepTimes(generate=0.03, score=0.001, train=0.05, sync=0.01, total=0.091))
+                       samples_per_s=1_007.5, times=StepTimes(generate=0.03, score=0.001, train=0.05, sync=0.01, total=0.091),
+                       logprob_diff_mean=0.0123, logprob_diff_max=0.41, reward_finished=0.82, reward_truncated=0.1)
     source = kit.Source([*kit.make_run(steps=12), busy])
     app = RLConsoleApp(source)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -147,7 +148,9 @@ async def test_throughput_lines_never_wrap(kit):
         panel = app.query_one("#throughput")
         lines = [strip.text for strip in panel.render_lines(panel.region.reset_offset)]
         body = [line.strip("│ ") for line in lines[1:-1]]
-        assert len(body) == 4  # a 36-cell panel: the legend takes two lines rather than being cut
+        assert len(body) == 5  # a 36-cell panel: the legend takes two lines rather than being cut
         assert body[0].startswith("17,290 tok/s  1,007.5 samples/s")
         assert set(body[1]) == {"█"}
         assert body[2] == "■gen 0.03 ■scr 0.00" and body[3] == "■trn 0.05 ■syn 0.01 s"
+        # trainer-engine agreement and the reward of finished vs truncated completions, cut not wrapped
+        assert body[4].startswith("Δlogp 0.012 max 0.41 @13  reward") and body[4].endswith("…")

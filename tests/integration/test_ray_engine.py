@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backend.engine.base import EngineError, Sampling
+from backend.engine.base import EngineError, Sampling, request_seed
 from tests.conftest import backend_env
 
 pytestmark = pytest.mark.integration
@@ -210,7 +210,7 @@ def test_generate_spreads_prompts_over_replicas(engine, local_reference):
     # in prompt order, as the in-process engine
     assert [[c.token_ids for c in g] for g in out] == [[c.token_ids for c in g] for g in local_reference]
     asked = engine.last_sampling_params
-    assert asked.n == SAMPLING.n and asked.max_tokens == SAMPLING.max_tokens and asked.seed == SAMPLING.seed
+    assert asked.n == SAMPLING.n and asked.max_tokens == SAMPLING.max_tokens and asked.seed == request_seed(SAMPLING.seed, 0)
     # fewer prompts than replicas, and the rotation puts the next single prompt elsewhere
     assert [len(g) for g in engine.generate(PROMPTS[:1], SAMPLING)] == [SAMPLING.n]
     engine.pause()
