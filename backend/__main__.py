@@ -20,7 +20,7 @@ from backend.engine.gpus import pin_trainer_gpu
 from backend.protocol import encode_event
 from backend.protocol import events as E
 from backend.protocol.paths import run_dir as run_dir_for
-from backend.protocol.paths import socket_path
+from backend.protocol.paths import RunLocked, lock_run, socket_path
 
 
 def _parse_set(values: list[str]) -> dict:
@@ -162,8 +162,10 @@ def _socket_alive(sock: Path) -> bool:
 
 def prepare_resume(run_id: str, overrides: dict):
     """(profile, profile name, resume point) for `run --resume RUN`, or ResumeError."""
+    from pydantic import ValidationError
+
     from backend.runstore import RunStore, read_run_meta
-    from backend.settings import load_profile
+    from backend.settings import LIVE_PARAM_SECTIONS, load_profile
     from backend.training import checkpoints
 
     rdir = run_dir_for(run_id)
@@ -192,8 +194,17 @@ def prepare_resume(run_id: str, overrides: dict):
             f"run {run_id} already completed {point.step} of {profile.run.max_steps} steps; "
             f"pass --max-steps N (N > {point.step}) to train further"
         )
-    # keep the run's live parameters as they were at the checkpoint, and never reuse a weight version
-    profile.set_live_params(point.params)
+    # keep the run's live parameters as they were at the checkpoint (an explicit --set wins),
+    # and never reuse a weight version
+    explicit = {name for section, fields in overrides.items() if isinstance(fields, dict) for name in fields
+                if LIVE_PARAM_SECTIONS.get(name) == section}
+    kept = {k: v for k, v in point.params.items() if k not in explicit}
+    try:
+        profile.set_live_params(kept)
+    except ValidationError as exc:
+        bad = ", ".join(f"{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}" for e in exc.errors())
+        raise ResumeError(f"the checkpoint's live parameters are not valid any more ({bad}): "
+                          f"override them with --set SECTION.FIELD=VALUE") from None
     if synced is not None:
         point.weight_version = max(point.weight_version, synced.version)
     point.previous_pid = int(read_run_meta(rdir).get("pid") or 0)
@@ -209,22 +220,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = _parse_set(args.set or [])
     if args.max_steps is not None:
         overrides.setdefault("run", {})["max_steps"] = args.max_steps
-    resume = None
+    resume = lock = None  # `lock`: the run's lock descriptor, held open until this process exits
     try:
         if args.resume:
             if args.profile:
                 raise ResumeError("--resume continues the run's own profile; change fields with --set SECTION.FIELD=VALUE")
+            lock = lock_run(run_dir_for(args.resume)) if (run_dir_for(args.resume) / "events.db").exists() else None
             profile, name, resume = prepare_resume(args.resume, overrides)
         else:
             profile = load_profile(args.profile, **overrides)
             name = str(args.profile) if args.profile else "embedded default"
-    except (ProfileError, ResumeError) as exc:
+    except (ProfileError, ResumeError, RunLocked) as exc:
         print(f"rl-console: {exc}", file=sys.stderr)
         return 2
     run_id = args.resume or args.run_id or new_run_id(profile.run.name)
     rdir = run_dir_for(run_id)
     rdir.mkdir(parents=True, exist_ok=True)
     os.chmod(rdir, 0o700)
+    if not args.resume:
+        try:
+            lock = lock_run(rdir)  # one backend per run, released by the OS however this process ends
+        except RunLocked as exc:
+            print(f"rl-console: {exc}", file=sys.stderr)
+            return 2
     store = RunStore(rdir / "events.db")
     pinned = pin_trainer_gpu()  # before anything initialises CUDA: TRL trains on one GPU per process
     controller = Controller(profile, run_id=run_id, run_dir=rdir, profile_name=name, store=store, resume=resume)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backend.engine.base import EngineError
+from backend.engine.base import EngineError, Sampling
 from backend.protocol import commands as C
 from backend.protocol import events as E
 from backend.runstore import RunStore, write_run_meta
@@ -25,6 +25,9 @@ from backend.settings import RunProfile
 from backend.training.trainer import StopTraining
 
 Listener = Callable[[Any], None]
+
+#: live parameters the engine's sampling takes: a change to one is checked against the installed vLLM
+SAMPLING_PARAMS = frozenset({"temperature", "top_p", "top_k", "max_tokens", "num_generations"})
 
 
 class Controller:
@@ -124,6 +127,13 @@ class Controller:
                 )
             if "beta" in changes and changes["beta"] > 0 and not s.has_ref_model:
                 return "beta > 0 needs a reference model, which is loaded only when the run starts with training.beta > 0"
+            if changes.keys() & SAMPLING_PARAMS:
+                from backend.engine.local import sampling_error  # vLLM is loaded by now
+
+                why = sampling_error(Sampling(n=new["num_generations"], temperature=new["temperature"], top_p=new["top_p"],
+                                              top_k=new["top_k"], max_tokens=new["max_tokens"], seed=0))
+                if why:
+                    return why
         return ""
 
     # ---- boundary (training thread) ----------------------------------------

@@ -8,6 +8,7 @@ socket would have sent.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -107,13 +108,20 @@ class RunStore:
             self._db.close()
 
 
+_META_LOCK = threading.Lock()
+
+
 def write_run_meta(run_dir: Path, **meta: Any) -> None:
+    """Update `run.json` atomically. The server thread (pausing) and the training thread
+    (paused, running) both write it: the read-modify-write holds a lock, and the temporary
+    file is this writer's own, so a reader never sees a half-written or doubled file."""
     path = run_dir / "run.json"
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update(meta)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(current, indent=1))
-    tmp.replace(path)
+    with _META_LOCK:
+        current = read_run_meta(run_dir)
+        current.update(meta)
+        tmp = path.with_name(f".run.json.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(current, indent=1))
+        tmp.replace(path)
 
 
 def read_run_meta(run_dir: Path) -> dict[str, Any]:

@@ -40,6 +40,21 @@ def resolve_device(device: str) -> str:
         return "cpu"
 
 
+def sampling_error(sampling: Sampling) -> str:
+    """Why the installed vLLM would refuse these sampling parameters ("" when it takes them).
+
+    Checked when an operator's change is validated, before it is accepted: the engine's own
+    rules (e.g. vLLM 0.32's temperature ≤ 2) are the ones a rollout would hit, a step later."""
+    from vllm import SamplingParams
+
+    try:
+        SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                       top_k=sampling.top_k if sampling.top_k > 0 else -1, max_tokens=sampling.max_tokens, seed=sampling.seed)
+    except Exception as exc:  # vLLM raises ValueError subclasses with the parameter named
+        return f"the engine refuses it: {exc}"
+    return ""
+
+
 class LocalVLLMEngine:
     """`vllm.LLM` in-process. Thread-safe: one request at a time."""
 

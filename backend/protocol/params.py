@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-Temperature = Annotated[float, Field(gt=0.0, le=5.0, description="sampling temperature (> 0: GRPO needs varied completions)")]
+Temperature = Annotated[float, Field(gt=0.0, le=2.0, description="sampling temperature (> 0: GRPO needs varied completions; ≤ 2: vLLM's own limit)")]
 TopP = Annotated[float, Field(gt=0.0, le=1.0, description="nucleus sampling mass")]
 TopK = Annotated[int, Field(ge=-1, le=100_000, description="top-k cut-off (-1 or 0 = off)")]
 MaxTokens = Annotated[int, Field(ge=1, le=131_072, description="max completion tokens")]

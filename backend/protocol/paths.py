@@ -62,3 +62,53 @@ def new_run_id(name: str) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)[:32] or "run"
     now = time.time()
     return time.strftime("%Y%m%d-%H%M%S-", time.localtime(now)) + f"{int(now * 1000) % 1000:03d}-{safe}"
+
+
+LOCK_NAME = "backend.lock"
+
+
+class RunLocked(RuntimeError):
+    """Another live process hosts this run."""
+
+
+def lock_run(rdir: Path) -> int:
+    """Take the run's lock for this process: one backend per run. The OS drops it when the
+    process dies (however it dies), so a crashed run can be resumed at once. Returns the
+    open descriptor, which must stay open for the life of the process."""
+    import fcntl
+
+    rdir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(rdir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        finally:
+            os.close(fd)
+        raise RunLocked(f"run {rdir.name} is already hosted by backend pid {holder}; "
+                        f"attach to it with `rl-console attach {rdir.name}`") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def run_locked(rdir: Path) -> bool:
+    """True while a live backend holds the run's lock (read-only check; never blocks)."""
+    import fcntl
+
+    try:
+        fd = os.open(rdir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -45,7 +45,7 @@ def test_rules_fire_in_a_real_run(rlc_home, tmp_path):
                 break
         alerts = {a.rule: a for a in events if a.kind == "alert"}
         assert alerts["zero_std"].value == 1.0 and alerts["zero_std"].step <= 3
-        assert alerts["truncation"].value == 1.0 and "max_tokens" in alerts["truncation"].suggestion
+        assert alerts["truncation"].value >= 0.9 and "max_tokens" in alerts["truncation"].suggestion
         assert alerts["slow_step"].step == 12 and alerts["slow_step"].value > alerts["slow_step"].threshold
         nan = alerts["non_finite"]
         assert nan.step == 16 and nan.severity == "critical" and "tricky" in nan.message

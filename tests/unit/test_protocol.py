@@ -128,7 +128,7 @@ def test_out_of_range_set_params_carries_id_for_rejection():
     with pytest.raises(ProtocolError) as info:
         decode_command(frame)
     assert info.value.command_id == "abc" and info.value.kind == "set_params"
-    assert "temperature" in str(info.value) and "less than or equal to 5" in str(info.value)
+    assert "temperature" in str(info.value) and "less than or equal to 2" in str(info.value)
 
 
 def test_set_params_needs_a_change_and_checks_ranges():

