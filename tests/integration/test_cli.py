@@ -96,7 +96,7 @@ def test_detach_ctl_ls_status(rlc_home):
         again = rlc(["ctl", run_id, "pause"], rlc_home)
         assert again.returncode == 1 and "already paused" in again.stdout
         bad = rlc(["ctl", run_id, "set", "temperature=9"], rlc_home)
-        assert bad.returncode == 2 and "less than or equal to 5" in bad.stderr
+        assert bad.returncode == 2 and "less than or equal to 2" in bad.stderr
         ok = rlc(["ctl", run_id, "set", "temperature=0.8", "--json"], rlc_home)
         assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "accepted"
         listing = rlc(["ls"], rlc_home).stdout

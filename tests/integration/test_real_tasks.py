@@ -158,3 +158,14 @@ def test_canary_on_the_real_model_passes_right_weights_and_catches_wrong_ones(sm
         assert canary.judge(engine.prompt_logprobs(seqs), trainer_lp()).ok
     finally:
         engine.shutdown()
+
+
+def test_engine_rules_checked_before_a_change_is_accepted():
+    """What the installed vLLM refuses is refused when an operator asks, not a step later."""
+    from backend.engine.base import Sampling
+    from backend.engine.local import sampling_error
+
+    ok = Sampling(n=8, temperature=2.0, top_p=1.0, top_k=-1, max_tokens=16, seed=0)
+    assert sampling_error(ok) == ""
+    hot = Sampling(n=8, temperature=3.0, top_p=1.0, top_k=-1, max_tokens=16, seed=0)
+    assert "temperature" in sampling_error(hot) and "engine refuses" in sampling_error(hot)
