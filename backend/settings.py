@@ -87,6 +87,10 @@ class TaskSection(_Section):
         description="reward functions as `module:function` (TRL signature); empty = the embedded task's",
     )
     reward_weights: list[float] | None = Field(None, description="one weight per reward function")
+    reward_timeout_s: float = Field(
+        120.0, ge=0, le=86_400,
+        description="a reward function that takes longer is abandoned for that batch: alert, update skipped, pause (0 = no limit)",
+    )
     warmup_steps: int = Field(15, ge=0, le=10_000, description="supervised warm-up steps (embedded task only)")
     warmup_learning_rate: float = Field(5e-3, gt=0, le=1)
     warmup_correct_fraction: float = Field(

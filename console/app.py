@@ -27,6 +27,7 @@ from textual.screen import Screen
 
 from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights
 from backend.protocol.events import CommandResult, ControlStatus
+from backend.protocol.paths import LOCK_NAME, run_dir, run_locked
 from console import _textual_fixes
 from console.replay import Timeline
 from console.screens.base import LiveScreen
@@ -289,9 +290,25 @@ class RLConsoleApp(App):
         elif not reason and state.state in ("finished", "failed"):  # the backend exits once the run ended
             state.on_disconnect(f"the run {state.state}; its backend has exited", ended=True)
             self.toast(f"the run {state.state}; browse it here or with `rl-console replay` (q to leave)", "information")
+        elif await self._backend_died():  # not a network blip: the process hosting the run is gone
+            why = f"the backend died at step {state.step}; resume it with: rl-console run --resume {state.run_id}"
+            state.on_disconnect(why, crashed=True)
+            self.toast(f"crashed: {why} (q to leave)", "error")
         else:
             state.on_disconnect(reason or "the backend closed the connection")
             self.toast(f"disconnected: {reason or 'the backend closed the connection'} (q to leave)", "error")
+
+    async def _backend_died(self) -> bool:
+        """True when this machine's run lock says no backend hosts the run any more (the OS
+        drops the lock as the process exits, a moment around the socket's close)."""
+        run_id = self.state.run_id
+        if not run_id or "://" in run_id or not (run_dir(run_id) / LOCK_NAME).exists():
+            return False  # a remote run, or one without a lock: we cannot tell
+        for _ in range(10):
+            if not run_locked(run_dir(run_id)):
+                return True
+            await asyncio.sleep(0.1)
+        return False
 
     def repaint(self, force: bool = False) -> None:
         """Paint the active screen from state if anything changed (called on the tick)."""

@@ -131,8 +131,16 @@ def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False, addr
         source = BackendClient(address or socket_path(run_id), role="view" if read_only else "control", token=token)
     app = RLConsoleApp(source, run_id=run_id, read_only=read_only, replay=replay)
     app.run()
-    if not replay:
+    if replay:
+        return 0
+    try:
+        info = None if address else runs.info(run_id)
+    except runs.RunNotFound:
+        info = None
+    if info is None or info.alive:
         print(f"detached from {run_id}; it keeps running. Re-attach: rl-console attach {run_id}")
+    else:  # say what is true: it ended while we watched, or before
+        print(info.describe())
     return 0
 
 
@@ -209,10 +217,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not infos:
         print("no runs yet — start one with `rl-console` or `rl-console run --detach`")
         return 0
-    print(f"{'RUN':40} {'STATE':18} {'STEP':>6} {'REWARD':>7}  PROFILE")
+    print(f"{'RUN':40} {'STATE':10} {'STEP':>6} {'REWARD':>7}  PROFILE")
     for i in infos:
         reward = f"{i.reward:.3f}" if i.reward is not None else "-"
-        print(f"{i.run_id:40} {i.state:18} {i.step:6d} {reward:>7}  {i.profile}")
+        print(f"{i.run_id:40} {i.state:10} {i.step:6d} {reward:>7}  {i.profile}")
+        if i.state in ("failed", "crashed"):
+            print(f"{'':40} └ {i.reason[:100]}" + (f" — {i.next}" if i.next else ""))
     return 0
 
 
@@ -226,6 +236,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         reward = f"{info.reward:.3f}" if info.reward is not None else "-"
         print(f"{info.run_id}: {info.state}, step {info.step}, reward {reward}, pid {info.pid}, alive {info.alive}")
+        if info.reason and info.state != "completed":
+            print(f"  reason: {info.reason}")
+        if info.next:
+            print(f"  next:   {info.next}")
     return 0
 
 
@@ -275,6 +289,9 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         else:
             run_id = runs.resolve(args.run)
             address, token = socket_path(run_id), ""
+            info = runs.info(run_id)
+            if not info.alive:  # nobody to send it to: say why, and what would continue the run
+                return _die(f"cannot {args.action}: {info.describe()}", 1)
     except (runs.RunNotFound, ValueError) as exc:
         return _die(str(exc))
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from backend.protocol import decode_event
 from backend.protocol.events import Hello
-from backend.protocol.paths import db_path, list_run_ids, run_dir, socket_path
+from backend.protocol.paths import LOCK_NAME, db_path, list_run_ids, run_dir, run_locked, socket_path
 from backend.protocol import PROTOCOL_VERSION
 
 
@@ -24,8 +24,20 @@ class RunNotFound(LookupError):
     pass
 
 
+#: what an ended run's state says, by how it ended
+ENDED = ("completed", "stopped", "failed", "crashed")
+
+
 @dataclass
 class RunInfo:
+    """A run as the operator should read it.
+
+    `state` is the lifecycle state while a backend hosts the run (starting, running, pausing,
+    paused, stopping) and how it ended otherwise: completed (all its steps), stopped (by an
+    operator or a signal), failed (an error the backend reported: see `reason`) or crashed
+    (the backend died without a word). `next` is the command that continues it, if any.
+    """
+
     run_id: str
     state: str
     step: int
@@ -34,9 +46,24 @@ class RunInfo:
     pid: int | None
     alive: bool
     created: float | None
+    reason: str = ""
+    next: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+    def describe(self) -> str:
+        """One sentence: what happened and what to do next."""
+        text = f"{self.run_id} {self.state} at step {self.step}"
+        if self.reason and self.state not in ("completed",):
+            text += f": {self.reason}"
+        if self.next:
+            text += f". Next: {self.next}"
+        return text
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -80,19 +107,37 @@ def info(run_id: str) -> RunInfo:
     state_ev = _last(run_id, "state_changed")
     metrics = _last(run_id, "step_metrics")
     pid = meta.get("pid")
-    alive = _pid_alive(pid) and socket_path(run_id).exists()
+    if (rdir / LOCK_NAME).exists():  # the backend's lock: held exactly while it lives
+        alive = run_locked(rdir)
+    else:
+        alive = _pid_alive(pid) and socket_path(run_id).exists()
     state = state_ev.state if state_ev else meta.get("state", "unknown")
-    if not alive and state not in ("finished", "failed"):
-        state = f"{state} (dead)"
+    reason = state_ev.reason if state_ev else ""
+    step = metrics.step if metrics else 0
+    resume = f"rl-console run --resume {run_id}"
+    nxt = ""
+    if state == "finished":
+        if reason.startswith("completed"):
+            state, nxt = "completed", f"{resume} --max-steps N (N > {step}) to train further"
+        else:
+            state, nxt = "stopped", resume
+    elif state == "failed":
+        nxt = f"fix the cause, then {resume}" if step else "fix the cause and start a new run"
+    elif not alive:
+        last = state
+        state, reason = "crashed", f"the backend (pid {pid}) died while {last}; see {rdir / 'backend.log'}"
+        nxt = resume
     return RunInfo(
         run_id=run_id,
         state=state,
-        step=metrics.step if metrics else 0,
+        step=step,
         reward=metrics.reward_mean if metrics else None,
         profile=meta.get("profile", ""),
         pid=pid,
         alive=alive,
         created=meta.get("created"),
+        reason=reason,
+        next=nxt,
     )
 
 

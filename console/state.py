@@ -238,8 +238,12 @@ class RunState:
         self._add_log(hello.ts, *describe(hello))
         self.version += 1
 
-    def on_disconnect(self, reason: str = "", *, ended: bool = False) -> None:
+    def on_disconnect(self, reason: str = "", *, ended: bool = False, crashed: bool = False) -> None:
+        """The event stream ended: the run ended (`ended`), its backend died (`crashed`: the
+        run's state becomes "crashed", never a stale RUNNING), or the connection dropped."""
         self.connection = "ended" if ended else "disconnected"
+        if crashed:
+            self.state = "crashed"
         self.connection_detail = reason
         for pending in self.pending.values():  # nobody will answer these now
             self.rejections.append(Rejection(pending.command_id, pending.kind, "unanswered",

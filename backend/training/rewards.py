@@ -8,9 +8,12 @@ per completion and the "score" share of the step time.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import importlib
 import inspect
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,15 +43,56 @@ def load_callable(spec: str, what: str = "reward function") -> Callable[..., Any
 
 
 class RewardRecorder:
-    """Wraps reward functions; after each scoring pass holds {name: values} and seconds spent."""
+    """Wraps reward functions; after each scoring pass holds {name: values}, the seconds spent
+    and the functions that failed ({name: why}).
 
-    def __init__(self) -> None:
+    A reward function that raises, hangs past `timeout_s`, or returns something that is not
+    one value per completion does not take the run down: its values for this batch become
+    NaN, which the session turns into a skipped update, a checkpoint of the last good
+    weights, an alert naming the function and the error, and a pause (the operator resumes
+    once the judge is back).
+    """
+
+    def __init__(self, timeout_s: float | None = None) -> None:
         self.values: dict[str, list[float | None]] = {}
+        self.failures: dict[str, str] = {}
         self.seconds = 0.0
+        self.timeout_s = timeout_s
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def reset(self) -> None:
         self.values = {}
+        self.failures = {}
         self.seconds = 0.0
+
+    def _record(self, name: str, out: Any, n: int) -> list[float | None]:
+        """The values to hand TRL: `out` checked, or NaN for every completion with the failure noted."""
+        if out is None or isinstance(out, (str, bytes)) or not hasattr(out, "__len__") or len(out) != n:
+            got = "None" if out is None else f"{len(out)} values" if hasattr(out, "__len__") else type(out).__name__
+            return self._fail(name, f"returned {got} for {n} completions", n)
+        try:
+            values = [None if v is None else float(v) for v in out]
+        except (TypeError, ValueError) as exc:
+            return self._fail(name, f"returned a non-number ({exc})", n)
+        self.values[name] = values
+        return values
+
+    def _fail(self, name: str, why: str, n: int) -> list[float]:
+        self.failures[name] = why
+        self.values[name] = [math.nan] * n
+        return [math.nan] * n
+
+    def _run(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        if not self.timeout_s:
+            return func(**kwargs)
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlc-reward")
+        future = self._pool.submit(func, **kwargs)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            self._pool = None  # leave the stuck call behind; the next one gets a fresh thread
+            raise TimeoutError(f"no answer within task.reward_timeout_s = {self.timeout_s:g} s") from None
 
     def wrap(self, func: Callable[..., Any]) -> Callable[..., Any]:
         name = getattr(func, "__name__", None) or type(func).__name__
@@ -58,21 +102,33 @@ class RewardRecorder:
 
             @functools.wraps(func)
             async def awrapped(*args, **kwargs):
+                n = len(kwargs.get("completions") or [])
                 t0 = time.perf_counter()
-                out = await func(*args, **kwargs)
-                recorder.seconds += time.perf_counter() - t0
-                recorder.values[name] = [None if v is None else float(v) for v in out]
-                return out
+                try:
+                    out = await asyncio.wait_for(func(*args, **kwargs), recorder.timeout_s or None)
+                except asyncio.TimeoutError:
+                    return recorder._fail(name, f"no answer within task.reward_timeout_s = {recorder.timeout_s:g} s", n)
+                except Exception as exc:  # noqa: BLE001 - any failure of the user's function
+                    return recorder._fail(name, f"raised {type(exc).__name__}: {exc}", n)
+                finally:
+                    recorder.seconds += time.perf_counter() - t0
+                return recorder._record(name, out, n)
 
             return awrapped
 
         @functools.wraps(func)
-        def wrapped(*args, **kwargs):  # TRL passes everything by keyword; pass it on untouched
+        def wrapped(**kwargs):  # TRL passes everything by keyword; pass it on untouched
+            n = len(kwargs.get("completions") or [])
             t0 = time.perf_counter()
-            out = func(*args, **kwargs)
-            recorder.seconds += time.perf_counter() - t0
-            recorder.values[name] = [None if v is None else float(v) for v in out]
-            return out
+            try:
+                out = recorder._run(func, kwargs)
+            except TimeoutError as exc:
+                return recorder._fail(name, str(exc), n)
+            except Exception as exc:  # noqa: BLE001 - any failure of the user's function
+                return recorder._fail(name, f"raised {type(exc).__name__}: {exc}", n)
+            finally:
+                recorder.seconds += time.perf_counter() - t0
+            return recorder._record(name, out, n)
 
         wrapped.__name__ = name
         return wrapped

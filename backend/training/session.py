@@ -37,7 +37,7 @@ class TrainingSession:
     def __init__(self, controller) -> None:
         self.c = controller
         self.profile = controller.profile
-        self.recorder = RewardRecorder()
+        self.recorder = RewardRecorder(timeout_s=controller.profile.task.reward_timeout_s)
         self.engine = None
         self.trainer = None
         self.model = None
@@ -215,7 +215,11 @@ class TrainingSession:
 
     # hooks called by TRL through RolloutFunc / the trainer subclass / the callback
     def before_rollout(self, trainer) -> tuple[Sampling, float, int, int]:
+        t0 = time.perf_counter()
         self.c.boundary()
+        # time held at the boundary (paused, or applying an operator's command) is not step time:
+        # a pause must not read as a slow step in StepMetrics.times, the charts or the slow_step alert
+        self._last_step_end += time.perf_counter() - t0
         if self._pending_restart:
             self._pending_restart = False
             raise StopTraining("group size changed", restart=True)
@@ -280,8 +284,17 @@ class TrainingSession:
         b.advantages = advantages
         b.logprob_gap = logprob_gap
         b.rewards = dict(self.recorder.values)
-        bad = [n for n, vals in b.rewards.items() if any(v is not None and not math.isfinite(v) for v in vals)]
-        if bad:  # None means "not applicable" in TRL; NaN/Inf is a broken reward: keep it out of the weights
+        failed = dict(self.recorder.failures)
+        bad = [n for n, vals in b.rewards.items() if n not in failed and any(v is not None and not math.isfinite(v) for v in vals)]
+        if failed:  # raised, hung past its timeout, or returned no list of numbers
+            name, why = next(iter(failed.items()))
+            self._skip_update = f"reward function {name} {why}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
+            self.alerts.raise_alert(
+                Finding("reward_failed", "critical", f"{self._skip_update} at step {b.step}: this step's update will be skipped",
+                        "reward", None, None, "fix the reward function (or its judge), then resume", "alert"),
+                b.step,
+            )
+        elif bad:  # None means "not applicable" in TRL; NaN/Inf is a broken reward: keep it out of the weights
             self._skip_update = f"reward function {bad[0]} returned NaN/Inf"
             self.alerts.raise_alert(
                 Finding("non_finite", "critical", f"{self._skip_update} at step {b.step}: this step's update will be skipped",

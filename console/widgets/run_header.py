@@ -15,6 +15,7 @@ STATE_STYLES = {
     "stopping": "bold black on dark_orange",
     "finished": "bold white on blue",
     "failed": "bold white on red",
+    "crashed": "bold white on red",
     "unknown": "bold white on grey37",
 }
 
@@ -44,8 +45,9 @@ class RunHeader(Widget):
         if screen_name:
             t.append(f" {screen_name} ", style="bold")
         t.append(f" {state.run_id or '…'} ", style="bold")
-        t.append(f" {state.state.upper()} ", style=STATE_STYLES.get(state.state, "bold"))
-        if state.connection == "disconnected":
+        if not replay or state.state in ("finished", "failed", "crashed"):  # replay is no live RUNNING
+            t.append(f" {state.state.upper()} ", style=STATE_STYLES.get(state.state, "bold"))
+        if state.connection == "disconnected" and state.state != "crashed":
             t.append(" DISCONNECTED ", style="bold white on red")
         elif state.connection == "connecting":
             t.append(" connecting… ", style="bold yellow")

@@ -94,6 +94,25 @@ async def test_replay_same_screens_no_commands_and_end_is_not_an_error(kit):
             assert app.current_mode == mode
 
 
+async def test_a_dead_backend_reads_as_crashed_with_the_resume_command(kit, tmp_path, monkeypatch):
+    """The stream ends while RUNNING and this machine's run lock is free: the backend died."""
+    from backend.protocol.paths import LOCK_NAME
+
+    monkeypatch.setenv("RLC_HOME", str(tmp_path))
+    run_id = kit.Source([]).run_id
+    (tmp_path / "runs" / run_id).mkdir(parents=True)
+    (tmp_path / "runs" / run_id / LOCK_NAME).write_text("1\n")  # left behind, held by nobody
+    source = kit.Source(kit.make_run(steps=3), hold_open=False)
+    app = RLConsoleApp(source, run_id=run_id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "disconnected", what="disconnect")
+        await kit.settle(pilot)
+        header = kit.screen_text(app).splitlines()[0]
+        assert "CRASHED" in header and "RUNNING" not in header and "DISCONNECTED" not in header
+        assert any(f"rl-console run --resume {run_id}" in m for _, m in app.toasts)
+        await pilot.press("q")
+
+
 async def test_backend_gone_shows_disconnected_and_stays_usable(kit):
     source = kit.Source(kit.make_run(steps=3), hold_open=False)
     app = RLConsoleApp(source)

@@ -38,7 +38,7 @@ async def test_live_values_shown(kit):
         assert values == {"temperature": "0.9", "top_p": "1.0", "top_k": "-1", "max_tokens": "64",
                           "num_generations": "8", "learning_rate": "1.00e-05", "beta": "0.04"}
         text = kit.screen_text(app)
-        assert "temperature" in text and "0…5" in text and "learning_rate" in text and ">0…1" in text
+        assert "temperature" in text and "0…2" in text and "learning_rate" in text and ">0…1" in text
         assert lines_fit(text, 80, 24)
 
 
@@ -79,7 +79,7 @@ async def test_invalid_value_shows_pydantic_message_and_sends_nothing(kit):
         await pilot.press("enter")
         await kit.settle(pilot)
         error = plain(screen.query_one("#param-error", Static))
-        assert error == "temperature: Input should be less than or equal to 5"
+        assert error == "temperature: Input should be less than or equal to 2"
         assert error in kit.screen_text(app)
         screen.query_one("#param-temperature", Input).value = ""
         await type_into(pilot, "top_k", "abc")

@@ -106,7 +106,8 @@ def test_detach_ctl_ls_status(rlc_home):
         _wait_for(lambda: status()["step"] > step)
     finally:
         rlc(["ctl", run_id, "stop"], rlc_home)
-    _wait_for(lambda: status()["state"] == "finished", timeout=60)
+    _wait_for(lambda: status()["state"] == "stopped", timeout=60)  # by the operator, not completed
     _wait_for(lambda: status()["alive"] is False, timeout=60)  # the process exits after its last event
+    assert status()["next"] == f"rl-console run --resume {run_id}"
     gone = rlc(["ctl", run_id, "pause"], rlc_home)
-    assert gone.returncode == 1 and "no run is listening" in gone.stderr
+    assert gone.returncode == 1 and f"cannot pause: {run_id} stopped at step" in gone.stderr and "--resume" in gone.stderr

@@ -121,6 +121,10 @@ async def test_live_run_obeys_every_control(rlc_home, tmp_path):
         await client.send(resume)
         await rec.wait(lambda e: e.kind == "state_changed" and e.state == "running" and e.seq > applied.seq, what="running")
         await rec.wait(lambda e: e.kind == "step_metrics" and e.step >= steps_at_pause + 2, what="steps after resume")
+        # the seconds spent paused are not step time: no slow_step alert, no inflated first step
+        after = next(e for e in rec.of("step_metrics") if e.step == steps_at_pause + 1)
+        assert after.times.total < 1.5, after.times
+        assert not [a for a in rec.of("alert") if a.rule == "slow_step"]
         asked = session.engine.last_sampling_params  # what vLLM itself received
         assert asked.temperature == 0.5 and asked.max_tokens == 3
         later = [g for g in rec.of("sample_group") if g.step > steps_at_pause + 1]

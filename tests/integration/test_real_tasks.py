@@ -169,3 +169,37 @@ def test_engine_rules_checked_before_a_change_is_accepted():
     assert sampling_error(ok) == ""
     hot = Sampling(n=8, temperature=3.0, top_p=1.0, top_k=-1, max_tokens=16, seed=0)
     assert "temperature" in sampling_error(hot) and "engine refuses" in sampling_error(hot)
+
+
+def test_a_failing_reward_function_pauses_the_run_with_its_name_and_error(rlc_home, tmp_path):
+    """The judge goes down at the third step: that update is skipped, the last good weights are
+    checkpointed, an alert names the function and the error, and the run pauses (alive)."""
+    (tmp_path / "flaky.py").write_text(
+        "calls = 0\n"
+        "def flaky_judge(prompts, completions, **kw):\n"
+        "    global calls\n"
+        "    calls += 1\n"
+        "    if calls == 3:\n"
+        "        raise ConnectionError('judge unreachable')\n"
+        "    return [float(len(c) > 2) for c in completions]\n"
+    )
+    env = backend_env(rlc_home)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    args = ["run", "--headless", "--json", "--max-steps", "50", "--set", 'task.reward_funcs=["flaky:flaky_judge"]',
+            "--set", "training.prompts_per_step=4"]
+    proc = subprocess.Popen(RLC + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    events = []
+    try:
+        for line in proc.stdout:
+            events.append(decode_event(line))
+            if events[-1].kind == "state_changed" and events[-1].state in ("paused", "failed", "finished"):
+                break
+        assert events[-1].state == "paused", events[-1]
+        alert = next(e for e in events if e.kind == "alert" and e.rule == "reward_failed")
+        assert alert.step == 3 and "flaky_judge raised ConnectionError: judge unreachable" in alert.message
+        saved = [e for e in events if e.kind == "checkpoint_saved"]
+        assert saved and saved[-1].step == 3
+        assert "update skipped" in events[-1].reason
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

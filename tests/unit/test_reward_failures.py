@@ -1,0 +1,72 @@
+"""A user's reward function that raises, returns None, returns the wrong count, or hangs: the
+batch gets NaN for it and the failure is named (the session then skips the update and pauses)."""
+
+import asyncio
+import math
+import time
+
+from backend.training.rewards import RewardRecorder
+
+COMPLETIONS = ["a", "bb", "ccc"]
+
+
+def _call(rec, func):
+    wrapped = rec.wrap(func)
+    return wrapped(prompts=["p"] * 3, completions=COMPLETIONS, completion_ids=[[1]] * 3)
+
+
+def test_good_values_pass_through_and_none_elements_mean_not_applicable():
+    rec = RewardRecorder(timeout_s=5)
+
+    def length(prompts, completions, **kw):
+        return [len(c) if c != "bb" else None for c in completions]
+
+    assert _call(rec, length) == [1.0, None, 3.0] and rec.values["length"] == [1.0, None, 3.0] and not rec.failures
+
+
+def test_each_kind_of_failure_is_named_and_becomes_nan():
+    rec = RewardRecorder(timeout_s=0.5)
+
+    def judge_down(prompts, completions, **kw):
+        raise ConnectionError("judge at localhost:8000 refused")
+
+    def forgot_return(prompts, completions, **kw):
+        pass
+
+    def one_short(prompts, completions, **kw):
+        return [1.0, 0.0]
+
+    def words(prompts, completions, **kw):
+        return ["good"] * len(completions)
+
+    def hangs(prompts, completions, **kw):
+        time.sleep(3)
+        return [1.0] * len(completions)
+
+    t0 = time.perf_counter()
+    for f in (judge_down, forgot_return, one_short, words, hangs):
+        out = _call(rec, f)
+        assert len(out) == 3 and all(math.isnan(v) for v in out), f.__name__
+    assert time.perf_counter() - t0 < 2.5  # the hung function was abandoned at its timeout
+    assert rec.failures["judge_down"] == "raised ConnectionError: judge at localhost:8000 refused"
+    assert rec.failures["forgot_return"] == "returned None for 3 completions"
+    assert rec.failures["one_short"] == "returned 2 values for 3 completions"
+    assert rec.failures["words"].startswith("returned a non-number")
+    assert "reward_timeout_s = 0.5 s" in rec.failures["hangs"]
+    rec.reset()
+    assert rec.failures == {}
+
+
+def test_async_functions_fail_the_same_way():
+    rec = RewardRecorder(timeout_s=0.2)
+
+    async def slow_judge(prompts, completions, **kw):
+        await asyncio.sleep(2)
+        return [1.0] * len(completions)
+
+    async def ok_judge(prompts, completions, **kw):
+        return [0.5] * len(completions)
+
+    run = lambda f: asyncio.run(rec.wrap(f)(prompts=["p"] * 3, completions=COMPLETIONS))  # noqa: E731
+    assert all(math.isnan(v) for v in run(slow_judge)) and "timeout" in rec.failures["slow_judge"]
+    assert run(ok_judge) == [0.5, 0.5, 0.5] and "ok_judge" not in rec.failures

@@ -1,0 +1,79 @@
+"""How `ls`/`status`/`ctl` name a run: live, completed, stopped, failed or crashed — from its
+real files (run.json, the SQLite log, the backend's lock), never a stale RUNNING."""
+
+import subprocess
+import sys
+
+import pytest
+
+from backend.protocol import events as E
+from backend.runstore import RunStore, write_run_meta
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLC_HOME", str(tmp_path))
+    return tmp_path
+
+
+def make_run(home, run_id, *states, step=7, lock=True):
+    from backend.protocol.paths import LOCK_NAME
+
+    rdir = home / "runs" / run_id
+    rdir.mkdir(parents=True)
+    store = RunStore(rdir / "events.db")
+    store.append_many([E.StepMetrics(step=step, reward_mean=0.5, reward_std=0.1)])
+    store.append_many([E.StateChanged(state=s, reason=r, step=step) for s, r in states])
+    store.close()
+    write_run_meta(rdir, run_id=run_id, pid=999_999, profile="p", state=states[-1][0])
+    if lock:
+        (rdir / LOCK_NAME).write_text("999999\n")  # left by a backend that is gone: not held
+    return rdir
+
+
+def test_ended_runs_say_how_they_ended_and_what_continues_them(home):
+    from console import runs
+
+    make_run(home, "r-done", ("running", "training"), ("finished", "completed 7 steps"))
+    make_run(home, "r-stop", ("running", "training"), ("finished", "stopped at step 7"))
+    make_run(home, "r-fail", ("starting", "x"), ("failed", "setup failed: EngineError: no GPU"), step=0)
+    make_run(home, "r-dead", ("running", "training"))
+    done, stop, fail, dead = (runs.info(r) for r in ("r-done", "r-stop", "r-fail", "r-dead"))
+    assert (done.state, stop.state, fail.state, dead.state) == ("completed", "stopped", "failed", "crashed")
+    assert not any(i.alive for i in (done, stop, fail, dead))
+    assert "--max-steps N" in done.next and stop.next == "rl-console run --resume r-stop"
+    assert fail.reason == "setup failed: EngineError: no GPU" and "start a new run" in fail.next
+    assert dead.next == "rl-console run --resume r-dead" and "died while running" in dead.reason
+    assert dead.describe().startswith("r-dead crashed at step 7: the backend (pid 999999) died while running")
+
+
+def test_a_live_backend_is_running_and_cli_says_so(home):
+    from console import runs
+
+    rdir = make_run(home, "r-live", ("running", "training"))
+    hold = ("import sys, time; from pathlib import Path; from backend.protocol.paths import lock_run; "
+            "lock_run(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(rdir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        live = runs.info("r-live")
+        assert live.alive and live.state == "running" and live.next == ""
+    finally:
+        proc.kill()
+        proc.wait()
+    assert runs.info("r-live").state == "crashed"  # kill -9: the same files now read as a crash
+
+
+def test_ls_status_and_ctl_print_the_truth(home):
+    from tests.conftest import backend_env
+
+    make_run(home, "r-dead", ("running", "training"))
+    make_run(home, "r-fail", ("starting", "x"), ("failed", "setup failed: ValueError: bad model"), step=0)
+    env = backend_env(home)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "console.cli", *a], env=env, capture_output=True, text=True, timeout=60)  # noqa: E731
+    ls = run("ls").stdout
+    assert "crashed" in ls and "rl-console run --resume r-dead" in ls and "setup failed: ValueError: bad model" in ls
+    st = run("status", "r-dead").stdout
+    assert "r-dead: crashed" in st and "next:   rl-console run --resume r-dead" in st
+    ctl = run("ctl", "r-dead", "pause")
+    assert ctl.returncode == 1 and "cannot pause: r-dead crashed at step 7" in ctl.stderr
