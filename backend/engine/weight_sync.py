@@ -30,13 +30,42 @@ def state_tensors(model, dtype: str | None = None) -> list[tuple[str, Any]]:
     return [(name, tensor.detach().to(want) if tensor.is_floating_point() else tensor.detach()) for name, tensor in items]
 
 
-def fingerprint(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:
-    """(checksum, bytes): sha256 over each tensor's name, shape, sum and sum of squares.
+FINGERPRINT_VERSION = 2
 
-    The reductions run where the tensors live (a GPU model stays on the GPU) and come back
-    in one transfer, so this costs milliseconds even for a 0.5B model, yet a changed value
-    changes it.
+
+def fingerprint(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:
+    """(checksum, bytes): sha256 over each tensor's name, shape, L1 and L2 norm.
+
+    The norms run where the tensors live, as two multi-tensor kernels per (device, dtype)
+    group (`torch._foreach_norm`, accumulated in float32), and come back in one transfer: a
+    few launches instead of four per tensor (SmolLM2-135M, 272 tensors, fp32 on 2 CPU cores:
+    71 ms against 333 ms for per-tensor sums). A changed value changes it.
     """
+    import torch
+
+    h = hashlib.sha256()
+    total = 0
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for i, (name, t) in enumerate(named_tensors):
+        total += t.numel() * t.element_size()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    norms: list[tuple[float, float]] = [(0.0, 0.0)] * len(named_tensors)
+    for idx in groups.values():
+        flat = [named_tensors[i][1].reshape(-1) for i in idx]
+        l1 = torch._foreach_norm(flat, 1, dtype=torch.float32)
+        l2 = torch._foreach_norm(flat, 2, dtype=torch.float32)
+        for i, pair in zip(idx, torch.stack([torch.stack(l1), torch.stack(l2)], 1).double().cpu().tolist()):
+            norms[i] = (pair[0], pair[1])
+    for a, b in norms:
+        h.update(struct.pack("<dd", a, b))
+    return h.hexdigest()[:16], total
+
+
+def fingerprint_v1(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:
+    """The checksum that checkpoints without a `fingerprint` version recorded: sha256 over
+    each tensor's name, shape, sum and sum of squares. Kept to verify those on resume."""
     import torch
 
     h = hashlib.sha256()

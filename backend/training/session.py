@@ -155,7 +155,8 @@ class TrainingSession:
         tied = {"lm_head.weight"} if getattr(self.model.config, "tie_word_embeddings", False) else set()
         if set(missing) - tied or unexpected:
             raise ValueError(f"{r.path}: weights do not fit the model (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
-        checksum, _ = weight_sync.fingerprint(weight_sync.state_tensors(self.model))
+        fp = weight_sync.fingerprint if r.fingerprint == weight_sync.FINGERPRINT_VERSION else weight_sync.fingerprint_v1
+        checksum, _ = fp(weight_sync.state_tensors(self.model))
         if checksum != r.checksum:
             raise ValueError(f"{r.path}: loaded weights have checksum {checksum}, the checkpoint recorded {r.checksum}")
         self.c.progress("model", f"loaded step {r.step} weights from {r.path} (checksum {checksum} verified)")
@@ -518,6 +519,7 @@ class TrainingSession:
         point = checkpoints.ResumePoint(
             path=self.checkpoint_root / f"checkpoint-{gs}", step=self.c.step, global_step=gs, step_offset=self._step_offset,
             weight_version=self.c.weight_version, params=dict(self.c.params), checksum=checksum, reason=reason,
+            fingerprint=weight_sync.FINGERPRINT_VERSION,
         )
         path = checkpoints.finish(point.path, point, self.profile.run.keep_checkpoints)
         self.c.emit(E.CheckpointSaved(step=self.c.step, path=str(path), duration_s=time.perf_counter() - t0))

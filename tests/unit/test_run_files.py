@@ -55,3 +55,24 @@ def test_one_backend_per_run_and_the_lock_dies_with_its_process(tmp_path):
     assert run_locked(rdir)  # flock is per open file: the check's own descriptor sees our lock
     os.close(fd)
     assert not run_locked(rdir)
+
+
+def test_checkpoints_name_their_fingerprint_and_old_ones_still_verify(tmp_path):
+    """A checkpoint written before the fused fingerprint has no version in rlc.json: it loads as
+    version 1, whose checksum the resume path recomputes with `fingerprint_v1`."""
+    import torch
+
+    from backend.engine import weight_sync
+    from backend.training.checkpoints import META, ResumePoint
+
+    old = {"path": "x", "step": 3, "global_step": 3, "step_offset": 0, "weight_version": 4, "params": {}, "checksum": "c"}
+    (tmp_path / META).write_text(json.dumps(old))
+    assert ResumePoint.load(tmp_path).fingerprint == 1
+    tensors = [("a.weight", torch.randn(64, 32)), ("b.bias", torch.randn(32).bfloat16())]
+    for fp in (weight_sync.fingerprint, weight_sync.fingerprint_v1):
+        same, nbytes = fp([(n, t.clone()) for n, t in tensors])
+        assert same == fp(tensors)[0] and nbytes == 64 * 32 * 4 + 32 * 2
+        changed = [(n, t.clone()) for n, t in tensors]
+        changed[0][1][5, 7] += 0.01
+        assert fp(changed)[0] != same
+    assert weight_sync.fingerprint(tensors)[0] != weight_sync.fingerprint_v1(tensors)[0]
