@@ -8,8 +8,12 @@ is applied exactly between two optimizer steps and recorded in the event log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import shutil
+import sqlite3
+import sys
 import threading
 import time
 import traceback
@@ -25,6 +29,10 @@ from backend.settings import RunProfile
 from backend.training.trainer import StopTraining
 
 Listener = Callable[[Any], None]
+
+class LogUnwritable(RuntimeError):
+    """The run's event log cannot be written; the run stops (see Controller.emit_many)."""
+
 
 #: live parameters the engine's sampling takes: a change to one is checked against the installed vLLM
 SAMPLING_PARAMS = frozenset({"temperature", "top_p", "top_k", "max_tokens", "num_generations"})
@@ -54,6 +62,8 @@ class Controller:
         self.session = None  # backend.session.TrainingSession, built in run()
         self.resume = resume  # training.checkpoints.ResumePoint: continue from it (same data order, verified weights)
         self._checkpoint_at_stop = True
+        self.log_broken = ""  # set when the event log cannot be written: the run ends
+        self._disk_low = False
         if resume is not None:
             self.step = resume.step
             self.weight_version = resume.weight_version  # the live params come with the profile
@@ -63,9 +73,21 @@ class Controller:
         return self.emit_many([event])[0]
 
     def emit_many(self, events: list[Any]) -> list[Any]:
-        """Store events (one log transaction), then deliver them to listeners in order."""
+        """Store events (one log transaction), then deliver them to listeners in order.
+
+        A log that cannot be written (disk full, I/O error, the file gone read-only) ends the
+        run: nothing may happen that the log does not record. The reason goes to run.json,
+        where `status` and `ls` read it, and `LogUnwritable` unwinds the training thread."""
         with self._emit_lock:
-            stored = self.store.append_many(events)
+            if self.log_broken:
+                raise LogUnwritable(self.log_broken)
+            try:
+                stored = self.store.append_many(events)
+            except (sqlite3.Error, OSError) as exc:
+                self.log_broken = f"the event log cannot be written ({type(exc).__name__}: {exc}) at step {self.step}"
+                with contextlib.suppress(OSError):
+                    write_run_meta(self.run_dir, state="failed", step=self.step, reason=self.log_broken)
+                raise LogUnwritable(self.log_broken) from exc
             for ev in stored:
                 for listener in list(self.listeners):
                     try:
@@ -76,8 +98,35 @@ class Controller:
 
     def set_state(self, state: str, reason: str = "") -> None:
         self.state = state
+        if self.log_broken:  # nothing reaches the log any more: run.json keeps the real reason
+            with contextlib.suppress(OSError):
+                write_run_meta(self.run_dir, state="failed", step=self.step, reason=self.log_broken)
+            return
         self.emit(E.StateChanged(state=state, reason=reason, step=self.step))
-        write_run_meta(self.run_dir, state=state, step=self.step)
+        write_run_meta(self.run_dir, state=state, step=self.step, reason=reason)
+
+    def check_disk(self) -> None:
+        """At a step boundary: below `run.min_free_disk_mb` free where the run writes, alert once
+        and pause (the last checkpoint stays; the log keeps room for the pause's own events)
+        before the disk fills and the log can no longer be written."""
+        limit = self.profile.run.min_free_disk_mb
+        if not limit:
+            return
+        try:
+            free_mb = shutil.disk_usage(self.run_dir).free / 2**20
+        except OSError:
+            return
+        if free_mb >= limit:
+            self._disk_low = False
+            return
+        if self._disk_low:
+            return
+        self._disk_low = True
+        msg = f"only {free_mb:,.0f} MB free where the run writes ({self.run_dir}), below run.min_free_disk_mb = {limit}"
+        self.emit(E.Alert(rule="disk_low", severity="critical", message=msg, step=self.step, metric="free_disk_mb",
+                          value=free_mb, threshold=float(limit),
+                          suggestion="free space (old runs, checkpoints), then resume; the last checkpoint is kept"))
+        self.request_pause(f"disk almost full: {msg}")
 
     def progress(self, stage: str, message: str, current: int = 0, total: int = 0) -> None:
         self.emit(E.Progress(stage=stage, message=message, current=current, total=total))
@@ -139,6 +188,7 @@ class Controller:
     # ---- boundary (training thread) ----------------------------------------
     def boundary(self) -> None:
         """Apply queued commands; block here while paused."""
+        self.check_disk()
         while True:
             try:
                 cmd = self._queue.get_nowait()
@@ -184,7 +234,7 @@ class Controller:
             elif isinstance(cmd, C.Resume):
                 pass  # not paused any more by the time it was applied
             self._done(cmd)
-        except StopTraining:
+        except (StopTraining, LogUnwritable):
             raise
         except Exception as exc:
             self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="failed", reason=f"{type(exc).__name__}: {exc}", step=self.step))
@@ -212,7 +262,7 @@ class Controller:
             self.set_state("failed", f"setup failed: {type(exc).__name__}: {exc}")
             traceback.print_exc()
             self._teardown()
-            return 2
+            return 4 if self.log_broken else 2
         self.set_state("running", "training")
         code = 0
         try:
@@ -222,6 +272,10 @@ class Controller:
             if self._checkpoint_at_stop:
                 self.session.checkpoint("final")
             self.set_state("finished", f"stopped at step {self.step}" if self._stop_requested else f"completed {self.step} steps")
+        except LogUnwritable as exc:  # no event can be recorded any more: stop, reason in run.json
+            print(f"rl-console: stopping: {exc}", file=sys.stderr, flush=True)
+            self.set_state("failed")
+            code = 4
         except EngineError as exc:
             self.emit(E.Alert(rule="engine", severity="critical", message=str(exc), step=self.step,
                               suggestion="see backend.log; resume from the last checkpoint once the engine is healthy"))

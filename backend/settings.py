@@ -44,6 +44,9 @@ class RunSection(_Section):
     keep_checkpoints: int = Field(3, ge=0, description="scheduled checkpoints kept (newest); on-demand and final ones are always kept; 0 = keep all")
     num_threads: int = Field(1, ge=1, le=512, description="torch threads for the trainer (1 is fastest on a shared 2-core box)")
     output_dir: str | None = Field(None, description="where checkpoints go (under <output_dir>/<run id>); default: the run's directory")
+    min_free_disk_mb: int = Field(
+        1024, ge=0, description="below this much free space where the run writes, alert and pause at the next step boundary (0 = off)"
+    )
 
 
 class EmbeddedModel(_Section):

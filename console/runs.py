@@ -113,6 +113,8 @@ def info(run_id: str) -> RunInfo:
         alive = _pid_alive(pid) and socket_path(run_id).exists()
     state = state_ev.state if state_ev else meta.get("state", "unknown")
     reason = state_ev.reason if state_ev else ""
+    if meta.get("state") == "failed" and state != "failed":  # the log could not record the end
+        state, reason = "failed", meta.get("reason", "") or reason
     step = metrics.step if metrics else 0
     resume = f"rl-console run --resume {run_id}"
     nxt = ""

@@ -112,7 +112,10 @@ class GpuPoller:
             if not gpus:  # no GPU on this node nor on the engines' nodes: say so once and stop
                 self.emit(GpuStats(available=False, reason=f"{reason}; the engine replicas report none either"))
                 return
-            self.emit(GpuStats(available=True, gpus=gpus))
+            try:
+                self.emit(GpuStats(available=True, gpus=gpus))
+            except Exception:  # the run's log is gone (the run is ending): stop polling quietly
+                return
             self._stop.wait(self.interval)
 
     def stop(self) -> None:

