@@ -230,6 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             profile = load_profile(args.profile, **overrides)
             name = str(args.profile) if args.profile else "embedded default"
+            if profile.run.workdir is None:  # recorded with the run: its resume resolves paths the same way
+                profile.run.workdir = os.getcwd()
     except (ProfileError, ResumeError, RunLocked) as exc:
         print(f"rl-console: {exc}", file=sys.stderr)
         return 2

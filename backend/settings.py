@@ -44,6 +44,11 @@ class RunSection(_Section):
     keep_checkpoints: int = Field(3, ge=0, description="scheduled checkpoints kept (newest); on-demand and final ones are always kept; 0 = keep all")
     num_threads: int = Field(1, ge=1, le=512, description="torch threads for the trainer (1 is fastest on a shared 2-core box)")
     output_dir: str | None = Field(None, description="where checkpoints go (under <output_dir>/<run id>); default: the run's directory")
+    workdir: str | None = Field(
+        None,
+        description="directory that relative paths (dataset, model) and task modules (reward functions) are "
+        "resolved from; a new run records the directory it was started from, so a resume works from anywhere",
+    )
     min_free_disk_mb: int = Field(
         1024, ge=0, description="below this much free space where the run writes, alert and pause at the next step boundary (0 = off)"
     )

@@ -26,7 +26,7 @@ class TaskParts:
 def resolve_model(profile: RunProfile, progress: Callable[[str], None], dtype: str = "float32") -> tuple[str, bool]:
     """(model path or hub id, embedded?). Builds the embedded model, or converts a packaged
     pretrained one (`backend.training.pretrained`) in `dtype`, on first use."""
-    src = profile.model.source
+    src = in_workdir(profile, profile.model.source)
     if pretrained.is_packaged(src):
         path, _ = pretrained.ensure_packaged(src, home() / "models", dtype, progress)
         return str(path), False
@@ -48,6 +48,25 @@ def resolve_model(profile: RunProfile, progress: Callable[[str], None], dtype: s
     return str(path), True
 
 
+def in_workdir(profile: RunProfile, spec: str) -> str:
+    """`spec` as a path from the run's workdir when it is a relative path that exists there
+    (a dataset file, a model directory); anything else (`module:function`, a hub id) as is."""
+    wd = profile.run.workdir
+    if not wd or ":" in spec or Path(spec).is_absolute():
+        return spec
+    candidate = Path(wd) / spec
+    return str(candidate) if candidate.exists() else spec
+
+
+def task_import_path(profile: RunProfile) -> None:
+    """Task modules (`module:function`) import from the run's workdir, as they did at start."""
+    import sys
+
+    wd = profile.run.workdir
+    if wd and wd not in sys.path:
+        sys.path.insert(0, wd)
+
+
 def resolve_dtype(profile: RunProfile, device: str) -> str:
     if profile.model.dtype != "auto":
         return profile.model.dtype
@@ -56,6 +75,7 @@ def resolve_dtype(profile: RunProfile, device: str) -> str:
 
 def load_task(profile: RunProfile, recorder: RewardRecorder) -> TaskParts:
     t = profile.task
+    task_import_path(profile)
     embedded = not t.reward_funcs and not t.dataset
     if t.reward_funcs:
         funcs = [load_callable(s) for s in t.reward_funcs]
@@ -64,7 +84,7 @@ def load_task(profile: RunProfile, recorder: RewardRecorder) -> TaskParts:
         funcs = list(demo_task.REWARD_FUNCS)
         weights = list(t.reward_weights or demo_task.REWARD_WEIGHTS)
     if t.dataset:
-        ds = load_dataset_spec(t.dataset)
+        ds = load_dataset_spec(in_workdir(profile, t.dataset))
     else:
         ds = demo_task.dataset(n=max(4096, profile.training.prompts_per_step * 64), seed=profile.run.seed)
     wrapped = [recorder.wrap(f) for f in funcs]

@@ -203,3 +203,27 @@ def test_a_failing_reward_function_pauses_the_run_with_its_name_and_error(rlc_ho
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_resume_from_another_directory_finds_the_task(rlc_home, tmp_path):
+    """A task given by relative paths (dataset file, reward module) is started in its project
+    directory and resumed from elsewhere: the run recorded where its paths are resolved."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "myrew.py").write_text("def short(prompts, completions, **kw):\n    return [float(len(c) <= 3) for c in completions]\n")
+    (project / "data.jsonl").write_text("\n".join(json.dumps({"prompt": f"{ch}>"}) for ch in "abcdefgh") + "\n")
+    env = backend_env(rlc_home)
+    common = ["--headless", "--json"]
+    first = subprocess.run(RLC + ["run", *common, "--max-steps", "2", "--set", "task.dataset=data.jsonl",
+                                  "--set", 'task.reward_funcs=["myrew:short"]', "--set", "training.prompts_per_step=2"],
+                           env=env, cwd=project, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_id = next(decode_event(l) for l in first.stdout.splitlines() if '"run_started"' in l).run_id
+    again = subprocess.run(RLC + ["run", *common, "--resume", run_id, "--max-steps", "3"],
+                           env=env, cwd=elsewhere, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    events = [decode_event(line) for line in again.stdout.splitlines() if line.strip()]
+    started = [e for e in events if e.kind == "run_started"][-1]
+    assert started.profile_data["run"]["workdir"] == str(project)
+    assert [e.step for e in events if e.kind == "step_metrics"][-1] == 3 and events[-1].state == "finished"
