@@ -114,6 +114,8 @@ def fmt_elapsed(seconds: float) -> str:
 def describe(event: Any) -> tuple[str, str]:
     """A human one-line rendering of an event, and its level."""
     if isinstance(event, Alert):
+        if event.state == "cleared":
+            return f"CLEARED [{event.rule}] step {event.step}: {event.message}", "info"
         tail = f" — {event.suggestion}" if event.suggestion else ""
         return f"ALERT {event.severity} [{event.rule}] step {event.step}: {event.message}{tail}", f"alert-{event.severity}"
     if isinstance(event, SampleGroup):
@@ -212,6 +214,7 @@ class RunState:
         self.weight_version = 0
         self.last_checkpoint: CheckpointSaved | None = None
         self.alerts: deque[Alert] = deque(maxlen=max_alerts)
+        self.active_alerts: dict[str, Alert] = {}  # rule -> its raised lasting alert, until cleared
         self.log: deque[LogEntry] = deque(maxlen=max_log)
         self.log_total = 0
         self.live_params: dict[str, Any] = {}
@@ -382,6 +385,25 @@ class RunState:
 
     def _on_alert(self, ev: Alert) -> None:
         self.alerts.append(ev)
+        if ev.lasting:  # a condition: active from its raise until its cleared event
+            if ev.state == "raised":
+                self.active_alerts[ev.rule] = ev
+            else:
+                self.active_alerts.pop(ev.rule, None)
+
+    def alerts_for_display(self) -> tuple[list[Alert], list[Alert]]:
+        """(active conditions, critical first then oldest first; the other alerts, newest first)."""
+        active = sorted(self.active_alerts.values(), key=lambda a: (a.severity != "critical", a.since or a.step))
+        live = {id(a) for a in active}
+        return active, [a for a in reversed(self.alerts) if id(a) not in live]
+
+    def current_value(self, alert: Alert) -> float | None:
+        """The newest value of the metric an alert watches (None when the metrics do not carry it)."""
+        m = self.latest_metrics
+        if m is None or not alert.metric:
+            return None
+        value = m.times.total if alert.metric == "step_time" else getattr(m, alert.metric, None)
+        return value if isinstance(value, (int, float)) else None
 
     def _add_log(self, ts: float, text: str, level: str) -> None:
         self.log.append(LogEntry(self.log_total, ts, level, text))

@@ -191,6 +191,11 @@ class CheckpointSaved(_Event):
 
 
 class Alert(_Event):
+    """A rule fired. A *lasting* alert is a condition over the metrics (zero_std, truncation,
+    ...): raised once when it starts (`state="raised"`, `since` = that step) and followed by
+    one `state="cleared"` event when it has not held for a few steps; it is raised again only
+    after that. Other alerts (engine_dead, reward_failed, disk_low, ...) are single events."""
+
     kind: Literal["alert"] = "alert"
     rule: str
     severity: Severity
@@ -200,6 +205,9 @@ class Alert(_Event):
     value: float | None = None
     threshold: float | None = None
     suggestion: str = ""
+    state: Literal["raised", "cleared"] = "raised"
+    lasting: bool = False
+    since: int | None = None  # the step a lasting alert was raised at
 
 
 class LogLine(_Event):

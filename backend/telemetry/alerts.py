@@ -1,9 +1,12 @@
 """Alert rules over the live metrics: never let a run fail silently.
 
 Each rule looks at the newest `StepMetrics` (and a short window of earlier ones) and, when
-its condition starts to hold, raises one `Alert` with the evidence (metric, value,
-threshold, step) and a suggested action. A rule fires again only after its condition has
-cleared (no spam). A rule's `action` may ask the controller to pause.
+its condition starts to hold, raises one lasting `Alert` with the evidence (metric, value,
+threshold, step) and a suggested action. While it holds nothing more is sent (the console
+shows it as active, with its current value); once it has not held for `CLEAR_AFTER`
+consecutive steps a `cleared` event ends it, and only then can it be raised again (a rule
+that flickers around its threshold stays one alert). A rule's `action` may ask the
+controller to pause.
 """
 
 from __future__ import annotations
@@ -92,36 +95,46 @@ def check(cfg, m: StepMetrics, history: list[StepMetrics]) -> list[Finding]:
     return out
 
 
+CLEAR_AFTER = 3  # consecutive steps without the condition before a lasting alert is cleared
+
+
 class AlertMonitor:
-    """Stateful wrapper: keeps the window, de-duplicates, emits Alerts, requests actions."""
+    """Stateful wrapper: keeps the window and the active conditions, emits raised and cleared
+    Alerts, requests actions."""
 
     def __init__(self, cfg, emit: Callable[[Any], Any], request_pause: Callable[[str], None]) -> None:
         self.cfg = cfg
         self.emit = emit
         self.request_pause = request_pause
         self.history: deque[StepMetrics] = deque(maxlen=max(cfg.window, 1) * 4)
-        self.active: set[str] = set()
-        self.last_fired: dict[str, int] = {}  # rule -> step: a rule that flaps fires at most once a window
+        self.active: dict[str, tuple[int, Finding]] = {}  # rule -> (raised at step, its finding)
+        self._absent: dict[str, int] = {}  # rule -> consecutive steps its condition did not hold
 
     def on_metrics(self, m: StepMetrics) -> list[Finding]:
         findings = check(self.cfg, m, list(self.history))
         self.history.append(m)
         fired = []
-        now = {f.rule for f in findings}
-        for f in findings:
-            if f.rule in self.active:
+        now = {f.rule: f for f in findings}
+        for rule, f in now.items():
+            self._absent.pop(rule, None)
+            if rule in self.active:
                 continue
-            if f.severity != "critical" and m.step - self.last_fired.get(f.rule, -10**9) < self.cfg.window:
-                continue
+            self.active[rule] = (m.step, f)
             fired.append(f)
-            self.last_fired[f.rule] = m.step
-            self.raise_alert(f, m.step)
-        self.active = now
+            self.raise_alert(f, m.step, lasting=True)
+        for rule in [r for r in self.active if r not in now]:
+            self._absent[rule] = self._absent.get(rule, 0) + 1
+            if self._absent[rule] >= CLEAR_AFTER:
+                since, f = self.active.pop(rule)
+                del self._absent[rule]
+                self.emit(Alert(rule=rule, severity=f.severity, state="cleared", lasting=True, since=since, step=m.step,
+                                metric=f.metric, threshold=f.threshold,
+                                message=f"{rule} cleared: not seen for {CLEAR_AFTER} steps (raised at step {since})"))
         return fired
 
-    def raise_alert(self, f: Finding, step: int) -> None:
+    def raise_alert(self, f: Finding, step: int, *, lasting: bool = False) -> None:
         self.emit(Alert(rule=f.rule, severity=f.severity, message=f.message, step=step, metric=f.metric,
                         value=f.value if f.value is None or math.isfinite(f.value) else None,
-                        threshold=f.threshold, suggestion=f.suggestion))
+                        threshold=f.threshold, suggestion=f.suggestion, lasting=lasting, since=step if lasting else None))
         if f.action == "pause":
             self.request_pause(f"alert {f.rule}: {f.message}")

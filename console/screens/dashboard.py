@@ -56,5 +56,6 @@ class DashboardScreen(LiveScreen):
         self.query_one(GpuPanel).show(state.gpu)
         alerts = self.query_one(AlertsStrip)
         alerts.lines = 6 if self.size.width >= 120 else 1
-        alerts.show(list(reversed(state.alerts)))
+        active, others = state.alerts_for_display()
+        alerts.show(others, active, [state.current_value(a) for a in active])
         self.query_one(GroupsPreview).show(state.newest_groups(40))

@@ -154,3 +154,30 @@ async def test_throughput_lines_never_wrap(kit):
         assert body[2] == "■gen 0.03 ■scr 0.00" and body[3] == "■trn 0.05 ■syn 0.01 s"
         # trainer-engine agreement and the reward of finished vs truncated completions, cut not wrapped
         assert body[4].startswith("Δlogp 0.012 max 0.41 @13  reward") and body[4].endswith("…")
+
+
+async def test_alerts_strip_shows_active_conditions_first_with_their_current_value(kit):
+    """A lasting alert stays on top while it holds (since when, the metric's value now); its
+    cleared event takes it off the active list; single-event alerts follow, newest first."""
+    from backend.protocol.events import Alert, StepMetrics
+
+    run = kit.make_run(steps=6)
+    zs = Alert(ts=kit.TS0 + 500, rule="zero_std", severity="warning", message="90% of groups have all-equal rewards",
+               step=3, metric="frac_reward_zero_std", value=0.9, threshold=0.75, lasting=True, since=3)
+    dead = Alert(ts=kit.TS0 + 501, rule="engine_dead", severity="critical", message="replica 1 died", step=5)
+    now = StepMetrics(ts=kit.TS0 + 502, step=7, reward_mean=0.9, reward_std=0.0, frac_reward_zero_std=0.81)
+    source = kit.Source([*run, zs, dead, now])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await kit.settle(pilot, source)
+        text = kit.screen_text(app)
+        active = next(line for line in text.splitlines() if "90% of groups" in line)
+        assert "since 3 · now 0.81" in active
+        assert text.index("90% of groups") < text.index("replica 1 died")  # active first
+        assert list(app.state.active_alerts) == ["zero_std"]
+        source.push(Alert(ts=kit.TS0 + 600, rule="zero_std", severity="warning", message="zero_std cleared: not seen for 3 steps",
+                          step=10, state="cleared", lasting=True, since=3))
+        await kit.wait_for(pilot, lambda: not app.state.active_alerts, what="cleared")
+        await kit.settle(pilot)
+        text = kit.screen_text(app)
+        assert "CLEARED" in text and "since 3 · now" not in text

@@ -50,10 +50,16 @@ def test_monitor_fires_once_until_cleared_and_pauses_on_request():
     for step in range(1, 4):
         mon.on_metrics(metrics(step, truncated_ratio=0.9))
     assert [a.rule for a in emitted] == ["truncation"] and len(pauses) == 1
+    assert emitted[0].lasting and emitted[0].state == "raised" and emitted[0].since == 1
     mon.on_metrics(metrics(4, truncated_ratio=0.0))
     mon.on_metrics(metrics(5, truncated_ratio=0.9))
-    assert [a.rule for a in emitted] == ["truncation"]  # flapping within a window: no spam
-    mon.on_metrics(metrics(20, truncated_ratio=0.0))
-    mon.on_metrics(metrics(21, truncated_ratio=0.9))
-    assert [a.rule for a in emitted] == ["truncation", "truncation"]
+    mon.on_metrics(metrics(6, truncated_ratio=0.0))
+    mon.on_metrics(metrics(7, truncated_ratio=0.0))
+    assert [a.rule for a in emitted] == ["truncation"]  # flickering around the threshold: still one alert
+    mon.on_metrics(metrics(8, truncated_ratio=0.0))  # the third step in a row without it
+    cleared = emitted[-1]
+    assert (cleared.rule, cleared.state, cleared.since, cleared.step) == ("truncation", "cleared", 1, 8)
+    mon.on_metrics(metrics(9, truncated_ratio=0.9))  # cleared, so it may be raised again
+    assert [(a.rule, a.state) for a in emitted] == [("truncation", "raised"), ("truncation", "cleared"), ("truncation", "raised")]
+    assert emitted[-1].since == 9 and len(pauses) == 2
     assert emitted[0].step == 1 and emitted[0].metric == "truncated_ratio"
