@@ -33,6 +33,7 @@ from console.replay import Timeline
 from console.screens.base import LiveScreen
 from console.screens.dashboard import DashboardScreen
 from console.screens.events import EventsScreen
+from console.screens.metrics import MetricsScreen
 from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
 from console.screens.samples import SamplesScreen
@@ -66,6 +67,7 @@ PALETTE = (
     ("show('samples')", "Samples", "Sample groups with completions, rewards and advantages"),
     ("show('params')", "Parameters", "View and edit live parameters"),
     ("show('events')", "Events log", "Every event as a one-liner"),
+    ("show('metrics')", "Metrics", "Loss, KL, entropy, lengths, zero-std, truncation, Δlogp, speed; step N/max and ETA"),
     ("filter", "Filter samples", "Search prompts and completions"),
     ("help", "Help: keys", "Every key binding"),
     ("detach", "Detach", "Leave the console; the run keeps going"),
@@ -80,6 +82,7 @@ class RLConsoleApp(App):
         "samples": SamplesScreen,
         "params": ParamsScreen,
         "events": EventsScreen,
+        "metrics": MetricsScreen,
         "help": HelpScreen,
     }
     DEFAULT_MODE = "dashboard"
@@ -102,6 +105,7 @@ class RLConsoleApp(App):
         Binding("s", "show('samples')", "samples", tooltip="sample groups and completions"),
         Binding("e", "show('params')", "params", tooltip="view / edit live parameters"),
         Binding("l", "show('events')", "log", tooltip="events and alerts log"),
+        Binding("m", "show('metrics')", "metrics", tooltip="small multiples of every metric; ETA"),
         Binding("slash", "filter", "filter", tooltip="search samples (opens samples, focuses the filter)"),
         Binding("q", "detach", "detach", tooltip="detach: leave the console, the run keeps going"),
         Binding("left_square_bracket", "scrub(-1)", "◀ step", tooltip="replay: one step back"),

@@ -201,6 +201,7 @@ class RunState:
         self.task = ""
         self.engine = ""
         self.reward_functions: list[str] = []
+        self.max_steps = 0  # the run's run.max_steps, from RunStarted (0: unknown)
         self.state = "unknown"
         self.state_reason = ""
         self.step = 0
@@ -297,6 +298,8 @@ class RunState:
         self.run_id, self.profile, self.model, self.task, self.engine = ev.run_id, ev.profile, ev.model, ev.task, ev.engine
         self.reward_functions = list(ev.reward_functions)
         self.live_params = dict(ev.params)
+        run = (ev.profile_data or {}).get("run") or {}
+        self.max_steps = int(run.get("max_steps") or 0)
 
     def _on_run_resumed(self, ev: RunResumed) -> None:
         """A new backend continues from a checkpoint: the steps after it that this view holds

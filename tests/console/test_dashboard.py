@@ -181,3 +181,30 @@ async def test_alerts_strip_shows_active_conditions_first_with_their_current_val
         await kit.settle(pilot)
         text = kit.screen_text(app)
         assert "CLEARED" in text and "since 3 · now" not in text
+
+
+async def test_metrics_screen_small_multiples_at_80x24_and_160x48(kit):
+    """`m`: every metric operators read, each with its newest value, range and sparkline; the
+    title carries step N/max and an ETA. One column at 80x24, two at 160x48."""
+    from backend.protocol.events import RunStarted
+
+    run = kit.make_run(steps=12)
+    started = next(e for e in run if isinstance(e, RunStarted))
+    run[run.index(started)] = started.model_copy(update={"profile_data": {"run": {"max_steps": 300}}})
+    for size, columns in (((80, 24), 1), ((160, 48), 2)):
+        source = kit.Source(list(run))
+        app = RLConsoleApp(source)
+        async with app.run_test(size=size) as pilot:
+            await kit.settle(pilot, source)
+            await pilot.press("m")
+            await kit.settle(pilot)
+            grid = app.screen.query_one("#metrics-grid")
+            assert grid.columns(grid.size.width) == columns
+            text = kit.screen_text(app)
+            assert "step 12/300 · ETA" in text
+            for name in ("reward", "loss", "kl", "entropy", "zero-std"):
+                assert f"│ {name}" in text or f"  {name} " in text, (name, size)
+            if size == (160, 48):
+                for name in ("truncated", "Δlogp", "tokens/s"):
+                    assert name in text, name
+            assert any(ch in text for ch in "▁▂▃▄▅▆▇█")

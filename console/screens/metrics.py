@@ -1,0 +1,67 @@
+"""Metrics: small multiples of what operators read beside the reward (loss, KL, entropy,
+lengths, no-signal and truncation shares, trainer–engine agreement, speed), with the step
+count, the run's length and an ETA in the title."""
+
+from __future__ import annotations
+
+import statistics
+
+from textual.app import ComposeResult
+
+from console.screens.base import LiveScreen
+from console.state import RunState
+from console.widgets.metrics_grid import MetricsGrid, Series
+
+
+def metric_series(state: RunState) -> list[Series]:
+    steps = list(state.steps)
+
+    def col(get) -> list[float]:
+        out = []
+        for m in steps:
+            v = get(m)
+            if v is not None:
+                out.append(float(v))
+        return out
+
+    series = [Series("reward", col(lambda m: m.reward_mean), "{:.3f}", "green")]
+    for name in state.reward_functions:
+        series.append(Series(f"· {name}"[:14], col(lambda m, n=name: m.rewards_by_function.get(n)), "{:.3f}", "green"))
+    series += [
+        Series("loss", col(lambda m: m.loss), "{:+.4f}", "yellow"),
+        Series("kl", col(lambda m: m.kl), "{:.4f}", "yellow"),
+        Series("entropy", col(lambda m: m.entropy), "{:.3f}", "magenta"),
+        Series("length", col(lambda m: m.completion_length_mean), "{:.1f}", "cyan"),
+        Series("zero-std", col(lambda m: m.frac_reward_zero_std * 100), "{:.0f}%", "red"),
+        Series("truncated", col(lambda m: m.truncated_ratio * 100), "{:.0f}%", "red"),
+        Series("Δlogp", col(lambda m: m.logprob_diff_mean), "{:.3g}", "orchid"),
+        Series("grad norm", col(lambda m: m.grad_norm), "{:.3g}", "yellow"),
+        Series("step s", col(lambda m: m.times.total), "{:.2f}", "dodger_blue1"),
+        Series("tokens/s", col(lambda m: m.tokens_per_s), "{:,.0f}", "dodger_blue1"),
+    ]
+    return series
+
+
+def progress_heading(state: RunState) -> str:
+    """'step 120/300 · ETA 4m10s' (the ETA from the median of the last 20 step times)."""
+    total = state.max_steps
+    if not total:
+        return f"step {state.step}"
+    text = f"step {state.step}/{total}"
+    recent = [m.times.total for m in list(state.steps)[-20:] if m.times.total > 0]
+    left = total - state.step
+    if recent and left > 0 and state.state in ("running", "pausing", "paused"):
+        secs = int(statistics.median(recent) * left)
+        text += f" · ETA {secs // 3600}h{secs % 3600 // 60:02d}m" if secs >= 3600 else f" · ETA {secs // 60}m{secs % 60:02d}s"
+    return text
+
+
+class MetricsScreen(LiveScreen):
+    SCREEN_NAME = "metrics"
+
+    def compose_body(self) -> ComposeResult:
+        yield MetricsGrid(id="metrics-grid")
+
+    def refresh_view(self, state: RunState) -> None:
+        super().refresh_view(state)
+        self.query_one(MetricsGrid).show(metric_series(state), progress_heading(state))
