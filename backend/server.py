@@ -37,10 +37,11 @@ from backend.protocol import (
     encode_event,
 )
 from backend.protocol.commands import Subscribe
-from backend.protocol.events import ControlStatus, ErrorReply, Hello
+from backend.protocol.events import CommandResult, ControlStatus, ErrorReply, Hello, LogLine
 
 CLIENT_QUEUE = 20_000  # frames buffered per client before a slow client is dropped (it can re-attach)
 MAX_BAD_FRAMES = 100
+AUDIT_LIMIT = 20  # rejected commands per connection written to the run's log; the rest are summed up
 
 
 class _Client:
@@ -50,6 +51,8 @@ class _Client:
         self.live = False
         self.min_seq = 0
         self.tcp = tcp
+        self.rejected = 0  # rejected commands written to the run's log
+        self.unlogged = 0  # ... and answered but not logged (past AUDIT_LIMIT)
         if tcp:
             self.pid, self.uid = -1, -1
             host, port = (writer.get_extra_info("peername") or ("?", 0))[:2]
@@ -178,8 +181,7 @@ class ControlServer:
                     cmd = decode_command(line)
                 except ProtocolError as exc:
                     if exc.command_id:  # a known command with bad values: an audited rejection, not abuse
-                        self.c.reject(exc.command_id, exc.kind, str(exc))
-                        await asyncio.sleep(0)  # let the pump deliver the answer
+                        await self._answer(client, pump, exc.command_id, exc.kind, str(exc))
                         continue
                     bad += 1
                     await self._send(writer, ErrorReply(message=str(exc)))
@@ -199,11 +201,16 @@ class ControlServer:
                     continue
                 why = self._read_only_reason(client)
                 if why:
-                    self.c.reject(cmd.id, cmd.kind, why)
-                    await asyncio.sleep(0)
+                    await self._answer(client, pump, cmd.id, cmd.kind, why)
                     continue
-                self.c.submit(cmd)
+                result = self.c.submit(cmd)
+                if pump is None:  # not subscribed: the event stream does not reach it, answer here
+                    await self._send(writer, result)
         finally:
+            if client.unlogged:
+                with contextlib.suppress(Exception):
+                    self.c.emit(LogLine(level="warning", message=f"{client.unlogged} further rejected commands from "
+                                        f"{client.desc} were answered but not logged (more than {AUDIT_LIMIT})"))
             self.clients.discard(client)
             self._leave(client)
             if pump is not None:
@@ -218,6 +225,21 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _answer(self, client: _Client, pump: asyncio.Task | None, command_id: str, kind: str, reason: str) -> None:
+        """Reject a command: audited in the run's log (the first AUDIT_LIMIT per connection; a
+        flood of bad commands is answered but summed up in one log line when it leaves), and
+        answered on this connection whether or not it subscribed."""
+        if client.rejected < AUDIT_LIMIT:
+            client.rejected += 1
+            result = self.c.reject(command_id, kind, reason)
+            if pump is not None:
+                await asyncio.sleep(0)  # let the pump deliver the answer
+                return
+        else:
+            client.unlogged += 1
+            result = CommandResult(command_id=command_id, command=kind, status="rejected", reason=reason, step=self.c.step)
+        await self._send(client.writer, result)
 
     async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes | None:
         """TCP: the first frame must be a subscribe with the run's token. Returns that frame (it is

@@ -7,6 +7,7 @@ server decodes commands, clients decode events.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -16,10 +17,12 @@ from backend.protocol.events import Event
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 1 << 20  # 1 MiB: a SampleGroup of 64 long completions fits
+MAX_COMMAND_DEPTH = 16  # commands are flat objects: deeper nesting is refused before parsing
 
 _EVENT = TypeAdapter(Event)
 COMMAND_KINDS = frozenset(t.model_fields["kind"].default for t in COMMAND_TYPES)
 _COMMAND = TypeAdapter(Command)
+_ID = re.compile(r"[\x21-\x7e]{1,64}")  # a command id that can be echoed in an answer (as commands.py checks)
 
 
 class ProtocolError(ValueError):
@@ -64,19 +67,38 @@ def encode_command(command: Any) -> bytes:
     return _encode(command)
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(line: bytes) -> int:
+    """Deepest bracket nesting of a frame (strings included: an over-estimate is safe)."""
+    depth = deepest = 0
+    for byte in line:
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def _parse(line: bytes | str, what: str) -> dict[str, Any]:
     if isinstance(line, str):
-        line = line.encode()
+        line = line.encode("utf-8", "surrogatepass")
     if len(line) > MAX_FRAME_BYTES:
         raise ProtocolError(f"{what} frame of {len(line)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
-    try:
-        data = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"{what} frame is not valid JSON: {exc}") from None
+    if what == "command" and line.count(b"[") + line.count(b"{") > MAX_COMMAND_DEPTH and _depth(line) > MAX_COMMAND_DEPTH:
+        raise ProtocolError(f"command frame nests deeper than {MAX_COMMAND_DEPTH} levels")
+    try:  # strict JSON: NaN/Infinity are not numbers on this wire
+        data = json.loads(line, parse_constant=_no_constants)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nests too deeply" if isinstance(exc, RecursionError) else f"is not valid JSON: {exc}"
+        raise ProtocolError(f"{what} frame {why}") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"{what} frame must be a JSON object, got {type(data).__name__}")
     version = data.pop("v", None)
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:  # `true` is not version 1
         raise ProtocolError(f"{what} frame has protocol version {version!r}; this side speaks {PROTOCOL_VERSION}")
     if "kind" not in data:
         raise ProtocolError(f"{what} frame has no 'kind'")
@@ -100,12 +122,14 @@ def decode_event(line: bytes | str) -> Any:
 
 
 def decode_command(line: bytes | str) -> Any:
+    """A command from the wire, validated strictly: no coercion ("0.5" is not a number,
+    "yes" is not a boolean); an integer is accepted where a float is expected."""
     data = _parse(line, "command")
     try:
-        return _COMMAND.validate_python(data)
+        return _COMMAND.validate_python(data, strict=True)
     except ValidationError as exc:
         kind, cid = data.get("kind"), data.get("id")
-        known = isinstance(kind, str) and kind in COMMAND_KINDS and isinstance(cid, str) and 0 < len(cid) <= 64
+        known = isinstance(kind, str) and kind in COMMAND_KINDS and isinstance(cid, str) and _ID.fullmatch(cid) is not None
         raise ProtocolError(
             f"bad command ({kind!r}): {_explain(exc)}",
             kind=kind if known else None,

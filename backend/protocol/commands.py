@@ -29,7 +29,8 @@ def _new_id() -> str:
 
 class _Command(BaseModel):
     model_config = WIRE
-    id: str = Field(default_factory=_new_id, max_length=64)
+    # printable ASCII: an id is echoed in every answer and the run log, so it must encode anywhere
+    id: str = Field(default_factory=_new_id, min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
 
 
 class Subscribe(_Command):

@@ -25,7 +25,9 @@ class _Event(BaseModel):
 
 
 class Hello(_Event):
-    """First frame on a connection, in both directions: carries the protocol version."""
+    """The server's first frame on a connection: the protocol version it speaks, the run and the
+    newest sequence number in its log. Clients do not send a hello; they answer with `subscribe`
+    (and a TCP connection gets a blank hello until its subscribe carried the run's token)."""
 
     kind: Literal["hello"] = "hello"
     protocol: int

@@ -1,0 +1,64 @@
+"""The control socket answers every connection, subscribed or not, and a flood of bad commands
+is answered without flooding the run's durable log (a real socket, a real SQLite log)."""
+
+import asyncio
+import json
+
+from backend.controller import Controller
+from backend.protocol import PROTOCOL_VERSION, decode_event
+from backend.runstore import RunStore
+from backend.server import AUDIT_LIMIT, ControlServer
+from backend.settings import load_profile
+
+
+async def _server(tmp_path):
+    run_dir = tmp_path / "run"
+    store = RunStore(run_dir / "events.db")
+    ctl = Controller(load_profile(None), run_id="proto", run_dir=run_dir, profile_name="t", store=store)
+    server = ControlServer(ctl, run_dir / "control.sock")
+    await server.start()
+    return ctl, store, server, run_dir / "control.sock"
+
+
+async def _read(reader):
+    return decode_event(await asyncio.wait_for(reader.readline(), 5))
+
+
+async def test_a_connection_that_never_subscribed_gets_its_answers(tmp_path):
+    ctl, store, server, sock = await _server(tmp_path)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        assert (await _read(reader)).kind == "hello"
+        writer.write((json.dumps({"v": PROTOCOL_VERSION, "kind": "pause", "id": "p1"}) + "\n").encode())
+        ok = await _read(reader)
+        assert (ok.kind, ok.command_id, ok.status) == ("command_result", "p1", "accepted")
+        writer.write((json.dumps({"v": PROTOCOL_VERSION, "kind": "set_params", "id": "s1", "temperature": 9}) + "\n").encode())
+        bad = await _read(reader)
+        assert (bad.command_id, bad.status) == ("s1", "rejected") and "temperature" in bad.reason
+        writer.close()
+    finally:
+        await server.stop()
+        store.close()
+
+
+async def test_a_flood_of_bad_commands_is_answered_and_summed_up_in_the_log(tmp_path):
+    ctl, store, server, sock = await _server(tmp_path)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        await _read(reader)
+        before = store.next_seq
+        n = AUDIT_LIMIT + 30
+        for i in range(n):
+            writer.write((json.dumps({"v": PROTOCOL_VERSION, "kind": "set_params", "id": f"b{i}", "top_p": 7}) + "\n").encode())
+        answers = [await _read(reader) for _ in range(n)]
+        assert [a.command_id for a in answers] == [f"b{i}" for i in range(n)]
+        assert all(a.status == "rejected" for a in answers)
+        writer.close()
+        await asyncio.sleep(0.3)  # the handler notices the close and writes its summary
+        events = list(store.read(before))
+        rejected = [e for e in events if e.kind == "command_result"]
+        summary = [e for e in events if e.kind == "log" and "answered but not logged" in e.message]
+        assert len(rejected) == AUDIT_LIMIT and len(summary) == 1 and f"{n - AUDIT_LIMIT} further" in summary[0].message
+    finally:
+        await server.stop()
+        store.close()
