@@ -231,8 +231,10 @@ class Controller:
                 raise StopTraining("stop requested")
             elif isinstance(cmd, C.Pause):
                 pass  # handled by the pause flag
-            elif isinstance(cmd, C.Resume):
-                pass  # not paused any more by the time it was applied
+            elif isinstance(cmd, C.Resume):  # sent while pausing: the pause is called off
+                if self._pause_requested:
+                    self._pause_requested = False
+                    self.set_state("running", "pause called off by resume")
             self._done(cmd)
         except (StopTraining, LogUnwritable):
             raise

@@ -47,6 +47,8 @@ class BackendClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[str, asyncio.Future[CommandResult]] = {}
+        self.skipped = 0  # frames this client could not decode (a newer backend's events), skipped
+        self.last_skipped = ""
 
     async def connect(self, timeout: float = 5.0) -> Hello:
         try:
@@ -102,8 +104,10 @@ class BackendClient:
                 return
             try:
                 event = decode_event(line)
-            except ProtocolError as exc:
-                raise ClientError(str(exc)) from None
+            except ProtocolError as exc:  # a newer backend's event kind or field: skip it, keep the stream
+                self.skipped += 1
+                self.last_skipped = str(exc)
+                continue
             if isinstance(event, CommandResult) and event.command_id in self._pending:
                 fut = self._pending[event.command_id]
                 if not fut.done():

@@ -72,15 +72,32 @@ def _no_constants(name: str) -> Any:
 
 
 def _depth(line: bytes) -> int:
-    """Deepest bracket nesting of a frame (strings included: an over-estimate is safe)."""
+    """Deepest bracket nesting of a frame, outside strings."""
     depth = deepest = 0
+    in_string = escaped = False
     for byte in line:
-        if byte in (0x5B, 0x7B):  # [ {
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
             depth += 1
             deepest = max(deepest, depth)
         elif byte in (0x5D, 0x7D):
             depth -= 1
     return deepest
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
 
 
 def _parse(line: bytes | str, what: str) -> dict[str, Any]:
@@ -91,7 +108,7 @@ def _parse(line: bytes | str, what: str) -> dict[str, Any]:
     if what == "command" and line.count(b"[") + line.count(b"{") > MAX_COMMAND_DEPTH and _depth(line) > MAX_COMMAND_DEPTH:
         raise ProtocolError(f"command frame nests deeper than {MAX_COMMAND_DEPTH} levels")
     try:  # strict JSON: NaN/Infinity are not numbers on this wire
-        data = json.loads(line, parse_constant=_no_constants)
+        data = json.loads(line, parse_constant=_no_constants, parse_float=_finite_float)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         why = "nests too deeply" if isinstance(exc, RecursionError) else f"is not valid JSON: {exc}"
         raise ProtocolError(f"{what} frame {why}") from None

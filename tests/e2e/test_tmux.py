@@ -60,9 +60,9 @@ def test_console_pause_edit_detach_attach(rlc_home, tmp_path):
         assert header_step() == paused, "steps advanced while paused"
 
         tmux("send-keys", "-t", SESSION, "e")
-        wait_screen(r"temperature\s+>0…5\s+1\.0")
+        wait_screen(r"temperature\s+>0…2\s+1\.0")
         tmux("send-keys", "-t", SESSION, "0.7", "Enter")
-        wait_screen(r"temperature\s+>0…5\s+0\.7\s+.*applied at step \d+")
+        wait_screen(r"temperature\s+>0…2\s+0\.7\s+.*applied at step \d+")
         tmux("send-keys", "-t", SESSION, "Escape")
         time.sleep(0.5)
         tmux("send-keys", "-t", SESSION, "p")

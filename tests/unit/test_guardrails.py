@@ -40,3 +40,13 @@ def test_state_guardrails(tmp_path):
     starting = controller(tmp_path / "s")
     starting.state = "starting"
     assert "still starting" in starting.submit(C.ResyncWeights()).reason
+
+
+def test_resume_sent_while_pausing_calls_the_pause_off(tmp_path):
+    c = controller(tmp_path)
+    assert c.submit(C.Pause()).status == "accepted" and c.state == "pausing"
+    assert c.submit(C.Resume()).status == "accepted"
+    c.boundary()  # the step boundary: both commands applied, no pause entered
+    assert c.state == "running" and not c._pause_requested
+    states = [e.state for e in c.store.read(0) if e.kind == "state_changed"]
+    assert states[-2:] == ["pausing", "running"]

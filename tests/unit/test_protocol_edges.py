@@ -58,3 +58,10 @@ def test_an_integer_is_still_a_float_and_valid_commands_pass():
     cmd = decode_command(frame(kind="set_params", id="a", temperature=1, max_tokens=8))
     assert cmd.temperature == 1.0 and cmd.max_tokens == 8
     assert decode_command(frame(kind="stop", checkpoint=False)).checkpoint is False
+
+
+def test_brackets_inside_strings_do_not_count_and_huge_numbers_are_refused():
+    ok = decode_command(frame(kind="subscribe", client="[[[[[[[[[[[[[[[[[[[[ my tool ]]]]]]]]]]]]]]]]]]]]"))
+    assert ok.client.startswith("[[[")
+    with pytest.raises(ProtocolError, match="out of range"):
+        decode_command(b'{"v":1,"kind":"set_params","id":"a","temperature":1e400}')

@@ -62,3 +62,31 @@ async def test_a_flood_of_bad_commands_is_answered_and_summed_up_in_the_log(tmp_
     finally:
         await server.stop()
         store.close()
+
+
+async def test_the_client_skips_event_kinds_it_does_not_know(tmp_path):
+    """A newer backend may send an event kind (or field) this console does not know: the
+    stream goes on, the frame is counted as skipped."""
+    from console.client import BackendClient
+
+    path = tmp_path / "s.sock"
+
+    async def serve(reader, writer):
+        writer.write(b'{"v":1,"kind":"hello","protocol":1,"run_id":"r","last_seq":2}\n')
+        await reader.readline()  # subscribe
+        writer.write(b'{"v":1,"kind":"log","seq":0,"ts":1.0,"message":"one"}\n')
+        writer.write(b'{"v":1,"kind":"policy_probe","seq":1,"ts":1.0,"text":"from the future"}\n')
+        writer.write(b'{"v":1,"kind":"log","seq":2,"ts":1.0,"message":"two"}\n')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(serve, path=str(path))
+    try:
+        client = BackendClient(path)
+        await client.connect()
+        got = [e async for e in client.events()]
+        assert [e.message for e in got] == ["one", "two"] and client.skipped == 1
+        assert "policy_probe" in client.last_skipped
+        await client.close()
+    finally:
+        server.close()
