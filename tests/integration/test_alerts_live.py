@@ -43,7 +43,10 @@ def test_rules_fire_in_a_real_run(rlc_home, tmp_path):
             run_id = ev.run_id if ev.kind == "run_started" else run_id
             if ev.kind == "state_changed" and ev.state == "paused":
                 break
-        alerts = {a.rule: a for a in events if a.kind == "alert"}
+        alerts = {a.rule: a for a in events if a.kind == "alert" and a.state == "raised"}
+        cleared = {a.rule: a for a in events if a.kind == "alert" and a.state == "cleared"}
+        # a lasting condition ends with its cleared event, three steps after it stopped holding
+        assert cleared["slow_step"].since == 12 and cleared["slow_step"].step == 15
         assert alerts["zero_std"].value == 1.0 and alerts["zero_std"].step <= 3
         assert alerts["truncation"].value >= 0.9 and "max_tokens" in alerts["truncation"].suggestion
         assert alerts["slow_step"].step == 12 and alerts["slow_step"].value > alerts["slow_step"].threshold
