@@ -24,6 +24,7 @@ from typing import Any
 from backend.engine.base import EngineError, Sampling
 from backend.protocol import commands as C
 from backend.protocol import events as E
+from backend.protocol.params import SAMPLING_PARAMS
 from backend.runstore import RunStore, write_run_meta
 from backend.settings import RunProfile
 from backend.training.trainer import StopTraining
@@ -34,8 +35,6 @@ class LogUnwritable(RuntimeError):
     """The run's event log cannot be written; the run stops (see Controller.emit_many)."""
 
 
-#: live parameters the engine's sampling takes: a change to one is checked against the installed vLLM
-SAMPLING_PARAMS = frozenset({"temperature", "top_p", "top_k", "max_tokens", "num_generations"})
 
 
 class Controller:

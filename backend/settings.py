@@ -11,18 +11,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from backend.protocol.params import (
-    Beta,
-    LearningRate,
-    MaxTokens,
-    NumGenerations,
-    Temperature,
-    TopK,
-    TopP,
-)
+from backend.protocol.params import PARAMS, section_fields
 
 
 
@@ -159,17 +151,13 @@ class RaySection(_Section):
     )
 
 
-class SamplingSection(_Section):
-    temperature: Temperature = 1.0
-    top_p: TopP = 1.0
-    top_k: TopK = -1
-    max_tokens: MaxTokens = 6
-    num_generations: NumGenerations = 8
+#: [sampling]: the live sampling parameters, declared once in `backend.protocol.params.PARAMS`
+SamplingSection = create_model("SamplingSection", __base__=_Section, __module__=__name__, **section_fields("sampling"))
 
 
-class TrainingSection(_Section):
-    learning_rate: LearningRate = 1e-3
-    beta: Beta = 0.0
+class _TrainingFixed(_Section):
+    """[training]: the live parameters from `backend.protocol.params.PARAMS`, plus these."""
+
     prompts_per_step: int = Field(16, ge=1, le=65_536, description="distinct prompts per step (batch = prompts × G)")
     max_grad_norm: float = Field(1.0, gt=0)
     policy_dtype: Literal["float32", "bfloat16"] = Field(
@@ -177,6 +165,9 @@ class TrainingSection(_Section):
         description="dtype of the trainer's master weights: float32 as TRL's GRPOTrainer (bf16 autocast on GPU); "
         "the engine serves model.dtype and every weight sync casts. bfloat16 halves memory but small updates round away",
     )
+
+
+TrainingSection = create_model("TrainingSection", __base__=_TrainingFixed, __module__=__name__, **section_fields("training"))
 
 
 class TelemetrySection(_Section):
@@ -285,15 +276,7 @@ class RunProfile(BaseSettings):
 
 
 #: the profile section of each parameter an operator can change mid-run
-LIVE_PARAM_SECTIONS = {
-    "temperature": "sampling",
-    "top_p": "sampling",
-    "top_k": "sampling",
-    "max_tokens": "sampling",
-    "num_generations": "sampling",
-    "learning_rate": "training",
-    "beta": "training",
-}
+LIVE_PARAM_SECTIONS = {p.name: p.section for p in PARAMS}
 
 
 #: GRPOConfig fields rl-console sets from its own sections; the [trl] table may not override them

@@ -6,20 +6,11 @@ Each carries an `id` so the `CommandResult` that answers it can be matched.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, create_model, model_validator
 
-from backend.protocol.params import (
-    LIVE_PARAMS,
-    Beta,
-    LearningRate,
-    MaxTokens,
-    NumGenerations,
-    Temperature,
-    TopK,
-    TopP,
-)
+from backend.protocol.params import LIVE_PARAMS, PARAMS
 from backend.protocol.wire import WIRE
 
 
@@ -59,24 +50,27 @@ class ResyncWeights(_Command):
     kind: Literal["resync"] = "resync"
 
 
-class SetParams(_Command):
+class _SetParamsBase(_Command):
     kind: Literal["set_params"] = "set_params"
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    top_k: TopK | None = None
-    max_tokens: MaxTokens | None = None
-    num_generations: NumGenerations | None = None
-    learning_rate: LearningRate | None = None
-    beta: Beta | None = None
 
     @model_validator(mode="after")
-    def _at_least_one(self) -> "SetParams":
+    def _at_least_one(self) -> "_SetParamsBase":
         if not self.changes():
             raise ValueError(f"set_params needs at least one of: {', '.join(LIVE_PARAMS)}")
         return self
 
     def changes(self) -> dict[str, float | int]:
         return {k: getattr(self, k) for k in LIVE_PARAMS if getattr(self, k) is not None}
+
+
+#: a change of live parameters: one optional field per entry of `params.PARAMS`, same bounds
+SetParams = create_model(
+    "SetParams",
+    __base__=_SetParamsBase,
+    __module__=__name__,
+    **{p.name: (Optional[p.type], None) for p in PARAMS},
+)
+SetParams.__doc__ = "Change live parameters at the next step boundary (at least one; each within its range)."
 
 
 class Checkpoint(_Command):

@@ -7,9 +7,12 @@ same reason, with the same message.
 
 from __future__ import annotations
 
-from typing import Annotated
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
+from pydantic.fields import FieldInfo
 
 Temperature = Annotated[float, Field(gt=0.0, le=2.0, description="sampling temperature (> 0: GRPO needs varied completions; ≤ 2: vLLM's own limit)")]
 TopP = Annotated[float, Field(gt=0.0, le=1.0, description="nucleus sampling mass")]
@@ -19,13 +22,60 @@ NumGenerations = Annotated[int, Field(ge=2, le=1024, description="completions pe
 LearningRate = Annotated[float, Field(gt=0.0, le=1.0, description="optimizer learning rate")]
 Beta = Annotated[float, Field(ge=0.0, le=10.0, description="KL penalty coefficient")]
 
-#: names a SetParams command may carry, in display order
-LIVE_PARAMS: tuple[str, ...] = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "max_tokens",
-    "num_generations",
-    "learning_rate",
-    "beta",
+@dataclass(frozen=True)
+class LiveParam:
+    """One parameter an operator can change mid-run: the single declaration from which the
+    `SetParams` command, the profile section's field, the console's form (range, help) and
+    the controller's checks are derived. Adding a live parameter = one line here plus, in
+    the backend, how it is applied (`TrainingSession.APPLY`, or read at the next rollout)."""
+
+    name: str
+    type: Any  # Annotated[..., Field(bounds, description)]
+    default: Any
+    section: Literal["sampling", "training"]  # the profile table it lives in
+    applies: Literal["sampling", "optimizer", "loss", "restart"]  # where a change takes effect
+
+    @property
+    def info(self) -> FieldInfo:
+        return typing.get_args(self.type)[1]
+
+    @property
+    def description(self) -> str:
+        return self.info.description or ""
+
+
+PARAMS: tuple[LiveParam, ...] = (
+    LiveParam("temperature", Temperature, 1.0, "sampling", "sampling"),  # the loss uses it too
+    LiveParam("top_p", TopP, 1.0, "sampling", "sampling"),
+    LiveParam("top_k", TopK, -1, "sampling", "sampling"),
+    LiveParam("max_tokens", MaxTokens, 6, "sampling", "sampling"),
+    LiveParam("num_generations", NumGenerations, 8, "sampling", "restart"),  # TRL builds G into its sampler
+    LiveParam("learning_rate", LearningRate, 1e-3, "training", "optimizer"),
+    LiveParam("beta", Beta, 0.0, "training", "loss"),
 )
+BY_NAME: dict[str, LiveParam] = {p.name: p for p in PARAMS}
+
+#: names a SetParams command may carry, in display order
+LIVE_PARAMS: tuple[str, ...] = tuple(p.name for p in PARAMS)
+#: the parameters the engine's sampling takes: a change to one is checked against the installed vLLM
+SAMPLING_PARAMS: frozenset[str] = frozenset(p.name for p in PARAMS if p.section == "sampling")
+
+
+def param_range(name: str) -> str:
+    """'>0…2' style bounds read from the parameter's annotated type ('>' / '<' = exclusive)."""
+    lo = hi = ""
+    for m in BY_NAME[name].info.metadata:
+        if hasattr(m, "ge"):
+            lo = f"{m.ge:g}"
+        elif hasattr(m, "gt"):
+            lo = f">{m.gt:g}"
+        elif hasattr(m, "le"):
+            hi = f"{m.le:g}"
+        elif hasattr(m, "lt"):
+            hi = f"<{m.lt:g}"
+    return f"{lo}…{hi}"
+
+
+def section_fields(section: str) -> dict[str, Any]:
+    """pydantic `create_model` field definitions of one profile section's live parameters."""
+    return {p.name: (p.type, p.default) for p in PARAMS if p.section == section}

@@ -409,23 +409,11 @@ class TrainingSession:
 
     # ---- actions the controller asks for -------------------------------------
     def apply_params(self, changes: dict[str, Any]) -> dict[str, Any]:
-        applied = {}
+        """Apply validated live changes at a step boundary (see APPLY below: one entry per
+        parameter of `backend.protocol.params.PARAMS`)."""
         for key, value in changes.items():
-            if key == "learning_rate":
-                set_learning_rate(self.trainer, value)
-            elif key == "temperature":
-                set_loss_temperature(self.trainer, value)
-            elif key == "beta":
-                self.trainer.beta = value
-                self.trainer.args.beta = value
-            elif key == "max_tokens":
-                self.trainer.max_completion_length = value
-                self.trainer.args.max_completion_length = value
-            elif key == "num_generations":
-                if value != self.c.params["num_generations"]:
-                    self._pending_restart = True
-            applied[key] = value
-        return applied
+            APPLY[key](self, value)
+        return dict(changes)
 
     def sync_weights(self, *, verify: bool, reason: str) -> float:
         """Push the policy's weights into the engine; verify with a greedy canary when asked."""
@@ -532,6 +520,41 @@ class TrainingSession:
                 self.engine.shutdown()
             except Exception:
                 pass
+
+
+def _next_rollout(session: TrainingSession, value: Any) -> None:
+    """Sampling parameters are read from the live params when the next rollout is built."""
+
+
+def _set_temperature(session: TrainingSession, value: float) -> None:
+    set_loss_temperature(session.trainer, value)  # the loss's log-probs follow the sampling temperature
+
+
+def _set_max_tokens(session: TrainingSession, value: int) -> None:
+    session.trainer.max_completion_length = value
+    session.trainer.args.max_completion_length = value
+
+
+def _set_group_size(session: TrainingSession, value: int) -> None:
+    if value != session.c.params["num_generations"]:
+        session._pending_restart = True  # TRL builds G into its sampler: train() starts again at the boundary
+
+
+def _set_beta(session: TrainingSession, value: float) -> None:
+    session.trainer.beta = value
+    session.trainer.args.beta = value
+
+
+#: how each live parameter takes effect at a step boundary (`backend.protocol.params.PARAMS`)
+APPLY: dict[str, Any] = {
+    "temperature": _set_temperature,
+    "top_p": _next_rollout,
+    "top_k": _next_rollout,
+    "max_tokens": _set_max_tokens,
+    "num_generations": _set_group_size,
+    "learning_rate": lambda session, value: set_learning_rate(session.trainer, value),
+    "beta": _set_beta,
+}
 
 
 def _clean(x: Any) -> float | None:

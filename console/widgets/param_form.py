@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,39 +11,13 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Static
 
-from backend.protocol import params as P
-from backend.protocol.params import LIVE_PARAMS
+from backend.protocol.params import BY_NAME, LIVE_PARAMS, param_range
 
-_TYPES = {
-    "temperature": P.Temperature,
-    "top_p": P.TopP,
-    "top_k": P.TopK,
-    "max_tokens": P.MaxTokens,
-    "num_generations": P.NumGenerations,
-    "learning_rate": P.LearningRate,
-    "beta": P.Beta,
-}
 STATUS_STYLES = {"pending": "bold yellow", "applied": "bold green", "rejected": "bold red", "": ""}
 
 
-def param_range(name: str) -> str:
-    """'0.0…5.0' style bounds read from the protocol's own annotated type ('(' = exclusive)."""
-    info = typing.get_args(_TYPES[name])[1]
-    lo = hi = ""
-    for m in info.metadata:
-        if hasattr(m, "ge"):
-            lo = f"{m.ge:g}"
-        elif hasattr(m, "gt"):
-            lo = f">{m.gt:g}"
-        elif hasattr(m, "le"):
-            hi = f"{m.le:g}"
-        elif hasattr(m, "lt"):
-            hi = f"<{m.lt:g}"
-    return f"{lo}…{hi}"
-
-
 def param_description(name: str) -> str:
-    return typing.get_args(_TYPES[name])[1].description or ""
+    return BY_NAME[name].description
 
 
 def fmt_value(value: Any) -> str:
