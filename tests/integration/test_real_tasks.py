@@ -96,6 +96,11 @@ def test_packaged_chat_model_trains_through_its_chat_template(rlc_home, smollm2)
             assert "<|im_start|>" not in c.text
     metrics = [e for e in events if e.kind == "step_metrics"]
     assert all(set(m.rewards_by_function) == {"correct_answer", "number_only"} for m in metrics)
+    for m in metrics:  # mean reward of finished vs truncated completions, from this step's groups
+        done = [c for g in groups if g.step == m.step for c in g.completions]
+        for truncated, value in ((False, m.reward_finished), (True, m.reward_truncated)):
+            mine = [c.reward for c in done if c.truncated == truncated]
+            assert value == (pytest.approx(sum(mine) / len(mine)) if mine else None)
 
 
 @pytest.mark.parametrize("engine_dtype,scale", [("float32", 1e-3), ("bfloat16", 3e-2)])

