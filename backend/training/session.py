@@ -29,6 +29,7 @@ from backend.training.trainer import (
     set_loss_temperature,
 )
 
+PROMPTS_CHECKED = 5000  # prompts tokenized at start for the length check (the rest are checked by vLLM)
 CANARY_PROMPTS = 8
 CANARY_TOKENS = 32
 
@@ -77,6 +78,18 @@ class TrainingSession:
         model_path, embedded = factory.resolve_model(p, say, dtype)
         self.task = factory.load_task(p, self.recorder)
         self.model_path, self.device, self.dtype = model_path, device, dtype
+        # what can be checked before the engine starts (seconds to minutes) is checked now
+        from transformers import AutoTokenizer
+
+        encoder = RolloutFunc(None, AutoTokenizer.from_pretrained(model_path), self)
+        encoded = [encoder.encode(x) for x in self.task.dataset["prompt"][:PROMPTS_CHECKED]]
+        self.max_prompt_tokens = max(len(x) for x in encoded)
+        if self.max_prompt_tokens + p.sampling.max_tokens > p.engine.max_model_len:
+            raise ValueError(
+                f"longest prompt ({self.max_prompt_tokens} tokens) + sampling.max_tokens ({p.sampling.max_tokens}) "
+                f"exceeds engine.max_model_len ({p.engine.max_model_len}): raise engine.max_model_len or lower "
+                "sampling.max_tokens"
+            )
 
         self.c.progress("engine", f"starting vLLM ({p.engine.backend}, {device}, {dtype}) — first start compiles kernels, ~10-60 s")
         t0 = time.perf_counter()
@@ -87,10 +100,6 @@ class TrainingSession:
 
         self.c.progress("model", "loading the policy into the trainer")
         self.model, self.tokenizer = factory.load_policy(model_path, p.training.policy_dtype, device)
-        prompts = self.task.dataset["prompt"][:256]
-        rf = RolloutFunc(self.engine, self.tokenizer, self)
-        encoded = [rf.encode(x) for x in prompts]
-        self.max_prompt_tokens = max(len(x) for x in encoded)
         # canary: the tails of a few real prompts as fixed sequences, its noise floor measured
         # now, while engine and trainer hold the same weights (before warm-up or resume)
         e = p.engine
@@ -100,11 +109,6 @@ class TrainingSession:
         self.c.progress("engine", self.canary.calibrate(self.engine.prompt_logprobs(self.canary_seqs), self.trainer_logprobs(self.canary_seqs)))
         if self.resume is not None:
             self._load_resume_weights()
-        if self.max_prompt_tokens + p.sampling.max_tokens > p.engine.max_model_len:
-            raise ValueError(
-                f"longest prompt ({self.max_prompt_tokens} tokens) + sampling.max_tokens ({p.sampling.max_tokens}) "
-                f"exceeds engine.max_model_len ({p.engine.max_model_len})"
-            )
 
         self.c.emit(
             E.RunStarted(

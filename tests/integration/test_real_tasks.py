@@ -232,3 +232,17 @@ def test_resume_from_another_directory_finds_the_task(rlc_home, tmp_path):
     started = [e for e in events if e.kind == "run_started"][-1]
     assert started.profile_data["run"]["workdir"] == str(project)
     assert [e.step for e in events if e.kind == "step_metrics"][-1] == 3 and events[-1].state == "finished"
+
+
+def test_a_prompt_too_long_for_the_engine_fails_before_the_engine_starts(rlc_home, tmp_path):
+    import time
+
+    (tmp_path / "long.jsonl").write_text(json.dumps({"prompt": "a" * 60 + ">"}) + "\n")
+    t0 = time.monotonic()
+    out = subprocess.run(RLC + ["run", "--headless", "--json", "--set", f"task.dataset={tmp_path / 'long.jsonl'}",
+                                "--set", "sampling.max_tokens=8"], env=backend_env(rlc_home), capture_output=True, text=True, timeout=300)
+    events = [decode_event(line) for line in out.stdout.splitlines() if line.strip()]
+    assert out.returncode != 0 and events[-1].state == "failed"
+    assert "longest prompt (61 tokens) + sampling.max_tokens (8) exceeds engine.max_model_len (64)" in events[-1].reason
+    assert not any(e.kind == "progress" and e.stage == "engine" for e in events)  # the engine never started
+    assert time.monotonic() - t0 < 60
