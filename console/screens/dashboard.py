@@ -47,7 +47,8 @@ class DashboardScreen(LiveScreen):
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
         startup = self.query_one(StartupProgress)
-        startup.display = state.state in ("unknown", "starting")
+        # while starting; and, when the run ended before its first step, the reason why
+        startup.display = state.state in ("unknown", "starting") or (state.state in ("failed", "crashed") and not state.steps)
         if startup.display:
             startup.show(state.progress, state.state, state.state_reason)
         function = self.chart_function(state)

@@ -24,6 +24,10 @@ class StartupProgress(Widget):
         border-title-color: $warning;
         padding: 0 1;
     }
+    StartupProgress.-ended {
+        border: round $error;
+        border-title-color: $error;
+    }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -35,14 +39,30 @@ class StartupProgress(Widget):
 
     def show(self, progress: Progress | None, state: str, reason: str = "") -> None:
         self._progress, self._state, self._reason = progress, state, reason
-        self.border_title = f"{state}: {progress.stage}" if progress else state
+        self.border_title = state.upper() if self.ended else f"{state}: {progress.stage}" if progress else state
+        self.set_class(self.ended, "-ended")
         self.refresh(layout=True)
 
+    @property
+    def ended(self) -> bool:
+        return self._state in ("failed", "crashed")
+
+    def _failure(self) -> Text:
+        what = "the run failed before its first step" if self._state == "failed" else "the backend died before the first step"
+        out = Text(what, style="bold red")
+        out.append("\n" + (self._reason or "no reason was recorded; see the run's backend.log"))
+        out.append("\nnext: fix the cause, then start the run again (`rl-console ls` lists it)", style="dim")
+        return out
+
     def get_content_height(self, container, viewport, width: int) -> int:
+        if self.ended:  # the whole reason, wrapped, up to 8 lines
+            return min(len(self._failure().wrap(self.app.console, max(width, 10))), 8)
         return 2
 
     def render(self) -> Text:
         width = max(self.size.width, 10)
+        if self.ended:
+            return self._failure()
         p = self._progress
         if p is None:
             return Text(f"waiting for the backend… {self._reason}".rstrip(), style="italic")

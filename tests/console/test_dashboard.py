@@ -208,3 +208,21 @@ async def test_metrics_screen_small_multiples_at_80x24_and_160x48(kit):
                 for name in ("truncated", "Δlogp", "tokens/s"):
                     assert name in text, name
             assert any(ch in text for ch in "▁▂▃▄▅▆▇█")
+
+
+async def test_a_setup_failure_shows_its_reason_in_the_body(kit):
+    """FAILED before any step: the dashboard body says why (whole reason, wrapped) and what next,
+    not 'waiting for the first step'."""
+    from backend.protocol.events import StateChanged
+
+    run = kit.make_run(steps=0)[:3]  # run started, progress, but no step
+    reason = ("setup failed: EngineError: vLLM failed to start on /models/x: ValueError: head size 16 is not "
+              "supported; use one of 32, 64, 80, 96, 112, 128, 256")
+    source = kit.Source([*run, StateChanged(ts=kit.TS0 + 9, state="failed", reason=reason, step=0)])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        text = kit.screen_text(app)
+        assert "FAILED" in text.splitlines()[0]
+        assert "the run failed before its first step" in text and "head size 16" in text
+        assert "use one of 32, 64" in text  # the end of the reason too, wrapped rather than cut
