@@ -333,6 +333,11 @@ class RLConsoleApp(App):
             return
         screen.rendered_version = self.state.version
 
+    def action_help_quit(self) -> None:
+        """ctrl+c: operators reach for it to leave; say what leaving means here."""
+        self.toast("ctrl+c does not stop anything here: q detaches (the run keeps going); "
+                   "to stop the run: rl-console ctl RUN stop", "information")
+
     # -- commands -----------------------------------------------------------------------
     def toast(self, message: str, severity: str = "information") -> None:
         self.toasts.append((severity, message))

@@ -63,6 +63,9 @@ class SamplesScreen(LiveScreen):
 
     def action_cycle_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        table = self.query_one(GroupsTable)
+        table.cursor_row = 0  # a new order starts at its top
+        table.scroll_home(animate=False)
         self.console_app.repaint(force=True)
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -132,6 +135,8 @@ class SamplesScreen(LiveScreen):
         self.shown_groups = groups
         status = Text(no_wrap=True, end="")
         status.append(f" {len(groups)}/{len(state.groups)} groups ", style="bold")
+        if state.groups_total > len(state.groups):  # say plainly what a filter searches
+            status.append(f"(newest {len(state.groups)} of {state.groups_total}; older: rl-console replay) ", style="dim")
         status.append("z:zero-std ", style="bold reverse yellow" if self.zero_std else "dim")
         status.append("t:truncated ", style="bold reverse yellow" if self.truncated else "dim")
         status.append(f"o:{SORT_LABELS[self.sort]}", style="bold")

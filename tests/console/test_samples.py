@@ -169,3 +169,27 @@ async def test_cursor_on_the_first_row_follows_the_newest_group(kit):
         newest = app.state.view_groups()[0]
         assert newest.step == 4 and table.cursor_row == 0 and table.selected_group is newest
         assert completions.group is newest and f"step 4 group {newest.group}" in kit.screen_text(app)
+
+
+async def test_sort_starts_at_the_top_and_the_status_says_what_a_filter_searches(kit):
+    from console.state import RunState
+
+    source = kit.Source(kit.make_run(steps=12))
+    app = RLConsoleApp(source)
+    app.state = RunState(max_groups=20)  # a small window: 48 groups arrive, 20 are kept
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("s")
+        await kit.settle(pilot)
+        table = app.screen.query_one(GroupsTable)
+        table.focus()
+        for _ in range(6):
+            await pilot.press("down")
+        assert table.cursor_row == 6
+        await pilot.press("o")
+        await kit.settle(pilot)
+        assert table.cursor_row == 0 and table.scroll_y == 0
+        assert "(newest 20 of 48; older: rl-console replay)" in kit.screen_text(app)
+        await pilot.press("ctrl+c")
+        await kit.settle(pilot)
+        assert "q detaches (the run keeps going)" in app.toasts[-1][1]
