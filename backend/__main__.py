@@ -47,8 +47,9 @@ def _parse_set(values: list[str]) -> dict:
 class HeadlessPrinter:
     """One line per step (or per event with --json), plus progress while starting."""
 
-    def __init__(self, json_mode: bool, stream=None) -> None:
+    def __init__(self, json_mode: bool, stream=None, log_path: Path | None = None) -> None:
         self.json = json_mode
+        self.log_path = log_path
         self.out = stream or sys.stdout
         self.state = "starting"
         self.lock = threading.Lock()
@@ -73,7 +74,8 @@ class HeadlessPrinter:
     def render(self, ev) -> str | None:
         if isinstance(ev, E.StateChanged):
             self.state = ev.state
-            return f"[{ev.state}] {ev.reason}".rstrip()
+            where = f" (details: {self.log_path})" if ev.state == "failed" and self.log_path else ""
+            return f"[{ev.state}] {ev.reason}".rstrip() + where
         if isinstance(ev, E.Progress):
             frac = f" ({ev.current}/{ev.total})" if ev.total else ""
             return f"  … {ev.stage}: {ev.message}{frac}"
@@ -217,6 +219,17 @@ def prepare_resume(run_id: str, overrides: dict):
     return profile, started.profile, point
 
 
+def quiet_library_warnings(log_path: Path) -> None:
+    """Headless: what the libraries write to stderr (TRL's vLLM-version notice, `rollout_func`
+    is experimental, Triton's and torch's warnings, vLLM's progress bars, tracebacks) goes to
+    the run's backend.log; the terminal keeps rl-console's own lines, and a failure's line
+    says where its traceback is."""
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 2)  # C libraries and subprocesses too, not only Python's sys.stderr
+    os.close(fd)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from backend.controller import Controller
     from backend.protocol.paths import new_run_id
@@ -255,6 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pinned = pin_trainer_gpu()  # before anything initialises CUDA: TRL trains on one GPU per process
     controller = Controller(profile, run_id=run_id, run_dir=rdir, profile_name=name, store=store, resume=resume)
     if args.headless:
+        quiet_library_warnings(rdir / "backend.log")
         stream = None
         if args.json:
             # stdout is the event stream: keep it for us, and send anything else that writes to
@@ -262,7 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             stream = os.fdopen(os.dup(1), "w", buffering=1)
             os.dup2(2, 1)
             sys.stdout = sys.stderr
-        controller.listeners.append(HeadlessPrinter(args.json, stream))
+        controller.listeners.append(HeadlessPrinter(args.json, stream, rdir / "backend.log"))
     if pinned and not args.json:
         print(f"rl-console: trainer on GPU {pinned[0]}; GPU(s) {','.join(pinned[1])} left to engines "
               "(a Ray engine's local cluster; an in-process engine shares the trainer's)", flush=True)

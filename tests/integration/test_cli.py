@@ -66,6 +66,10 @@ def test_headless_lines_and_bad_profile(rlc_home, tmp_path):
     assert len(steps) == 4 and "reward" in steps[0] and "tok/s" in steps[0] and "[running]" in steps[0]
     assert any("… engine:" in l for l in lines)  # progress while the engine starts
     assert lines[-1].startswith("[finished]")
+    # library warnings go to the run's backend.log, not the operator's terminal
+    assert "Warning" not in out.stderr and "Triton" not in out.stderr, out.stderr[-2000:]
+    run_id = next(l.split()[1].rstrip(":") for l in lines if l.startswith("run "))
+    assert "rollout_func" in (rlc_home / "runs" / run_id / "backend.log").read_text()
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[sampling]\ntemperature = 7\n")
