@@ -243,10 +243,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not infos:
         print("no runs yet — start one with `rl-console` or `rl-console run --detach`")
         return 0
-    print(f"{'RUN':40} {'STATE':10} {'STEP':>6} {'REWARD':>7}  PROFILE")
+    print(f"{'RUN':36} {'STATE':10} {'STEP/MAX':>11} {'REWARD':>7} {'STARTED':>11} {'TIME':>7}  PROFILE")
     for i in infos:
         reward = f"{i.reward:.3f}" if i.reward is not None else "-"
-        print(f"{i.run_id:40} {i.state:10} {i.step:6d} {reward:>7}  {i.profile}")
+        steps = f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
+        print(f"{i.run_id:36} {i.state:10} {steps:>11} {reward:>7} {runs.fmt_started(i.created):>11} "
+              f"{runs.fmt_duration(i.duration_s):>7}  {i.profile}")
         if i.state in ("failed", "crashed"):
             print(f"{'':40} └ {i.reason[:100]}" + (f" — {i.next}" if i.next else ""))
     return 0
@@ -261,7 +263,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(info.as_dict()))
     else:
         reward = f"{info.reward:.3f}" if info.reward is not None else "-"
-        print(f"{info.run_id}: {info.state}, step {info.step}, reward {reward}, pid {info.pid}, alive {info.alive}")
+        steps = f"{info.step}/{info.max_steps}" if info.max_steps else str(info.step)
+        print(f"{info.run_id}: {info.state}, step {steps}, reward {reward}, started {runs.fmt_started(info.created)}, "
+              f"running for {runs.fmt_duration(info.duration_s)}" if info.alive else
+              f"{info.run_id}: {info.state}, step {steps}, reward {reward}, started {runs.fmt_started(info.created)}, "
+              f"ran {runs.fmt_duration(info.duration_s)}, backend pid {info.pid} (not running)")
         if info.reason and info.state != "completed":
             print(f"  reason: {info.reason}")
         if info.next:

@@ -48,6 +48,8 @@ class RunInfo:
     created: float | None
     reason: str = ""
     next: str = ""
+    max_steps: int = 0  # the run's run.max_steps (0: unknown)
+    duration_s: float | None = None  # from its start to its newest event (now, while alive)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -106,6 +108,9 @@ def info(run_id: str) -> RunInfo:
         meta = {}
     state_ev = _last(run_id, "state_changed")
     metrics = _last(run_id, "step_metrics")
+    started = _last(run_id, "run_started")
+    max_steps = int((((started.profile_data or {}).get("run") or {}).get("max_steps") or 0)) if started else 0
+    newest = _query(run_id, "SELECT MAX(ts) FROM events")
     pid = meta.get("pid")
     if (rdir / LOCK_NAME).exists():  # the backend's lock: held exactly while it lives
         alive = run_locked(rdir)
@@ -140,7 +145,31 @@ def info(run_id: str) -> RunInfo:
         created=meta.get("created"),
         reason=reason,
         next=nxt,
+        max_steps=max_steps,
+        duration_s=_duration(meta.get("created"), newest[0][0] if newest else None, alive),
     )
+
+
+def _duration(created: float | None, newest: float | None, alive: bool) -> float | None:
+    import time
+
+    if not created:
+        return None
+    end = time.time() if alive else newest
+    return max(0.0, end - created) if end else None
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def fmt_started(created: float | None) -> str:
+    import time
+
+    return time.strftime("%m-%d %H:%M", time.localtime(created)) if created else "-"
 
 
 def all_runs() -> list[RunInfo]:
