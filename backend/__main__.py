@@ -47,9 +47,10 @@ def _parse_set(values: list[str]) -> dict:
 class HeadlessPrinter:
     """One line per step (or per event with --json), plus progress while starting."""
 
-    def __init__(self, json_mode: bool, stream=None, log_path: Path | None = None) -> None:
+    def __init__(self, json_mode: bool, stream=None, log_path: Path | None = None, run_id: str = "") -> None:
         self.json = json_mode
         self.log_path = log_path
+        self.run_id = run_id
         self.out = stream or sys.stdout
         self.state = "starting"
         self.lock = threading.Lock()
@@ -75,6 +76,8 @@ class HeadlessPrinter:
         if isinstance(ev, E.StateChanged):
             self.state = ev.state
             where = f" (details: {self.log_path})" if ev.state == "failed" and self.log_path else ""
+            if ev.state == "paused" and self.run_id:  # a headless run waits here: say how to go on
+                where = f"\n  waiting: rl-console ctl {self.run_id} resume (or stop); rl-console attach {self.run_id} to look first"
             return f"[{ev.state}] {ev.reason}".rstrip() + where
         if isinstance(ev, E.Progress):
             frac = f" ({ev.current}/{ev.total})" if ev.total else ""
@@ -276,7 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             stream = os.fdopen(os.dup(1), "w", buffering=1)
             os.dup2(2, 1)
             sys.stdout = sys.stderr
-        controller.listeners.append(HeadlessPrinter(args.json, stream, rdir / "backend.log"))
+        controller.listeners.append(HeadlessPrinter(args.json, stream, rdir / "backend.log", run_id))
     if pinned and not args.json:
         print(f"rl-console: trainer on GPU {pinned[0]}; GPU(s) {','.join(pinned[1])} left to engines "
               "(a Ray engine's local cluster; an in-process engine shares the trainer's)", flush=True)

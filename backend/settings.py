@@ -382,7 +382,7 @@ def load_profile(path: str | Path | None = None, **overrides: Any) -> RunProfile
         try:
             return RunProfile(**overrides)
         except ValidationError as exc:
-            raise ProfileError(format_validation_error(exc, "(embedded default + RLC_ environment)")) from None
+            raise ProfileError(format_validation_error(exc, "(embedded default + --set / RLC_ environment)")) from None
     path = Path(path)
     if not path.is_file():
         raise ProfileError(f"profile file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
@@ -395,7 +395,7 @@ def load_profile(path: str | Path | None = None, **overrides: Any) -> RunProfile
     try:
         return RunProfile(**overrides)
     except ValidationError as exc:
-        raise ProfileError(format_validation_error(exc, str(path))) from None
+        raise ProfileError(format_validation_error(exc, f"{path} (with --set / RLC_ overrides)" if overrides else str(path))) from None
     finally:
         RunProfile._toml_path = None
 

@@ -249,8 +249,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         steps = f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
         print(f"{i.run_id:36} {i.state:10} {steps:>11} {reward:>7} {runs.fmt_started(i.created):>11} "
               f"{runs.fmt_duration(i.duration_s):>7}  {i.profile}")
-        if i.state in ("failed", "crashed"):
-            print(f"{'':40} └ {i.reason[:100]}" + (f" — {i.next}" if i.next else ""))
+        if i.state in ("failed", "crashed", "paused"):
+            reason = i.reason if len(i.reason) <= 100 else i.reason[:99] + "…"
+            print(f"{'':36} └ {reason}" + (f" — {i.next}" if i.next else ""))
     return 0
 
 
@@ -265,7 +266,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         reward = f"{info.reward:.3f}" if info.reward is not None else "-"
         steps = f"{info.step}/{info.max_steps}" if info.max_steps else str(info.step)
         print(f"{info.run_id}: {info.state}, step {steps}, reward {reward}, started {runs.fmt_started(info.created)}, "
-              f"running for {runs.fmt_duration(info.duration_s)}" if info.alive else
+              f"running for {runs.fmt_duration(info.duration_s)}, backend pid {info.pid}" if info.alive else
               f"{info.run_id}: {info.state}, step {steps}, reward {reward}, started {runs.fmt_started(info.created)}, "
               f"ran {runs.fmt_duration(info.duration_s)}, backend pid {info.pid} (not running)")
         if info.reason and info.state != "completed":

@@ -61,7 +61,7 @@ class RunInfo:
     def describe(self) -> str:
         """One sentence: what happened and what to do next."""
         text = f"{self.run_id} {self.state} at step {self.step}"
-        if self.reason and self.state not in ("completed",):
+        if self.reason and self.state not in ("completed",) and not self.reason.startswith(f"{self.state} at step"):
             text += f": {self.reason}"
         if self.next:
             text += f". Next: {self.next}"
@@ -130,6 +130,8 @@ def info(run_id: str) -> RunInfo:
             state, nxt = "stopped", resume
     elif state == "failed":
         nxt = f"fix the cause, then {resume}" if step else "fix the cause and start a new run"
+    elif state in ("paused", "pausing") and alive:
+        nxt = f"rl-console ctl {run_id} resume (or attach to look first)"
     elif not alive:
         last = state
         state, reason = "crashed", f"the backend (pid {pid}) died while {last}; see {rdir / 'backend.log'}"
@@ -190,7 +192,8 @@ def resolve(name: str | None) -> str:
         return matches[0]
     if not matches:
         raise RunNotFound(f"no run matches {name!r} (see `rl-console ls`)")
-    raise RunNotFound(f"{name!r} matches {len(matches)} runs: {', '.join(matches[:5])}")
+    more = f", … ({len(matches) - 5} more)" if len(matches) > 5 else ""
+    raise RunNotFound(f"{name!r} matches {len(matches)} runs: {', '.join(matches[:5])}{more}; give more of the id")
 
 
 class ReplaySource:

@@ -18,7 +18,7 @@ def load_dataset_spec(spec: str):
     path = Path(spec).expanduser()
     if path.suffix in (".jsonl", ".json", ".parquet"):
         if not path.is_file():
-            raise DatasetError(f"dataset file not found: {path}")
+            raise DatasetError(f"dataset file not found: {path.resolve()}")
         kind = "parquet" if path.suffix == ".parquet" else "json"
         try:
             ds = datasets.load_dataset(kind, data_files=str(path), split="train")

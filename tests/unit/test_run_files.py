@@ -105,3 +105,12 @@ def test_headless_output_into_a_closed_pipe_stops_printing_quietly():
     for step in range(50):
         printer(E.LogLine(message=f"line {step}"))  # raises nothing
     assert printer.closed
+
+
+def test_a_paused_headless_run_says_how_to_go_on():
+    from backend.__main__ import HeadlessPrinter
+    from backend.protocol import events as E
+
+    printer = HeadlessPrinter(False, run_id="r-1")
+    line = printer.render(E.StateChanged(state="paused", reason="paused at step 2: reward function f raised", step=2))
+    assert line.startswith("[paused] paused at step 2") and "rl-console ctl r-1 resume" in line

@@ -58,6 +58,15 @@ def test_a_live_backend_is_running_and_cli_says_so(home):
         assert proc.stdout.readline().strip() == "held"
         live = runs.info("r-live")
         assert live.alive and live.state == "running" and live.next == ""
+        make_run(home, "r-paused", ("running", "training"), ("paused", "paused at step 7: reward function f raised"))
+        from backend.protocol.paths import lock_run
+
+        fd = lock_run(home / "runs" / "r-paused")  # this process hosts it
+        paused = runs.info("r-paused")
+        assert paused.state == "paused" and paused.next.startswith("rl-console ctl r-paused resume")
+        import os
+
+        os.close(fd)
     finally:
         proc.kill()
         proc.wait()
