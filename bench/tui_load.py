@@ -115,6 +115,8 @@ class LoadController:
         self.listeners: list[Any] = []
         self._emit_lock = threading.Lock()
         self.commands: list[str] = []
+        self.log_broken = ""  # read by Controller.emit_many (a log that cannot be written ends the run)
+        self.step = 0
 
     # the real controller's emit path (log append under the emit lock, then the listeners)
     from backend.controller import Controller
