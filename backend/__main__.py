@@ -86,6 +86,8 @@ class HeadlessPrinter:
             return f"run {ev.run_id}: model={ev.model} task={ev.task} engine={ev.engine} rewards={','.join(ev.reward_functions)}"
         if isinstance(ev, E.StepMetrics):
             t = ev.times
+            if ev.update_skipped:
+                return f"step {ev.step:5d}  update skipped: {ev.update_skipped}  [{self.state}]"
             return (
                 f"step {ev.step:5d}  reward {ev.reward_mean:.3f} ±{ev.reward_std:.3f}  "
                 f"tok/s {ev.tokens_per_s:8.0f}  loss {ev.loss if ev.loss is not None else float('nan'):+.4f}  "

@@ -108,6 +108,12 @@ def info(run_id: str) -> RunInfo:
         meta = {}
     state_ev = _last(run_id, "state_changed")
     metrics = _last(run_id, "step_metrics")
+    if metrics is not None and metrics.update_skipped:  # its reward measures nothing: the last real one
+        rows = _query(run_id, "SELECT body FROM events WHERE kind = 'step_metrics' ORDER BY seq DESC LIMIT 20")
+        real = [m for m in (decode_event(b) for (b,) in rows) if not m.update_skipped]
+        reward_from = real[0] if real else None
+    else:
+        reward_from = metrics
     started = _last(run_id, "run_started")
     max_steps = int((((started.profile_data or {}).get("run") or {}).get("max_steps") or 0)) if started else 0
     newest = _query(run_id, "SELECT MAX(ts) FROM events")
@@ -140,7 +146,7 @@ def info(run_id: str) -> RunInfo:
         run_id=run_id,
         state=state,
         step=step,
-        reward=metrics.reward_mean if metrics else None,
+        reward=reward_from.reward_mean if reward_from else None,
         profile=meta.get("profile", ""),
         pid=pid,
         alive=alive,

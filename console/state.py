@@ -437,9 +437,10 @@ class RunState:
 
     def reward_series(self, function: str | None = None) -> list[tuple[int, float, float | None]]:
         """(step, mean, std) per step: the total reward with its std, or one function's mean (no std)."""
+        steps = [m for m in self.steps if not m.update_skipped]  # a skipped step's rewards measure nothing
         if function is None:
-            return [(m.step, m.reward_mean, m.reward_std) for m in self.steps]
-        return [(m.step, m.rewards_by_function[function], None) for m in self.steps if function in m.rewards_by_function]
+            return [(m.step, m.reward_mean, m.reward_std) for m in steps]
+        return [(m.step, m.rewards_by_function[function], None) for m in steps if function in m.rewards_by_function]
 
     def newest_groups(self, count: int) -> list[SampleGroup]:
         out: list[SampleGroup] = []

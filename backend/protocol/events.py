@@ -129,6 +129,9 @@ class StepMetrics(_Event):
     # mean total reward of completions that ended on their own vs hit max_tokens (None: none such)
     reward_finished: float | None = None
     reward_truncated: float | None = None
+    # why this step's update was skipped (a failing reward function, NaN/Inf): its rewards are
+    # not a measurement of the policy and charts leave the step out ("" = a normal step)
+    update_skipped: str = ""
     times: StepTimes = Field(default_factory=StepTimes)
     tokens_per_s: float = 0.0
     samples_per_s: float = 0.0

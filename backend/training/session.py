@@ -53,6 +53,7 @@ class TrainingSession:
         self._last_step_end = time.perf_counter()
         self._step_wall: dict[int, float] = {}
         self.canary_seqs: list[list[int]] = []
+        self._skipped = {}
         self._sync_pool = None
         self.resume = getattr(controller, "resume", None)  # checkpoints.ResumePoint when resuming
         if self.resume is not None:
@@ -347,6 +348,7 @@ class TrainingSession:
         self._last_step_end = now
         if self._skip_update:  # the weights are still the last good ones: keep them, then pause
             reason, self._skip_update = self._skip_update, None
+            self._skipped[self.c.step] = reason
             self.checkpoint("last good state")
             self.c.request_pause(f"{reason} at step {self.c.step}: update skipped, last good state checkpointed")
         elif (every := self.profile.run.checkpoint_every) and self.c.step % every == 0:
@@ -382,6 +384,7 @@ class TrainingSession:
                 logprob_diff_max=b.logprob_gap[1] if b and b.logprob_gap else None,
                 reward_finished=b.reward_finished if b else None,
                 reward_truncated=b.reward_truncated if b else None,
+                update_skipped=self._skipped.pop(step, ""),
                 times=E.StepTimes(
                     generate=gen, score=score, sync=sync, train=max(0.0, total - gen - score - sync), total=total
                 ),
@@ -410,6 +413,7 @@ class TrainingSession:
                 prm.grad = None  # AdamW skips parameters without a gradient: no update at all
 
     _skip_update: str | None = None
+    _skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
 
     # ---- actions the controller asks for -------------------------------------
     def apply_params(self, changes: dict[str, Any]) -> dict[str, Any]:

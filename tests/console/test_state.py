@@ -234,3 +234,16 @@ def test_disconnect_turns_pending_commands_into_unanswered():
     assert state.pending == {}
     assert state.rejections[-1].status == "unanswered" and state.rejections[-1].command_id == cmd.id
     assert state.param_status("temperature") == ("unanswered: 0.7", "rejected")
+
+
+def test_a_skipped_steps_rewards_stay_out_of_the_curve():
+    from backend.protocol.events import StepMetrics
+
+    from console.state import RunState
+
+    state = RunState()
+    for step, skipped in ((1, ""), (2, "reward function judge raised ConnectionError: down"), (3, "")):
+        state.apply(StepMetrics(step=step, reward_mean=0.0 if skipped else 0.5, reward_std=0.1, update_skipped=skipped,
+                                rewards_by_function={"judge": 0.5}))
+    assert [s for s, _, _ in state.reward_series()] == [1, 3]
+    assert [s for s, _, _ in state.reward_series("judge")] == [1, 3]

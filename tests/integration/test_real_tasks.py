@@ -206,6 +206,9 @@ def test_a_failing_reward_function_pauses_the_run_with_its_name_and_error(rlc_ho
         assert alert.step == 3 and "flaky_judge raised ConnectionError: judge unreachable" in alert.message
         saved = [e for e in events if e.kind == "checkpoint_saved"]
         assert saved and saved[-1].step == 3
+        skipped = next(e for e in events if e.kind == "step_metrics" and e.step == 3)
+        assert "flaky_judge raised ConnectionError" in skipped.update_skipped  # not a measured reward of 0
+        assert not any(e.update_skipped for e in events if e.kind == "step_metrics" and e.step != 3)
         assert "update skipped" in events[-1].reason
     finally:
         proc.terminate()

@@ -114,3 +114,12 @@ def test_a_paused_headless_run_says_how_to_go_on():
     printer = HeadlessPrinter(False, run_id="r-1")
     line = printer.render(E.StateChanged(state="paused", reason="paused at step 2: reward function f raised", step=2))
     assert line.startswith("[paused] paused at step 2") and "rl-console ctl r-1 resume" in line
+
+
+def test_a_skipped_step_prints_why_not_a_reward():
+    from backend.__main__ import HeadlessPrinter
+    from backend.protocol import events as E
+
+    line = HeadlessPrinter(False).render(E.StepMetrics(step=2, reward_mean=0.0, reward_std=0.0,
+                                                        update_skipped="reward function f raised ValueError: x"))
+    assert "update skipped: reward function f raised ValueError: x" in line and "reward 0.000" not in line
