@@ -29,12 +29,12 @@ def metric_series(state: RunState) -> list[Series]:
         series.append(Series(f"· {name}"[:14], col(lambda m, n=name: m.rewards_by_function.get(n)), "{:.3f}", "green"))
     series += [
         Series("loss", col(lambda m: m.loss), "{:+.4f}", "yellow"),
-        Series("kl", col(lambda m: m.kl), "{:.4f}", "yellow"),
+        Series("kl", col(lambda m: m.kl), "{:.4f}", "yellow", "logged when training.beta > 0"),
         Series("entropy", col(lambda m: m.entropy), "{:.3f}", "magenta"),
         Series("length", col(lambda m: m.completion_length_mean), "{:.1f}", "cyan"),
         Series("zero-std", col(lambda m: m.frac_reward_zero_std * 100), "{:.0f}%", "red"),
         Series("truncated", col(lambda m: m.truncated_ratio * 100), "{:.0f}%", "red"),
-        Series("Δlogp", col(lambda m: m.logprob_diff_mean), "{:.3g}", "orchid"),
+        Series("Δlogp", col(lambda m: m.logprob_diff_mean), "{:.3g}", "orchid", "measured every telemetry.logprob_diff_every steps"),
         Series("grad norm", col(lambda m: m.grad_norm), "{:.3g}", "yellow"),
         Series("step s", col(lambda m: m.times.total), "{:.2f}", "dodger_blue1"),
         Series("tokens/s", col(lambda m: m.tokens_per_s), "{:,.0f}", "dodger_blue1"),

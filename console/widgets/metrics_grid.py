@@ -23,6 +23,7 @@ class Series:
     values: list[float]  # oldest first; steps where it was not measured are left out
     fmt: str = "{:.3g}"
     style: str = "cyan"
+    empty: str = "none logged yet"  # shown while there is no value
 
 
 def sparkline(values: Sequence[float], width: int) -> str:
@@ -72,7 +73,7 @@ class MetricsGrid(Widget):
             head.append(s.fmt.format(s.values[-1]), style=f"bold {s.style}")
             head.append(f"  min {s.fmt.format(min(s.values))} max {s.fmt.format(max(s.values))}", style="dim")
         else:
-            head.append("–  not measured yet", style="dim")
+            head.append(f"–  {s.empty}", style="dim")
         spark = Text(sparkline(s.values[-width * 4:], width), style=s.style, no_wrap=True, end="")
         return head, spark
 
