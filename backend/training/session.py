@@ -53,7 +53,7 @@ class TrainingSession:
         self._last_step_end = time.perf_counter()
         self._step_wall: dict[int, float] = {}
         self.canary_seqs: list[list[int]] = []
-        self._skipped = {}
+        self._skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
         self._sync_pool = None
         self.resume = getattr(controller, "resume", None)  # checkpoints.ResumePoint when resuming
         if self.resume is not None:
@@ -413,7 +413,6 @@ class TrainingSession:
                 prm.grad = None  # AdamW skips parameters without a gradient: no update at all
 
     _skip_update: str | None = None
-    _skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
 
     # ---- actions the controller asks for -------------------------------------
     def apply_params(self, changes: dict[str, Any]) -> dict[str, Any]:
