@@ -202,6 +202,7 @@ class RunState:
         self.engine = ""
         self.reward_functions: list[str] = []
         self.max_steps = 0  # the run's run.max_steps, from RunStarted (0: unknown)
+        self.reward_weights: dict[str, float] = {}  # function -> its weight in the total reward
         self.state = "unknown"
         self.state_reason = ""
         self.step = 0
@@ -297,6 +298,7 @@ class RunState:
     def _on_run_started(self, ev: RunStarted) -> None:
         self.run_id, self.profile, self.model, self.task, self.engine = ev.run_id, ev.profile, ev.model, ev.task, ev.engine
         self.reward_functions = list(ev.reward_functions)
+        self.reward_weights = dict(zip(ev.reward_functions, ev.reward_weights))
         self.live_params = dict(ev.params)
         run = (ev.profile_data or {}).get("run") or {}
         self.max_steps = int(run.get("max_steps") or 0)

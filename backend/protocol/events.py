@@ -45,6 +45,7 @@ class RunStarted(_Event):
     task: str
     engine: str
     reward_functions: list[str] = Field(default_factory=list)
+    reward_weights: list[float] = Field(default_factory=list)  # one per reward function, as TRL weighs them
     params: dict[str, Any] = Field(default_factory=dict)
     pid: int = 0
 

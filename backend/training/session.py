@@ -120,6 +120,7 @@ class TrainingSession:
                 task=p.task.name,
                 engine=self.engine.info.name,
                 reward_functions=self.task.reward_names,
+                reward_weights=list(self.task.reward_weights),
                 params=dict(self.c.params),
                 pid=__import__("os").getpid(),
             )

@@ -27,6 +27,9 @@ def metric_series(state: RunState) -> list[Series]:
     series = [Series("reward", col(lambda m: m.reward_mean), "{:.3f}", "green")]
     for name in state.reward_functions:
         series.append(Series(f"· {name}"[:14], col(lambda m, n=name: m.rewards_by_function.get(n)), "{:.3f}", "green"))
+    if len(state.reward_functions) > 1:  # one function taking over the total is a reward-hacking sign
+        for name in state.reward_functions:
+            series.append(Series(f"% {name}"[:14], col(lambda m, n=name: reward_share(state, m, n)), "{:.0f}%", "dark_orange"))
     series += [
         Series("loss", col(lambda m: m.loss), "{:+.4f}", "yellow"),
         Series("kl", col(lambda m: m.kl), "{:.4f}", "yellow", "logged when training.beta > 0"),
@@ -40,6 +43,16 @@ def metric_series(state: RunState) -> list[Series]:
         Series("tokens/s", col(lambda m: m.tokens_per_s), "{:,.0f}", "dodger_blue1"),
     ]
     return series
+
+
+def reward_share(state: RunState, m, name: str) -> float | None:
+    """Percent of a step's total (weighted) reward that function `name` contributed."""
+    weights = state.reward_weights or {}
+    parts = {n: weights.get(n, 1.0) * v for n, v in m.rewards_by_function.items()}
+    total = sum(abs(v) for v in parts.values())
+    if name not in parts or total <= 0:
+        return None
+    return 100.0 * abs(parts[name]) / total
 
 
 def progress_heading(state: RunState) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from backend.protocol.events import GpuInfo, GpuStats
 from console.app import RLConsoleApp
 from console.screens.dashboard import DashboardScreen
@@ -226,3 +228,19 @@ async def test_a_setup_failure_shows_its_reason_in_the_body(kit):
         assert "FAILED" in text.splitlines()[0]
         assert "the run failed before its first step" in text and "head size 16" in text
         assert "use one of 32, 64" in text  # the end of the reason too, wrapped rather than cut
+
+
+def test_reward_share_per_function_uses_the_runs_weights():
+    from backend.protocol.events import RunStarted, StepMetrics
+
+    from console.screens.metrics import metric_series, reward_share
+    from console.state import RunState
+
+    state = RunState()
+    state.apply(RunStarted(run_id="r", profile="p", model="m", task="t", engine="e", reward_functions=["correct", "format"],
+                           reward_weights=[3.0, 1.0]))
+    m = StepMetrics(step=1, reward_mean=1.0, reward_std=0.0, rewards_by_function={"correct": 0.1, "format": 0.9})
+    state.apply(m)
+    assert reward_share(state, m, "correct") == pytest.approx(25.0) and reward_share(state, m, "format") == pytest.approx(75.0)
+    names = [s.name for s in metric_series(state)]
+    assert "% correct" in names and "% format" in names
