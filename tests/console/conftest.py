@@ -265,3 +265,15 @@ class Kit:
 @pytest.fixture
 def kit() -> type[Kit]:
     return Kit
+
+
+@pytest.fixture(autouse=True)
+def _automatic_gc_restored():
+    """Each console test starts with automatic GC on, as a fresh console process does. An app
+    holds GC off from a key's arrival to its frame and gives it back at unmount; a key that
+    lands after unmount in a test can leave it off for the next test in this process."""
+    import gc
+
+    gc.enable()
+    yield
+    gc.enable()
