@@ -1,5 +1,7 @@
 """Durable per-run event log (SQLite, WAL): append with contiguous seq, read from a seq.
 
+The on-disk format and the reader are `backend.protocol.eventlog` (shared with the console).
+
 One writer (the backend process); any number of readers (attach, replay, `ls`). Every
 event is stored in the protocol's own JSON encoding, so replay decodes what the live
 socket would have sent.
@@ -11,37 +13,38 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from backend.protocol import decode_event, encode_event
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq  INTEGER PRIMARY KEY,
-    ts   REAL NOT NULL,
-    kind TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_kind ON events(kind, seq);
-"""
+from backend.protocol.eventlog import INSERT, EventLogReader, init_writer, to_row
 
 
-class RunStore:
+class RunStore(EventLogReader):
+    """The writer of a run's event log; reads through the same queries as every reader.
+
+    `RunStore(path, readonly=True)` is a plain `EventLogReader` (it never creates the file).
+    The format (table, columns, version, row <-> event) is `backend.protocol.eventlog`'s.
+    """
+
+    def __new__(cls, path: str | Path, *, readonly: bool = False) -> Any:
+        if readonly:
+            return EventLogReader(path)
+        return super().__new__(cls)
+
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.skipped = 0
+        self.last_skipped = ""
         self._lock = threading.Lock()
-        if readonly:
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT COALESCE(MAX(seq), -1) FROM events").fetchone()
-        self._next = row[0] + 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            init_writer(self._db, self.path)
+        except BaseException:
+            self._db.close()
+            raise
+        self._ready = True
+        self._next = self.last_seq() + 1
 
     @property
     def next_seq(self) -> int:
@@ -54,58 +57,17 @@ class RunStore:
     def append_many(self, events: list[Any]) -> list[Any]:
         """Store several events in one transaction (a step's sample groups): one commit, not N."""
         with self._lock:
-            stored, rows = [], []
-            for event in events:
-                ev = event.model_copy(update={"seq": self._next + len(stored)})
-                stored.append(ev)
-                rows.append((ev.seq, ev.ts, ev.kind, encode_event(ev).decode().rstrip("\n")))
+            stored = [event.model_copy(update={"seq": self._next + i}) for i, event in enumerate(events)]
+            rows = [to_row(ev) for ev in stored]
             self._db.execute("BEGIN")
             try:
-                self._db.executemany("INSERT INTO events(seq, ts, kind, body) VALUES (?, ?, ?, ?)", rows)
+                self._db.executemany(INSERT, rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._next += len(stored)
             return stored
-
-    def read(self, from_seq: int = 0, to_seq: int | None = None, kinds: tuple[str, ...] = ()) -> Iterator[Any]:
-        """Decoded events with from_seq <= seq (< to_seq), in order."""
-        sql = "SELECT body FROM events WHERE seq >= ?"
-        args: list[Any] = [from_seq]
-        if to_seq is not None:
-            sql += " AND seq < ?"
-            args.append(to_seq)
-        if kinds:
-            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
-            args.extend(kinds)
-        sql += " ORDER BY seq"
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-        for (body,) in rows:
-            yield decode_event(body)
-
-    def read_raw(self, from_seq: int, to_seq: int) -> list[bytes]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT body FROM events WHERE seq >= ? AND seq < ? ORDER BY seq", (from_seq, to_seq)
-            ).fetchall()
-        return [body.encode() + b"\n" for (body,) in rows]
-
-    def last(self, kind: str) -> Any | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT body FROM events WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
-            ).fetchone()
-        return decode_event(row[0]) if row else None
-
-    def seqs(self) -> list[int]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT seq FROM events ORDER BY seq")]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 _META_LOCK = threading.Lock()

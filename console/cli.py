@@ -230,8 +230,11 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     try:
         run_id = runs.resolve(args.run)
-    except runs.RunNotFound as exc:
+        log = runs.open_log(run_id)  # refuse an unreadable log here, with its reason, not inside the TUI
+    except (runs.RunNotFound, runs.EventLogError) as exc:
         return _die(str(exc))
+    if log is not None:
+        log.close()
     return open_tui(run_id, replay=True)
 
 

@@ -1,20 +1,19 @@
 """Runs on this machine, read from their directories (run.json + the SQLite event log).
 
-Reads only; uses the protocol's decoder, so `ls`, `status` and `replay` see exactly what
-a live attach would.
+Reads only, through the protocol's event-log reader (`backend.protocol.eventlog`), so `ls`,
+`status`, `replay` and `compare` see exactly what a live attach would.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.protocol import decode_event
+from backend.protocol.eventlog import EventLogError, EventLogMissing, EventLogReader
 from backend.protocol.events import Hello
 from backend.protocol.paths import LOCK_NAME, db_path, list_run_ids, run_dir, run_locked, socket_path
 from backend.protocol import PROTOCOL_VERSION
@@ -80,22 +79,13 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
-def _query(run_id: str, sql: str, args: tuple = ()) -> list[tuple]:
-    path = db_path(run_id)
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def open_log(run_id: str) -> EventLogReader | None:
+    """The run's event log, read-only; None while the run has not created it yet.
+    Raises `EventLogError` for a log that is there but cannot be read (corrupt, newer)."""
     try:
-        return db.execute(sql, args).fetchall()
-    except sqlite3.Error:
-        return []
-    finally:
-        db.close()
-
-
-def _last(run_id: str, kind: str) -> Any | None:
-    rows = _query(run_id, "SELECT body FROM events WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,))
-    return decode_event(rows[0][0]) if rows else None
+        return EventLogReader(db_path(run_id))
+    except EventLogMissing:
+        return None
 
 
 def info(run_id: str) -> RunInfo:
@@ -106,24 +96,33 @@ def info(run_id: str) -> RunInfo:
         meta = json.loads((rdir / "run.json").read_text())
     except (OSError, json.JSONDecodeError):
         meta = {}
-    state_ev = _last(run_id, "state_changed")
-    metrics = _last(run_id, "step_metrics")
-    if metrics is not None and metrics.update_skipped:  # its reward measures nothing: the last real one
-        rows = _query(run_id, "SELECT body FROM events WHERE kind = 'step_metrics' ORDER BY seq DESC LIMIT 20")
-        real = [m for m in (decode_event(b) for (b,) in rows) if not m.update_skipped]
-        reward_from = real[0] if real else None
-    else:
-        reward_from = metrics
-    started = _last(run_id, "run_started")
+    state_ev = metrics = reward_from = started = newest = None
+    log_error = ""
+    try:
+        log = open_log(run_id)
+    except EventLogError as exc:  # say so in `reason`; the rest comes from run.json
+        log, log_error = None, str(exc)
+    if log is not None:
+        try:
+            with log:
+                state_ev = log.last("state_changed")
+                metrics = log.last("step_metrics")
+                if metrics is not None and metrics.update_skipped:  # its reward measures nothing: the last real one
+                    reward_from = next((m for m in log.latest("step_metrics", 20) if not m.update_skipped), None)
+                else:
+                    reward_from = metrics
+                started = log.last("run_started")
+                newest = log.newest_ts()
+        except EventLogError as exc:
+            log_error = str(exc)
     max_steps = int((((started.profile_data or {}).get("run") or {}).get("max_steps") or 0)) if started else 0
-    newest = _query(run_id, "SELECT MAX(ts) FROM events")
     pid = meta.get("pid")
     if (rdir / LOCK_NAME).exists():  # the backend's lock: held exactly while it lives
         alive = run_locked(rdir)
     else:
         alive = _pid_alive(pid) and socket_path(run_id).exists()
     state = state_ev.state if state_ev else meta.get("state", "unknown")
-    reason = state_ev.reason if state_ev else ""
+    reason = state_ev.reason if state_ev else log_error
     if meta.get("state") == "failed" and state != "failed":  # the log could not record the end
         state, reason = "failed", meta.get("reason", "") or reason
     step = metrics.step if metrics else 0
@@ -141,6 +140,8 @@ def info(run_id: str) -> RunInfo:
     elif not alive:
         last = state
         state, reason = "crashed", f"the backend (pid {pid}) died while {last}; see {rdir / 'backend.log'}"
+        if log_error:
+            reason += f"; {log_error}"
         nxt = resume
     return RunInfo(
         run_id=run_id,
@@ -154,7 +155,7 @@ def info(run_id: str) -> RunInfo:
         reason=reason,
         next=nxt,
         max_steps=max_steps,
-        duration_s=_duration(meta.get("created"), newest[0][0] if newest else None, alive),
+        duration_s=_duration(meta.get("created"), newest, alive),
     )
 
 
@@ -209,30 +210,63 @@ class ReplaySource:
         self.run_id = run_id
         self.sent: list[Any] = []
 
+    def _log(self) -> EventLogReader | None:
+        return open_log(self.run_id)
+
     async def connect(self) -> Hello:
-        rows = _query(self.run_id, "SELECT COALESCE(MAX(seq), -1) FROM events")
-        return Hello(protocol=PROTOCOL_VERSION, run_id=self.run_id, last_seq=rows[0][0] if rows else -1)
+        log = self._log()
+        last = -1
+        if log is not None:
+            with log:
+                last = log.last_seq()
+        return Hello(protocol=PROTOCOL_VERSION, run_id=self.run_id, last_seq=last)
 
     async def events(self) -> AsyncIterator[Any]:
-        last = -1
-        while True:
-            rows = _query(self.run_id, "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT 5000", (last,))
-            if not rows:
-                return
-            for seq, body in rows:
-                last = seq
-                yield decode_event(body)
+        log = self._log()
+        if log is None:
+            return
+        with log:
+            start = 0
+            while start <= log.last_seq():  # to the newest event, also one appended meanwhile
+                for event in list(log.read(start, start + 5000)):
+                    yield event
+                start += 5000
 
     def read_range(self, from_seq: int, to_seq: int) -> list[Any]:
         """Stored events with from_seq <= seq < to_seq (for the step scrubber)."""
-        rows = _query(self.run_id, "SELECT body FROM events WHERE seq >= ? AND seq < ? ORDER BY seq", (from_seq, to_seq))
-        return [decode_event(body) for (body,) in rows]
+        log = self._log()
+        if log is None:
+            return []
+        with log:
+            return list(log.read(from_seq, to_seq))
 
     async def send(self, command: Any) -> None:
         raise PermissionError("replay is read-only")
 
     async def close(self) -> None:
         return None
+
+
+def locate(name: str) -> tuple[str, Path]:
+    """(a label, the event log's path) for a run given as `attach`/`replay` take it (id, unique
+    prefix/suffix, 'latest') or as a path: a run directory or an `events.db` (also one copied
+    from another machine). Raises RunNotFound."""
+    path = Path(name).expanduser()
+    looks_like_path = os.sep in name or name.endswith(".db") or name in (".", "..")
+    if not looks_like_path:
+        try:
+            run_id = resolve(name)
+            return run_id, db_path(run_id)
+        except RunNotFound:
+            if not path.exists():
+                raise
+    if path.is_dir():
+        if not (path / "events.db").is_file():
+            raise RunNotFound(f"{path} is a directory without an events.db (not a run directory)")
+        return path.resolve().name, path / "events.db"
+    if path.is_file():
+        return (path.resolve().parent.name if path.name == "events.db" else path.stem), path
+    raise RunNotFound(f"no run or event log at {name!r}")
 
 
 def backend_log_tail(run_id: str, lines: int = 15) -> str:

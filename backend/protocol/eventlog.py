@@ -1,0 +1,242 @@
+"""The run's event log on disk (`events.db`): its format, and the one read-only reader.
+
+This is the contract between the backend, which writes the log (`backend/runstore.py`), and
+every reader (`ls`, `status`, `replay`, `compare`, the server's replay to late joiners). It is
+defined here once; nobody else writes SQL against it.
+
+Format (version `FORMAT_VERSION`, kept in SQLite's `PRAGMA user_version`; a log written
+before the version was recorded reads 0 and has the same layout):
+
+* one table `events(seq INTEGER PRIMARY KEY, ts REAL, kind TEXT, body TEXT)` and an index on
+  `(kind, seq)`; the database is in WAL mode (one writer, any number of readers);
+* `seq` is the event's position: 0, 1, 2, ... contiguous, never reused;
+* `body` is the event exactly as the wire encodes it (`encode_event`, one JSON object with
+  `"v"`, without the newline); `decode_event(body)` gives the `Event` back;
+* `ts` and `kind` repeat the body's fields, for queries.
+
+A reader opens the file read-only (`mode=ro`): it never creates a missing log, never writes
+`events.db`, and never blocks the writer (WAL readers take no lock the writer waits on).
+SQLite itself may create the `-wal`/`-shm` side files next to a log whose writer has closed;
+they hold no data and the next writer uses them.
+
+Imports only the standard library and the protocol (which imports only pydantic).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from backend.protocol.codec import ProtocolError, decode_event, encode_event
+
+FORMAT_VERSION = 1
+TABLE = "events"
+COLUMNS = ("seq", "ts", "kind", "body")
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    seq  INTEGER PRIMARY KEY,
+    ts   REAL NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_kind ON {TABLE}(kind, seq);
+"""
+
+INSERT = f"INSERT INTO {TABLE}(seq, ts, kind, body) VALUES (?, ?, ?, ?)"
+
+
+class EventLogError(Exception):
+    """A log that cannot be read; the message names the file and says why."""
+
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class EventLogMissing(EventLogError, FileNotFoundError):
+    """No file at the path (a run that has not written its first event yet, or a wrong path)."""
+
+
+class EventLogCorrupt(EventLogError):
+    """Not an SQLite database, not an rl-console event log, or damaged."""
+
+
+class EventLogTooNew(EventLogError):
+    """Written by a newer rl-console in a format this one does not know."""
+
+
+def to_row(event: Any) -> tuple[int, float, str, str]:
+    """The row an event is stored as (its `seq` must be assigned)."""
+    return (event.seq, event.ts, event.kind, encode_event(event).decode().rstrip("\n"))
+
+
+def from_row(body: str | bytes) -> Any:
+    """The event a row's `body` holds (raises `ProtocolError` for one this side cannot decode)."""
+    return decode_event(body)
+
+
+def check_version(db: sqlite3.Connection, path: Path | str) -> int:
+    """The log's format version; `EventLogTooNew` if this side cannot read it."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > FORMAT_VERSION:
+        raise EventLogTooNew(
+            f"{path}: event log format {version} was written by a newer rl-console; this one reads "
+            f"format {FORMAT_VERSION} and older (upgrade rl-console to read it)", path)
+    return version or FORMAT_VERSION
+
+
+def init_writer(db: sqlite3.Connection, path: Path | str) -> None:
+    """Prepare a connection the backend will append through: WAL, the table, the version.
+    A log in a newer format is refused before anything is written to it."""
+    try:
+        check_version(db, path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        fresh = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+        db.executescript(SCHEMA)
+        if fresh:
+            db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+        _check_table(db, path)
+    except sqlite3.DatabaseError as exc:
+        raise EventLogCorrupt(f"{path}: cannot be used as an event log ({exc})", path) from None
+
+
+def _check_table(db: sqlite3.Connection, path: Path | str) -> bool:
+    """True when the events table is there with its columns; False for an empty database
+    (a log whose writer is creating it); `EventLogCorrupt` for anything else."""
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    if not tables:
+        return False
+    if TABLE not in tables:
+        raise EventLogCorrupt(f"{path}: an SQLite database but not an rl-console event log "
+                              f"(no '{TABLE}' table; it has {', '.join(sorted(tables))})", path)
+    columns = tuple(r[1] for r in db.execute(f"PRAGMA table_info({TABLE})"))
+    if columns != COLUMNS:
+        raise EventLogCorrupt(f"{path}: its '{TABLE}' table has columns {columns}, not {COLUMNS}", path)
+    return True
+
+
+class EventLogReader:
+    """Read-only access to one run's event log. Thread-safe (one connection, one lock).
+
+    Events that this side cannot decode (a kind or field added by a newer backend in the same
+    format) are skipped when reading decoded events, as the live client skips such frames, and
+    counted in `skipped`; raw reads return them as stored.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.skipped = 0
+        self.last_skipped = ""
+        self._lock = threading.Lock()
+        if not self.path.is_file():
+            what = "is not a file" if self.path.exists() else "does not exist"
+            raise EventLogMissing(f"no event log: {self.path} {what}", self.path)
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        uri = f"file:{self.path.resolve()}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
+        except sqlite3.OperationalError as exc:
+            raise EventLogError(f"{self.path}: cannot open the event log ({exc})", self.path) from None
+        try:
+            check_version(db, self.path)
+            self._ready = _check_table(db, self.path)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise EventLogCorrupt(f"{self.path}: not a readable event log ({exc})", self.path) from None
+        except EventLogError:
+            db.close()
+            raise
+        return db
+
+    def __enter__(self) -> EventLogReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- queries (the only SQL against the log besides the writer's INSERT) -------------
+    def _rows(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        with self._lock:
+            if not self._ready:  # created after we opened an empty file: look again
+                try:
+                    self._ready = _check_table(self._db, self.path)
+                except sqlite3.DatabaseError as exc:
+                    raise EventLogCorrupt(f"{self.path}: not a readable event log ({exc})", self.path) from None
+                if not self._ready:
+                    return []
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise EventLogCorrupt(f"{self.path}: reading the event log failed ({exc})", self.path) from None
+
+    def _decode(self, rows: list[tuple]) -> Iterator[Any]:
+        for seq, body in rows:
+            try:
+                yield from_row(body)
+            except ProtocolError as exc:
+                self.skipped += 1
+                self.last_skipped = f"seq {seq}: {exc}"
+
+    def last_seq(self) -> int:
+        """The newest event's seq (-1: none yet)."""
+        rows = self._rows(f"SELECT COALESCE(MAX(seq), -1) FROM {TABLE}")
+        return rows[0][0] if rows else -1
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next appended event will get."""
+        return self.last_seq() + 1
+
+    def newest_ts(self) -> float | None:
+        rows = self._rows(f"SELECT MAX(ts) FROM {TABLE}")
+        return rows[0][0] if rows else None
+
+    def read(self, from_seq: int = 0, to_seq: int | None = None, kinds: tuple[str, ...] = (),
+             limit: int | None = None) -> Iterator[Any]:
+        """Decoded events with from_seq <= seq (< to_seq), of `kinds` if given, in seq order."""
+        sql = f"SELECT seq, body FROM {TABLE} WHERE seq >= ?"
+        args: list[Any] = [from_seq]
+        if to_seq is not None:
+            sql += " AND seq < ?"
+            args.append(to_seq)
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args.extend(kinds)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return self._decode(self._rows(sql, args))
+
+    def read_raw(self, from_seq: int, to_seq: int) -> list[bytes]:
+        """Stored frames (wire encoding, newline-terminated) with from_seq <= seq < to_seq."""
+        rows = self._rows(f"SELECT body FROM {TABLE} WHERE seq >= ? AND seq < ? ORDER BY seq", (from_seq, to_seq))
+        return [body.encode() + b"\n" for (body,) in rows]
+
+    def latest(self, kind: str, n: int = 1) -> list[Any]:
+        """The newest `n` decodable events of `kind`, newest first."""
+        rows = self._rows(f"SELECT seq, body FROM {TABLE} WHERE kind = ? ORDER BY seq DESC LIMIT ?", (kind, n))
+        return list(self._decode(rows))
+
+    def last(self, kind: str) -> Any | None:
+        """The newest event of `kind`, or None."""
+        found = self.latest(kind, 1)
+        return found[0] if found else None
+
+    def seqs(self) -> list[int]:
+        return [r[0] for r in self._rows(f"SELECT seq FROM {TABLE} ORDER BY seq")]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_reader(path: str | Path) -> EventLogReader:
+    return EventLogReader(path)
