@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from textual import events, work
-from textual.app import App, ScreenStackError, SystemCommand
+from textual.app import ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
@@ -28,7 +28,7 @@ from textual.screen import Screen
 from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights
 from backend.protocol.events import CommandResult, ControlStatus
 from backend.protocol.paths import LOCK_NAME, run_dir, run_locked
-from console import _textual_fixes
+from console import textual_compat
 from console.replay import Timeline
 from console.screens.base import LiveScreen
 from console.screens.dashboard import DashboardScreen
@@ -38,8 +38,7 @@ from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
 from console.screens.samples import SamplesScreen
 from console.state import RunState
-
-_textual_fixes.apply()
+from console.textual_compat import ShimmedApp
 
 #: gen0 threshold for the console process (Python's default is 700). Under a stream of events
 #: the console allocates fast, and every 100 young collections is a full one over the whole
@@ -74,7 +73,7 @@ PALETTE = (
 )
 
 
-class RLConsoleApp(App):
+class RLConsoleApp(ShimmedApp):
     CSS_PATH = "app.tcss"
     TITLE = "rl-console"
     MODES = {
@@ -118,6 +117,7 @@ class RLConsoleApp(App):
 
     def __init__(self, source: Any, *, run_id: str = "", read_only: bool = False, replay: bool = False) -> None:
         super().__init__()
+        textual_compat.start(self)  # the Textual shims: checked, then applied (never on import)
         self.source = source
         self.read_only_requested = read_only  # attach --read-only
         self.replay = replay
@@ -164,11 +164,11 @@ class RLConsoleApp(App):
 
     async def _compose_modes(self) -> None:
         for mode in self.PRECOMPOSE:
-            if mode in self._screen_stacks or self._exit:
+            if textual_compat.mode_installed(self, mode) or textual_compat.exiting(self):
                 continue
             await asyncio.sleep(0.05)  # one screen at a time, the UI and the reader run between
-            if mode not in self._screen_stacks and not self._exit:
-                await self._init_mode(mode)  # mounts the screen; LiveScreen ignores the resume it sends
+            if not textual_compat.mode_installed(self, mode) and not textual_compat.exiting(self):
+                await textual_compat.install_mode(self, mode)  # mounted, not shown
 
     async def on_unmount(self) -> None:
         self._repaint_timer.stop()
@@ -208,16 +208,12 @@ class RLConsoleApp(App):
         deferred rebuild) waits, for at most INPUT_HOLD_MAX_S after the newest input."""
         return self._inputs_painted < self._inputs_posted and time.monotonic() - self._input_at < self.INPUT_HOLD_MAX_S
 
-    def _display(self, screen: Screen, renderable: Any) -> None:
-        # Textual's write of one frame (a private hook: were it renamed, input priority would
-        # fall back to its time cap, and tests/console/test_input_priority.py would fail)
-        shown = renderable is not None and not self._batch_count
-        super()._display(screen, renderable)
-        if shown:
-            self._inputs_painted = self._inputs_handled  # every handled input's effect is on the terminal
-            if not self.input_busy():
-                self._input_painted.set()
-                self._input_done()
+    def frame_written(self) -> None:
+        # (textual_compat's frame_written shim; tests/console/test_input_priority.py covers it)
+        self._inputs_painted = self._inputs_handled  # every handled input's effect is on the terminal
+        if not self.input_busy():
+            self._input_painted.set()
+            self._input_done()
 
     def _input_done(self) -> None:
         """The operator's input is painted (or its cap passed): data work may go on."""
@@ -414,8 +410,8 @@ class RLConsoleApp(App):
         self.repaint(force=True)
 
     def _installed_live_screens(self) -> list[LiveScreen]:
-        stacks = (self._screen_stacks.get(mode) for mode in self.MODES)
-        return [stack[-1] for stack in stacks if stack and isinstance(stack[-1], LiveScreen)]
+        screens = (textual_compat.mode_screen(self, mode) for mode in self.MODES)
+        return [screen for screen in screens if isinstance(screen, LiveScreen)]
 
     # -- actions ------------------------------------------------------------------------
     def action_pause_resume(self) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from textual import events
 from textual.app import ComposeResult
-from textual.screen import Screen
 
 from console.state import RunState
+from console.textual_compat import ShimmedScreen
 from console.widgets.footer import KeyFooter
 from console.widgets.run_header import RunHeader
 
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
     from console.app import RLConsoleApp
 
 
-class LiveScreen(Screen):
+class LiveScreen(ShimmedScreen):
     """Subclasses yield their body from `compose_body` and paint it in `refresh_view`."""
 
     SCREEN_NAME = ""
@@ -46,18 +45,10 @@ class LiveScreen(Screen):
         """The app swapped in a rebuilt RunState (replay scrubbed back): drop view caches."""
         self.rendered_version = -1
 
-    def _on_screen_resume(self, event: events.ScreenResume) -> None:
-        if self.app.screen is not self:  # composed ahead of time (RLConsoleApp.PRECOMPOSE), not shown
-            event.prevent_default()  # (Textual's own resume handling runs when it is shown)
-            return
-        # (runs before Screen._on_screen_resume.) Textual re-applies every CSS rule to every
-        # widget on each resume: ~5 ms, and it throws away every widget's rendered lines, so
-        # the first frame re-renders them all. Only needed when the CSS changed (a theme)
-        # since this screen last got it, and switch_mode then refreshes the CSS itself.
-        if event.refresh_styles and self._css_update_count == self.app._css_update_count:
-            event.refresh_styles = False
-        # show the screen with a fresh header (cheap) but its body as it was (one frame), then
-        # bring the body up to date: the key's effect is on the terminal before that is computed
+    def screen_resumed(self) -> None:
+        # Shown (textual_compat skips Textual's style pass unless the CSS changed). Show the
+        # screen with a fresh header (cheap) but its body as it was (one frame), then bring the
+        # body up to date: the key's effect is on the terminal before that is computed
         LiveScreen.refresh_view(self, self.console_app.state)
         self.console_app.repaint_when_shown()
 

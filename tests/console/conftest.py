@@ -224,7 +224,9 @@ def screen_text(app: Any) -> str:
     width, height = app.size
     console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, record=True,
                       legacy_windows=False, color_system=None)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    from console.textual_compat import full_frame
+
+    console.print(full_frame(app))
     return console.export_text()
 
 

@@ -6,6 +6,7 @@ from textual.widgets import Input
 
 from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights, Stop
 from backend.protocol.events import Alert, CommandResult, StateChanged
+from console import textual_compat
 from console.app import PALETTE, RLConsoleApp
 from console.screens.events import EventsScreen
 from console.screens.help import HelpScreen
@@ -436,10 +437,10 @@ async def test_screens_are_composed_in_the_background_so_a_first_visit_is_a_swit
     app = RLConsoleApp(source)
     async with app.run_test(size=(100, 30)) as pilot:
         await kit.settle(pilot, source)
-        await kit.wait_for(pilot, lambda: all(m in app._screen_stacks for m in RLConsoleApp.PRECOMPOSE),
+        await kit.wait_for(pilot, lambda: all(textual_compat.mode_installed(app, m) for m in RLConsoleApp.PRECOMPOSE),
                            what="screens composed ahead of time")
         assert app.current_mode == "dashboard"  # nothing was shown meanwhile
-        ahead = app._screen_stacks["samples"][-1]
+        ahead = textual_compat.mode_screen(app, "samples")
         assert ahead.is_mounted and ahead.rendered_version == -1  # mounted, never painted from state
         await pilot.press("s")
         await kit.settle(pilot)
