@@ -36,6 +36,7 @@ examples:
   rl-console run --listen 0.0.0.0:7777 --detach    also steerable over TCP (token in the run dir)
   rl-console attach tcp://gpu-box:7777 --token-file token
   rl-console replay RUN                        browse a finished run in the same screens
+  rl-console compare RUN RUN...                curves, profile diff and commands of runs side by side
 
 one console controls a run at a time; others are read-only until it detaches.
 keys in the console: p pause/resume · w resync · e params · c checkpoint · s samples ·
@@ -344,6 +345,44 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     return 0 if result.status in ("accepted", "applied") else 1
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from console import compare
+
+    if len(args.runs) < 2:
+        return _die(f"compare needs at least two runs (got {len(args.runs)}); see `rl-console ls`")
+    loaded, seen = [], {}
+    try:
+        for name in args.runs:
+            label, path = runs.locate(name)
+            if str(Path(path).resolve()) in seen:
+                return _die(f"{name!r} is the same run as {seen[str(Path(path).resolve())]!r}: give different runs")
+            seen[str(Path(path).resolve())] = name
+            state, live = "", False
+            if Path(path).resolve() == runs.db_path(label).resolve():  # a run of this machine: its lifecycle state
+                try:
+                    info = runs.info(label)
+                    state, live = info.state, info.alive
+                except runs.RunNotFound:
+                    pass
+            while label in [r.label for r in loaded]:  # two copied logs from same-named run dirs
+                label += "'"
+            loaded.append(compare.load(label, path, state=state, live=live))
+        report = compare.build(loaded)
+    except runs.RunNotFound as exc:
+        return _die(str(exc))
+    except (runs.EventLogError, compare.CompareError) as exc:
+        return _die(str(exc), 1)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    elif args.table or not sys.stdout.isatty() or os.environ.get("TERM", "") in ("dumb", "unknown"):
+        print(compare.render_table(report))
+    else:
+        from rich.console import Console
+
+        compare.render_rich(report, Console())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rl-console",
@@ -398,6 +437,28 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--take", action="store_true",
                      help="send even while a console controls the run (it gets control back right after)")
     ctl.set_defaults(func=cmd_ctl)
+
+    cmp = sub.add_parser(
+        "compare", help="compare runs: curves on one step axis, profile diff, operator commands",
+        description="Compare two or more runs from their event logs (finished or live): reward (total and per "
+                    "reward function), KL, completion length and step time on the shared step axis, the fields "
+                    "their profiles differ in, and the operator commands marked at the steps they affected.",
+        epilog="RUN: a run id, a unique prefix or suffix of one, 'latest', or a path to a run directory or its\n"
+               "events.db (e.g. copied from another machine).\n\n"
+               "output: on a terminal, a sparkline per metric with the runs on one scale (▲ = a command took\n"
+               "effect); piped, or with --table, plain columns (one row per step and run); --json, the report\n"
+               "documented in docs/protocol.md ('compare' report, version 1).\n\n"
+               "exit status: 0 compared; 1 a run has no steps yet or its log is unreadable; 2 bad arguments\n"
+               "(unknown run, fewer than two runs, a run given twice).\n\n"
+               "examples:\n"
+               "  rl-console compare 20261201-101500 20261201-103000\n"
+               "  rl-console compare latest ~/old-box/runs/20261120-090000-demo --json | jq '.profile_diff'",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp.add_argument("runs", nargs="*", metavar="RUN", help="two or more runs")
+    out = cmp.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="the whole comparison as one JSON object")
+    out.add_argument("--table", action="store_true", help="plain columns even on a terminal")
+    cmp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("replay", help="browse a run's recorded history in the same screens")
     rp.add_argument("run", nargs="?", default="latest")

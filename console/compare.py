@@ -1,0 +1,367 @@
+"""`rl-console compare`: several runs' curves on one step axis, their profiles diffed, their
+operator commands marked where they took effect. Read from the runs' event logs (finished or
+live) through the protocol's read-only reader; no Textual import.
+
+The pieces are pure: `load` reads one log into a `RunCurves`, `build` aligns several into the
+JSON-ready report (`REPORT_VERSION`, documented in docs/protocol.md), and `render_table` /
+`render_rich` print that report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.protocol.eventlog import EventLogReader
+
+REPORT_VERSION = 1
+
+#: the curves every run has, in display order: (key, title, unit)
+BASE_METRICS = (
+    ("reward", "reward (weighted total)", ""),
+    ("kl", "KL", ""),
+    ("completion_length", "completion length", "tokens"),
+    ("step_time", "step time", "s"),
+)
+_KINDS = ("run_started", "step_metrics", "command_result", "params_applied", "run_resumed", "state_changed")
+
+
+class CompareError(ValueError):
+    """Runs that cannot be compared (too few, one without steps); the message says which."""
+
+
+@dataclass
+class Command:
+    """One operator command, as the log recorded it; `step` is the run's completed steps when it
+    was applied (or answered), so it acts from step `step + 1` on."""
+
+    command_id: str
+    command: str
+    status: str
+    step: int
+    reason: str = ""
+    changed: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"command_id": self.command_id, "command": self.command, "status": self.status, "step": self.step,
+                "first_step_affected": self.step + 1, "reason": self.reason, "changed": self.changed}
+
+    def describe(self) -> str:
+        what = self.command
+        if self.changed:
+            what = "set " + " ".join(f"{k}={v}" for k, v in self.changed.items())
+        if self.status not in ("applied",):
+            what += f" ({self.status}{': ' + self.reason if self.reason else ''})"
+        return what
+
+
+@dataclass
+class RunCurves:
+    label: str
+    path: str
+    state: str = ""
+    live: bool = False
+    profile: str = ""
+    model: str = ""
+    task: str = ""
+    profile_data: dict[str, Any] = field(default_factory=dict)
+    reward_functions: list[str] = field(default_factory=list)
+    steps: dict[int, Any] = field(default_factory=dict)  # step -> its StepMetrics (the newest timeline's)
+    commands: list[Command] = field(default_factory=list)
+    resumes: list[int] = field(default_factory=list)  # steps a resumed backend continued from
+
+    def values(self, key: str) -> dict[int, float | None]:
+        """A curve: step -> value; None where the step has none (KL without beta, a skipped update)."""
+        return {s: metric_value(m, key) for s, m in self.steps.items()}
+
+
+def metric_value(m: Any, key: str) -> float | None:
+    if m.update_skipped:  # its rewards measure nothing; charts leave such a step out
+        return None if key.startswith("reward") else _base(m, key)
+    if key.startswith("reward/"):
+        return _finite(m.rewards_by_function.get(key[len("reward/"):]))
+    return _base(m, key)
+
+
+def _base(m: Any, key: str) -> float | None:
+    value = {"reward": m.reward_mean, "kl": m.kl, "completion_length": m.completion_length_mean,
+             "step_time": m.times.total}.get(key)
+    return _finite(value)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def load(label: str, path: str | Path, *, state: str = "", live: bool = False) -> RunCurves:
+    """One run's curves and commands from its event log. A resume drops the steps (and the
+    commands) of the timeline it replaced: steps after its checkpoint are run again."""
+    run = RunCurves(label=label, path=str(path), state=state, live=live)
+    by_id: dict[str, Command] = {}
+    last_state = ""
+    with EventLogReader(path) as log:
+        for ev in log.read(kinds=_KINDS):
+            if ev.kind == "run_started":
+                run.profile, run.model, run.task = ev.profile, ev.model, ev.task
+                run.profile_data, run.reward_functions = dict(ev.profile_data), list(ev.reward_functions)
+            elif ev.kind == "step_metrics":
+                run.steps[ev.step] = ev
+            elif ev.kind == "run_resumed":
+                run.resumes.append(ev.step)
+                run.steps = {s: m for s, m in run.steps.items() if s <= ev.step}
+                run.commands = [c for c in run.commands if c.step <= ev.step]
+                by_id = {c.command_id: c for c in run.commands}
+            elif ev.kind == "command_result":
+                cmd = by_id.get(ev.command_id)
+                if cmd is None:
+                    cmd = by_id[ev.command_id] = Command(ev.command_id, ev.command, ev.status, ev.step, ev.reason)
+                    run.commands.append(cmd)
+                else:  # accepted -> applied/failed: the newest answer counts
+                    cmd.status, cmd.step, cmd.reason = ev.status, ev.step, ev.reason
+            elif ev.kind == "params_applied":
+                cmd = by_id.get(ev.command_id)
+                if cmd is not None:
+                    cmd.changed = dict(ev.changed)
+            elif ev.kind == "state_changed":
+                last_state = ev.state
+    run.state = state or last_state or "unknown"
+    return run
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"sampling": {"temperature": 0.9}} -> {"sampling.temperature": 0.9}."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def profile_diff(runs: list[RunCurves]) -> list[dict[str, Any]]:
+    """The profile fields whose values differ between the runs, sorted by name. A field a run's
+    profile does not have is listed in `absent` (and left out of `values`)."""
+    flat = [flatten(r.profile_data) for r in runs]
+    keys = sorted(set().union(*flat))
+    diff = []
+    for key in keys:
+        present = {r.label: f[key] for r, f in zip(runs, flat) if key in f}
+        absent = [r.label for r, f in zip(runs, flat) if key not in f]
+        distinct = {repr(v) for v in present.values()}
+        if absent or len(distinct) > 1:
+            diff.append({"key": key, "values": present, "absent": absent})
+    return diff
+
+
+def metric_keys(runs: list[RunCurves]) -> list[str]:
+    functions: list[str] = []
+    for r in runs:
+        functions += [f for f in r.reward_functions if f not in functions]
+        for m in r.steps.values():
+            functions += [f for f in m.rewards_by_function if f not in functions]
+    return ["reward"] + [f"reward/{f}" for f in functions] + [k for k, _, _ in BASE_METRICS[1:]]
+
+
+def build(runs: list[RunCurves]) -> dict[str, Any]:
+    """The comparison of two or more loaded runs (the `--json` shape)."""
+    if len(runs) < 2:
+        raise CompareError(f"compare needs at least two runs (got {len(runs)})")
+    empty = [r for r in runs if not r.steps]
+    if empty:
+        raise CompareError("; ".join(f"{r.label} has no steps yet ({r.state})" for r in empty)
+                           + ": compare it once it has finished a step")
+    axis = sorted(set().union(*(r.steps for r in runs)))
+    metrics: dict[str, dict[str, list[float | None]]] = {}
+    for key in metric_keys(runs):
+        series = {}
+        for r in runs:
+            values = r.values(key)
+            series[r.label] = [values.get(s) for s in axis]
+        metrics[key] = series
+    summary = {r.label: {key: _summary([v for v in metrics[key][r.label] if v is not None]) for key in metrics}
+               for r in runs}
+    return {
+        "compare": REPORT_VERSION,
+        "steps": axis,
+        "runs": [{
+            "run": r.label, "path": r.path, "state": r.state, "live": r.live, "profile": r.profile,
+            "model": r.model, "task": r.task, "reward_functions": r.reward_functions,
+            "steps": sorted(r.steps), "skipped_steps": sorted(s for s, m in r.steps.items() if m.update_skipped),
+            "resumed_from": r.resumes,
+        } for r in runs],
+        "metrics": metrics,
+        "summary": summary,
+        "profile_diff": profile_diff(runs),
+        "commands": [{"run": r.label, **c.as_dict()} for r in runs for c in r.commands],
+    }
+
+
+def _summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"first": None, "last": None, "min": None, "max": None, "mean": None}
+    return {"first": values[0], "last": values[-1], "min": min(values), "max": max(values),
+            "mean": sum(values) / len(values)}
+
+
+# ---- rendering ---------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _letters(report: dict[str, Any]) -> dict[str, str]:
+    """A short name per run (A, B, ...) for narrow columns."""
+    return {r["run"]: chr(ord("A") + i) if i < 26 else f"R{i}" for i, r in enumerate(report["runs"])}
+
+
+def _title(key: str) -> str:
+    if key.startswith("reward/"):
+        return f"reward: {key[len('reward/'):]}"
+    return next((t + (f" ({u})" if u else "") for k, t, u in BASE_METRICS if k == key), key)
+
+
+def _marks(report: dict[str, Any]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Commands that acted on the run, keyed by (run, the first step they affected)."""
+    marks: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for c in report["commands"]:
+        if c["status"] in ("applied", "failed", "accepted"):
+            marks.setdefault((c["run"], c["first_step_affected"]), []).append(c)
+    return marks
+
+
+def _command_text(c: dict[str, Any]) -> str:
+    return Command(c["command_id"], c["command"], c["status"], c["step"], c["reason"], c["changed"]).describe()
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """Plain text for pipes and scripts: runs, profile diff, one row per run and step (tab-free,
+    space-aligned columns), then the commands."""
+    letters = _letters(report)
+    lines = ["runs:"]
+    for r in report["runs"]:
+        span = f"steps {r['steps'][0]}-{r['steps'][-1]}" if r["steps"] else "no steps"
+        lines.append(f"  {letters[r['run']]}  {r['run']}  {r['state']}{' (live)' if r['live'] else ''}  {span}  "
+                     f"profile: {r['profile'] or '-'}")
+    lines.append("")
+    diff = report["profile_diff"]
+    lines.append("profile diff:" if diff else "profile diff: none (same profile)")
+    if diff:
+        width = max(len(d["key"]) for d in diff)
+        for d in diff:
+            vals = "  ".join(f"{letters[r['run']]}={_fmt(d['values'][r['run']]) if r['run'] in d['values'] else '(absent)'}"
+                             for r in report["runs"])
+            lines.append(f"  {d['key']:<{width}}  {vals}")
+    lines.append("")
+    keys = list(report["metrics"])
+    heads = ["step", "run"] + keys + ["commands"]  # the metrics under their JSON names
+    rows = []
+    marks = _marks(report)
+    has = {r["run"]: set(r["steps"]) for r in report["runs"]}
+    for i, step in enumerate(report["steps"]):
+        for r in report["runs"]:
+            if step not in has[r["run"]]:
+                continue
+            cmds = "; ".join(_command_text(c) for c in marks.get((r["run"], step), []))
+            rows.append([str(step), letters[r["run"]]] + [_fmt(report["metrics"][k][r["run"]][i]) for k in keys] + [cmds])
+    widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(heads)]
+    for row in [heads] + rows:
+        lines.append("  ".join(cell.rjust(widths[j]) if 1 < j < len(heads) - 1 else cell.ljust(widths[j])
+                               for j, cell in enumerate(row)).rstrip())
+    lines.append("")
+    lines.append("commands:" if report["commands"] else "commands: none")
+    for c in report["commands"]:
+        lines.append(f"  {letters[c['run']]}  after step {c['step']}: {_command_text(c)}  [{c['command_id']}]")
+    return "\n".join(lines)
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None], lo: float, hi: float, width: int) -> str:
+    """One character per column on a shared scale; columns average their steps when there are
+    more steps than columns; a gap is a space."""
+    if not values:
+        return ""
+    cols = min(width, len(values))
+    out = []
+    for c in range(cols):
+        chunk = [v for v in values[c * len(values) // cols:(c + 1) * len(values) // cols] if v is not None]
+        if not chunk:
+            out.append(" ")
+            continue
+        v = sum(chunk) / len(chunk)
+        idx = 0 if hi <= lo else round((v - lo) / (hi - lo) * (len(_BARS) - 1))
+        out.append(_BARS[max(0, min(len(_BARS) - 1, idx))])
+    return "".join(out)
+
+
+def render_rich(report: dict[str, Any], console: Any) -> None:
+    """For a terminal: per metric, each run's sparkline on a shared scale and step axis with its
+    commands marked (▲ under the first step they affected), then the profile diff and the
+    commands."""
+    from rich.table import Table
+    from rich.text import Text
+
+    letters = _letters(report)
+    colors = ["cyan", "magenta", "green", "yellow", "blue", "red"]
+    color = {r["run"]: colors[i % len(colors)] for i, r in enumerate(report["runs"])}
+    axis = report["steps"]
+    room = max(10, console.size.width - 40)
+    rep = max(1, min(4, room // len(axis)))  # a short run gets up to 4 columns a step
+    width = min(room, len(axis) * rep)
+    runs_t = Table(box=None, show_header=False, pad_edge=False)
+    for r in report["runs"]:
+        span = f"steps {r['steps'][0]}–{r['steps'][-1]}"
+        runs_t.add_row(Text(letters[r["run"]], style=f"bold {color[r['run']]}"), r["run"],
+                       r["state"] + (" (live)" if r["live"] else ""), span, r["profile"] or "-")
+    console.print(Text(f"compare · {len(report['runs'])} runs · steps {axis[0]}–{axis[-1]}", style="bold"))
+    console.print(runs_t)
+    marks = _marks(report)
+    for key, series in report["metrics"].items():
+        present = [v for vals in series.values() for v in vals if v is not None]
+        if not present:
+            console.print(Text(f"\n{_title(key)}: no values", style="dim"))
+            continue
+        lo, hi = min(present), max(present)
+        console.print(Text(f"\n{_title(key)}  [{_fmt(lo)} … {_fmt(hi)}]", style="bold"))
+        for r in report["runs"]:
+            summ = report["summary"][r["run"]][key]
+            line = Text(f" {letters[r['run']]} ", style=f"bold {color[r['run']]}")
+            values = [v for v in series[r["run"]] for _ in range(rep)]
+            line.append(sparkline(values, lo, hi, width).ljust(width), style=color[r["run"]])
+            line.append(f"  last {_fmt(summ['last'])}  min {_fmt(summ['min'])}  max {_fmt(summ['max'])}", style="dim")
+            console.print(line)
+            ticks = [" "] * width
+            for (run, step), _ in marks.items():
+                if run == r["run"] and step in axis:
+                    ticks[min(width - 1, axis.index(step) * width // len(axis))] = "▲"  # the step's first column
+                elif run == r["run"] and axis and step > axis[-1]:
+                    ticks[-1] = "▲"
+            if "▲" in ticks:
+                console.print(Text("   " + "".join(ticks).rstrip(), style=color[r["run"]]))
+    diff = Table(title="profile diff", title_justify="left", box=None, header_style="bold")
+    diff.add_column("field")
+    for r in report["runs"]:
+        diff.add_column(letters[r["run"]], style=color[r["run"]])
+    for d in report["profile_diff"]:
+        diff.add_row(d["key"], *(_fmt(d["values"][r["run"]]) if r["run"] in d["values"] else "(absent)"
+                                 for r in report["runs"]))
+    console.print()
+    console.print(diff if report["profile_diff"] else Text("profile diff: none (same profile)", style="dim"))
+    console.print()
+    if not report["commands"]:
+        console.print(Text("commands: none", style="dim"))
+        return
+    cmds = Table(title="commands (▲ marks the first step each affected)", title_justify="left", box=None, header_style="bold")
+    for col in ("run", "after step", "command", "id"):
+        cmds.add_column(col)
+    for c in report["commands"]:
+        cmds.add_row(Text(letters[c["run"]], style=color[c["run"]]), str(c["step"]), _command_text(c), c["command_id"])
+    console.print(cmds)
