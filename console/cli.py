@@ -131,6 +131,11 @@ def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False, addr
 
     tune_gc()
     if replay:
+        try:  # refuse an unreadable log here, with its reason, not inside the TUI
+            if (log := runs.open_log(run_id)) is not None:
+                log.close()
+        except runs.EventLogError as exc:
+            return _die(str(exc), 1)
         source = runs.ReplaySource(run_id)
     else:
         source = BackendClient(address or socket_path(run_id), role="view" if read_only else "control", token=token)
@@ -231,11 +236,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     try:
         run_id = runs.resolve(args.run)
-        log = runs.open_log(run_id)  # refuse an unreadable log here, with its reason, not inside the TUI
-    except (runs.RunNotFound, runs.EventLogError) as exc:
+    except runs.RunNotFound as exc:
         return _die(str(exc))
-    if log is not None:
-        log.close()
     return open_tui(run_id, replay=True)
 
 
@@ -440,9 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser(
         "compare", help="compare runs: curves on one step axis, profile diff, operator commands",
-        description="Compare two or more runs from their event logs (finished or live): reward (total and per "
-                    "reward function), KL, completion length and step time on the shared step axis, the fields "
-                    "their profiles differ in, and the operator commands marked at the steps they affected.",
+        description="Compare two or more runs from their event logs (finished or live): reward (total and per\n"
+                    "reward function), KL, completion length and step time on one step axis, the profile fields\n"
+                    "they differ in, and the operator commands marked at the first step each affected.",
         epilog="RUN: a run id, a unique prefix or suffix of one, 'latest', or a path to a run directory or its\n"
                "events.db (e.g. copied from another machine).\n\n"
                "output: on a terminal, a sparkline per metric with the runs on one scale (▲ = a command took\n"

@@ -71,6 +71,7 @@ class RunCurves:
     steps: dict[int, Any] = field(default_factory=dict)  # step -> its StepMetrics (the newest timeline's)
     commands: list[Command] = field(default_factory=list)
     resumes: list[int] = field(default_factory=list)  # steps a resumed backend continued from
+    undecodable: int = 0  # events this version cannot decode (a newer backend's), left out
 
     def values(self, key: str) -> dict[int, float | None]:
         """A curve: step -> value; None where the step has none (KL without beta, a skipped update)."""
@@ -126,6 +127,7 @@ def load(label: str, path: str | Path, *, state: str = "", live: bool = False) -
                     cmd.changed = dict(ev.changed)
             elif ev.kind == "state_changed":
                 last_state = ev.state
+        run.undecodable = log.skipped
     run.state = state or last_state or "unknown"
     return run
 
@@ -191,7 +193,7 @@ def build(runs: list[RunCurves]) -> dict[str, Any]:
             "run": r.label, "path": r.path, "state": r.state, "live": r.live, "profile": r.profile,
             "model": r.model, "task": r.task, "reward_functions": r.reward_functions,
             "steps": sorted(r.steps), "skipped_steps": sorted(s for s, m in r.steps.items() if m.update_skipped),
-            "resumed_from": r.resumes,
+            "resumed_from": r.resumes, "undecodable_events": r.undecodable,
         } for r in runs],
         "metrics": metrics,
         "summary": summary,
@@ -249,6 +251,8 @@ def render_table(report: dict[str, Any]) -> str:
         span = f"steps {r['steps'][0]}-{r['steps'][-1]}" if r["steps"] else "no steps"
         lines.append(f"  {letters[r['run']]}  {r['run']}  {r['state']}{' (live)' if r['live'] else ''}  {span}  "
                      f"profile: {r['profile'] or '-'}")
+        if r.get("undecodable_events"):
+            lines.append(f"     {r['undecodable_events']} events of a newer rl-console left out")
     lines.append("")
     diff = report["profile_diff"]
     lines.append("profile diff:" if diff else "profile diff: none (same profile)")

@@ -223,3 +223,17 @@ def test_cli_compare_a_live_run(home, capsys):
     finally:
         os.close(fd)
         store.close()
+
+
+def test_an_event_from_a_newer_backend_is_left_out_and_counted(home):
+    _write_run(home, "a", [_started("a", 0.9), _metrics(1, 0.1)])
+    _write_run(home, "b", [_started("b", 0.5), _metrics(1, 0.2)])
+    db = home / "runs" / "a" / "events.db"
+    body = json.loads(_metrics(2, 0.9).model_dump_json()) | {"v": 1, "seq": 3, "new_field": 1}
+    con = __import__("sqlite3").connect(db)
+    con.execute("INSERT INTO events VALUES (3, 0.0, 'step_metrics', ?)", (json.dumps(body),))
+    con.commit()
+    con.close()
+    report = compare.build([_load(home, "a"), _load(home, "b")])
+    assert report["runs"][0]["steps"] == [1] and report["runs"][0]["undecodable_events"] == 1
+    assert "1 events of a newer rl-console left out" in compare.render_table(report)
