@@ -4,7 +4,8 @@ Used by `RayEngine` when `ray.weight_transport = "collective"`: the trainer broa
 weights once, packed into a few flat buckets, and every replica receives them straight into
 its own device memory (no object store, no host copy on GPUs).
 
-- GPUs: NCCL through vLLM's `PyNcclCommunicator` over a `StatelessProcessGroup` — the primitive
+- GPUs: NCCL through vLLM's `PyNcclCommunicator` over a `StatelessProcessGroup` (internals: the
+  `vllm_compat` shims `nccl_communicator`, `stateless_group`) — the primitive
   TRL's vLLM client and vLLM's own NCCL weight-transfer engine are built on. It forms its own
   group, so it never touches torch.distributed's global state (TRL/accelerate own that).
 - CPUs: gloo (torch's `ProcessGroupGloo` over a `TCPStore`): the same packing, ordering and
@@ -104,13 +105,10 @@ class WeightGroup:
         self.backend, self.rank, self.world_size = backend, rank, world_size
         self.timeout_s = timeout_s
         if backend == "nccl":
-            from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
-            from vllm.distributed.utils import StatelessProcessGroup
+            from backend.engine import vllm_compat
 
             self.device = torch.device(device if device is not None else f"cuda:{torch.cuda.current_device()}")
-            pg = StatelessProcessGroup.create(host=host, port=port, rank=rank, world_size=world_size,
-                                              store_timeout=int(timeout_s))
-            self._comm = PyNcclCommunicator(pg, device=self.device)
+            self._comm = vllm_compat.nccl_group(host, port, rank, world_size, self.device, timeout_s)
             self._stream = torch.cuda.Stream(device=self.device)  # a hung peer cannot block the trainer's stream
         elif backend == "gloo":
             import torch.distributed as dist

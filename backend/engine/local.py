@@ -7,13 +7,16 @@ change without a restart.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from typing import Any
 
 from backend.engine.base import EngineError, EngineInfo, GeneratedCompletion, Sampling, SyncReport, request_seed
-from backend.engine import weight_sync
+from backend.engine import vllm_compat, weight_sync
+
+log = logging.getLogger("backend.engine")
 
 
 def prepare_env(device: str, kv_cache_gb: float, cache_root: str | None = None) -> None:
@@ -73,6 +76,10 @@ class LocalVLLMEngine:
         verify_received: bool = False,
     ) -> None:
         prepare_env(device, kv_cache_gb, cache_root)
+        try:  # what rl-console needs from vLLM's internals, before minutes of engine start
+            vllm_compat.check(device)
+        except vllm_compat.VllmCompatError as exc:
+            raise EngineError(str(exc)) from exc
         import vllm
         from vllm import LLM
 
@@ -117,13 +124,16 @@ class LocalVLLMEngine:
             replicas=1,
             extra={"dtype": dtype, "max_model_len": max_model_len},
         )
-        self.can_pause_engine = hasattr(self.llm, "pause_generation")
+        self.can_pause_engine = hasattr(self.llm, "pause_generation")  # public API of newer vLLM (AsyncLLM has it)
+        try:
+            vllm_compat.check_live(self.llm, device)
+        except vllm_compat.VllmCompatError as exc:
+            self.shutdown()
+            raise EngineError(str(exc)) from exc
         self.sync_methods = self.llm.collective_rpc(weight_sync.available_methods)[0]
         if device == "cpu":  # vLLM-CPU repacks linear weights after loading: only reload_weights is correct
             self.sync_method = "reload_weights"
-        elif "load_weights" in self.sync_methods:  # CUDA: a direct in-place copy, the fastest correct path
-            self.sync_method = "load_weights"
-        else:
+        else:  # CUDA: load_weights recorded once, then replayed as fused copies (weight_sync.CopyPlan)
             self.sync_method = self.sync_methods[0]
 
     # ---- rollouts -------------------------------------------------------
@@ -225,11 +235,11 @@ class LocalVLLMEngine:
             if self.prefix_caching:  # cached prefixes were computed with the old weights
                 self.llm.reset_prefix_cache()
             self._version = version
-            if hasattr(self.llm, "update_weight_version"):
+            if hasattr(self.llm, "update_weight_version"):  # public API of newer vLLM; absent in 0.26 / 0.32
                 try:
                     self.llm.update_weight_version(str(version))
-                except Exception:
-                    pass
+                except Exception as exc:  # vLLM's own label only; the version rl-console checks is self._version
+                    log.warning("vLLM update_weight_version(%d) failed: %s: %s", version, type(exc).__name__, exc)
         if received is not None and received != {checksum}:  # a worker got other bytes than the trainer sent
             raise EngineError(f"weight sync v{version}: engine received checksum(s) {sorted(received)}, trainer sent {checksum}")
         return SyncReport(
@@ -273,9 +283,6 @@ class LocalVLLMEngine:
         llm = getattr(self, "llm", None)
         if llm is None:
             return
-        try:
-            llm.llm_engine.engine_core.shutdown()
-        except Exception:
-            pass
         self.llm = None
         self._dead = "shut down"
+        vllm_compat.shutdown_engine(llm)  # logs what failed; the engine is dropped either way

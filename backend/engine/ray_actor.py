@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
-
+import logging
 import math
 import os
 import re
@@ -33,6 +33,8 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from backend.engine.base import EngineError, EngineInfo, GeneratedCompletion, Sampling, SyncReport
+
+log = logging.getLogger("backend.engine")
 
 PING_TIMEOUT_S = 5.0
 NAMESPACE = "rl-console"
@@ -472,6 +474,13 @@ class RayEngine:
         if backend == "gloo" and self._engine_kwargs["device"] == "cuda":
             raise EngineError("collective weight transport: the engines are on GPUs but the trainer's weights are on "
                               "the CPU; NCCL needs both on GPUs (or use ray.weight_transport = \"object_store\")")
+        if backend == "nccl":  # vLLM's NCCL internals (vllm_compat shims), before any peer waits on them
+            from backend.engine import vllm_compat
+
+            try:
+                vllm_compat.check("cuda", collective=True)
+            except vllm_compat.VllmCompatError as exc:
+                raise EngineError(str(exc)) from exc
         host = "127.0.0.1" if self.started_cluster else ray.util.get_node_ip_address()
         port, world = free_port(host), self.replicas + 1
         timeout = min(self.call_timeout_s, 300.0)
@@ -622,8 +631,8 @@ class RayEngine:
             if self._actors[i] is not None:
                 try:
                     ray.kill(self._actors[i], no_restart=True)
-                except Exception:
-                    pass
+                except Exception as exc:  # already gone: the new replica replaces it either way
+                    log.warning("restart_dead: ray.kill of replica %d failed: %s: %s", i, type(exc).__name__, _first_line(exc))
             self._spawn(i)
         restarted = [i for i, s in state.items() if s == "restarted"]
         if redo or restarted:
@@ -642,21 +651,24 @@ class RayEngine:
         live = [(i, a) for i, a in enumerate(self._actors) if a is not None and i not in self._dead]
         if live:  # close vLLM cleanly where it answers, then kill regardless
             try:
-                ray.wait([a.shutdown.remote() for _, a in live], num_returns=len(live), timeout=PING_TIMEOUT_S)
-            except Exception:
-                pass
-        for a in self._actors:
+                done, _ = ray.wait([a.shutdown.remote() for _, a in live], num_returns=len(live), timeout=PING_TIMEOUT_S)
+                if len(done) < len(live):
+                    log.warning("shutdown: %d of %d replica(s) did not close vLLM within %.0f s; killing them",
+                                len(live) - len(done), len(live), PING_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("shutdown: closing vLLM in the replicas failed: %s: %s", type(exc).__name__, _first_line(exc))
+        for i, a in enumerate(self._actors):
             if a is not None:
                 try:
                     ray.kill(a, no_restart=True)
-                except Exception:
-                    pass
+                except Exception as exc:
+                    log.warning("shutdown: ray.kill of replica %d failed: %s: %s", i, type(exc).__name__, _first_line(exc))
         self._actors = [None] * self.replicas
         if self._pg is not None:
             try:
                 remove_placement_group(self._pg)
-            except Exception:
-                pass
+            except Exception as exc:
+                log.warning("shutdown: removing the placement group failed: %s: %s", type(exc).__name__, _first_line(exc))
             self._pg = None
         if self.started_cluster and ray.is_initialized():
             ray.shutdown()

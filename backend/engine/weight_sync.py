@@ -1,16 +1,25 @@
 """Weight sync: fingerprint the trainer's weights and load them into a running vLLM worker.
 
 The worker-side functions run inside vLLM's worker via `collective_rpc` (in-process for
-the local engine, in the actor's process for Ray). They pick the path the installed
-vLLM offers: `reload_weights(weights_iterator=...)` (vLLM ≥ 0.27; needed on CPU, where
-the backend repacks linear weights after loading) or `model.load_weights(...)` (older).
+the local engine, in the actor's process for Ray), and reach vLLM only through
+`vllm_compat`. Paths: `reload_weights(weights_iterator=...)` (needed on CPU, where the
+backend repacks linear weights after loading), `model.load_weights(...)` (vLLM's
+per-parameter load), and `copy_plan` (GPU default): `load_weights` recorded once, then
+replayed as a few multi-tensor copies (`CopyPlan`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
+import weakref
+from dataclasses import dataclass
 from typing import Any
+
+from backend.engine import vllm_compat
+
+log = logging.getLogger("backend.engine")
 
 
 def state_tensors(model, dtype: str | None = None) -> list[tuple[str, Any]]:
@@ -20,14 +29,35 @@ def state_tensors(model, dtype: str | None = None) -> list[tuple[str, Any]]:
 
     Tied weights are sent under both names: vLLM's CPU backend keeps a separately packed
     LM head, and dropping `lm_head.weight` left it stale (caught by the log-prob canary).
+
+    On a GPU the cast writes every tensor into one fresh buffer with multi-tensor copies
+    (`torch._foreach_copy_`): one allocation and a few kernels instead of one `.to()` each. The
+    tensors returned are views of that buffer; each call makes a new one, so tensors from an
+    earlier call keep their values.
     """
-    items = model.state_dict().items()
+    items = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
     if dtype is None:
-        return [(name, tensor.detach()) for name, tensor in items]
+        return items
     import torch
 
     want = getattr(torch, dtype)
-    return [(name, tensor.detach().to(want) if tensor.is_floating_point() else tensor.detach()) for name, tensor in items]
+    cast = [i for i, (_, t) in enumerate(items) if t.is_floating_point() and t.dtype != want]
+    if not cast:
+        return items
+    if not all(items[i][1].is_cuda for i in cast) or len({items[i][1].device for i in cast}) != 1:
+        # CPU: a view of a shared buffer would pickle the whole buffer (Ray object store)
+        return [(name, t.to(want) if t.is_floating_point() else t) for name, t in items]
+    srcs = [items[i][1] for i in cast]
+    flat = torch.empty(sum(t.numel() for t in srcs), dtype=want, device=srcs[0].device)
+    views, offset = [], 0
+    for t in srcs:
+        views.append(flat[offset:offset + t.numel()].view(t.shape))
+        offset += t.numel()
+    torch._foreach_copy_(views, srcs)
+    out = list(items)
+    for i, v in zip(cast, views):
+        out[i] = (items[i][0], v)
+    return out
 
 
 FINGERPRINT_VERSION = 2
@@ -84,25 +114,24 @@ def fingerprint_v1(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:
 
 
 def available_methods(worker) -> list[str]:
-    """Runs in the vLLM worker: the in-place load paths this vLLM offers, fastest-correct first."""
-    runner = worker.model_runner
-    out = []
-    if hasattr(runner, "reload_weights"):
-        out.append("reload_weights")  # handles backends that repack weights after loading (CPU)
-    if hasattr(runner, "model") and hasattr(runner.model, "load_weights"):
-        out.append("load_weights")  # plain per-parameter copy (CUDA; fails on vLLM-CPU in fp32)
-    return out
+    """Runs in the vLLM worker: the in-place load paths this vLLM offers, fastest-correct first.
+
+    "copy_plan" where `load_weights` exists: the first push runs `load_weights` and records it
+    (see `CopyPlan`); later pushes replay it as a few multi-tensor copies."""
+    found = vllm_compat.load_methods(worker)
+    return (["copy_plan"] if "load_weights" in found else []) + found
 
 
 def worker_load(worker, named_tensors, method: str = "auto") -> str:
     """Runs in the vLLM worker: load `named_tensors` in place. Returns the method used."""
-    runner = worker.model_runner
     if method == "auto":
         method = available_methods(worker)[0]
     if method == "reload_weights":
-        runner.reload_weights(weights_iterator=iter(named_tensors))
+        vllm_compat.reload_weights(worker, named_tensors)
     elif method == "load_weights":
-        runner.model.load_weights(weights=iter(named_tensors))
+        vllm_compat.load_weights(worker, named_tensors)
+    elif method == "copy_plan":
+        return copy_plan_load(worker, named_tensors)
     else:
         raise ValueError(f"unknown weight-load method {method!r}")
     return method
@@ -117,13 +146,271 @@ def worker_load_verified(worker, named_tensors, method: str = "auto") -> tuple[s
 
 def worker_load_path(worker, path: str) -> str:
     """Runs in the vLLM worker: reload from a saved checkpoint directory."""
-    runner = worker.model_runner
-    if hasattr(runner, "reload_weights"):
-        runner.reload_weights(weights_path=path)
+    if vllm_compat.has_reload_weights(worker):
+        vllm_compat.reload_weights(worker, path=path)
         return "reload_weights(path)"
-    from vllm.model_executor.model_loader.weight_utils import safetensors_weights_iterator
     import glob
 
     files = sorted(glob.glob(f"{path}/*.safetensors"))
-    runner.model.load_weights(weights=safetensors_weights_iterator(files, use_tqdm_on_load=False))
+    vllm_compat.load_weights(worker, vllm_compat.safetensors_iterator(files))
     return "load_weights(path)"
+
+
+# ---- the copy plan: vLLM's per-parameter load, recorded once, replayed as fused copies ----
+class PlanError(RuntimeError):
+    """The load could not be recorded as plain copies (a loader transformed the data)."""
+
+
+_PLANS: "weakref.WeakKeyDictionary[Any, CopyPlan | str]" = weakref.WeakKeyDictionary()
+
+
+def copy_plan_load(worker, named_tensors) -> str:
+    """Runs in the vLLM worker. With a plan recorded for these tensors' names, shapes and dtypes:
+    replay it. Otherwise run vLLM's `load_weights` while recording it, check the recording, keep it.
+    A load that cannot be recorded stays on `load_weights` (the reason is logged once)."""
+    model = vllm_compat.engine_model(worker)
+    plan = _PLANS.get(model)
+    if isinstance(plan, CopyPlan) and plan.matches(named_tensors):
+        plan.apply(named_tensors)
+        return "copy_plan"
+    if isinstance(plan, str) and plan == _signature(named_tensors)[1]:  # recorded before, not recordable
+        vllm_compat.load_weights(worker, named_tensors)
+        return "load_weights"
+    try:
+        plan = CopyPlan.record(model, named_tensors, lambda: vllm_compat.load_weights(worker, named_tensors))
+        _PLANS[model] = plan
+        return "load_weights (copy plan recorded)"
+    except PlanError as exc:
+        log.warning("weight sync: vLLM's load_weights could not be recorded as a copy plan, every push "
+                    "uses load_weights: %s", exc)
+        _PLANS[model] = _signature(named_tensors)[1]
+        return "load_weights"
+
+
+def plan_of(worker) -> "CopyPlan | None":
+    """Runs in the vLLM worker: the recorded plan, if any (for tests and benches)."""
+    plan = _PLANS.get(vllm_compat.engine_model(worker))
+    return plan if isinstance(plan, CopyPlan) else None
+
+
+def drop_plan(worker) -> None:
+    """Runs in the vLLM worker: forget the plan (the next copy_plan push records again)."""
+    _PLANS.pop(vllm_compat.engine_model(worker), None)
+
+
+def _storage_key(t) -> tuple[Any, int]:
+    return (t.device, t.untyped_storage().data_ptr())
+
+
+def _signature(named_tensors) -> tuple[list, str]:
+    sig = [(name, tuple(t.shape), t.dtype, t.device, t.is_contiguous()) for name, t in named_tensors]
+    return sig, hashlib.sha256(repr(sig).encode()).hexdigest()
+
+
+@dataclass
+class _Entry:
+    target: str  # the engine's parameter (or buffer) name, for messages
+    dst: Any  # a view into the engine's parameter storage
+    src_index: int  # which incoming tensor
+    src_view: tuple[int, tuple[int, ...], tuple[int, ...]] | None  # (offset, size, stride) within it; None = whole
+
+
+class CopyPlan:
+    """vLLM's `load_weights` for one model, as recorded: which incoming tensor (or view of it)
+    is copied into which view of which engine parameter.
+
+    Recording runs the real `load_weights` under a `TorchDispatchMode` that sees every aten op:
+    each `copy_` into a parameter's storage must copy a view of an incoming tensor; any other
+    write to a parameter (a fill, an in-place op, a copy from a transformed tensor, a parameter
+    replaced) makes the load unrecordable and it stays on `load_weights`. The recording is then
+    checked parameter by parameter: replaying it into a zeroed scratch copy must reproduce what
+    `load_weights` wrote, element for element. Replay groups the copies by dtype into
+    `torch._foreach_copy_` calls (a few multi-tensor kernels instead of one Python weight loader
+    per tensor) and synchronises the device, so a push's time includes its copies.
+
+    Written for vLLM 0.26's dense CUDA models (Qwen2, Llama): their loaders narrow the fused
+    qkv/gate_up parameters and copy. A loader that transforms data (quantised models, the CPU
+    backend's repacking) is refused while recording, never replayed wrongly.
+    """
+
+    def __init__(self, sig: list, sig_hash: str, groups: list[tuple[list[Any], list[_Entry]]], params: list[tuple[Any, int]],
+                 targets: int, fills: list[tuple[Any, float]] = ()) -> None:
+        self.sig, self.sig_hash = sig, sig_hash
+        self.groups = groups  # [(dst views, entries)], one per (dst dtype, src dtype, device)
+        self.params = params  # (parameter, its data_ptr at recording): replaced storage = stale plan
+        self.targets = targets
+        self.copies = sum(len(e) for _, e in groups)
+        self.fills = list(fills)  # (view, constant): written again each push, disjoint from every copy
+
+    def matches(self, named_tensors) -> bool:
+        if len(named_tensors) != len(self.sig):
+            return False
+        for (name, t), (n, shape, dtype, device, contiguous) in zip(named_tensors, self.sig):
+            if name != n or t.dtype != dtype or t.shape != shape or t.device != device or not t.is_contiguous():
+                return False
+        return all(p.data_ptr() == ptr for p, ptr in self.params)
+
+    def apply(self, named_tensors) -> None:
+        import torch
+
+        tensors = [t for _, t in named_tensors]
+        with torch.no_grad():
+            self._copy(tensors)
+        for dsts, _ in self.groups[:1]:
+            if dsts and dsts[0].is_cuda:
+                torch.cuda.current_stream(dsts[0].device).synchronize()
+
+    def _copy(self, tensors) -> None:
+        import torch
+
+        for view, value in self.fills:
+            view.fill_(value)
+        for dsts, entries in self.groups:
+            srcs = []
+            for e in entries:
+                t = tensors[e.src_index]
+                if e.src_view is not None:
+                    off, size, stride = e.src_view
+                    t = t.as_strided(size, stride, t.storage_offset() + off)
+                srcs.append(t)
+            torch._foreach_copy_(dsts, srcs)
+
+    @classmethod
+    def record(cls, model, named_tensors, load) -> "CopyPlan":
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        sig, sig_hash = _signature(named_tensors)
+        if not all(c for *_, c in sig):
+            raise PlanError("an incoming tensor is not contiguous")
+        targets: dict[tuple[Any, int], tuple[str, Any]] = {}
+        params = []
+        for name, p in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
+            key = _storage_key(p)
+            targets.setdefault(key, (name, p.data))
+            params.append((p, p.data_ptr()))
+        sources: dict[tuple[Any, int], list[tuple[int, int, int]]] = {}
+        for j, (_, t) in enumerate(named_tensors):
+            sources.setdefault(_storage_key(t), []).append((t.storage_offset(), t.numel(), j))
+        recorded: list[tuple[tuple[Any, int], _Entry]] = []
+        problems: list[str] = []
+        fills: list[tuple[tuple[Any, int], Any, float, str]] = []  # constant writes (vLLM zeroes vocab padding)
+        copy_op = torch.ops.aten.copy_.default
+        fill_ops = {torch.ops.aten.fill_.Scalar: lambda a: a[1], torch.ops.aten.zero_.default: lambda a: 0}
+
+        def written(func, args, kwargs):
+            for i, a in enumerate(func._schema.arguments):
+                if a.alias_info is not None and a.alias_info.is_write:
+                    val = args[i] if i < len(args) else kwargs.get(a.name)
+                    for t in val if isinstance(val, (list, tuple)) else (val,):
+                        if isinstance(t, torch.Tensor):
+                            yield t
+
+        def source_of(src) -> tuple[int, tuple | None] | None:
+            for off, numel, j in sources.get(_storage_key(src), ()):
+                start = src.storage_offset()
+                last = start + sum((s - 1) * st for s, st in zip(src.shape, src.stride())) if src.numel() else start
+                if off <= start and last < off + numel and min(src.stride(), default=1) >= 0:
+                    whole = (start == off and src.shape == named_tensors[j][1].shape and src.is_contiguous())
+                    if src.dtype != named_tensors[j][1].dtype:
+                        return None
+                    return j, None if whole else (start - off, tuple(src.shape), tuple(src.stride()))
+            return None
+
+        class Recorder(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                for t in written(func, args, kwargs):
+                    key = _storage_key(t)
+                    if key not in targets:
+                        continue
+                    name = targets[key][0]
+                    if func in fill_ops and t.dtype == targets[key][1].dtype:
+                        if t.numel():
+                            fills.append((key, t, fill_ops[func](args), name))
+                        continue
+                    if func is not copy_op:
+                        problems.append(f"{func} writes {name}")
+                        continue
+                    found = source_of(args[1]) if isinstance(args[1], torch.Tensor) else None
+                    if found is None:
+                        problems.append(f"{name} is written from a tensor that is not an incoming one (the loader transformed it)")
+                    elif t.dtype != targets[key][1].dtype:
+                        problems.append(f"{name} is written through a view of another dtype")
+                    else:
+                        recorded.append((key, _Entry(name, t, found[0], found[1])))
+                return func(*args, **kwargs)
+
+        with torch.no_grad(), Recorder():
+            load()
+        if problems:
+            raise PlanError("; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+        if any(p.data_ptr() != ptr for p, ptr in params):
+            raise PlanError("load_weights replaced a parameter's storage")
+        if not recorded:
+            raise PlanError("load_weights copied nothing into the model's parameters")
+        entries = _last_writes(recorded, fills)
+        fills = [(f[1].as_strided(f[1].shape, f[1].stride(), f[1].storage_offset()), f[2]) for f in fills]
+        cls._check(entries, fills, named_tensors, targets)
+        groups: dict[tuple, list[_Entry]] = {}
+        for key, e in entries:
+            groups.setdefault((e.dst.dtype, named_tensors[e.src_index][1].dtype, e.dst.device), []).append(e)
+        # each dst is a fresh view of the parameter storage, made once (as_strided at the recorded place)
+        fixed = []
+        for es in groups.values():
+            for e in es:
+                e.dst = e.dst.as_strided(e.dst.shape, e.dst.stride(), e.dst.storage_offset())
+            fixed.append(([e.dst for e in es], es))
+        return cls(sig, sig_hash, fixed, params, len({k for k, _ in entries}), fills)
+
+    @staticmethod
+    def _check(entries, fills, named_tensors, targets) -> None:
+        """Replay into a zeroed scratch copy of each written parameter storage: it must equal
+        what load_weights left there, element for element."""
+        import torch
+
+        by_storage: dict[tuple[Any, int], list[_Entry]] = {}
+        for key, e in entries:
+            by_storage.setdefault(key, []).append(e)
+        fills_at: dict[tuple[Any, int], list[tuple[Any, float]]] = {}
+        for view, value in fills:
+            fills_at.setdefault(_storage_key(view), []).append((view, value))
+        tensors = [t for _, t in named_tensors]
+        for key, es in by_storage.items():
+            name, base = targets[key]
+            n = base.untyped_storage().nbytes() // base.element_size()
+            scratch = torch.zeros(n, dtype=base.dtype, device=base.device)
+            for view, value in fills_at.get(key, ()):
+                scratch.as_strided(view.shape, view.stride(), view.storage_offset()).fill_(value)
+            for e in es:
+                src = tensors[e.src_index]
+                if e.src_view is not None:
+                    off, size, stride = e.src_view
+                    src = src.as_strided(size, stride, src.storage_offset() + off)
+                scratch.as_strided(e.dst.shape, e.dst.stride(), e.dst.storage_offset()).copy_(src)
+            mine = scratch.as_strided(base.shape, base.stride(), base.storage_offset())
+            if not torch.equal(mine, base):
+                raise PlanError(f"replaying the recorded copies does not reproduce {name} as load_weights wrote it")
+
+
+def _last_writes(recorded, fills=()):
+    """Keep the last copy into each exact region (sequential semantics); refuse partial overlaps
+    (and copies over a constant fill), whose order a fused copy would not keep."""
+    last: dict[tuple, int] = {}
+    for i, (key, e) in enumerate(recorded):
+        last[(key, e.dst.storage_offset(), tuple(e.dst.shape), tuple(e.dst.stride()))] = i
+    kept = [recorded[i] for i in sorted(last.values())]
+    spans: dict[tuple, list[tuple[int, int, str]]] = {}
+    for key, e in kept:
+        start = e.dst.storage_offset()
+        end = start + sum((s - 1) * st for s, st in zip(e.dst.shape, e.dst.stride())) if e.dst.numel() else start
+        spans.setdefault(key, []).append((start, end, e.target))
+    for key, view, _, name in fills:
+        start = view.storage_offset()
+        spans.setdefault(key, []).append((start, start + sum((s - 1) * st for s, st in zip(view.shape, view.stride())), name))
+    for key, s in spans.items():
+        s.sort()
+        for (a0, a1, name), (b0, b1, _) in zip(s, s[1:]):
+            if b0 <= a1:
+                raise PlanError(f"two loads write overlapping parts of {name}")
+    return kept
