@@ -85,7 +85,8 @@ class RLConsoleApp(ShimmedApp):
         "help": HelpScreen,
     }
     DEFAULT_MODE = "dashboard"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-tiny"), (60, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (20, "-tall")]
     REFRESH_HZ = 5.0
     #: the reader works at most this long before letting the UI run
     READ_SLICE_S = 0.01
@@ -288,8 +289,9 @@ class RLConsoleApp(ShimmedApp):
             state.on_disconnect("end of the run's event log", ended=True)
             self.toast("replay: end of the event log", "information")
         elif not reason and state.state in ("finished", "failed"):  # the backend exits once the run ended
-            state.on_disconnect(f"the run {state.state}; its backend has exited", ended=True)
-            self.toast(f"the run {state.state}; browse it here or with `rl-console replay` (q to leave)", "information")
+            state.on_disconnect(f"the run {state.lifecycle} at step {state.step}; its backend has exited", ended=True)
+            self.toast(f"the run {state.lifecycle} at step {state.step}; browse it here or with `rl-console replay` "
+                       "(q to leave)", "information")
         elif await self._backend_died():  # not a network blip: the process hosting the run is gone
             why = f"the backend died at step {state.step}; resume it with: rl-console run --resume {state.run_id}"
             state.on_disconnect(why, crashed=True)

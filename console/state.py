@@ -261,6 +261,19 @@ class RunState:
     def connected(self) -> bool:
         return self.connection == "live"
 
+    @property
+    def ended(self) -> bool:
+        """The run is over (completed, stopped, failed or crashed): no control can act on it."""
+        return self.state in ("finished", "failed", "crashed")
+
+    @property
+    def lifecycle(self) -> str:
+        """The run's state as an operator reads it: a finished run is `completed` (all its steps)
+        or `stopped` (by an operator or a signal), as `rl-console ls` says."""
+        if self.state == "finished":
+            return "completed" if self.state_reason.startswith("completed") else "stopped"
+        return self.state
+
     # -- commands sent by this console ----------------------------------------------------
     def record_sent(self, command: Any) -> None:
         self.sent_ids.append(command.id)

@@ -40,6 +40,7 @@ class LiveScreen(ShimmedScreen):
         app = self.console_app
         self.query_one(RunHeader).show(state, screen_name=self.SCREEN_NAME, replay=app.replay, read_only=app.read_only,
                                        replay_at=app.replay_position())
+        self.query_one(KeyFooter).update_keys()  # a control that can no longer act is dimmed
 
     def state_replaced(self) -> None:
         """The app swapped in a rebuilt RunState (replay scrubbed back): drop view caches."""

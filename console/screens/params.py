@@ -6,6 +6,7 @@ from pydantic import ValidationError
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from backend.protocol.commands import SetParams
@@ -30,14 +31,15 @@ class ParamsScreen(LiveScreen):
     BINDINGS = [Binding("escape", "leave_form", "leave form", tooltip="leave the form so single-key commands work again")]
 
     def compose_body(self) -> ComposeResult:
-        yield Static(
-            "Live parameters apply at the next step boundary. Empty fields are left unchanged.",
-            id="params-intro",
-        )
         note = self._read_only_note()
         if note:
             self.AUTO_FOCUS = None  # nothing to edit: leave single-key commands working
-        yield ParamForm(read_only_note=note, id="param-form")
+        with VerticalScroll(id="params-body", can_focus=False):  # scrolls on a short terminal; header and footer stay
+            yield Static(
+                "Live parameters apply at the next step boundary. Empty fields are left unchanged.",
+                id="params-intro",
+            )
+            yield ParamForm(read_only_note=note, id="param-form")
 
     def action_leave_form(self) -> None:
         self.set_focus(None)

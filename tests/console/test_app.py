@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Input
 
 from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights, Stop
@@ -381,18 +382,20 @@ async def test_scrub_keys_do_nothing_live(kit):
         assert app.state.step == 3 and "◀ step" not in app.screen.query_one("KeyFooter").plain
 
 
-async def test_backend_exit_after_a_finished_run_is_not_an_error(kit):
+@pytest.mark.parametrize("reason, shown", [("completed 3 steps", "completed"), ("stopped at step 3", "stopped")])
+async def test_backend_exit_after_a_finished_run_is_not_an_error(kit, reason, shown):
+    """A run that ended says how: completed (all its steps) or stopped (by an operator)."""
     from backend.protocol.events import StateChanged
 
-    events = kit.make_run(steps=3) + [StateChanged(seq=10_000, ts=kit.TS0 + 999, state="finished", reason="completed 3 steps", step=3)]
+    events = kit.make_run(steps=3) + [StateChanged(seq=10_000, ts=kit.TS0 + 999, state="finished", reason=reason, step=3)]
     source = kit.Source(events, hold_open=False)
     app = RLConsoleApp(source)
     async with app.run_test(size=(120, 30)) as pilot:
         await kit.wait_for(pilot, lambda: app.state.connection == "ended", what="ended")
         await kit.settle(pilot)
         header = kit.screen_text(app).splitlines()[0]
-        assert "FINISHED" in header and "DISCONNECTED" not in header
-        assert app.toasts[-1][0] == "information" and "finished" in app.toasts[-1][1]
+        assert f" {shown.upper()} " in header and "DISCONNECTED" not in header and "FINISHED" not in header
+        assert app.toasts[-1][0] == "information" and f"the run {shown} at step 3" in app.toasts[-1][1]
 
 
 async def test_switching_screens_skips_the_style_pass_unless_the_theme_changed(kit, monkeypatch):

@@ -25,7 +25,7 @@ async def test_dashboard_shows_run_at_80x24(kit):
         lines = text.splitlines()
         assert len(lines) == 24 and max(len(line) for line in lines) <= 80
         header = lines[0]
-        for part in (kit.RUN_ID, "RUNNING", "step 12", "w v12", "0:00:40"):
+        for part in (kit.RUN_ID, "RUNNING", "step 12", "weights v12", "0:00:40"):
             assert part in header, part
         assert "reward · total · mean ±std" in text
         assert "824 tok/s" in text and "14.2 samples/s" in text and "2.70s/step" in text

@@ -1,4 +1,4 @@
-"""SVG snapshots at 80x24 and 160x48 (deterministic data: fixed ts, elapsed from event ts).
+"""SVG snapshots at 80x24, 160x48 and 40x12 (deterministic data: fixed ts, elapsed from event ts).
 
 Update after an intended visual change with: pytest tests/console/test_snapshots.py --snapshot-update
 """
@@ -9,7 +9,8 @@ import pytest
 
 from console.app import RLConsoleApp
 
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48"), pytest.param((40, 12), id="40x12")]
+SMALL = [pytest.param((80, 24), id="80x24"), pytest.param((40, 12), id="40x12")]
 
 
 def _app(kit, events):
@@ -39,6 +40,15 @@ def test_samples(snap_compare, kit, size):
     assert snap_compare(app, terminal_size=size, run_before=_before(kit, source, ["s", "down", "down"]))
 
 
-def test_dashboard_starting(snap_compare, kit):
+@pytest.mark.parametrize("size", SMALL)
+@pytest.mark.parametrize("key", ["e", "l", "m", "question_mark"])
+def test_other_screens(snap_compare, kit, key, size):
+    """Parameters, events, metrics and help: header and footer readable down to 40x12."""
+    app, source = _app(kit, kit.make_run(steps=24))
+    assert snap_compare(app, terminal_size=size, run_before=_before(kit, source, [key]))
+
+
+@pytest.mark.parametrize("size", SMALL)
+def test_dashboard_starting(snap_compare, kit, size):
     app, source = _app(kit, kit.starting_run())
-    assert snap_compare(app, terminal_size=(80, 24), run_before=_before(kit, source))
+    assert snap_compare(app, terminal_size=size, run_before=_before(kit, source))
