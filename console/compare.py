@@ -230,8 +230,11 @@ def _title(key: str) -> str:
 
 
 def _marks(report: dict[str, Any]) -> dict[tuple[str, int], list[dict[str, Any]]]:
-    """Commands that acted on the run, keyed by (run, the first step they affected)."""
+    """Commands that acted on the run and resumes, keyed by (run, the first step they affected)."""
     marks: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in report["runs"]:
+        for step in r["resumed_from"]:
+            marks.setdefault((r["run"], step + 1), []).append({"resumed_from": step})
     for c in report["commands"]:
         if c["status"] in ("applied", "failed", "accepted"):
             marks.setdefault((c["run"], c["first_step_affected"]), []).append(c)
@@ -239,6 +242,8 @@ def _marks(report: dict[str, Any]) -> dict[tuple[str, int], list[dict[str, Any]]
 
 
 def _command_text(c: dict[str, Any]) -> str:
+    if "resumed_from" in c:
+        return f"resumed from step {c['resumed_from']}"
     return Command(c["command_id"], c["command"], c["status"], c["step"], c["reason"], c["changed"]).describe()
 
 
@@ -306,6 +311,19 @@ def sparkline(values: list[float | None], lo: float, hi: float, width: int) -> s
     return "".join(out)
 
 
+def ruler(axis: list[int], width: int) -> str:
+    """Step numbers under a chart of `width` columns, each at its step's first column: every
+    step when a step has 3 columns or more, else labels at least 6 columns apart."""
+    line = [" "] * (width + 8)
+    free = 0
+    for i, step in enumerate(axis):
+        col, label = i * width // len(axis), str(step)
+        if col >= free and col < width:
+            line[col:col + len(label)] = label
+            free = col + (len(label) + 1 if width // len(axis) >= 3 else max(len(label) + 2, 6))
+    return "".join(line).rstrip()
+
+
 def render_rich(report: dict[str, Any], console: Any) -> None:
     """For a terminal: per metric, each run's sparkline on a shared scale and step axis with its
     commands marked (▲ under the first step they affected), then the profile diff and the
@@ -343,13 +361,15 @@ def render_rich(report: dict[str, Any], console: Any) -> None:
             line.append(f"  last {_fmt(summ['last'])}  min {_fmt(summ['min'])}  max {_fmt(summ['max'])}", style="dim")
             console.print(line)
             ticks = [" "] * width
-            for (run, step), _ in marks.items():
-                if run == r["run"] and step in axis:
-                    ticks[min(width - 1, axis.index(step) * width // len(axis))] = "▲"  # the step's first column
-                elif run == r["run"] and axis and step > axis[-1]:
-                    ticks[-1] = "▲"
-            if "▲" in ticks:
+            for (run, step), acted in marks.items():
+                if run != r["run"]:
+                    continue
+                col = min(width - 1, axis.index(step) * width // len(axis)) if step in axis else width - 1
+                if ticks[col] != "▲":  # a command's mark wins over a resume's at the same column
+                    ticks[col] = "▲" if any("resumed_from" not in c for c in acted) else "↻"
+            if ticks != [" "] * width:
                 console.print(Text("   " + "".join(ticks).rstrip(), style=color[r["run"]]))
+        console.print(Text("   " + ruler(axis, width), style="dim"))
     diff = Table(title="profile diff", title_justify="left", box=None, header_style="bold")
     diff.add_column("field")
     for r in report["runs"]:

@@ -237,3 +237,25 @@ def test_an_event_from_a_newer_backend_is_left_out_and_counted(home):
     report = compare.build([_load(home, "a"), _load(home, "b")])
     assert report["runs"][0]["steps"] == [1] and report["runs"][0]["undecodable_events"] == 1
     assert "1 events of a newer rl-console left out" in compare.render_table(report)
+
+
+def test_ruler_labels_steps_at_their_columns():
+    assert compare.ruler([1, 2, 3], 12) == "1   2   3"  # 4 columns a step: each labelled
+    assert compare.ruler(list(range(1, 31)), 30) == "1     7     13    19    25"
+    assert compare.ruler(list(range(1, 201)), 50).startswith("1     25    49    73")  # 4 steps a column
+    assert compare.ruler([5, 10, 400], 12) == "5   10  400"  # the steps the runs have, not a count
+
+
+def test_a_resume_is_marked_where_the_resumed_timeline_starts(home):
+    from rich.console import Console
+
+    _write_run(home, "a", [_started("a", 0.9)] + [_metrics(s, 0.1) for s in range(1, 5)]
+               + [E.RunResumed(step=2, checkpoint="checkpoint-2")] + [_metrics(s, 0.2) for s in range(3, 5)])
+    _write_run(home, "b", [_started("b", 0.5)] + [_metrics(s, 0.1) for s in range(1, 5)])
+    report = compare.build([_load(home, "a"), _load(home, "b")])
+    assert report["runs"][0]["resumed_from"] == [2]
+    row = next(l for l in compare.render_table(report).splitlines() if l.split()[:2] == ["3", "A"])
+    assert row.endswith("resumed from step 2")
+    out = io.StringIO()
+    compare.render_rich(report, Console(file=out, width=100, color_system=None))
+    assert "\n" + " " * 11 + "↻\n" in out.getvalue()  # under step 3: 4 columns a step
