@@ -32,14 +32,21 @@ for k, v in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"
     os.environ.setdefault(k, v)
 
 
-def build(model_dir: Path) -> list[str]:
-    """The ~0.5B model (Qwen2.5-0.5B shapes, random weights) + a local BPE tokenizer; returns prompts."""
+# Qwen2.5 shapes: hidden, intermediate, layers, heads, kv heads, tied embeddings
+SIZES = {"0.5b": (896, 4864, 24, 14, 2, False), "1.5b": (1536, 8960, 28, 12, 2, True)}
+
+
+def build(model_dir: Path, size: str = "0.5b") -> list[str]:
+    """A random Qwen2 of Qwen2.5-0.5B (415M with a 32k vocabulary) or -1.5B shapes + a local BPE
+    tokenizer, and `prompts.jsonl` (2,048 lines of the standard library's sources); returns prompts."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     files = sorted(glob.glob(os.path.join(os.path.dirname(os.__file__), "*.py")))[:200]
     lines = [ln.strip() for f in files for ln in open(f, errors="ignore") if 30 <= len(ln.strip()) <= 160]
+    if not (model_dir / "prompts.jsonl").exists() and (model_dir / "config.json").exists():
+        (model_dir / "prompts.jsonl").write_text("".join(json.dumps({"prompt": ln}) + "\n" for ln in lines[:2048]))
     if (model_dir / "config.json").exists():
         return lines
     tok = Tokenizer(models.BPE())
@@ -50,11 +57,13 @@ def build(model_dir: Path) -> list[str]:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     fast.save_pretrained(model_dir)
     eos = tok.token_to_id("<|endoftext|>")
-    cfg = Qwen2Config(vocab_size=((len(fast) + 127) // 128) * 128, hidden_size=896, intermediate_size=4864,
-                      num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
-                      tie_word_embeddings=False, bos_token_id=eos, eos_token_id=eos)
+    hidden, inter, layers, heads, kv, tied = SIZES[size]
+    cfg = Qwen2Config(vocab_size=((len(fast) + 127) // 128) * 128, hidden_size=hidden, intermediate_size=inter,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
+                      tie_word_embeddings=tied, bos_token_id=eos, eos_token_id=eos)
     torch.manual_seed(0)
     Qwen2ForCausalLM(cfg).to(torch.bfloat16).save_pretrained(model_dir)
+    (model_dir / "prompts.jsonl").write_text("".join(json.dumps({"prompt": ln}) + "\n" for ln in lines[:2048]))
     return lines
 
 
@@ -188,9 +197,10 @@ def main() -> int:
     ap.add_argument("--gpu-mem", type=float, default=0.5)
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--build-only", action="store_true", help="only build the model (for a GRPO run on it)")
+    ap.add_argument("--size", choices=list(SIZES), default="0.5b", help="the random model's shapes (with --build-only)")
     args = ap.parse_args()
     if args.build_only:
-        build(Path(args.model_dir))
+        build(Path(args.model_dir), args.size)
         return 0
     if args.mode != "both":
         print("RESULT " + json.dumps(run_mode(args.mode, args)), flush=True)

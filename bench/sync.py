@@ -18,6 +18,17 @@
 
     .venv/bin/python bench/sync.py [--sizes tiny,5m,25m,50m,100m] [--reps 7] [--steps 40]
         [--skip 5] [--pauses 10] [--no-run] [--json out.json]
+
+On a GPU (`--gpu DIR[,DIR...]`, model directories; vLLM bf16, trainer float32 on the same GPU, as
+`profiles/smollm2-gpu.toml`), what a step's sync is made of, each part timed alone with the device
+synchronised around it (median of --reps, after a warm-up): `state_dict()`, the cast to bf16 per
+tensor (before) and packed (`state_tensors`), `fingerprint`, vLLM's per-parameter `load_weights`,
+the copy plan's replay, and the whole sync as the session runs it (cast + fingerprint + push), the
+old way and the new. Every push carries new values; after each copy-plan push the engine's
+parameters are compared bit for bit with a `load_weights` push of the same tensors, and the
+engine's log-probs with the trainer's (max |Δ|).
+
+    python bench/sync.py --gpu /path/model[,/path/other] [--reps 9] [--json out.json]
 """
 
 from __future__ import annotations
@@ -99,6 +110,119 @@ def child(name: str, reps: int, work: Path) -> dict:
     return {"size": name, "hidden": h, "layers": layers, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
             "bytes": nbytes, "push_s": push, "bare_load_s": bare, "fingerprint_s": fp, "method": report.method,
             "engine_start_s": start_s, "canary_s": med(canary), "canary_max_diff": worst}
+
+
+def engine_digest(worker) -> list[tuple[str, float, float]]:
+    """In the vLLM worker: per parameter, sum and a position-weighted sum (float64): equal
+    digests after two loads of the same tensors mean the same values in the same places."""
+    import torch
+
+    from backend.engine import vllm_compat
+
+    out = []
+    for name, p in vllm_compat.engine_model(worker).named_parameters():
+        flat = p.detach().reshape(-1).double()
+        w = torch.arange(flat.numel(), device=flat.device, dtype=torch.float64).remainder_(9973).add_(1)
+        out.append((name, flat.sum().item(), (flat * w).sum().item()))
+    return out
+
+
+def gpu_child(model_dir: str, reps: int) -> dict:
+    """One model on the GPU: the parts of a sync, timed alone, and the whole, old and new."""
+    import torch
+
+    from backend.engine import weight_sync
+    from backend.engine.local import LocalVLLMEngine
+    from backend.training.factory import load_policy
+
+    sync = torch.cuda.synchronize
+    engine = LocalVLLMEngine(model_dir, device="cuda", dtype="bfloat16", max_model_len=256, enforce_eager=True,
+                             gpu_memory_utilization=0.3, cache_root=os.environ.get("RLC_HOME", "/tmp") + "/cache")
+    try:
+        model, tok = load_policy(model_dir, "float32", "cuda")
+        params = list(model.parameters())
+        seqs = [[(i * 7 + j * 13) % 1000 + 10 for j in range(24)] for i in range(4)]
+        t: dict[str, list[float]] = {k: [] for k in ("state_dict", "cast_per_tensor", "state_tensors", "fingerprint",
+                                                      "load_weights", "copy_plan", "sync_before", "sync_now")}
+        same, worst, method = [], 0.0, ""
+
+        def timed(key, fn):
+            sync()
+            t0 = time.perf_counter()
+            out = fn()
+            sync()
+            t[key].append(time.perf_counter() - t0)
+            return out
+
+        for v in range(1, reps + 2):
+            with torch.no_grad():  # every push carries new values
+                for p in params:
+                    p.mul_(1.0 + (1e-3 if v % 2 else -1e-3))
+            timed("state_dict", model.state_dict)
+            timed("cast_per_tensor", lambda: [(n, x.detach().to(torch.bfloat16)) for n, x in model.state_dict().items()])
+            tensors = timed("state_tensors", lambda: weight_sync.state_tensors(model, "bfloat16"))
+            checksum, nbytes = timed("fingerprint", lambda: weight_sync.fingerprint(tensors))
+            engine.sync_method = "load_weights"
+            timed("load_weights", lambda: engine.push_weights(tensors, 2 * v, checksum))
+            ref = engine.llm.collective_rpc(engine_digest)[0]
+            engine.sync_method = "copy_plan"
+            report = timed("copy_plan", lambda: engine.push_weights(tensors, 2 * v + 1, checksum))
+            method = report.method
+            same.append(engine.llm.collective_rpc(engine_digest)[0] == ref)
+
+            def before():  # what a step's sync cost before: per-tensor cast, fingerprint, load_weights
+                engine.sync_method = "load_weights"
+                ts = [(n, x.detach().to(torch.bfloat16)) for n, x in model.state_dict().items()]
+                engine.push_weights(ts, 10_000 + v, weight_sync.fingerprint(ts)[0])
+
+            def now():  # what the session's sync does now
+                engine.sync_method = "copy_plan"
+                ts = weight_sync.state_tensors(model, "bfloat16")
+                engine.push_weights(ts, 20_000 + v, weight_sync.fingerprint(ts)[0])
+
+            for key, fn in (("sync_before", before), ("sync_now", now)) if v % 2 else (("sync_now", now), ("sync_before", before)):
+                timed(key, fn)
+        got = engine.prompt_logprobs(seqs)  # the engine holds the last `now` push
+        model.eval()
+        with torch.no_grad():
+            for seq, g in zip(seqs, got):
+                inp = torch.tensor([seq], device="cuda")
+                lp = torch.log_softmax(model(input_ids=inp).logits[0, :-1].float(), -1).gather(1, inp[0, 1:, None])[:, 0]
+                worst = max(worst, max(abs(a - b) for a, b in zip(lp.tolist(), g)))
+        plan = engine.llm.collective_rpc(weight_sync.plan_of)[0]
+    finally:
+        engine.shutdown()
+    return {"model": model_dir, "params_m": sum(p.numel() for p in params) / 1e6, "bytes": nbytes, "tensors": len(tensors),
+            "times": {k: v[1:] for k, v in t.items()}, "bit_equal_to_load_weights": same, "canary_max_diff": worst,
+            "method": method, "plan_copies": plan.copies if plan else None, "gpu": torch.cuda.get_device_name(0)}
+
+
+def gpu_table(args) -> list[dict]:
+    rows = []
+    keys = ("state_dict", "cast_per_tensor", "state_tensors", "fingerprint", "load_weights", "copy_plan", "sync_before", "sync_now")
+    print(f"{'model':>28} {'params M':>8} {'MB':>6} " + " ".join(f"{k:>15}" for k in keys) + f" {'GB/s before':>11} {'GB/s now':>8}")
+    for model_dir in args.gpu.split(","):
+        if not Path(model_dir).is_dir():  # a packaged model's name (model.source), e.g. smollm2-135m-instruct
+            from backend.protocol.paths import home
+            from backend.training import pretrained
+
+            model_dir = str(pretrained.ensure_packaged(model_dir, home() / "models", "bfloat16", lambda m: print("  ", m))[0])
+        proc = subprocess.run([sys.executable, __file__, "--gpu-child", model_dir, "--reps", str(args.reps)],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT) + ":" + os.environ.get("PYTHONPATH", "")})
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{model_dir} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
+            continue
+        r = json.loads(line[7:])
+        rows.append(r)
+        m = {k: med(v) for k, v in r["times"].items()}
+        print(f"{Path(model_dir).name[-28:]:>28} {r['params_m']:8.1f} {r['bytes'] / 1e6:6.0f} "
+              + " ".join(f"{m[k] * 1e3:12.2f} ms" for k in keys)
+              + f" {r['bytes'] / m['sync_before'] / 1e9:11.1f} {r['bytes'] / m['sync_now'] / 1e9:8.1f}", flush=True)
+        print(f"{'':>28} copy plan: {r['plan_copies']} copies for {r['tensors']} tensors; engine bit-equal to load_weights "
+              f"after every copy-plan push: {all(r['bit_equal_to_load_weights'])} ({len(r['bit_equal_to_load_weights'])}); "
+              f"canary max |Δ log-prob| {r['canary_max_diff']:.3f}; {r['gpu']}", flush=True)
+    return rows
 
 
 def sizes_table(args, work: Path) -> list[dict]:
@@ -216,12 +340,22 @@ def main() -> int:
     ap.add_argument("--pauses", type=int, default=10, help="pause/resume cycles (default 10)")
     ap.add_argument("--no-run", action="store_true", help="only the sync-vs-size table")
     ap.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
+    ap.add_argument("--gpu", default=None, metavar="DIR[,DIR]", help="GPU mode: these model directories (see above)")
+    ap.add_argument("--gpu-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print("RESULT " + json.dumps(child(args.child, args.reps, Path(args.work))), flush=True)
         return 0
+    if args.gpu_child:
+        print("RESULT " + json.dumps(gpu_child(args.gpu_child, args.reps)), flush=True)
+        return 0
+    if args.gpu:
+        rows = gpu_table(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0 if rows and all(all(r["bit_equal_to_load_weights"]) for r in rows) else 1
     if bad := [x for x in args.sizes.split(",") if x not in SIZES]:
         ap.error(f"unknown size(s) {bad}; choose from {list(SIZES)}")
     random.seed(0)  # the pause moments

@@ -3,7 +3,12 @@ built-in vLLM colocate engine, on the same GPU, model, task, rewards, G, batch, 
 learning rate and seed, one after the other in one invocation (each in its own process).
 
     python bench/vs_trl.py [--steps 60] [--prompts 32] [--G 8] [--max-tokens 32] [--lr 3e-5]
-                           [--model smollm2-135m-instruct] [--json-out FILE]
+                           [--model smollm2-135m-instruct | --model-dir DIR --task length] [--json-out FILE]
+
+`--task chat` (default): the real model's addition questions through its chat template, rewards
+`correct_answer` + `number_only`. `--task length`: plain-text prompts from DIR/prompts.jsonl (a
+random model built by `bench/gpu_throughput.py --build-only --size 0.5b|1.5b`), reward
+`char_match`: a random model learns nothing, so this compares the loops' cost only.
 
 Reports per loop: median step time (steps 4..N), rl-console's generate/score/train/sync split,
 rollout tokens/s, peak GPU memory (the process's own torch allocator peak for TRL; NVML's
@@ -24,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REWARDS = ["correct_answer", "number_only"]
+REWARDS = {"chat": ["correct_answer", "number_only"], "length": ["char_match"]}
 
 
 def model_dir(source: str) -> str:
@@ -45,8 +50,15 @@ def child_trl(args) -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     sys.path.insert(0, str(ROOT))
-    from backend.training import chat_task
+    from backend.training import chat_task, demo_task
 
+    if args.task == "chat":
+        funcs, data = [chat_task.correct_answer, chat_task.number_only], chat_task.dataset()
+    else:
+        from datasets import load_dataset
+
+        funcs, data = [demo_task.char_match], load_dataset("json", data_files=f"{args.model_dir}/prompts.jsonl", split="train")
+    rewards = REWARDS[args.task]
     times: list[float] = []
     rows: list[dict] = []
 
@@ -58,7 +70,7 @@ def child_trl(args) -> None:
             if logs and "reward" in logs:
                 dt = time.perf_counter() - times[-1]
                 row = {"step": state.global_step, "reward": logs["reward"], "step_s": dt,
-                       **{f: logs.get(f"rewards/{f}/mean") for f in REWARDS}}
+                       **{f: logs.get(f"rewards/{f}/mean") for f in rewards}}
                 rows.append(row)
                 print("TRL " + json.dumps(row), flush=True)
 
@@ -70,8 +82,7 @@ def child_trl(args) -> None:
         use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=256,
         disable_tqdm=True,
     )
-    trainer = GRPOTrainer(model=args.model_dir, reward_funcs=[chat_task.correct_answer, chat_task.number_only],
-                          args=cfg, train_dataset=chat_task.dataset(), callbacks=[Timer()])
+    trainer = GRPOTrainer(model=args.model_dir, reward_funcs=funcs, args=cfg, train_dataset=data, callbacks=[Timer()])
     print("TRL_DTYPE " + str(next(trainer.model.parameters()).dtype), flush=True)
     trainer.train()
     print("TRL_PEAK_MB " + str(torch.cuda.max_memory_allocated() / 2**20), flush=True)
@@ -80,7 +91,7 @@ def child_trl(args) -> None:
 def run_trl(args) -> dict:
     cmd = [sys.executable, __file__, "--child", "trl", "--model-dir", args.model_dir, "--steps", str(args.steps),
            "--prompts", str(args.prompts), "--G", str(args.G), "--max-tokens", str(args.max_tokens), "--lr", str(args.lr),
-           "--seed", str(args.seed)]
+           "--seed", str(args.seed), "--task", args.task]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT) + ":" + os.environ.get("PYTHONPATH", "")})
     wall = time.perf_counter() - t0
@@ -99,11 +110,14 @@ def run_console(args) -> dict:
            "--set", f"training.prompts_per_step={args.prompts}", "--set", f"sampling.num_generations={args.G}",
            "--set", f"sampling.max_tokens={args.max_tokens}", "--set", f"training.learning_rate={args.lr}",
            "--set", f"run.seed={args.seed}", "--set", "run.checkpoint_every=0"]
+    if args.task == "length":
+        cmd += ["--set", "task.name=length", "--set", f"task.dataset={args.model_dir}/prompts.jsonl",
+                "--set", 'task.reward_funcs=["backend.training.demo_task:char_match"]']
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT) + ":" + os.environ.get("PYTHONPATH", "")})
     wall = time.perf_counter() - t0
-    rows, peak, synced = [], 0.0, []
+    rows, peak, synced, util = [], 0.0, [], []
     for line in out.stdout.splitlines():
         try:
             ev = json.loads(line)
@@ -114,30 +128,36 @@ def run_console(args) -> dict:
             rows.append({"step": ev["step"], "reward": ev["reward_mean"], "step_s": t["total"], "generate": t["generate"],
                          "score": t["score"], "train": t["train"], "sync": t["sync"], "tokens_per_s": ev["tokens_per_s"],
                          "logprob_diff_mean": ev.get("logprob_diff_mean"),
-                         **{f: ev["rewards_by_function"].get(f) for f in REWARDS}})
+                         **{f: ev["rewards_by_function"].get(f) for f in REWARDS[args.task]}})
         elif ev.get("kind") == "gpu_stats" and ev.get("gpus"):
             peak = max(peak, max(g["mem_used_mb"] for g in ev["gpus"]))
+            if rows:  # after the first step: the loop running, not the engine starting
+                util.append(ev["gpus"][0]["util_pct"])
         elif ev.get("kind") == "weights_synced":
             synced.append({"verified": ev["verified"], "detail": ev["detail"][:300], "bytes": ev["bytes"], "s": ev["duration_s"]})
     if out.returncode != 0 or not rows:
         print(out.stderr[-4000:], file=sys.stderr)
     return {"loop": "rl-console (profiles/smollm2-gpu.toml)", "rows": rows, "peak_mb": peak or None, "wall_s": wall,
-            "rc": out.returncode, "syncs": synced[:3] + synced[-2:]}
+            "rc": out.returncode, "syncs": synced[:3] + synced[-2:], "gpu_util_mean": statistics.fmean(util) if util else None,
+            "sync_bytes": synced[-1]["bytes"] if synced else None}
 
 
-def summarize(res: dict) -> dict:
+def summarize(res: dict, rewards: list[str]) -> dict:
     rows = res["rows"]
     steady = [r["step_s"] for r in rows[3:]] or [r["step_s"] for r in rows]
     per10 = [round(statistics.fmean(r["reward"] for r in rows[i:i + 10]), 2) for i in range(0, len(rows), 10)]
     out = {"median_step_s": statistics.median(steady) if steady else None, "reward_per_10": per10,
            "steps": len(rows)}
-    for f in REWARDS:
+    for f in rewards:
         vals = [r[f] for r in rows if r.get(f) is not None]
         if vals:
             out[f"{f}_first10_last10"] = (round(statistics.fmean(vals[:10]), 2), round(statistics.fmean(vals[-10:]), 2))
     if rows and "generate" in rows[0]:
         for k in ("generate", "score", "train", "sync", "tokens_per_s"):
             out[f"median_{k}"] = statistics.median(r[k] for r in rows[3:] or rows)
+        out["sync_share_median"] = statistics.median(r["sync"] / r["step_s"] for r in rows[3:] or rows if r["step_s"] > 0)
+        if res.get("sync_bytes"):
+            out["sync_gb_per_s"] = res["sync_bytes"] / out["median_sync"] / 1e9
     return out
 
 
@@ -152,6 +172,8 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--task", choices=list(REWARDS), default="chat")
+    ap.add_argument("--only", choices=["trl", "rl_console"], default=None, help="run one loop only")
     ap.add_argument("--json-out")
     args = ap.parse_args()
     if args.child == "trl":
@@ -160,12 +182,14 @@ def main() -> int:
     args.model_dir = args.model_dir or model_dir(args.model)
     results = {}
     for name, fn in (("trl", run_trl), ("rl_console", run_console)):
+        if args.only and name != args.only:
+            continue
         print(f"== {name}", flush=True)
         res = fn(args)
-        res["summary"] = summarize(res)
+        res["summary"] = summarize(res, REWARDS[args.task])
         results[name] = res
         print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1), flush=True)
-    a, b = results["trl"]["summary"].get("median_step_s"), results["rl_console"]["summary"].get("median_step_s")
+    a, b = (results.get(k, {}).get("summary", {}).get("median_step_s") for k in ("trl", "rl_console"))
     if a and b:
         print(f"median step: TRL colocate {a * 1000:.0f} ms, rl-console {b * 1000:.0f} ms, ratio {b / a:.2f}x", flush=True)
     for name in results:

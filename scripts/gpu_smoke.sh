@@ -11,6 +11,12 @@
 #               tests (float32 master weights under a bf16 engine, canary passes every verified sync and
 #               refuses a skipped push), then bench/vs_trl.py: TRL's GRPOTrainer + vLLM colocate against
 #               rl-console on profiles/smollm2-gpu.toml, 60 steps each, curves and step split saved
+#   sync        what a weight sync is made of, before and now (bench/sync.py --gpu): SmolLM2-135M-Instruct
+#               and random Qwen2 of ~0.5B and ~1.5B shapes; the copy plan checked bit for bit against
+#               vLLM's load_weights after every push
+#   vs_trl_05b  bench/vs_trl.py on the random ~0.5B Qwen2 (plain-text prompts, char_match reward), 30 steps
+#   scale       rl-console alone (sync mode) on the random ~1.5B Qwen2, 30 steps: the third row of the
+#               scaling table (the 135M and ~0.5B rows come from `real` and `vs_trl_05b`)
 #   two_gpu     (2+ GPUs; not part of `all`) profiles/two-gpu.toml: trainer on GPU 0, vLLM in a Ray
 #               actor on GPU 1, NCCL weight sync: tests/gpu/test_two_gpu.py, bench/two_gpu.py, and a
 #               60-step GRPO run on the random ~0.5B Qwen2 (paused, resynced), events saved
@@ -22,6 +28,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" RLC_HOME=${RLC_HOME:-/tmp/rl
 OUT=${OUT:-/tmp/rlc-gpu-out}; mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 M=/tmp/rlc-qwen2-0.5b-random
+M15=/tmp/rlc-qwen2-1.5b-random
+SMOL=smollm2-135m-instruct
 stages=${*:-all}
 want() { [[ " $stages " == *" $1 "* || " $stages " == *" all "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
@@ -51,6 +59,22 @@ if want real; then
   echo "== the real model: GPU tests, then side by side with TRL's own colocate loop"
   $PY -m pytest -q -p no:cacheprovider tests/gpu/test_real_model_gpu.py -rs 2>&1 | tail -4
   $PY bench/vs_trl.py --steps 60 --json-out "$OUT/vs_trl.json" 2>&1 | tail -4
+fi
+if want sync; then
+  echo "== weight sync, part by part, before and now"
+  prompts
+  $PY bench/gpu_throughput.py --model-dir $M15 --size 1.5b --build-only
+  $PY bench/sync.py --gpu $SMOL,$M,$M15 --reps 9 --json "$OUT/sync_gpu.json"
+fi
+if want vs_trl_05b; then
+  echo "== TRL colocate vs rl-console on the random ~0.5B Qwen2"
+  prompts
+  $PY bench/vs_trl.py --model-dir $M --task length --steps 30 --json-out "$OUT/vs_trl_05b.json" 2>&1 | tail -4
+fi
+if want scale; then
+  echo "== rl-console on the random ~1.5B Qwen2 (sync mode)"
+  $PY bench/gpu_throughput.py --model-dir $M15 --size 1.5b --build-only
+  $PY bench/vs_trl.py --model-dir $M15 --task length --steps 30 --only rl_console --json-out "$OUT/scale_15b.json" 2>&1 | tail -4
 fi
 if want throughput; then
   echo "== ~0.5B rollouts: engine layer vs bare vLLM, weight sync"

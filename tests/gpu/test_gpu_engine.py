@@ -49,7 +49,7 @@ def test_generate_on_cuda(engine):
     assert engine.info.device == "cuda" and "vllm" in engine.info.name
 
 
-@pytest.mark.parametrize("method", ["load_weights", "reload_weights"])
+@pytest.mark.parametrize("method", ["load_weights", "reload_weights", "copy_plan"])
 def test_each_weight_path_updates_in_place(engine, model_dir, method):
     from transformers import AutoModelForCausalLM
 
@@ -74,7 +74,93 @@ def test_each_weight_path_updates_in_place(engine, model_dir, method):
     moved = max(abs(a - b) for w, g in zip(before, got) for a, b in zip(w, g))
     assert worst < 0.1, f"{method}: engine log-probs differ from the trainer's by {worst}"
     assert moved > 5 * worst  # the update really changed the engine
-    assert report.bytes == nbytes and report.method.endswith(method)
+    assert report.bytes == nbytes and method in report.method
+    engine.sync_method = engine.sync_methods[0]
+
+
+def _digest(worker):
+    """In the worker: per engine parameter, its sum and a position-weighted sum (float64)."""
+    from backend.engine import vllm_compat
+
+    out = []
+    for name, p in vllm_compat.engine_model(worker).named_parameters():
+        flat = p.detach().reshape(-1).double()
+        w = torch.arange(flat.numel(), device=flat.device, dtype=torch.float64).remainder_(9973).add_(1)
+        out.append((name, flat.sum().item(), (flat * w).sum().item()))
+    return out
+
+
+def _policy(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).cuda().eval()
+
+
+def test_copy_plan_is_the_default_and_bit_equal_to_load_weights_push_after_push(engine, model_dir):
+    """float32 trainer, bf16 engine (the packed cast): every copy-plan push leaves the engine's
+    parameters exactly as vLLM's own load_weights leaves them with the same tensors."""
+    from backend.engine import weight_sync
+
+    assert engine.sync_methods[0] == "copy_plan" and engine.sync_method == "copy_plan"
+    hf = _policy(model_dir)
+    g = torch.Generator(device="cuda").manual_seed(3)
+    methods = []
+    for v in range(3):
+        with torch.no_grad():
+            for p in hf.parameters():
+                p.add_(torch.randn(p.shape, generator=g, device="cuda") * 0.02)
+        tensors = weight_sync.state_tensors(hf, "bfloat16")
+        per_tensor = [(n, t.detach().to(torch.bfloat16)) for n, t in hf.state_dict().items()]
+        assert weight_sync.fingerprint(tensors) == weight_sync.fingerprint(per_tensor)  # the packed cast: same bytes
+        checksum, _ = weight_sync.fingerprint(tensors)
+        methods.append(engine.push_weights(tensors, engine.weight_version() + 1, checksum).method)
+        mine = engine.llm.collective_rpc(_digest)[0]
+        engine.sync_method = "load_weights"
+        engine.push_weights(tensors, engine.weight_version() + 1, checksum)
+        engine.sync_method = "copy_plan"
+        assert engine.llm.collective_rpc(_digest)[0] == mine, f"push {v}: copy plan and load_weights disagree"
+    assert methods[-1].endswith("copy_plan"), methods  # replayed, not only recorded
+    plan = engine.llm.collective_rpc(weight_sync.plan_of)[0]
+    assert plan is not None and plan.copies > 0
+
+
+def test_a_stale_push_is_refused_by_the_canary(engine, model_dir):
+    """A push of the previous weights (a stale buffer, a lost update) after the trainer moved on
+    must not pass: the canary sees the engine closer to the old weights than to the new."""
+    from backend.engine import weight_sync
+    from backend.engine.canary import Canary
+
+    hf = _policy(model_dir)
+    seqs = [[5 + (i * 11 + j * 3) % 200 for j in range(16)] for i in range(4)]
+
+    def trainer_lp():
+        return _hf_logprobs(hf, seqs)
+
+    def push():
+        tensors = weight_sync.state_tensors(hf, "bfloat16")
+        checksum, _ = weight_sync.fingerprint(tensors)
+        engine.push_weights(tensors, engine.weight_version() + 1, checksum)
+        return tensors
+
+    push()
+    canary = Canary(seqs, tolerance=1e-3, noise_factor=3.0, max_noise=0.5)
+    canary.calibrate(engine.prompt_logprobs(seqs), trainer_lp())
+    old = push()
+    g = torch.Generator(device="cuda").manual_seed(7)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn(p.shape, generator=g, device="cuda") * 0.05)
+    push()
+    right = canary.judge(engine.prompt_logprobs(seqs), trainer_lp())
+    assert right.ok, right.detail
+    with torch.no_grad():  # the trainer moves on again...
+        for p in hf.parameters():
+            p.add_(torch.randn(p.shape, generator=g, device="cuda") * 0.05)
+    engine.push_weights(old, engine.weight_version() + 1, weight_sync.fingerprint(old)[0])  # ...but stale bytes go out
+    stale = canary.judge(engine.prompt_logprobs(seqs), trainer_lp())
+    assert not stale.ok, stale.detail
+    push()
+    assert canary.judge(engine.prompt_logprobs(seqs), trainer_lp()).ok
 
 
 def test_nvml_stats_on_the_gpu():
