@@ -177,6 +177,7 @@ def prepare_resume(run_id: str, overrides: dict):
     """(profile, profile name, resume point) for `run --resume RUN`, or ResumeError."""
     from pydantic import ValidationError
 
+    from backend.protocol.eventlog import EventLogError
     from backend.runstore import RunStore, read_run_meta
     from backend.settings import LIVE_PARAM_SECTIONS, load_profile
     from backend.training import checkpoints
@@ -186,7 +187,10 @@ def prepare_resume(run_id: str, overrides: dict):
         raise ResumeError(f"no run {run_id!r} under {rdir.parent}")
     if _socket_alive(socket_path(run_id)):
         raise ResumeError(f"run {run_id} is still running; attach to it with `rl-console attach {run_id}`")
-    store = RunStore(rdir / "events.db", readonly=True)
+    try:
+        store = RunStore(rdir / "events.db", readonly=True)
+    except EventLogError as exc:  # corrupt, or written by a newer rl-console: say so, touch nothing
+        raise ResumeError(f"cannot resume {run_id}: {exc}") from None
     try:
         started = store.last("run_started")
         synced = store.last("weights_synced")

@@ -261,3 +261,27 @@ def test_eventlog_imports_no_training_stack():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_resume_refuses_a_log_it_cannot_read(tmp_path, monkeypatch):
+    """`run --resume` on a newer-format or corrupt log says why and leaves the log as it is."""
+    from backend.__main__ import ResumeError, prepare_resume
+
+    monkeypatch.setenv("RLC_HOME", str(tmp_path))
+    db = tmp_path / "runs" / "r" / "events.db"
+    store = RunStore(db)
+    store.append(E.LogLine(message="x"))
+    store.close()  # the writer is gone (its close checkpoints the WAL into the file)
+    con = sqlite3.connect(db)
+    con.execute(f"PRAGMA user_version = {FORMAT_VERSION + 1}")
+    con.commit()
+    con.close()
+    before = _digest(db)
+    with pytest.raises(ResumeError, match="cannot resume r: .*newer rl-console"):
+        prepare_resume("r", {})
+    assert _digest(db) == before
+    db.write_bytes(b"garbage" * 200)
+    before = _digest(db)
+    with pytest.raises(ResumeError, match="not a readable event log"):
+        prepare_resume("r", {})
+    assert _digest(db) == before
