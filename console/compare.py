@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.protocol.eventlog import EventLogReader
+from backend.protocol.eventlog import EventLogMissing, EventLogReader
 
 REPORT_VERSION = 1
 
@@ -102,7 +102,12 @@ def load(label: str, path: str | Path, *, state: str = "", live: bool = False) -
     run = RunCurves(label=label, path=str(path), state=state, live=live)
     by_id: dict[str, Command] = {}
     last_state = ""
-    with EventLogReader(path) as log:
+    try:
+        log = EventLogReader(path)
+    except EventLogMissing:  # a run that has not written its first event: no steps yet
+        run.state = state or "starting"
+        return run
+    with log:
         for ev in log.read(kinds=_KINDS):
             if ev.kind == "run_started":
                 run.profile, run.model, run.task = ev.profile, ev.model, ev.task

@@ -141,6 +141,9 @@ def test_too_few_runs_and_runs_without_steps_are_refused(home):
         compare.build([_load(home, "a")])
     with pytest.raises(compare.CompareError, match="empty has no steps yet"):
         compare.build([_load(home, "a"), _load(home, "empty")])
+    (home / "runs" / "new").mkdir()  # started, no event yet
+    with pytest.raises(compare.CompareError, match=r"new has no steps yet \(starting\)"):
+        compare.build([_load(home, "a"), _load(home, "new")])
 
 
 def test_sparkline_scales_and_buckets():
