@@ -38,6 +38,7 @@ from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
 from console.screens.samples import SamplesScreen
 from console.state import RunState
+from console.widgets.status_line import StatusLine
 from console.textual_compat import ShimmedApp
 
 #: gen0 threshold for the console process (Python's default is 700). Under a stream of events
@@ -124,7 +125,9 @@ class RLConsoleApp(ShimmedApp):
         self.replay = replay
         self.state = RunState()
         self.state.run_id = run_id
-        self.toasts: deque[tuple[str, str]] = deque(maxlen=100)  # (severity, message), newest last
+        # the status line: the last operator-relevant message, and those before it (newest last)
+        self.status: tuple[str, str] = ("", "information")  # (message, severity)
+        self.status_history: deque[tuple[str, str]] = deque(maxlen=100)  # (severity, message)
         self._previous_mode = "dashboard"
         self._closed = False
         read_range = getattr(source, "read_range", None)
@@ -253,7 +256,7 @@ class RLConsoleApp(ShimmedApp):
             hello = await self.source.connect()
         except Exception as exc:  # noqa: BLE001 - shown to the operator, app stays usable
             state.on_disconnect(f"could not connect: {exc}")
-            self.toast(f"could not connect: {exc}", "error")
+            self.say(f"could not connect: {exc}", "error")
             return
         state.on_hello(hello)
         reason = ""
@@ -287,18 +290,18 @@ class RLConsoleApp(ShimmedApp):
         if self.replay and not reason:
             self._replay_loaded = True
             state.on_disconnect("end of the run's event log", ended=True)
-            self.toast("replay: end of the event log", "information")
+            self.say("replay: end of the event log", "information")
         elif not reason and state.state in ("finished", "failed"):  # the backend exits once the run ended
             state.on_disconnect(f"the run {state.lifecycle} at step {state.step}; its backend has exited", ended=True)
-            self.toast(f"the run {state.lifecycle} at step {state.step}; browse it here or with `rl-console replay` "
+            self.say(f"the run {state.lifecycle} at step {state.step}; browse it here or with `rl-console replay` "
                        "(q to leave)", "information")
         elif await self._backend_died():  # not a network blip: the process hosting the run is gone
             why = f"the backend died at step {state.step}; resume it with: rl-console run --resume {state.run_id}"
             state.on_disconnect(why, crashed=True)
-            self.toast(f"crashed: {why} (q to leave)", "error")
+            self.say(f"crashed: {why} (q to leave)", "error")
         else:
             state.on_disconnect(reason or "the backend closed the connection")
-            self.toast(f"disconnected: {reason or 'the backend closed the connection'} (q to leave)", "error")
+            self.say(f"disconnected: {reason or 'the backend closed the connection'} (q to leave)", "error")
 
     async def _backend_died(self) -> bool:
         """True when this machine's run lock says no backend hosts the run any more (the OS
@@ -333,37 +336,45 @@ class RLConsoleApp(ShimmedApp):
 
     def action_help_quit(self) -> None:
         """ctrl+c: operators reach for it to leave; say what leaving means here."""
-        self.toast("ctrl+c does not stop anything here: q detaches (the run keeps going); "
-                   "to stop the run: rl-console ctl RUN stop", "information")
+        self.say("ctrl+c does not stop anything here: q detaches (the run keeps going); "
+                 "to stop the run: rl-console ctl RUN stop", "information")
 
     # -- commands -----------------------------------------------------------------------
-    def toast(self, message: str, severity: str = "information") -> None:
-        self.toasts.append((severity, message))
-        self.notify(message, severity=severity, markup=False)  # type: ignore[arg-type]
+    def say(self, message: str, severity: str = "information") -> None:
+        """Put a message on the status line (one line above the footer, on every screen; it stays
+        until the next one). Not a toast: nothing covers the data."""
+        self.status = (message, severity)
+        self.status_history.append((severity, message))
+        try:
+            screen = self.screen
+        except ScreenStackError:  # not started yet, or shutting down
+            return
+        for line in screen.query(StatusLine):
+            line.show(message, severity)
 
     def _announce_control(self, was_role: str, status: ControlStatus) -> None:
         if status.role == "controller" and was_role == "viewer":
-            self.toast("this console now controls the run", "information")
+            self.say("this console now controls the run", "information")
         elif status.role == "viewer" and was_role != "viewer":
-            self.toast(f"read-only: {status.holder or 'another client'} controls this run", "warning")
+            self.say(f"read-only: {status.holder or 'another client'} controls this run", "warning")
 
     def _announce(self, result: CommandResult) -> None:
         if result.status in ("rejected", "failed"):
-            self.toast(f"{result.command} {result.status}: {result.reason or 'no reason given'}", "error")
+            self.say(f"{result.command} {result.status}: {result.reason or 'no reason given'}", "error")
         else:
-            self.toast(f"{result.command} {result.status}", "information")
+            self.say(f"{result.command} {result.status}", "information")
 
     def send_command(self, command: Any) -> bool:
         """Send a command unless this console may not; True if it went out."""
         if self.replay:
-            self.toast(f"replay: {command.kind} not sent (commands are off while replaying)", "warning")
+            self.say(f"replay: {command.kind} not sent (commands are off while replaying)", "warning")
             return False
         if self.read_only:
             holder = "" if self.read_only_requested else f" ({self.state.control_holder or 'another console'} controls the run)"
-            self.toast(f"read-only: {command.kind} not sent{holder}", "warning")
+            self.say(f"read-only: {command.kind} not sent{holder}", "warning")
             return False
         if not self.state.connected:
-            self.toast(f"{self.state.connection}: {command.kind} not sent", "error")
+            self.say(f"{self.state.connection}: {command.kind} not sent", "error")
             return False
         self.state.record_sent(command)
         self.run_worker(self._send(command), group="send", exit_on_error=False)
@@ -374,7 +385,7 @@ class RLConsoleApp(ShimmedApp):
             await self.source.send(command)
         except Exception as exc:  # noqa: BLE001
             self.state.record_send_failed(command.id, str(exc) or type(exc).__name__)
-            self.toast(f"{command.kind} not sent: {exc}", "error")
+            self.say(f"{command.kind} not sent: {exc}", "error")
 
     # -- replay: the step scrubber ---------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -393,11 +404,11 @@ class RLConsoleApp(ShimmedApp):
         if tl is None:
             return
         if not self._replay_loaded:
-            self.toast("replay: still loading the event log", "warning")
+            self.say("replay: still loading the event log", "warning")
             return
         target = tl.target(move)
         if target is None:
-            self.toast("replay: this run recorded no steps", "warning")
+            self.say("replay: this run recorded no steps", "warning")
             return
         shown, last = tl.position()
         if target == shown and (tl.at is not None or target == last):

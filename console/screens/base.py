@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
+from textual.containers import Vertical
 
 from console.state import RunState
 from console.textual_compat import ShimmedScreen
 from console.widgets.footer import KeyFooter
 from console.widgets.run_header import RunHeader
+from console.widgets.status_line import StatusLine
 
 if TYPE_CHECKING:
     from console.app import RLConsoleApp
@@ -31,7 +33,9 @@ class LiveScreen(ShimmedScreen):
     def compose(self) -> ComposeResult:
         yield RunHeader(id="run-header")
         yield from self.compose_body()
-        yield KeyFooter()
+        with Vertical(id="screen-bottom"):  # docked: the status line, then the keys
+            yield StatusLine()
+            yield KeyFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -41,6 +45,7 @@ class LiveScreen(ShimmedScreen):
         self.query_one(RunHeader).show(state, screen_name=self.SCREEN_NAME, replay=app.replay, read_only=app.read_only,
                                        replay_at=app.replay_position())
         self.query_one(KeyFooter).update_keys()  # a control that can no longer act is dimmed
+        self.query_one(StatusLine).show(*app.status)
 
     def state_replaced(self) -> None:
         """The app swapped in a rebuilt RunState (replay scrubbed back): drop view caches."""

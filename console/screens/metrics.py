@@ -27,9 +27,6 @@ def metric_series(state: RunState) -> list[Series]:
     series = [Series("reward", col(lambda m: m.reward_mean), "{:.3f}", "green")]
     for name in state.reward_functions:
         series.append(Series(f"· {name}"[:14], col(lambda m, n=name: m.rewards_by_function.get(n)), "{:.3f}", "green"))
-    if len(state.reward_functions) > 1:  # one function taking over the total is a reward-hacking sign
-        for name in state.reward_functions:
-            series.append(Series(f"% {name}"[:14], col(lambda m, n=name: reward_share(state, m, n)), "{:.0f}%", "dark_orange"))
     series += [
         Series("loss", col(lambda m: m.loss), "{:+.4f}", "yellow"),
         Series("kl", col(lambda m: m.kl), "{:.4f}", "yellow", "logged when training.beta > 0"),
@@ -37,6 +34,13 @@ def metric_series(state: RunState) -> list[Series]:
         Series("length", col(lambda m: m.completion_length_mean), "{:.1f}", "cyan"),
         Series("zero-std", col(lambda m: m.frac_reward_zero_std * 100), "{:.0f}%", "red"),
         Series("truncated", col(lambda m: m.truncated_ratio * 100), "{:.0f}%", "red"),
+    ]
+    # after the essentials (80x24 shows those first): one function taking over the total is a
+    # reward-hacking sign
+    if len(state.reward_functions) > 1:
+        for name in state.reward_functions:
+            series.append(Series(f"% {name}"[:14], col(lambda m, n=name: reward_share(state, m, n)), "{:.0f}%", "dark_orange"))
+    series += [
         Series("Δlogp", col(lambda m: m.logprob_diff_mean), "{:.3g}", "orchid", "measured every telemetry.logprob_diff_every steps"),
         Series("grad norm", col(lambda m: m.grad_norm), "{:.3g}", "yellow"),
         Series("step s", col(lambda m: m.times.total), "{:.2f}", "dodger_blue1"),

@@ -23,7 +23,7 @@ async def test_p_sends_pause_when_running_and_resume_when_paused(kit):
         await pilot.press("p")
         await kit.wait_for(pilot, lambda: len(source.sent) == 1)
         assert isinstance(source.sent[0], Pause)
-        await kit.wait_for(pilot, lambda: ("information", "pause accepted") in app.toasts, what="toast")
+        await kit.wait_for(pilot, lambda: ("information", "pause accepted") in app.status_history, what="toast")
         source.push(StateChanged(ts=kit.TS0 + 100, state="paused", step=3, reason="operator"))
         await kit.wait_for(pilot, lambda: app.state.state == "paused")
         await kit.settle(pilot)
@@ -42,8 +42,8 @@ async def test_w_and_c_send_resync_and_checkpoint(kit):
         await pilot.press("w", "c")
         await kit.wait_for(pilot, lambda: len(source.sent) == 2)
         assert [type(c) for c in source.sent] == [ResyncWeights, Checkpoint]
-        await kit.wait_for(pilot, lambda: ("information", "checkpoint accepted") in app.toasts)
-        assert ("information", "resync accepted") in app.toasts
+        await kit.wait_for(pilot, lambda: ("information", "checkpoint accepted") in app.status_history)
+        assert ("information", "resync accepted") in app.status_history
 
 
 async def test_results_for_other_consoles_commands_are_not_toasted(kit):
@@ -53,7 +53,7 @@ async def test_results_for_other_consoles_commands_are_not_toasted(kit):
         await kit.settle(pilot, source)
         source.push(CommandResult(ts=kit.TS0 + 50, command_id="someone-else", command="pause", status="accepted"))
         await kit.wait_for(pilot, lambda: app.state.log[-1].text.startswith("command pause [someone-else]"))
-        assert not any("pause" in message for _, message in app.toasts)
+        assert not any("pause" in message for _, message in app.status_history)
 
 
 async def test_q_detaches_without_stop(kit):
@@ -76,7 +76,7 @@ async def test_read_only_control_keys_send_nothing(kit):
         await pilot.press("p", "w", "c")
         await kit.settle(pilot)
         assert source.sent == []
-        assert [m for _, m in app.toasts] == ["read-only: pause not sent", "read-only: resync not sent", "read-only: checkpoint not sent"]
+        assert [m for _, m in app.status_history] == ["read-only: pause not sent", "read-only: resync not sent", "read-only: checkpoint not sent"]
         assert "READ-ONLY" in kit.screen_text(app).splitlines()[0]
 
 
@@ -89,7 +89,7 @@ async def test_replay_same_screens_no_commands_and_end_is_not_an_error(kit):
         assert "REPLAY" in kit.screen_text(app).splitlines()[0]
         await pilot.press("p")
         await kit.settle(pilot)
-        assert source.sent == [] and "replay: pause not sent" in app.toasts[-1][1]
+        assert source.sent == [] and "replay: pause not sent" in app.status_history[-1][1]
         for key, mode in (("s", "samples"), ("e", "params"), ("l", "events"), ("d", "dashboard")):
             await pilot.press(key)
             await kit.settle(pilot)
@@ -111,7 +111,7 @@ async def test_a_dead_backend_reads_as_crashed_with_the_resume_command(kit, tmp_
         await kit.settle(pilot)
         header = kit.screen_text(app).splitlines()[0]
         assert "CRASHED" in header and "RUNNING" not in header and "DISCONNECTED" not in header
-        assert any(f"rl-console run --resume {run_id}" in m for _, m in app.toasts)
+        assert any(f"rl-console run --resume {run_id}" in m for _, m in app.status_history)
         await pilot.press("q")
 
 
@@ -122,10 +122,10 @@ async def test_backend_gone_shows_disconnected_and_stays_usable(kit):
         await kit.wait_for(pilot, lambda: app.state.connection == "disconnected", what="disconnect")
         await kit.settle(pilot)
         assert "DISCONNECTED" in kit.screen_text(app).splitlines()[0]
-        assert any("disconnected" in m and "q to leave" in m for _, m in app.toasts)
+        assert any("disconnected" in m and "q to leave" in m for _, m in app.status_history)
         await pilot.press("p")
         await kit.settle(pilot)
-        assert source.sent == [] and app.toasts[-1] == ("error", "disconnected: pause not sent")
+        assert source.sent == [] and app.status_history[-1] == ("error", "disconnected: pause not sent")
         await pilot.press("s")
         await kit.settle(pilot)
         assert app.current_mode == "samples" and "12/12" in kit.screen_text(app)  # history still browsable
@@ -141,7 +141,7 @@ async def test_connect_failure_is_shown_plainly(kit):
         await kit.settle(pilot)
         text = kit.screen_text(app)
         assert "gone-run" in text and "DISCONNECTED" in text
-        assert any("could not connect: no run is listening" in m for _, m in app.toasts)
+        assert any("could not connect: no run is listening" in m for _, m in app.status_history)
 
 
 async def test_events_log_lists_events_with_alerts_highlighted(kit):
@@ -251,14 +251,18 @@ async def test_stream_error_is_shown_as_disconnect_reason(kit):
         await kit.wait_for(pilot, lambda: app.state.connection == "disconnected")
         await kit.settle(pilot)
         assert app.state.events_seen == 5 and app.state.connection_detail == "frame too large from backend"
-        assert any("disconnected: frame too large from backend" in m for _, m in app.toasts)
+        assert any("disconnected: frame too large from backend" in m for _, m in app.status_history)
         assert "DISCONNECTED" in kit.screen_text(app).splitlines()[0]
         await pilot.press("l")
         await kit.settle(pilot)
         assert "disconnected: frame too large from backend" in app.screen.query_one(EventLog).lines[-1].text
 
 
-async def test_toasts_are_displayed(kit):
+async def test_command_results_show_on_the_status_line_not_as_toasts(kit):
+    """One line above the footer says what became of the last command (with the reason when it
+    was rejected), on every screen; nothing pops up over the data."""
+    from console.widgets.status_line import StatusLine
+
     reason = "cannot checkpoint while paused"
 
     def answer(command):
@@ -271,13 +275,16 @@ async def test_toasts_are_displayed(kit):
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await kit.settle(pilot, source)
         await pilot.press("w")
-        await kit.wait_for(pilot, lambda: "resync accepted" in kit.screen_text(app), what="accepted toast on screen")
+        await kit.wait_for(pilot, lambda: "resync accepted" in kit.screen_text(app).splitlines()[-2], what="accepted on the status line")
         await pilot.press("c")
-        await kit.wait_for(pilot, lambda: "checkpoint rejected" in kit.screen_text(app), what="rejected toast on screen")
-        toast_text = " ".join(
-            line.split("▌")[-1].strip(" │╮╯─") for line in kit.screen_text(app).splitlines() if "▌" in line
-        )
-        assert "checkpoint rejected: cannot checkpoint while paused" in " ".join(toast_text.split())
+        await kit.wait_for(pilot, lambda: "checkpoint rejected" in kit.screen_text(app), what="rejected on the status line")
+        lines = kit.screen_text(app).splitlines()
+        assert "checkpoint rejected: cannot checkpoint while paused" in lines[-2] and "resync" not in lines[-2]
+        assert " ? help " in lines[-1]  # the footer stays the last line
+        assert not app.screen.query("Toast")  # no toast over the data
+        await pilot.press("s")
+        await kit.settle(pilot)
+        assert "checkpoint rejected" in app.screen.query_one(StatusLine).plain  # the same line on every screen
 
 
 async def test_backend_says_viewer_then_controller(kit):
@@ -296,7 +303,7 @@ async def test_backend_says_viewer_then_controller(kit):
         await pilot.press("p")
         await kit.settle(pilot)
         assert source.sent == []
-        assert app.toasts[-1] == ("warning", "read-only: pause not sent (rl-console alice@pts/1 (pid 42, uid 0) controls the run)")
+        assert app.status_history[-1] == ("warning", "read-only: pause not sent (rl-console alice@pts/1 (pid 42, uid 0) controls the run)")
         await pilot.press("e")
         await kit.settle(pilot)
         assert app.screen.query_one("#param-apply").disabled
@@ -305,7 +312,7 @@ async def test_backend_says_viewer_then_controller(kit):
         source.push(ControlStatus(role="controller", holder="rl-console me"))
         await kit.wait_for(pilot, lambda: not app.read_only, what="controller role")
         await kit.settle(pilot)
-        assert ("information", "this console now controls the run") in app.toasts
+        assert ("information", "this console now controls the run") in app.status_history
         assert not app.screen.query_one("#param-apply").disabled
         app.set_focus(None)
         await pilot.press("p")
@@ -395,7 +402,7 @@ async def test_backend_exit_after_a_finished_run_is_not_an_error(kit, reason, sh
         await kit.settle(pilot)
         header = kit.screen_text(app).splitlines()[0]
         assert f" {shown.upper()} " in header and "DISCONNECTED" not in header and "FINISHED" not in header
-        assert app.toasts[-1][0] == "information" and f"the run {shown} at step 3" in app.toasts[-1][1]
+        assert app.status_history[-1][0] == "information" and f"the run {shown} at step 3" in app.status_history[-1][1]
 
 
 async def test_switching_screens_skips_the_style_pass_unless_the_theme_changed(kit, monkeypatch):

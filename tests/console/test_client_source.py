@@ -46,7 +46,7 @@ async def test_app_over_real_client_and_socket(kit):
                 await kit.settle(pilot)
                 assert "step 3" in kit.screen_text(app).splitlines()[0]
                 await pilot.press("p")
-                await kit.wait_for(pilot, lambda: ("information", "pause accepted") in app.toasts, what="answer")
+                await kit.wait_for(pilot, lambda: ("information", "pause accepted") in app.status_history, what="answer")
                 assert isinstance(received[-1], Pause)
                 await asyncio.wait_for(done.wait(), 5)
                 await kit.wait_for(pilot, lambda: app.state.connection == "disconnected", what="disconnect seen")

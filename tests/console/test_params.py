@@ -61,7 +61,7 @@ async def test_edit_temperature_sends_setparams_then_shows_pending_and_applied(k
         await kit.settle(pilot)
         assert plain(screen.query_one("#status-temperature", Static)) == "pending 0.7 (accepted)"
         assert screen.query_one("#param-temperature", Input).value == ""
-        assert ("information", "set_params accepted") in app.toasts
+        assert ("information", "set_params accepted") in app.status_history
         source.push(ParamsApplied(ts=kit.TS0 + 900, command_id=command.id, step=4, changed={"temperature": 0.7},
                                   params={**kit.PARAMS, "temperature": 0.7}))
         await kit.wait_for(pilot, lambda: not app.state.pending)
@@ -112,7 +112,7 @@ async def test_rejection_reason_shown_next_to_form(kit):
         assert plain(screen.query_one("#param-rejection", Static)) == f"backend rejected [{sent.id}]: {reason}"
         assert plain(screen.query_one("#status-num_generations", Static)) == "rejected: 6"
         assert reason in " ".join(kit.screen_text(app).split())  # it may wrap
-        assert ("error", f"set_params rejected: {reason}") in app.toasts
+        assert ("error", f"set_params rejected: {reason}") in app.status_history
         assert app.state.pending == {}
 
 
@@ -128,7 +128,7 @@ async def test_read_only_form_is_disabled_and_sends_nothing(kit):
         screen.post_message(ParamForm.Submitted({"temperature": "0.5"}))
         await kit.settle(pilot)
         assert source.sent == []
-        assert any("read-only" in message for _, message in app.toasts)
+        assert any("read-only" in message for _, message in app.status_history)
 
 
 async def test_escape_leaves_the_form_so_keys_work_again(kit):

@@ -192,4 +192,4 @@ async def test_sort_starts_at_the_top_and_the_status_says_what_a_filter_searches
         assert "(newest 20 of 48; older: rl-console replay)" in kit.screen_text(app)
         await pilot.press("ctrl+c")
         await kit.settle(pilot)
-        assert "q detaches (the run keeps going)" in app.toasts[-1][1]
+        assert "q detaches (the run keeps going)" in app.status_history[-1][1]
