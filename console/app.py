@@ -364,17 +364,39 @@ class RLConsoleApp(ShimmedApp):
         else:
             self.say(f"{result.command} {result.status}", "information")
 
-    def send_command(self, command: Any) -> bool:
-        """Send a command unless this console may not; True if it went out."""
+    #: footer actions that act on the run (through the backend), by the command kind they send
+    RUN_CONTROLS = {"pause_resume": "pause", "resync": "resync", "checkpoint": "checkpoint", "stop": "stop"}
+
+    def refusal(self, kind: str) -> tuple[str, str] | None:
+        """(severity, why) when a command of this kind cannot act now; None when it can."""
+        state = self.state
         if self.replay:
-            self.say(f"replay: {command.kind} not sent (commands are off while replaying)", "warning")
-            return False
+            return "warning", f"replay: {kind} not sent (commands are off while replaying)"
+        if state.ended:
+            why = f"the run {state.lifecycle} at step {state.step}: {kind} not sent"
+            if state.lifecycle in ("crashed", "stopped") and state.run_id:
+                why += f"; to continue it: rl-console run --resume {state.run_id}"
+            elif state.lifecycle == "completed" and state.run_id:
+                why += f"; to train further: rl-console run --resume {state.run_id} --max-steps N"
+            return "warning", why
         if self.read_only:
-            holder = "" if self.read_only_requested else f" ({self.state.control_holder or 'another console'} controls the run)"
-            self.say(f"read-only: {command.kind} not sent{holder}", "warning")
-            return False
-        if not self.state.connected:
-            self.say(f"{self.state.connection}: {command.kind} not sent", "error")
+            holder = "" if self.read_only_requested else f" ({state.control_holder or 'another console'} controls the run)"
+            return "warning", f"read-only: {kind} not sent{holder}"
+        if not state.connected:
+            return "error", f"{state.connection}: {kind} not sent"
+        return None
+
+    def control_blocked(self, action: str) -> bool:
+        """A run control that cannot act now: the footer dims it, the palette leaves it out, and
+        pressing it says why instead of sending (see `refusal`)."""
+        kind = self.RUN_CONTROLS.get(action)
+        return kind is not None and self.refusal(kind) is not None
+
+    def send_command(self, command: Any) -> bool:
+        """Send a command unless it cannot act now (then say why on the status line); True if it went out."""
+        refused = self.refusal(command.kind)
+        if refused is not None:
+            self.say(refused[1], refused[0])
             return False
         self.state.record_sent(command)
         self.run_worker(self._send(command), group="send", exit_on_error=False)
@@ -461,4 +483,5 @@ class RLConsoleApp(ShimmedApp):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for action, title, help_text in PALETTE:
-            yield SystemCommand(title, help_text, partial(self.run_action, action))
+            if not self.control_blocked(action):  # a control that cannot act now is not offered
+                yield SystemCommand(title, help_text, partial(self.run_action, action))

@@ -66,6 +66,8 @@ class ParamsScreen(LiveScreen):
         app = self.console_app
         if app.replay:
             return "replay: view only"
+        if app.state.ended:
+            return f"the run {app.state.lifecycle} at step {app.state.step}: nothing to change"
         if app.read_only_requested:
             return "read-only: editing disabled"
         if app.read_only:

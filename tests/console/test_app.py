@@ -456,3 +456,64 @@ async def test_screens_are_composed_in_the_background_so_a_first_visit_is_a_swit
         await kit.settle(pilot)
         assert app.screen is ahead
         assert app.screen.query_one(GroupsTable).row_count > 0  # painted from state once shown
+
+
+def _footer_enabled(app) -> dict[str, bool]:
+    from console.widgets.footer import KeyFooter
+
+    return {shown: enabled for _key, shown, _desc, enabled in app.screen.query_one(KeyFooter).entries()}
+
+
+@pytest.mark.parametrize("how", ["replay", "completed", "crashed"])
+async def test_controls_that_cannot_act_are_dimmed_not_offered_and_say_why(kit, how, tmp_path, monkeypatch):
+    """On an ended run or in replay, p / w / c are dimmed in the footer, left out of the
+    palette, and pressing one says why on the status line; nothing is sent."""
+    from backend.protocol.paths import LOCK_NAME
+
+    events = kit.make_run(steps=3)
+    if how == "completed":
+        events.append(StateChanged(seq=10_000, ts=kit.TS0 + 999, state="finished", reason="completed 3 steps", step=3))
+    if how == "crashed":  # the stream ends while running and the run lock is free: the backend died
+        monkeypatch.setenv("RLC_HOME", str(tmp_path))
+        (tmp_path / "runs" / kit.RUN_ID).mkdir(parents=True)
+        (tmp_path / "runs" / kit.RUN_ID / LOCK_NAME).write_text("1\n")
+    source = kit.Source(events, hold_open=False)
+    app = RLConsoleApp(source, run_id=kit.RUN_ID, replay=how == "replay")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection in ("ended", "disconnected"), what="end of stream")
+        await kit.settle(pilot)
+        enabled = _footer_enabled(app)
+        assert enabled["p"] is False and enabled["w"] is False and enabled["c"] is False, enabled
+        assert enabled["s"] is True and enabled["?"] is True  # views still work
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert not titles & {"Pause / resume run", "Resync weights", "Checkpoint"} and "Samples" in titles
+        for key in ("p", "w", "c"):
+            await pilot.press(key)
+            await kit.settle(pilot)
+            status = kit.screen_text(app).splitlines()[-2]
+            assert "not sent" in status, status
+        assert source.sent == []
+        said = app.status_history[-1][1]
+        if how == "replay":
+            assert said == "replay: checkpoint not sent (commands are off while replaying)"
+        elif how == "completed":
+            assert said.startswith("the run completed at step 3: checkpoint not sent; to train further: rl-console run --resume")
+        else:
+            assert said == f"the run crashed at step 3: checkpoint not sent; to continue it: rl-console run --resume {kit.RUN_ID}"
+        await pilot.press("e")
+        await kit.settle(pilot)
+        assert app.screen.query_one("#param-apply").disabled  # and the form does not offer edits
+
+
+async def test_controls_of_a_live_run_are_offered(kit):
+    source = kit.Source(kit.make_run(steps=3))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        enabled = _footer_enabled(app)
+        assert enabled["p"] and enabled["w"] and enabled["c"]
+        assert {"Pause / resume run", "Resync weights", "Checkpoint"} <= {c.title for c in app.get_system_commands(app.screen)}
+        source.push(StateChanged(ts=kit.TS0 + 999, state="finished", reason="stopped at step 3", step=3))
+        await kit.wait_for(pilot, lambda: app.state.ended, what="run ended")
+        await kit.settle(pilot)
+        assert _footer_enabled(app)["p"] is False  # dimmed as soon as the run ends
