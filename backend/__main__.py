@@ -105,6 +105,11 @@ class HeadlessPrinter:
             return f"  weights v{ev.version} synced in {ev.duration_s * 1000:.0f} ms ({ev.method}; {ev.detail})"
         if isinstance(ev, E.GpuStats) and not ev.available:
             return f"  GPU: none — {ev.reason}"
+        if isinstance(ev, E.PolicyProbe):
+            outs = " | ".join(repr(p.output[:40]) for p in ev.probes[:3]) + (" | …" if len(ev.probes) > 3 else "")
+            return f"  probe v{ev.weight_version} (step {ev.step}): {outs}"
+        if isinstance(ev, E.TryResult):
+            return f"  try ({ev.command_id}) at v{ev.weight_version}: {len(ev.completions)} completion(s) for {ev.prompt[:40]!r}"
         return None
 
 
@@ -285,7 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             stream = os.fdopen(os.dup(1), "w", buffering=1)
             os.dup2(2, 1)
             sys.stdout = sys.stderr
-        controller.listeners.append(HeadlessPrinter(args.json, stream, rdir / "backend.log", run_id))
+        controller.bus.subscribe(HeadlessPrinter(args.json, stream, rdir / "backend.log", run_id))
     if pinned and not args.json:
         print(f"rl-console: trainer on GPU {pinned[0]}; GPU(s) {','.join(pinned[1])} left to engines "
               "(a Ray engine's local cluster; an in-process engine shares the trainer's)", flush=True)

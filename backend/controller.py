@@ -1,9 +1,11 @@
-"""The run state machine. Owns the engine and the trainer; applies commands at step boundaries.
+"""The run's desk and state machine: validate, answer, queue, and the run's lifecycle.
 
 Threads: `run()` executes on the training thread (TRL's loop is blocking); `submit()` is
-called from the server's event loop and only validates, answers and enqueues. Every
-boundary (before each step's rollout, and while paused) drains the queue, so a command
-is applied exactly between two optimizer steps and recorded in the event log.
+called from the server's event loop and only validates, answers and enqueues. The step
+loop (`backend.training.step.StepLoop`) takes the queued commands at each step boundary
+(`at_boundary`: before each step's rollout, and while paused), so a command is applied
+exactly between two optimizer steps and recorded in the event log. Events go through the
+run's `EventBus` (`backend.bus`).
 """
 
 from __future__ import annotations
@@ -12,29 +14,22 @@ import contextlib
 import os
 import queue
 import shutil
-import sqlite3
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from backend.bus import EventBus, LogUnwritable
 from backend.engine.base import EngineError, Sampling
 from backend.protocol import commands as C
 from backend.protocol import events as E
 from backend.protocol.params import SAMPLING_PARAMS
 from backend.runstore import RunStore, write_run_meta
 from backend.settings import RunProfile
-from backend.training.trainer import StopTraining
 
-Listener = Callable[[Any], None]
-
-class LogUnwritable(RuntimeError):
-    """The run's event log cannot be written; the run stops (see Controller.emit_many)."""
-
-
+__all__ = ["Controller", "LogUnwritable"]
 
 
 class Controller:
@@ -46,54 +41,39 @@ class Controller:
         self.run_dir = run_dir
         self.profile_name = profile_name
         self.store = store
-        self.listeners: list[Listener] = []
+        self.bus = EventBus(store, on_broken=self._log_broken)
         self.state: str = "starting"
-        self.params: dict[str, Any] = profile.live_params()
-        self.step = 0  # completed optimizer steps (kept across train() restarts)
-        self.weight_version = 0
+        self.params: dict[str, Any] = profile.live_params()  # the step loop's own, once it exists
         self._queue: "queue.Queue[Any]" = queue.Queue()
         self._pause_requested = False
         self._pause_reason = ""
         self._stop_requested = False
-        self._emit_lock = threading.Lock()
-        self.engine = None
-        self.trainer = None
-        self.session = None  # backend.session.TrainingSession, built in run()
+        self.session = None  # backend.training.session.TrainingSession, built in run()
+        self.loop = None  # backend.training.step.StepLoop, built in run()
         self.resume = resume  # training.checkpoints.ResumePoint: continue from it (same data order, verified weights)
+        self._start_step = resume.step if resume is not None else 0
         self._checkpoint_at_stop = True
-        self.log_broken = ""  # set when the event log cannot be written: the run ends
         self._disk_low = False
-        if resume is not None:
-            self.step = resume.step
-            self.weight_version = resume.weight_version  # the live params come with the profile
+
+    @property
+    def step(self) -> int:
+        """Completed optimizer steps (the step loop's counter once it runs)."""
+        return self.loop.step if self.loop is not None else self._start_step
+
+    @property
+    def log_broken(self) -> str:
+        """Why the event log cannot be written (empty while it can): the run ends."""
+        return f"{self.bus.broken} at step {self.step}" if self.bus.broken else ""
+
+    def _log_broken(self, reason: str) -> None:
+        write_run_meta(self.run_dir, state="failed", step=self.step, reason=f"{reason} at step {self.step}")
 
     # ---- events ---------------------------------------------------------
     def emit(self, event: Any) -> Any:
-        return self.emit_many([event])[0]
+        return self.bus.emit(event)
 
     def emit_many(self, events: list[Any]) -> list[Any]:
-        """Store events (one log transaction), then deliver them to listeners in order.
-
-        A log that cannot be written (disk full, I/O error, the file gone read-only) ends the
-        run: nothing may happen that the log does not record. The reason goes to run.json,
-        where `status` and `ls` read it, and `LogUnwritable` unwinds the training thread."""
-        with self._emit_lock:
-            if self.log_broken:
-                raise LogUnwritable(self.log_broken)
-            try:
-                stored = self.store.append_many(events)
-            except (sqlite3.Error, OSError) as exc:
-                self.log_broken = f"the event log cannot be written ({type(exc).__name__}: {exc}) at step {self.step}"
-                with contextlib.suppress(OSError):
-                    write_run_meta(self.run_dir, state="failed", step=self.step, reason=self.log_broken)
-                raise LogUnwritable(self.log_broken) from exc
-            for ev in stored:
-                for listener in list(self.listeners):
-                    try:
-                        listener(ev)
-                    except Exception:  # a broken listener never stops the run
-                        traceback.print_exc()
-        return stored
+        return self.bus.emit_many(events)
 
     def set_state(self, state: str, reason: str = "") -> None:
         self.state = state
@@ -160,6 +140,8 @@ class Controller:
             return "the run is still starting; try again once steps are running"
         if isinstance(cmd, C.SetParams):
             return self._param_guardrails(cmd.changes())
+        if isinstance(cmd, C.TryPrompt):
+            return self._try_guardrails(cmd)
         if isinstance(cmd, C.Subscribe):
             return "subscribe is a connection request, not a run command"
         return ""
@@ -184,23 +166,54 @@ class Controller:
                     return why
         return ""
 
+    def _try_guardrails(self, cmd: Any) -> str:
+        """A playground request the engine would fail on is refused now: a failed generate takes
+        an in-process engine (and the run) down."""
+        s = self.session
+        if self.state == "starting" or s is None or s.engine is None:
+            return "the run is still starting; try again once steps are running"
+        new = {**self.params, **cmd.overrides()}
+        from backend.engine.local import sampling_error  # vLLM is loaded by now
+
+        why = sampling_error(Sampling(n=cmd.n, temperature=new["temperature"], top_p=new["top_p"], top_k=new["top_k"],
+                                      max_tokens=new["max_tokens"], seed=0))
+        if why:
+            return why
+        prompt = [{"role": "user", "content": cmd.prompt}] if s.conversational else cmd.prompt
+        try:
+            length = len(s.encode(prompt))
+        except Exception as exc:  # noqa: BLE001 - a prompt the tokenizer refuses
+            return f"the tokenizer refuses the prompt: {type(exc).__name__}: {exc}"
+        limit = self.profile.engine.max_model_len
+        if length + new["max_tokens"] > limit:
+            return f"prompt ({length} tokens) + max_tokens ({new['max_tokens']}) exceeds engine.max_model_len={limit}"
+        return ""
+
     # ---- boundary (training thread) ----------------------------------------
-    def boundary(self) -> None:
-        """Apply queued commands; block here while paused."""
+    def at_boundary(self, *, idle: Callable[[], None], wake: Callable[[], None]) -> Iterator[Any]:
+        """The queued commands for the step loop to apply, in order. When a pause is due,
+        `idle()` the engine, report paused and go on yielding commands as they arrive until a
+        Resume, then `wake()` it. Pause and Resume are the desk's own; it answers them."""
         self.check_disk()
         while True:
             try:
                 cmd = self._queue.get_nowait()
             except queue.Empty:
                 break
-            self._apply(cmd)
-        if self._pause_requested:
-            self._pause_requested = False
-            self._enter_pause()
-
-    def _enter_pause(self) -> None:
+            if isinstance(cmd, C.Resume):  # sent while pausing: the pause is called off
+                if self._pause_requested:
+                    self._pause_requested = False
+                    self.set_state("running", "pause called off by resume")
+                self.done(cmd)
+            elif isinstance(cmd, C.Pause):
+                self.done(cmd)  # the pause itself is entered below
+            else:
+                yield cmd
+        if not self._pause_requested:
+            return
+        self._pause_requested = False
         t0 = time.perf_counter()
-        self.session.engine.pause()
+        idle()
         why = self._pause_reason.split(";")[0]
         self.set_state("paused", f"paused at step {self.step} ({(time.perf_counter() - t0) * 1000:.0f} ms to idle the engine): {why}")
         while True:
@@ -209,44 +222,26 @@ class Controller:
             except queue.Empty:
                 continue
             if isinstance(cmd, C.Resume):
-                self.session.engine.resume()
-                self._done(cmd)
+                wake()
+                self.done(cmd)
                 self.set_state("running", "resumed")
                 return
-            self._apply(cmd)
+            if isinstance(cmd, C.Pause):
+                self.done(cmd)
+            else:
+                yield cmd
 
-    def _apply(self, cmd: Any) -> None:
-        try:
-            if isinstance(cmd, C.SetParams):
-                changed = self.session.apply_params(cmd.changes())
-                self.params.update(changed)
-                self.emit(E.ParamsApplied(command_id=cmd.id, step=self.step, changed=changed, params=dict(self.params)))
-            elif isinstance(cmd, C.ResyncWeights):
-                self.session.sync_weights(verify=True, reason="resync")
-            elif isinstance(cmd, C.Checkpoint):
-                self.session.checkpoint()
-            elif isinstance(cmd, C.Stop):
-                self._done(cmd)
-                raise StopTraining("stop requested")
-            elif isinstance(cmd, C.Pause):
-                pass  # handled by the pause flag
-            elif isinstance(cmd, C.Resume):  # sent while pausing: the pause is called off
-                if self._pause_requested:
-                    self._pause_requested = False
-                    self.set_state("running", "pause called off by resume")
-            self._done(cmd)
-        except (StopTraining, LogUnwritable):
-            raise
-        except Exception as exc:
-            self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="failed", reason=f"{type(exc).__name__}: {exc}", step=self.step))
-
-    def _done(self, cmd: Any) -> None:
+    def done(self, cmd: Any) -> None:
         self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="applied", step=self.step))
+
+    def failed(self, cmd: Any, reason: str) -> None:
+        self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="failed", reason=reason, step=self.step))
 
     # ---- the run -----------------------------------------------------------
     def run(self) -> int:
         """Blocking. Returns a process exit code."""
         from backend.training.session import TrainingSession
+        from backend.training.step import StepLoop
 
         meta = {"created": time.time()} if self.resume is None else {"resumed": time.time()}
         write_run_meta(self.run_dir, run_id=self.run_id, pid=os.getpid(), profile=self.profile_name, state="starting", **meta)
@@ -257,8 +252,12 @@ class Controller:
         else:
             self.set_state("starting", "building model and engine")
         try:
-            self.session = TrainingSession(self)
-            self.session.setup()
+            self.session = TrainingSession(self.profile, self.bus, run_id=self.run_id, run_dir=self.run_dir,
+                                           profile_name=self.profile_name, resume=self.resume)
+            self.loop = StepLoop(self.profile, self.bus, self, self.session, params=self.params, step=self._start_step,
+                                 weight_version=self.resume.weight_version if self.resume is not None else 0,
+                                 resume=self.resume)
+            self.loop.start()
         except Exception as exc:
             self.set_state("failed", f"setup failed: {type(exc).__name__}: {exc}")
             traceback.print_exc()
@@ -267,11 +266,11 @@ class Controller:
         self.set_state("running", "training")
         code = 0
         try:
-            self.session.train()
+            self.loop.train()
             if self._stop_requested:
                 self.set_state("stopping", "stop requested" + (": checkpointing" if self._checkpoint_at_stop else " without a checkpoint"))
             if self._checkpoint_at_stop:
-                self.session.checkpoint("final")
+                self.loop.checkpoint("final")
             self.set_state("finished", f"stopped at step {self.step}" if self._stop_requested else f"completed {self.step} steps")
         except LogUnwritable as exc:  # no event can be recorded any more: stop, reason in run.json
             print(f"rl-console: stopping: {exc}", file=sys.stderr, flush=True)

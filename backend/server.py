@@ -73,6 +73,9 @@ def _peer(writer: asyncio.StreamWriter) -> tuple[int, int]:
 
 
 class ControlServer:
+    """Serves one run. `controller` is what the server needs of the run, and nothing more:
+    `bus` (backend.bus.EventBus), `run_id`, `step`, `submit(cmd)` and `reject(id, kind, why)`."""
+
     def __init__(self, controller, socket_path: Path, *, listen: tuple[str, int] | None = None, token: str = "") -> None:
         if listen is not None and len(token) < 16:
             raise ValueError("a TCP listener needs a token of at least 16 characters")
@@ -107,11 +110,10 @@ class ControlServer:
                 lambda r, w: self._handle(r, w, tcp=True), host, port, limit=MAX_FRAME_BYTES + 1024
             )
             self.tcp_address = self._tcp_server.sockets[0].getsockname()[:2]
-        self.c.listeners.append(self._on_event)
+        self.c.bus.subscribe(self._on_event)
 
     async def stop(self) -> None:
-        if self._on_event in self.c.listeners:
-            self.c.listeners.remove(self._on_event)
+        self.c.bus.unsubscribe(self._on_event)
         for client in list(self.clients):
             with contextlib.suppress(asyncio.QueueFull):
                 client.queue.put_nowait(None)
@@ -163,7 +165,7 @@ class ControlServer:
                 if first is None:
                     return
             else:
-                await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.store.next_seq - 1))
+                await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.bus.last_seq))
             bad = 0
             while True:
                 try:
@@ -194,7 +196,7 @@ class ControlServer:
                         await self._send(writer, ErrorReply(message="already subscribed"))
                         continue
                     if client.tcp:  # authenticated now: the real hello
-                        await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.store.next_seq - 1))
+                        await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.bus.last_seq))
                     cut = self._register(client)  # before the next frame: no answer can be missed
                     pump = asyncio.create_task(self._pump(client, cmd.from_seq, cut))
                     self._join(client, cmd)
@@ -306,8 +308,7 @@ class ControlServer:
 
     def _register(self, client: _Client) -> int:
         """Cut: everything < cut comes from the log, everything >= cut from the live queue."""
-        with self.c._emit_lock:
-            cut = self.c.store.next_seq
+        with self.c.bus.cut() as cut:
             client.min_seq = cut
             client.live = True
             self.clients.add(client)
@@ -319,7 +320,7 @@ class ControlServer:
             start = from_seq
             while start < cut:
                 end = min(cut, start + 2000)
-                frames = await asyncio.to_thread(self.c.store.read_raw, start, end)
+                frames = await asyncio.to_thread(self.c.bus.read_raw, start, end)
                 writer.writelines(frames)
                 await writer.drain()
                 start = end

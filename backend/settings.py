@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -87,6 +87,11 @@ class TaskSection(_Section):
         description="reward functions as `module:function` (TRL signature); empty = the embedded task's",
     )
     reward_weights: list[float] | None = Field(None, description="one weight per reward function")
+    ground_truth: str = Field(
+        "", max_length=200,
+        description="the name of the reward function that measures what you really want (give it weight 0 to "
+        "watch it without training on it): the reward rising while it stays flat raises ground_truth_flat",
+    )
     reward_timeout_s: float = Field(
         120.0, ge=0, le=86_400,
         description="a reward function that takes longer is abandoned for that batch: alert, update skipped, pause (0 = no limit)",
@@ -177,6 +182,17 @@ class TelemetrySection(_Section):
         description="measure trainer-engine log-prob agreement every N steps (engine sampling log-probs + one "
         "trainer forward pass over the batch; 0 = never)",
     )
+    probe_every: int = Field(
+        10, ge=0, le=1_000_000,
+        description="decode the probe prompts greedily every N steps (and on the initial weights): one batched "
+        "engine request at a step boundary, reported as a policy_probe event; 0 = never",
+    )
+    probes: int = Field(4, ge=0, le=64, description="probe prompts taken from the task's dataset (evenly spread rows)")
+    probe_prompts: list[Annotated[str, Field(min_length=1, max_length=20_000)]] = Field(
+        default_factory=list, max_length=64,
+        description="probe prompts of your own instead of dataset rows (scored where the reward functions need no columns)",
+    )
+    probe_max_tokens: int = Field(0, ge=0, le=131_072, description="max tokens of a probe output (0 = the live max_tokens)")
 
 
 Action = Literal["alert", "pause"]
@@ -212,6 +228,22 @@ class AlertsSection(_Section):
     logprob_diff: FactorRule = Field(
         default_factory=lambda: FactorRule(factor=3.0, min_value=0.05),
         description="trainer-engine mean |Δ log-prob| jumps to factor × its recent median (and at least min_value)",
+    )
+    diversity_collapse: ThresholdRule = Field(
+        default_factory=lambda: ThresholdRule(threshold=0.2),
+        description="mean share of distinct completions per group at or below threshold, over the whole window",
+    )
+    length_hacking: ThresholdRule = Field(
+        default_factory=lambda: ThresholdRule(threshold=0.7),
+        description="correlation of reward with completion length at or above threshold, over the whole window",
+    )
+    reward_dominance: ThresholdRule = Field(
+        default_factory=lambda: ThresholdRule(threshold=0.95),
+        description="one reward function's share of the weighted total at or above threshold, over the whole window",
+    )
+    ground_truth_flat: DropRule = Field(
+        default_factory=lambda: DropRule(drop=0.1),
+        description="over the window the reward rose by at least `drop` while task.ground_truth rose by under a quarter of it",
     )
     nan_action: Literal["pause"] = Field("pause", description="NaN/Inf in loss or gradients: skip the update, pause, checkpoint")
 

@@ -107,23 +107,22 @@ def _text_pool(rng: random.Random, n: int = 4096) -> list[str]:
 
 
 class LoadController:
-    """The part of `backend.controller.Controller` that `ControlServer` uses, with the same `emit`."""
+    """What `ControlServer` needs of a run (see its docstring), with the run's real event bus."""
 
     def __init__(self, store: Any, run_id: str) -> None:
+        from backend.bus import EventBus
+
+        self.bus = EventBus(store)  # the real path: log append under the bus lock, then the listeners
         self.store = store
         self.run_id = run_id
-        self.listeners: list[Any] = []
-        self._emit_lock = threading.Lock()
         self.commands: list[str] = []
-        self.log_broken = ""  # read by Controller.emit_many (a log that cannot be written ends the run)
         self.step = 0
 
-    # the real controller's emit path (log append under the emit lock, then the listeners)
-    from backend.controller import Controller
+    def emit(self, event: Any) -> Any:
+        return self.bus.emit(event)
 
-    emit = Controller.emit
-    emit_many = Controller.emit_many
-    del Controller
+    def emit_many(self, events: list[Any]) -> list[Any]:
+        return self.bus.emit_many(events)
 
     def submit(self, cmd: Any) -> Any:
         from backend.protocol.events import CommandResult

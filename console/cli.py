@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from backend.protocol import commands as C
 from backend.protocol.paths import new_run_id, run_dir, socket_path
@@ -32,6 +33,8 @@ examples:
   rl-console ctl latest pause                  pause|resume|resync|checkpoint|stop
   rl-console ctl latest set temperature=0.7 max_tokens=8
   rl-console ctl latest checkpoint --take      even while a console controls the run
+  rl-console ctl latest try "What is 2+3?" --n 4 --set temperature=0.7
+                                               sample the live engine between steps
   rl-console status latest --json
   rl-console run --listen 0.0.0.0:7777 --detach    also steerable over TCP (token in the run dir)
   rl-console attach tcp://gpu-box:7777 --token-file token
@@ -321,11 +324,53 @@ def build_command(action: str, assignments: list[str]):
     raise ValueError(f"unknown action {action!r}: pause|resume|resync|checkpoint|stop|set")
 
 
-def cmd_ctl(args: argparse.Namespace) -> int:
-    from console.client import ClientError, call
+def build_try(assignments: list[str], n: int, sets: list[str], columns: list[str]):
+    """`try PROMPT [--n N] [--set KEY=VALUE]... [--column NAME=VALUE]...` as a TryPrompt."""
+    if len(assignments) != 1 or not assignments[0].strip():
+        raise ValueError('try needs exactly one prompt, quoted: try "What is 2+3?"')
+    settable = ("temperature", "top_p", "top_k", "max_tokens")
+    fields: dict[str, Any] = {}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or key.strip() not in settable:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(settable)}")
+        fields[key.strip()] = _parse_value(raw.strip())
+    cols: dict[str, Any] = {}
+    for item in columns:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--column {item!r}: expected NAME=VALUE (a dataset column the reward functions read)")
+        cols[key.strip()] = raw
+    from pydantic import ValidationError
 
     try:
-        command = build_command(args.action, args.assignments)
+        return C.TryPrompt(prompt=assignments[0], n=n, columns=cols, **fields)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'try'}: {e['msg']}" for e in exc.errors())) from None
+
+
+def print_try(run_id: str, result: Any) -> None:
+    p = result.params
+    print(f"{run_id}: weight version {result.weight_version} (after step {result.step}), "
+          f"{len(result.completions)} completion(s) in {result.duration_s:.2f} s; "
+          + ", ".join(f"{k}={v}" for k, v in p.items()))
+    for i, c in enumerate(result.completions, 1):
+        scored = ", ".join(f"{k} {v:.3g}" for k, v in c.rewards.items() if v is not None)
+        print(f"--- [{i}] reward {c.reward:.3g}" + (f" ({scored})" if scored else " (not scored)")
+              + f", {c.length} tokens" + (", cut at max_tokens" if c.truncated else ""))
+        print(c.text)
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from console.client import ClientError, call, call_until_done
+
+    try:
+        if args.action == "try":
+            command = build_try(args.assignments, args.n, args.set or [], args.column or [])
+        elif args.n != 1 or args.set or args.column:
+            raise ValueError("--n, --set and --column belong to `try`")
+        else:
+            command = build_command(args.action, args.assignments)
         if args.run.startswith("tcp://"):
             run_id, address, token = args.run, args.run, _token(args)
         else:
@@ -336,8 +381,24 @@ def cmd_ctl(args: argparse.Namespace) -> int:
                 return _die(f"cannot {args.action}: {info.describe()}", 1)
     except (runs.RunNotFound, ValueError) as exc:
         return _die(str(exc))
+    if args.action == "try":
+        timeout = args.timeout if args.timeout is not None else 120.0
+        try:
+            result, answers = asyncio.run(call_until_done(address, command, timeout=timeout, take=args.take, token=token))
+        except (TimeoutError, asyncio.TimeoutError):
+            return _die(f"{run_id}: no answer within {timeout:g} s (a try is served at the next step boundary; "
+                        "raise --timeout for long steps)", 1)
+        except (ClientError, OSError) as exc:
+            return _die(f"{run_id}: {exc or type(exc).__name__}", 1)
+        tried = next((a for a in answers if getattr(a, "kind", "") == "try_result"), None)
+        if result.status != "applied" or tried is None:
+            return _die(f"{run_id}: try {result.status}" + (f" — {result.reason}" if result.reason else ""), 1)
+        print(tried.model_dump_json() if args.json else "", end="\n" if args.json else "")
+        if not args.json:
+            print_try(run_id, tried)
+        return 0
     try:
-        result = asyncio.run(call(address, command, timeout=args.timeout, take=args.take, token=token))
+        result = asyncio.run(call(address, command, timeout=args.timeout or 10.0, take=args.take, token=token))
     except (ClientError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
         return _die(f"{run_id}: {exc or type(exc).__name__}", 1)
     if args.json:
@@ -425,17 +486,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
-    ctl = sub.add_parser("ctl", help="send a command: pause|resume|resync|checkpoint|stop|set KEY=VALUE ...",
+    ctl = sub.add_parser("ctl", help="send a command: pause|resume|resync|checkpoint|stop|set KEY=VALUE ...|try PROMPT",
                          description="Send one command to a live run and print the backend's answer.",
                          epilog="settable with `set` (applied at the next step boundary):\n" + "\n".join(
-                             f"  {p.name:16} {param_range(p.name):12} {p.description}" for p in PARAMS),
+                             f"  {p.name:16} {param_range(p.name):12} {p.description}" for p in PARAMS)
+                         + "\n\ntry PROMPT: sample the live engine at its current weights between two steps and print the\n"
+                           "completions, scored by the run's reward functions (--column gives the dataset columns they\n"
+                           "read, e.g. --column answer=5). The run's steps and data are not touched; it is logged.",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     ctl.add_argument("run", help="run id, unique prefix/suffix, 'latest', or tcp://HOST:PORT")
     ctl.add_argument("--token-file", metavar="FILE", help="for tcp://: the run's token file (default: $RLC_TOKEN)")
-    ctl.add_argument("action", choices=["pause", "resume", "resync", "checkpoint", "stop", "set"])
-    ctl.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
-    ctl.add_argument("--json", action="store_true", help="print the backend's CommandResult as JSON")
-    ctl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
+    ctl.add_argument("action", choices=["pause", "resume", "resync", "checkpoint", "stop", "set", "try"])
+    ctl.add_argument("assignments", nargs="*", metavar="KEY=VALUE|PROMPT")
+    ctl.add_argument("--json", action="store_true", help="print the backend's answer as JSON (CommandResult; TryResult for try)")
+    ctl.add_argument("--timeout", type=float, default=None, help="seconds to wait for the answer (default 10; try: 120)")
+    ctl.add_argument("--n", type=int, default=1, help="try: completions to sample (1-64, default 1)")
+    ctl.add_argument("--set", action="append", metavar="KEY=VALUE", help="try: temperature|top_p|top_k|max_tokens "
+                     "for this request only (temperature=0: greedy); default: the run's live values")
+    ctl.add_argument("--column", action="append", metavar="NAME=VALUE", help="try: a dataset column the reward functions read")
     ctl.add_argument("--take", action="store_true",
                      help="send even while a console controls the run (it gets control back right after)")
     ctl.set_defaults(func=cmd_ctl)

@@ -169,3 +169,31 @@ async def call(socket_path: str | Path, command: Any, timeout: float = 10.0, *, 
         return await asyncio.wait_for(_wait(), timeout)
     finally:
         await client.close()
+
+
+async def call_until_done(socket_path: str | Path, command: Any, timeout: float = 120.0, *, take: bool = False,
+                          token: str = "") -> tuple[CommandResult, list[Any]]:
+    """Like `call`, but wait until the command is applied (or failed/rejected) and also return
+    the events the backend sent in answer to it (those carrying its `command_id`, e.g. a
+    `TryResult`). Commands apply at the next step boundary, so this can take a step."""
+    client = BackendClient(socket_path, from_seq=-1, take=take, client=f"{describe_self()} ctl", token=token)
+    await client.connect(min(timeout, 10.0))
+    try:
+        await client.send(command)
+        answers: list[Any] = []
+
+        async def _wait() -> CommandResult:
+            async for ev in client.events():
+                if isinstance(ev, CommandResult) and ev.command_id == command.id:
+                    if ev.status != "accepted":
+                        return ev
+                elif getattr(ev, "command_id", None) == command.id:
+                    answers.append(ev)
+                elif isinstance(ev, ErrorReply) and ev.message.startswith("refused"):
+                    raise ClientError(ev.message)
+            raise ClientError("the backend closed the connection before the command was applied")
+
+        result = await asyncio.wait_for(_wait(), timeout)
+        return result, answers
+    finally:
+        await client.close()

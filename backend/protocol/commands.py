@@ -5,6 +5,7 @@ Each carries an `id` so the `CommandResult` that answers it can be matched.
 
 from __future__ import annotations
 
+import typing
 import uuid
 from typing import Annotated, Literal, Optional, Union
 
@@ -82,9 +83,37 @@ class Stop(_Command):
     checkpoint: bool = True
 
 
+_SAMPLING = {p.name: p.type for p in PARAMS if p.section == "sampling" and p.name != "num_generations"}
+# the playground may also decode greedily (temperature 0), which a training run may not
+_SAMPLING["temperature"] = Annotated[float, Field(ge=0.0, le=2.0, description="sampling temperature (0 = greedy)")]
+
+_TryBase = create_model(
+    "_TryBase",
+    __base__=_Command,
+    __module__=__name__,
+    **{name: (Optional[t], None) for name, t in _SAMPLING.items()},
+)
+
+
+class TryPrompt(_TryBase):
+    """The playground: sample the live engine at its current weights, between two steps, with
+    this prompt (a user message when the task is conversational), `n` times. Sampling fields
+    left out take the run's live values. `columns` are the dataset columns the run's reward
+    functions need (e.g. the expected answer), to score the outputs. Answered with a
+    `TryResult`; the run's step, data and weights are not touched."""
+
+    kind: Literal["try"] = "try"
+    prompt: str = Field(min_length=1, max_length=100_000)
+    n: int = Field(1, ge=1, le=64, description="completions to sample")
+    columns: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=32)
+
+    def overrides(self) -> dict[str, float | int]:
+        return {k: getattr(self, k) for k in _SAMPLING if getattr(self, k) is not None}
+
+
 Command = Annotated[
-    Union[Subscribe, Pause, Resume, ResyncWeights, SetParams, Checkpoint, Stop],
+    Union[Subscribe, Pause, Resume, ResyncWeights, SetParams, Checkpoint, Stop, TryPrompt],
     Field(discriminator="kind"),
 ]
 
-COMMAND_TYPES = (Subscribe, Pause, Resume, ResyncWeights, SetParams, Checkpoint, Stop)
+COMMAND_TYPES = tuple(typing.get_args(typing.get_args(Command)[0]))

@@ -8,6 +8,7 @@ Bulk data is batched: one `SampleGroup` holds a whole group of completions.
 from __future__ import annotations
 
 import time
+import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field
@@ -99,6 +100,43 @@ class SampleGroup(_Event):
     reward_std: float
 
 
+class ProbeOutput(BaseModel):
+    model_config = WIRE
+    prompt: str
+    output: str  # the greedy completion
+    rewards: dict[str, float | None]  # per reward function; None where it could not score this prompt
+    reward: float | None  # weighted total (None: no function could score it)
+    length: int
+    truncated: bool
+
+
+class PolicyProbe(_Event):
+    """The run's fixed probe prompts decoded greedily by the engine at one weight version
+    (the initial weights, then every `telemetry.probe_every` steps): what the policy says
+    now, in words. Two probes of the same version give the same outputs."""
+
+    kind: Literal["policy_probe"] = "policy_probe"
+    step: int
+    weight_version: int
+    probes: list[ProbeOutput]
+    duration_s: float = 0.0
+
+
+class TryResult(_Event):
+    """The answer to a `try` command: the engine's completions for the operator's prompt,
+    sampled between steps at `weight_version` with `params`, scored by the run's reward
+    functions where they could be (advantage is 0: there is no group baseline)."""
+
+    kind: Literal["try_result"] = "try_result"
+    command_id: str
+    step: int
+    weight_version: int
+    prompt: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    completions: list[Completion]
+    duration_s: float = 0.0
+
+
 class StepTimes(BaseModel):
     model_config = WIRE
     generate: float = 0.0
@@ -133,6 +171,18 @@ class StepMetrics(_Event):
     # why this step's update was skipped (a failing reward function, NaN/Inf): its rewards are
     # not a measurement of the policy and charts leave the step out ("" = a normal step)
     update_skipped: str = ""
+    # in-group diversity (early collapse shows here before the reward flattens): mean share of
+    # distinct completions per group, mean pairwise token 3-gram Jaccard overlap within groups,
+    # mean share of repeated 3-grams inside a completion
+    distinct_ratio: float | None = None
+    group_overlap: float | None = None
+    repetition: float | None = None
+    # reward-hacking signals: Pearson correlation of total reward with completion length over
+    # the batch; mean of the profile's ground-truth function (`task.ground_truth`)
+    reward_length_corr: float | None = None
+    ground_truth_mean: float | None = None
+    # this step's groups that show a signal most (signal -> group indices), for alerts' evidence
+    evidence: dict[str, list[int]] = Field(default_factory=dict)
     times: StepTimes = Field(default_factory=StepTimes)
     tokens_per_s: float = 0.0
     samples_per_s: float = 0.0
@@ -214,6 +264,7 @@ class Alert(_Event):
     state: Literal["raised", "cleared"] = "raised"
     lasting: bool = False
     since: int | None = None  # the step a lasting alert was raised at
+    evidence: list[list[int]] = Field(default_factory=list)  # [step, group] pairs that show it
 
 
 class LogLine(_Event):
@@ -256,25 +307,11 @@ Event = Annotated[
         LogLine,
         ControlStatus,
         ErrorReply,
+        PolicyProbe,
+        TryResult,
     ],
     Field(discriminator="kind"),
 ]
 
-EVENT_TYPES: tuple[type[_Event], ...] = (
-    Hello,
-    RunStarted,
-    StateChanged,
-    RunResumed,
-    Progress,
-    SampleGroup,
-    StepMetrics,
-    GpuStats,
-    WeightsSynced,
-    ParamsApplied,
-    CommandResult,
-    CheckpointSaved,
-    Alert,
-    LogLine,
-    ControlStatus,
-    ErrorReply,
-)
+#: every event type, in the union's order (derived: one list to keep)
+EVENT_TYPES: tuple[type[_Event], ...] = tuple(typing.get_args(typing.get_args(Event)[0]))

@@ -27,7 +27,7 @@ class LiveParam:
     """One parameter an operator can change mid-run: the single declaration from which the
     `SetParams` command, the profile section's field, the console's form (range, help) and
     the controller's checks are derived. Adding a live parameter = one line here plus, in
-    the backend, how it is applied (`TrainingSession.APPLY`, or read at the next rollout)."""
+    the backend, how it is applied (`backend.training.step.APPLY`, or read at the next rollout)."""
 
     name: str
     type: Any  # Annotated[..., Field(bounds, description)]

@@ -31,6 +31,7 @@ class Finding:
     threshold: float | None
     suggestion: str
     action: str = "alert"  # "alert" | "pause"
+    evidence: str = ""  # the StepMetrics.evidence key whose groups show it
 
 
 def _median(values) -> float | None:
@@ -38,9 +39,23 @@ def _median(values) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def check(cfg, m: StepMetrics, history: list[StepMetrics]) -> list[Finding]:
+def _held(values: list[float | None], n: int, ok: Callable[[float], bool]) -> bool:
+    """The last `n` values all present and all satisfying `ok` (a condition over the whole window)."""
+    tail = values[-n:]
+    return len(tail) >= n and all(v is not None and math.isfinite(v) and ok(v) for v in tail)
+
+
+def shares(m: StepMetrics, weights: dict[str, float]) -> dict[str, float]:
+    """Each reward function's share of the weighted total |reward| of a step."""
+    parts = {n: abs(weights.get(n, 1.0) * v) for n, v in m.rewards_by_function.items() if weights.get(n, 1.0)}
+    total = sum(parts.values())
+    return {n: v / total for n, v in parts.items()} if total > 0 and len(parts) > 1 else {}
+
+
+def check(cfg, m: StepMetrics, history: list[StepMetrics], weights: dict[str, float] | None = None) -> list[Finding]:
     """Pure: the findings for metrics `m` given the earlier `history` (oldest first)."""
     out: list[Finding] = []
+    seq = [*history[-(cfg.window - 1):], m] if cfg.window > 1 else [m]  # the window, ending with m
     r = cfg.zero_std
     if r.enabled and m.frac_reward_zero_std >= r.threshold:
         out.append(Finding("zero_std", "warning",
@@ -92,6 +107,39 @@ def check(cfg, m: StepMetrics, history: list[StepMetrics]) -> list[Finding]:
                            f"step took {m.times.total:.2f} s, {m.times.total / med:.1f}× the recent median {med:.2f} s",
                            "step_time", m.times.total, r.factor * med,
                            "check the step split (generate/score/train/sync) and the reward functions", r.action))
+    # -- what the batch says beyond its reward: early collapse and reward hacking
+    n = cfg.window
+    r = cfg.diversity_collapse
+    if r.enabled and _held([h.distinct_ratio for h in seq], n, lambda v: v <= r.threshold):
+        out.append(Finding("diversity_collapse", "warning",
+                           f"only {m.distinct_ratio:.0%} of each group's completions are distinct (for {n} steps): "
+                           "the groups give GRPO little to compare", "distinct_ratio", m.distinct_ratio, r.threshold,
+                           "raise temperature; lower the learning rate; look at the groups", r.action, "diversity"))
+    r = cfg.length_hacking
+    if r.enabled and _held([h.reward_length_corr for h in seq], n, lambda v: v >= r.threshold):
+        out.append(Finding("length_hacking", "warning",
+                           f"reward follows completion length (correlation {m.reward_length_corr:.2f} for {n} steps): "
+                           "a reward function may pay for length", "reward_length_corr", m.reward_length_corr, r.threshold,
+                           "open the evidence groups; penalise length or fix the reward", r.action, "length"))
+    r = cfg.reward_dominance
+    if r.enabled and weights:
+        top = [max(sh.items(), key=lambda kv: kv[1]) if (sh := shares(h, weights)) else None for h in seq]
+        name = top[-1][0] if top[-1] else None
+        if name and _held([v if k == name else None for k, v in (t or ("", None) for t in top)], n, lambda v: v >= r.threshold):
+            out.append(Finding("reward_dominance", "warning",
+                               f"{name} makes {top[-1][1]:.0%} of the weighted reward (for {n} steps): the other functions barely count",
+                               "reward_share", top[-1][1], r.threshold,
+                               "check the reward weights; a function that dominates is the one being optimised", r.action))
+    r = cfg.ground_truth_flat
+    if r.enabled and len(seq) >= n and all(h.ground_truth_mean is not None for h in (seq[0], m)):
+        rise = m.reward_mean - seq[0].reward_mean
+        gt_rise = m.ground_truth_mean - seq[0].ground_truth_mean
+        if rise >= r.drop and gt_rise < r.drop / 4:
+            out.append(Finding("ground_truth_flat", "critical",
+                               f"reward rose {rise:+.3f} over {n} steps while the ground truth moved {gt_rise:+.3f}: "
+                               "the policy may be gaming the reward", "ground_truth_mean", m.ground_truth_mean, None,
+                               "open the evidence groups (high reward, low ground truth); fix the reward", r.action,
+                               "ground_truth"))
     return out
 
 
@@ -107,11 +155,12 @@ class AlertMonitor:
         self.emit = emit
         self.request_pause = request_pause
         self.history: deque[StepMetrics] = deque(maxlen=max(cfg.window, 1) * 4)
+        self.weights: dict[str, float] = {}  # reward function -> weight (for reward_dominance)
         self.active: dict[str, tuple[int, Finding]] = {}  # rule -> (raised at step, its finding)
         self._absent: dict[str, int] = {}  # rule -> consecutive steps its condition did not hold
 
     def on_metrics(self, m: StepMetrics) -> list[Finding]:
-        findings = check(self.cfg, m, list(self.history))
+        findings = check(self.cfg, m, list(self.history), self.weights)
         self.history.append(m)
         fired = []
         now = {f.rule: f for f in findings}
@@ -121,7 +170,7 @@ class AlertMonitor:
                 continue
             self.active[rule] = (m.step, f)
             fired.append(f)
-            self.raise_alert(f, m.step, lasting=True)
+            self.raise_alert(f, m.step, lasting=True, evidence=[[m.step, g] for g in m.evidence.get(f.evidence, [])])
         for rule in [r for r in self.active if r not in now]:
             self._absent[rule] = self._absent.get(rule, 0) + 1
             if self._absent[rule] >= CLEAR_AFTER:
@@ -132,9 +181,10 @@ class AlertMonitor:
                                 message=f"{rule} cleared: not seen for {CLEAR_AFTER} steps (raised at step {since})"))
         return fired
 
-    def raise_alert(self, f: Finding, step: int, *, lasting: bool = False) -> None:
+    def raise_alert(self, f: Finding, step: int, *, lasting: bool = False, evidence: list[list[int]] | None = None) -> None:
         self.emit(Alert(rule=f.rule, severity=f.severity, message=f.message, step=step, metric=f.metric,
                         value=f.value if f.value is None or math.isfinite(f.value) else None,
-                        threshold=f.threshold, suggestion=f.suggestion, lasting=lasting, since=step if lasting else None))
+                        threshold=f.threshold, suggestion=f.suggestion, lasting=lasting, since=step if lasting else None,
+                        evidence=evidence or []))
         if f.action == "pause":
             self.request_pause(f"alert {f.rule}: {f.message}")

@@ -1,67 +1,70 @@
-"""TrainingSession: one GRPO run's live objects (engine, policy, TRL trainer) and the hooks
-TRL calls at each stage. The controller owns it and decides when things happen; the
-session knows how (generate, score, advantages, update, sync, checkpoint).
+"""TrainingSession: how a GRPO run's live objects are built and used (engine, policy, TRL
+trainer, canary, checkpoints). It knows how; the step loop (`backend.training.step`) knows
+when, and owns the step counter, the weight version and the live parameters, which come in
+as arguments. The session never reaches up: it gets the bus to record facts on.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
+import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from backend.engine import weight_sync
 from backend.engine.canary import Canary, pick_sequences
-from backend.engine.base import EngineError, Sampling
+from backend.engine.base import Sampling
 from backend.protocol import events as E
-from backend.telemetry.alerts import AlertMonitor, Finding
 from backend.telemetry.gpu import GpuPoller
-from backend.training import checkpoints, factory
+from backend.training import checkpoints, factory, trl_compat
 from backend.training.rewards import RewardRecorder
-from backend.training.trainer import (
-    RolloutBatch,
-    RolloutFunc,
-    StopTraining,
-    group_view,
-    make_callback,
-    make_trainer_class,
-    set_learning_rate,
-    set_loss_temperature,
-)
+from backend.training.trainer import RolloutFunc, make_callback, make_trainer_class
 
 PROMPTS_CHECKED = 5000  # prompts tokenized at start for the length check (the rest are checked by vLLM)
 CANARY_PROMPTS = 8
 CANARY_TOKENS = 32
 
 
+@dataclass
+class SyncDone:
+    """One push of the policy's weights into the engine."""
+
+    report: Any  # the engine's PushReport (bytes, method, load time, detail)
+    checksum: str
+    duration_s: float
+    engine_version: int  # the version the engine reports after the push
+    verified: bool | None  # the canary's verdict; None when not checked this time
+    canary: str  # the canary's detail
+
+
 class TrainingSession:
-    def __init__(self, controller) -> None:
-        self.c = controller
-        self.profile = controller.profile
-        self.recorder = RewardRecorder(timeout_s=controller.profile.task.reward_timeout_s)
+    def __init__(self, profile, bus, *, run_id: str, run_dir, profile_name: str, resume: Any = None) -> None:
+        self.profile = profile
+        self.emit = bus.emit
+        self.run_id, self.profile_name = run_id, profile_name
+        self.resume = resume  # checkpoints.ResumePoint when resuming
+        self.recorder = RewardRecorder(timeout_s=profile.task.reward_timeout_s)
+        self.task = None
         self.engine = None
         self.trainer = None
         self.model = None
         self.tokenizer = None
+        self.canary: Canary | None = None
+        self.canary_seqs: list[list[int]] = []
         self.gpu: GpuPoller | None = None
         self.max_prompt_tokens = 0
-        self.has_ref_model = self.profile.training.beta > 0
-        self._batch: RolloutBatch | None = None
-        self._synced_step = -1
-        self._syncs = 0
-        self._step_offset = 0
-        self._last_step_end = time.perf_counter()
-        self._step_wall: dict[int, float] = {}
-        self.canary_seqs: list[list[int]] = []
-        self._skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
+        self.has_ref_model = profile.training.beta > 0
         self._sync_pool = None
-        self.resume = getattr(controller, "resume", None)  # checkpoints.ResumePoint when resuming
-        if self.resume is not None:
-            self._step_offset = self.resume.step_offset
-        self.checkpoint_root = checkpoints.root_for(self.profile.run.output_dir, controller.run_dir, controller.run_id)
+        self.encoder: RolloutFunc | None = None
+        self.checkpoint_root = checkpoints.root_for(profile.run.output_dir, run_dir, run_id)
+
+    def progress(self, stage: str, message: str, current: int = 0, total: int = 0) -> None:
+        self.emit(E.Progress(stage=stage, message=message, current=current, total=total))
 
     # ---- setup -------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, hooks, params: dict[str, Any], *, max_steps: int) -> None:
+        """Model, task, engine, policy, canary, warm-up and the TRL trainer, with `hooks` (the
+        step loop) as the one object TRL calls. Progress is reported as it goes."""
         import torch
 
         from backend.engine.factory import make_engine
@@ -73,17 +76,20 @@ class TrainingSession:
         transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint
         torch.set_num_threads(p.run.num_threads)
         torch.manual_seed(p.run.seed)
-        say = lambda msg: self.c.progress("model", msg)  # noqa: E731
+        say = lambda msg: self.progress("model", msg)  # noqa: E731
         device = resolve_device(p.engine.device)
         dtype = factory.resolve_dtype(p, device)
         model_path, embedded = factory.resolve_model(p, say, dtype)
         self.task = factory.load_task(p, self.recorder)
+        if p.task.ground_truth and p.task.ground_truth not in self.task.reward_names:
+            raise ValueError(f"task.ground_truth = {p.task.ground_truth!r} is not one of the run's reward functions "
+                             f"({', '.join(self.task.reward_names)}); add it to task.reward_funcs (weight 0 to only watch it)")
         self.model_path, self.device, self.dtype = model_path, device, dtype
         # what can be checked before the engine starts (seconds to minutes) is checked now
         from transformers import AutoTokenizer
 
-        encoder = RolloutFunc(None, AutoTokenizer.from_pretrained(model_path), self)
-        encoded = [encoder.encode(x) for x in self.task.dataset["prompt"][:PROMPTS_CHECKED]]
+        self.encoder = RolloutFunc(None, AutoTokenizer.from_pretrained(model_path), None)
+        encoded = [self.encode(x) for x in self.task.dataset["prompt"][:PROMPTS_CHECKED]]
         self.max_prompt_tokens = max(len(x) for x in encoded)
         if self.max_prompt_tokens + p.sampling.max_tokens > p.engine.max_model_len:
             raise ValueError(
@@ -92,14 +98,14 @@ class TrainingSession:
                 "sampling.max_tokens"
             )
 
-        self.c.progress("engine", f"starting vLLM ({p.engine.backend}, {device}, {dtype}) — first start compiles kernels, ~10-60 s")
+        self.progress("engine", f"starting vLLM ({p.engine.backend}, {device}, {dtype}) — first start compiles kernels, ~10-60 s")
         t0 = time.perf_counter()
         self.engine = make_engine(p, model_path, device, dtype)
-        self.c.progress("engine", f"engine ready in {time.perf_counter() - t0:.1f} s: {self.engine.info.name}; compiling sampling kernels")
+        self.progress("engine", f"engine ready in {time.perf_counter() - t0:.1f} s: {self.engine.info.name}; compiling sampling kernels")
         self.engine.generate([[1, 2]], Sampling(n=2, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=2, seed=0))
         self.engine.prompt_logprobs([[1, 2, 3]])
 
-        self.c.progress("model", "loading the policy into the trainer")
+        self.progress("model", "loading the policy into the trainer")
         self.model, self.tokenizer = factory.load_policy(model_path, p.training.policy_dtype, device)
         # canary: the tails of a few real prompts as fixed sequences, its noise floor measured
         # now, while engine and trainer hold the same weights (before warm-up or resume)
@@ -107,44 +113,37 @@ class TrainingSession:
         self.canary = Canary(pick_sequences(encoded, CANARY_PROMPTS, min(CANARY_TOKENS, e.max_model_len - 1)),
                              tolerance=e.canary_tolerance, noise_factor=e.canary_noise_factor, max_noise=e.canary_max_noise)
         self.canary_seqs = self.canary.sequences
-        self.c.progress("engine", self.canary.calibrate(self.engine.prompt_logprobs(self.canary_seqs), self.trainer_logprobs(self.canary_seqs)))
+        self.progress("engine", self.canary.calibrate(self.engine.prompt_logprobs(self.canary_seqs), self.trainer_logprobs(self.canary_seqs)))
         if self.resume is not None:
             self._load_resume_weights()
 
-        self.c.emit(
+        self.emit(
             E.RunStarted(
-                run_id=self.c.run_id,
-                profile=self.c.profile_name,
+                run_id=self.run_id,
+                profile=self.profile_name,
                 profile_data=p.model_dump(mode="json"),
                 model=model_path if not embedded else f"embedded tiny Qwen2 ({_count(self.model)/1e3:.0f}k params)",
                 task=p.task.name,
                 engine=self.engine.info.name,
                 reward_functions=self.task.reward_names,
                 reward_weights=list(self.task.reward_weights),
-                params=dict(self.c.params),
-                pid=__import__("os").getpid(),
+                params=dict(params),
+                pid=os.getpid(),
             )
         )
-        self.alerts = AlertMonitor(p.alerts, self.c.emit, self.c.request_pause)
-        self.gpu = GpuPoller(self.c.emit, hz=p.telemetry.gpu_poll_hz, remote=getattr(self.engine, "node_stats", None))
+        self.gpu = GpuPoller(self.emit, hz=p.telemetry.gpu_poll_hz, remote=getattr(self.engine, "node_stats", None))
         self.gpu.start()
 
         if embedded and self.task.embedded and p.task.warmup_steps and self.resume is None:
             n = p.task.warmup_steps
-            self.c.progress("warmup", f"supervised warm-up: {n} steps on correct examples", 0, n)
+            self.progress("warmup", f"supervised warm-up: {n} steps on correct examples", 0, n)
             factory.supervised_warmup(
                 self.model, self.tokenizer, n, p.task.warmup_learning_rate, p.run.seed,
-                lambda i, loss: self.c.progress("warmup", f"warm-up step {i}/{n}, loss {loss:.3f}", i, n),
+                lambda i, loss: self.progress("warmup", f"warm-up step {i}/{n}, loss {loss:.3f}", i, n),
                 correct_fraction=p.task.warmup_correct_fraction,
             )
-        self.c.progress("trainer", "building the TRL GRPO trainer")
-        self._build_trainer(p.run.max_steps - self._step_offset)
-        if self.resume is None:
-            self.sync_weights(verify=True, reason="initial")
-        else:  # the engine serves the checkpoint's weights before the first resumed step, verified
-            r = self.resume
-            self.sync_weights(verify=True, reason=f"resumed from {r.path.name} (step {r.step}); checksum equals the checkpoint's")
-            self._synced_step = r.step
+        self.progress("trainer", "building the TRL GRPO trainer")
+        self._build_trainer(hooks, max_steps)
 
     def _load_resume_weights(self) -> None:
         """The policy's weights from the checkpoint, checked against the checksum saved with it."""
@@ -165,9 +164,10 @@ class TrainingSession:
         checksum, _ = fp(weight_sync.state_tensors(self.model))
         if checksum != r.checksum:
             raise ValueError(f"{r.path}: loaded weights have checksum {checksum}, the checkpoint recorded {r.checksum}")
-        self.c.progress("model", f"loaded step {r.step} weights from {r.path} (checksum {checksum} verified)")
+        self.progress("model", f"loaded step {r.step} weights from {r.path} (checksum {checksum} verified)")
 
-    def _build_trainer(self, max_steps: int) -> None:
+    def _build_trainer(self, hooks, max_steps: int) -> None:
+        trl_compat.check()  # a TRL without what the hooks need stops here, named, not mid-run
         p = self.profile
         args = factory.grpo_config(p, self.checkpoint_root, self.device, self.task.reward_weights, max_steps)
         cls = make_trainer_class()
@@ -177,285 +177,48 @@ class TrainingSession:
             args=args,
             train_dataset=self.task.dataset,
             processing_class=self.tokenizer,
-            rollout_func=RolloutFunc(self.engine, self.tokenizer, self),
-            callbacks=[make_callback(self)],
+            rollout_func=RolloutFunc(self.engine, self.tokenizer, hooks),
+            callbacks=[make_callback(hooks)],
         )
-        self.trainer.rlc_hooks = self
+        self.trainer.rlc_hooks = hooks
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         self.trainer.remove_callback(PrinterCallback)  # the console prints its own lines
         self.trainer.remove_callback(ProgressCallback)
-        self.c.trainer = self.trainer
 
-    # ---- the loop ----------------------------------------------------------
-    def train(self) -> None:
-        while True:
-            try:
-                self._last_step_end = time.perf_counter()
-                if self.resume is not None:  # TRL restores optimizer, scheduler, RNG and skips the data already seen
-                    path, self.resume = self.resume.path, None
-                    self.trainer.train(resume_from_checkpoint=str(path))
-                else:
-                    self.trainer.train()
-                return
-            except StopTraining as stop:
-                if not stop.restart:
-                    return
-            # a new group size: TRL builds G into its sampler, so train() starts again
-            done = self.c.step
-            remaining = self.profile.run.max_steps - done
-            if remaining <= 0:
-                return
-            self._step_offset = done
-            g = self.c.params["num_generations"]
-            self.trainer.num_generations = g
-            self.trainer.args.num_generations = g
-            self.trainer.args.per_device_train_batch_size = self.profile.training.prompts_per_step * g
-            self.trainer.args.generation_batch_size = self.profile.training.prompts_per_step * g
-            self.trainer._train_batch_size = self.profile.training.prompts_per_step * g
-            self.trainer.args.max_steps = remaining
-            self.trainer.state.global_step = 0
+    # ---- what the step loop asks for -------------------------------------------
+    def encode(self, prompt: Any) -> list[int]:
+        """Token ids of a prompt as the rollouts encode it (chat template for messages)."""
+        return self.encoder.encode(prompt)
 
     @property
-    def step_now(self) -> int:
-        return self._step_offset + self.trainer.state.global_step
+    def conversational(self) -> bool:
+        """Whether the task's prompts are chat messages (an operator's prompt becomes a user message)."""
+        return bool(self.task is not None and len(self.task.dataset) and isinstance(self.task.dataset[0]["prompt"], list))
 
-    # hooks called by TRL through RolloutFunc / the trainer subclass / the callback
-    def before_rollout(self, trainer) -> tuple[Sampling, float, int, int]:
-        t0 = time.perf_counter()
-        self.c.boundary()
-        # time held at the boundary (paused, or applying an operator's command) is not step time:
-        # a pause must not read as a slow step in StepMetrics.times, the charts or the slow_step alert
-        self._last_step_end += time.perf_counter() - t0
-        if self._pending_restart:
-            self._pending_restart = False
-            raise StopTraining("group size changed", restart=True)
-        sync_s = 0.0
-        if self._synced_step != self.step_now:
-            verify = self.profile.engine.verify_every > 0 and (self._syncs % self.profile.engine.verify_every == 0)
-            try:
-                sync_s = self.sync_weights(verify=verify, reason="step")
-            except EngineError as exc:  # a Ray replica died between steps: same recovery as mid-rollout
-                if not hasattr(self.engine, "restart_dead"):
-                    raise
-                t0 = time.perf_counter()
-                self.recover_engine(exc)
-                sync_s = time.perf_counter() - t0
-        prm = self.c.params
-        every = self.profile.telemetry.logprob_diff_every
-        self.measuring_logprobs = bool(every) and (self.step_now + 1) % every == 0
-        sampling = Sampling(
-            n=prm["num_generations"],
-            temperature=prm["temperature"],
-            top_p=prm["top_p"],
-            top_k=prm["top_k"],
-            max_tokens=prm["max_tokens"],
-            seed=self.profile.run.seed * 1_000_003 + self.step_now,
-            # engine sampling log-probs cost rollout time: asked for where TRL's off-policy mask
-            # needs them, and on the steps that measure trainer-engine agreement
-            logprobs=self.measuring_logprobs or getattr(trainer.args, "off_policy_mask_threshold", None) is not None,
-        )
-        self.recorder.reset()
-        return sampling, sync_s, self.c.weight_version, self.step_now + 1
+    def probe_rows(self) -> list[Any]:
+        from backend.training.probes import probe_rows
 
-    _pending_restart = False
-    measuring_logprobs = False
+        t = self.profile.telemetry
+        return probe_rows(self.task.dataset, t.probes, t.probe_prompts)
 
-    def recover_engine(self, exc: Exception) -> None:
-        """A Ray engine replica died mid-run: nothing of this step has been applied yet.
-        Alert, restart the dead replicas, re-push and verify the weights, then pause here
-        (before this step's update) until the operator resumes — or go on if the profile
-        says `ray.auto_resume`."""
-        step = self.step_now + 1
-        self.alerts.raise_alert(
-            Finding("engine_dead", "critical", f"engine failure at step {step}: {exc}", "engine", None, None,
-                    "the replica is restarted and re-synced; press p (or ctl resume) to continue", "alert"),
-            step,
-        )
-        if not self.profile.ray.auto_resume:
-            self.c.request_pause(f"engine failure at step {step}; restarting the replica")
-        t0 = time.perf_counter()
-        self.c.progress("engine", "restarting dead engine replicas")
-        restarted = self.engine.restart_dead()
-        self.c.progress("engine", f"restarted replica(s) {restarted} in {time.perf_counter() - t0:.1f} s; re-pushing weights")
-        self.sync_weights(verify=True, reason=f"after restarting replica(s) {restarted}")
-        self.c.boundary()  # paused here until resumed; commands keep working
+    @property
+    def can_restart_engine(self) -> bool:
+        """Ray engines restart dead replicas; an in-process engine that died takes the run with it."""
+        return hasattr(self.engine, "restart_dead")
 
-    def rollout_done(self, batch: RolloutBatch) -> None:
-        self._batch = batch
-
-    def scored(self, trainer, advantages: list[float], logprob_gap: tuple[float, float] | None = None) -> None:
-        b = self._batch
-        if b is None:
-            return
-        b.advantages = advantages
-        b.logprob_gap = logprob_gap
-        b.rewards = dict(self.recorder.values)
-        failed = dict(self.recorder.failures)
-        bad = [n for n, vals in b.rewards.items() if n not in failed and any(v is not None and not math.isfinite(v) for v in vals)]
-        if failed:  # raised, hung past its timeout, or returned no list of numbers
-            name, why = next(iter(failed.items()))
-            self._skip_update = f"reward function {name} {why}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
-            self.alerts.raise_alert(
-                Finding("reward_failed", "critical", f"{self._skip_update} at step {b.step}: this step's update will be skipped",
-                        "reward", None, None, "fix the reward function (or its judge), then resume", "alert"),
-                b.step,
-            )
-        elif bad:  # None means "not applicable" in TRL; NaN/Inf is a broken reward: keep it out of the weights
-            self._skip_update = f"reward function {bad[0]} returned NaN/Inf"
-            self.alerts.raise_alert(
-                Finding("non_finite", "critical", f"{self._skip_update} at step {b.step}: this step's update will be skipped",
-                        "reward", None, None, "fix the reward function, then resume", "alert"),
-                b.step,
-            )
-        b.score_s = self.recorder.seconds
-        names, weights = self.task.reward_names, self.task.reward_weights
-        groups = []
-        ended: dict[bool, list[float]] = {False: [], True: []}  # truncated? -> totals
-        for gi, (prompt, rows) in enumerate(group_view(b, names, weights)):
-            totals = [t for r in rows if (t := _clean(r[2])) is not None]  # NaN rewards are alerted above
-            for c, _, total, _ in rows:
-                if (t := _clean(total)) is not None:
-                    ended[c.truncated].append(t)
-            groups.append(
-                E.SampleGroup(
-                    step=b.step,
-                    group=gi,
-                    prompt=prompt,
-                    completions=[
-                        E.Completion(
-                            text=c.text,
-                            rewards={k: _clean(v) for k, v in rw.items()},
-                            reward=_clean(total) or 0.0,
-                            advantage=_clean(adv) or 0.0,
-                            length=len(c.token_ids),
-                            truncated=c.truncated,
-                        )
-                        for c, rw, total, adv in rows
-                    ],
-                    weight_version=b.weight_version,
-                    reward_mean=statistics.fmean(totals) if totals else 0.0,
-                    reward_std=statistics.pstdev(totals) if len(totals) > 1 else 0.0,
-                )
-            )
-        b.reward_finished = statistics.fmean(ended[False]) if ended[False] else None
-        b.reward_truncated = statistics.fmean(ended[True]) if ended[True] else None
-        self.c.emit_many(groups)
-
-    def on_step_end(self, state) -> None:
-        now = time.perf_counter()
-        self.c.step = self.step_now
-        self._step_wall[self.c.step] = now - self._last_step_end
-        self._last_step_end = now
-        if self._skip_update:  # the weights are still the last good ones: keep them, then pause
-            reason, self._skip_update = self._skip_update, None
-            self._skipped[self.c.step] = reason
-            self.checkpoint("last good state")
-            self.c.request_pause(f"{reason} at step {self.c.step}: update skipped, last good state checkpointed")
-        elif (every := self.profile.run.checkpoint_every) and self.c.step % every == 0:
-            self.checkpoint("scheduled")
-
-    def on_log(self, state, logs: dict[str, Any]) -> None:
-        step = self.step_now
-        b = self._batch
-        total = self._step_wall.pop(step, 0.0)
-        gen = b.generate_s if b else 0.0
-        score = b.score_s if b else 0.0
-        sync = b.sync_s if b else 0.0
-        truncated = (
-            sum(c.truncated for g in b.groups for c in g) / max(1, b.num_completions) if b else 0.0
-        )
-        by_fn = {n: v for n in self.task.reward_names if (v := _clean(logs.get(f"rewards/{n}/mean"))) is not None}
-        metrics = self.c.emit(
-            E.StepMetrics(
-                step=step,
-                loss=_clean(logs.get("loss")),
-                kl=_clean(logs.get("kl")),
-                grad_norm=_clean(logs.get("grad_norm")),
-                learning_rate=_clean(logs.get("learning_rate")),
-                reward_mean=_clean(logs.get("reward")) or 0.0,
-                reward_std=_clean(logs.get("reward_std")) or 0.0,
-                rewards_by_function=by_fn,
-                frac_reward_zero_std=_clean(logs.get("frac_reward_zero_std")) or 0.0,
-                truncated_ratio=truncated,
-                clip_ratio=_clean(logs.get("clip_ratio/region_mean")),
-                entropy=_clean(logs.get("entropy")),
-                completion_length_mean=_clean(logs.get("completions/mean_length")) or 0.0,
-                logprob_diff_mean=b.logprob_gap[0] if b and b.logprob_gap else None,
-                logprob_diff_max=b.logprob_gap[1] if b and b.logprob_gap else None,
-                reward_finished=b.reward_finished if b else None,
-                reward_truncated=b.reward_truncated if b else None,
-                update_skipped=self._skipped.pop(step, ""),
-                times=E.StepTimes(
-                    generate=gen, score=score, sync=sync, train=max(0.0, total - gen - score - sync), total=total
-                ),
-                tokens_per_s=(b.generated_tokens / gen) if b and gen > 0 else 0.0,
-                samples_per_s=(b.num_completions / total) if b and total > 0 else 0.0,
-                weight_version=self.c.weight_version,
-            )
-        )
-        self.alerts.on_metrics(metrics)
-
-    def on_pre_optimizer_step(self, model) -> None:
-        """NaN/Inf guard: drop the gradients (so the optimizer skips this update), then pause
-        with the last good weights checkpointed."""
-        import torch
-
-        bad = [n for n, prm in model.named_parameters() if prm.grad is not None and not torch.isfinite(prm.grad).all()]
-        if bad and not self._skip_update:
-            self._skip_update = f"non-finite gradients in {len(bad)} tensors (e.g. {bad[0]})"
-            self.alerts.raise_alert(
-                Finding("non_finite", "critical", f"{self._skip_update}: update skipped", "grad", None, None,
-                        "inspect the newest groups and rewards; lower the learning rate; then resume", "alert"),
-                self.step_now + 1,
-            )
-        if self._skip_update:
-            for prm in model.parameters():
-                prm.grad = None  # AdamW skips parameters without a gradient: no update at all
-
-    _skip_update: str | None = None
-
-    # ---- actions the controller asks for -------------------------------------
-    def apply_params(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Apply validated live changes at a step boundary (see APPLY below: one entry per
-        parameter of `backend.protocol.params.PARAMS`)."""
-        for key, value in changes.items():
-            APPLY[key](self, value)
-        return dict(changes)
-
-    def sync_weights(self, *, verify: bool, reason: str) -> float:
-        """Push the policy's weights into the engine; verify with a greedy canary when asked."""
+    def push_weights(self, version: int, *, verify: bool) -> SyncDone:
+        """Push the policy's weights into the engine as `version`; check them with the canary when
+        asked. A push past `engine.sync_deadline_s` raises TimeoutError instead of hanging."""
         t0 = time.perf_counter()
         tensors = weight_sync.state_tensors(self.model, self.dtype)  # float32 master -> the engine's dtype
         checksum, _ = weight_sync.fingerprint(tensors)
-        version = self.c.weight_version + 1
         report = self._push_with_deadline(tensors, version, checksum)
-        verified, detail = None, ""
-        if verify:
-            verified, detail = self.verify_canary()
-        self.c.weight_version = version
-        self._synced_step = self.step_now if self.trainer is not None else -1
-        self._syncs += 1
-        duration = time.perf_counter() - t0
-        if verified is False:
-            raise EngineError(f"weight sync v{version} not applied: {detail}")
-        self.c.emit(
-            E.WeightsSynced(
-                version=version,
-                step=self.c.step,
-                duration_s=duration,
-                bytes=report.bytes,
-                checksum=checksum,
-                verified=bool(verified),
-                method=report.method + ("" if verify else " (not canary-checked this time)"),
-                detail=f"{reason}; load {report.duration_s * 1000:.1f} ms"
-                + (f" ({report.detail})" if report.detail else "") + (f"; {detail}" if detail else ""),
-            )
-        )
-        return duration
+        verified, detail = self.verify_canary() if verify else (None, "")
+        return SyncDone(report=report, checksum=checksum, duration_s=time.perf_counter() - t0,
+                        engine_version=self.engine.weight_version(), verified=verified, canary=detail)
 
     def _push_with_deadline(self, tensors, version: int, checksum: str):
-        """A sync past `engine.sync_deadline_s` raises (and alerts) instead of hanging the run."""
         import concurrent.futures
 
         if self._sync_pool is None:  # one long-lived thread: per-sync threads cost ~100 ms on CUDA
@@ -463,19 +226,10 @@ class TrainingSession:
         deadline = self.profile.engine.sync_deadline_s
         future = self._sync_pool.submit(self.engine.push_weights, tensors, version, checksum)
         try:
-            report = future.result(timeout=deadline)
+            return future.result(timeout=deadline)
         except concurrent.futures.TimeoutError:
             self._sync_pool = None  # abandon the stuck thread; a later sync gets a fresh one
-            msg = f"weight sync v{version} still running after its {deadline:g} s deadline"
-            self.alerts.raise_alert(Finding("sync_deadline", "critical", msg, "sync_s", None, deadline,
-                                            "check the engine (backend.log); resume from the last checkpoint", "alert"), self.step_now)
-            raise EngineError(msg) from None
-        if self.engine.weight_version() != version:
-            self.alerts.raise_alert(Finding("engine_stale", "critical",
-                                            f"engine reports weight version {self.engine.weight_version()}, trainer pushed {version}",
-                                            "weight_version", float(self.engine.weight_version()), float(version),
-                                            "resync weights (w)", "pause"), self.step_now)
-        return report
+            raise TimeoutError(f"weight sync v{version} still running after its {deadline:g} s deadline") from None
 
     def verify_canary(self) -> tuple[bool, str]:
         """The engine's log-probs of the canary sequences must match the trainer's new weights
@@ -504,21 +258,21 @@ class TrainingSession:
             self.model.train()
         return out
 
-    def checkpoint(self, reason: str = "on demand") -> None:
+    def checkpoint(self, *, step: int, step_offset: int, weight_version: int, params: dict[str, Any], reason: str) -> None:
         """TRL's full checkpoint (weights, optimizer, scheduler, RNG, data position) + resume metadata."""
         if self.trainer is None:
             return
         t0 = time.perf_counter()
-        self.trainer._save_checkpoint(self.trainer.model, trial=None)
-        gs = self.trainer.state.global_step
+        gs = trl_compat.save_checkpoint(self.trainer)
         checksum, _ = weight_sync.fingerprint(weight_sync.state_tensors(self.model))
         point = checkpoints.ResumePoint(
-            path=self.checkpoint_root / f"checkpoint-{gs}", step=self.c.step, global_step=gs, step_offset=self._step_offset,
-            weight_version=self.c.weight_version, params=dict(self.c.params), checksum=checksum, reason=reason,
+            path=self.checkpoint_root / f"checkpoint-{gs}", step=step, global_step=gs, step_offset=step_offset,
+            weight_version=weight_version, params=dict(params), checksum=checksum, reason=reason,
             fingerprint=weight_sync.FINGERPRINT_VERSION,
         )
         path = checkpoints.finish(point.path, point, self.profile.run.keep_checkpoints)
-        self.c.emit(E.CheckpointSaved(step=self.c.step, path=str(path), duration_s=time.perf_counter() - t0))
+        self.emit(E.CheckpointSaved(step=step, path=str(path), duration_s=time.perf_counter() - t0))
+
 
     def close(self) -> None:
         if self.gpu is not None:
@@ -528,51 +282,6 @@ class TrainingSession:
                 self.engine.shutdown()
             except Exception:
                 pass
-
-
-def _next_rollout(session: TrainingSession, value: Any) -> None:
-    """Sampling parameters are read from the live params when the next rollout is built."""
-
-
-def _set_temperature(session: TrainingSession, value: float) -> None:
-    set_loss_temperature(session.trainer, value)  # the loss's log-probs follow the sampling temperature
-
-
-def _set_max_tokens(session: TrainingSession, value: int) -> None:
-    session.trainer.max_completion_length = value
-    session.trainer.args.max_completion_length = value
-
-
-def _set_group_size(session: TrainingSession, value: int) -> None:
-    if value != session.c.params["num_generations"]:
-        session._pending_restart = True  # TRL builds G into its sampler: train() starts again at the boundary
-
-
-def _set_beta(session: TrainingSession, value: float) -> None:
-    session.trainer.beta = value
-    session.trainer.args.beta = value
-
-
-#: how each live parameter takes effect at a step boundary (`backend.protocol.params.PARAMS`)
-APPLY: dict[str, Any] = {
-    "temperature": _set_temperature,
-    "top_p": _next_rollout,
-    "top_k": _next_rollout,
-    "max_tokens": _set_max_tokens,
-    "num_generations": _set_group_size,
-    "learning_rate": lambda session, value: set_learning_rate(session.trainer, value),
-    "beta": _set_beta,
-}
-
-
-def _clean(x: Any) -> float | None:
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _count(model) -> int:

@@ -12,11 +12,11 @@ Stages per step, named as in the paper: generate -> score -> advantages -> updat
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from backend.engine.base import EngineError, GeneratedCompletion, Sampling
-from backend.training.data import prompt_text
+from backend.training import trl_compat
 
 
 @dataclass
@@ -30,9 +30,6 @@ class RolloutBatch:
     sampling: Sampling
     generate_s: float
     sync_s: float = 0.0
-    advantages: list[float] = field(default_factory=list)
-    rewards: dict[str, list[float | None]] = field(default_factory=dict)
-    totals: list[float] = field(default_factory=list)
     score_s: float = 0.0
     logprob_gap: tuple[float, float] | None = None  # (mean, max) trainer vs engine, where measured
     reward_finished: float | None = None
@@ -60,17 +57,18 @@ def make_trainer_class():
     from trl import GRPOTrainer
 
     class ConsoleGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer that hands each scored batch (with advantages) to the controller."""
+        """GRPOTrainer that hands each scored batch (with TRL's advantages) to the step loop."""
 
         rlc_hooks: Any = None
 
-        def _generate_and_score_completions(self, inputs):
-            out = super()._generate_and_score_completions(inputs)
-            if self.rlc_hooks is not None:
-                gap = logprob_gap(self, out) if self.rlc_hooks.measuring_logprobs else None
-                self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist(), gap)
-            return out
+    def scored(self, inputs):
+        out = getattr(super(ConsoleGRPOTrainer, self), trl_compat.SCORE_HOOK)(inputs)
+        if self.rlc_hooks is not None:
+            gap = logprob_gap(self, out) if self.rlc_hooks.measuring_logprobs else None
+            self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist(), gap)
+        return out
 
+    setattr(ConsoleGRPOTrainer, trl_compat.SCORE_HOOK, scored)  # see trl_compat.SCORE_HOOK
     return ConsoleGRPOTrainer
 
 
@@ -136,7 +134,7 @@ class RolloutFunc:
 def logprob_gap(trainer, out: dict[str, Any]) -> tuple[float, float] | None:
     """(mean, max) |trainer log-prob - engine sampling log-prob| over the sampled tokens, the
     trainer's log-probs computed as TRL computes them for its own importance sampling
-    (`_get_per_token_logps_and_entropies`, at the loss temperature), before the update."""
+    (`trl_compat.per_token_logps`, at the loss temperature), before the update."""
     import torch
 
     sampling = out.get("sampling_per_token_logps")
@@ -145,13 +143,13 @@ def logprob_gap(trainer, out: dict[str, Any]) -> tuple[float, float] | None:
     prompt_ids, completion_ids = out["prompt_ids"], out["completion_ids"]
     mask = out["completion_mask"].bool()
     with torch.no_grad():
-        trainer_lp = trainer._get_per_token_logps_and_entropies(
-            trainer.model,
+        trainer_lp = trl_compat.per_token_logps(
+            trainer,
             torch.cat([prompt_ids, completion_ids], dim=1),
             torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1),
             completion_ids.size(1),
             batch_size=trainer.args.per_device_train_batch_size,
-        )[0]
+        )
     delta = (trainer_lp.float() - sampling.float()).abs()[mask]
     delta = delta[~torch.isnan(delta)]
     if delta.numel() == 0:
@@ -177,22 +175,6 @@ def make_callback(hooks):
     return ConsoleCallback()
 
 
-def group_view(batch: RolloutBatch, reward_names: list[str], weights: list[float]):
-    """Per group: (prompt text, [(completion, {fn: reward}, total, advantage)])."""
-    out = []
-    i = 0
-    for prompt, group in zip(batch.prompts, batch.groups):
-        rows = []
-        for c in group:
-            rewards = {name: batch.rewards.get(name, [None] * (i + 1))[i] for name in reward_names}
-            total = sum(w * v for w, v in zip(weights, rewards.values()) if v is not None)
-            adv = batch.advantages[i] if i < len(batch.advantages) else 0.0
-            rows.append((c, rewards, total, adv))
-            i += 1
-        out.append((prompt_text(prompt), rows))
-    return out
-
-
 def set_learning_rate(trainer, lr: float) -> None:
     """Takes effect at the very next optimizer step; the scheduler keeps it (constant schedule)."""
     if trainer.optimizer is not None:
@@ -203,14 +185,3 @@ def set_learning_rate(trainer, lr: float) -> None:
     if sched is not None and hasattr(sched, "base_lrs"):
         sched.base_lrs = [lr for _ in sched.base_lrs]
     trainer.args.learning_rate = lr
-
-
-def set_loss_temperature(trainer, temperature: float) -> None:
-    """Make the training log-probs use the sampling temperature (TRL fixes it at init)."""
-    from trl.trainer.utils import add_fused_lm_head
-
-    model = trainer.model
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    add_fused_lm_head(base, temperature=temperature, cast_lm_head_to_fp32=trainer.args.cast_lm_head_to_fp32, outputs=("log_probs", "entropy"))
-    trainer.temperature = temperature
-    trainer.args.temperature = temperature

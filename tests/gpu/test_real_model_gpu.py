@@ -25,7 +25,7 @@ def controller(rlc_home, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     ctl = Controller(profile, run_id="gpu-real", run_dir=run_dir, profile_name="smollm2-gpu", store=RunStore(run_dir / "events.db"))
     events = []
-    ctl.listeners.append(events.append)
+    ctl.bus.subscribe(events.append)
     ctl.events = events
     worker = threading.Thread(target=ctl.run, daemon=True)
     worker.start()
@@ -76,9 +76,9 @@ def test_canary_refuses_a_skipped_push(controller):
                 p.add_(torch.randn(p.shape, generator=g, device="cuda") * 0.03 * p.abs().mean())
         ok, detail = s.verify_canary()
         assert not ok, detail
-        s.sync_weights(verify=True, reason="test: pushed after the update")  # the real push passes
+        controller.loop.sync(verify=True, reason="test: pushed after the update")  # the real push passes
     finally:
         with torch.no_grad():
             for n, p in s.model.named_parameters():
                 p.copy_(saved[n])
-    s.sync_weights(verify=True, reason="test: restored")
+    controller.loop.sync(verify=True, reason="test: restored")

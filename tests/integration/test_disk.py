@@ -48,7 +48,7 @@ def test_a_log_that_cannot_be_written_stops_the_run_and_says_why(rlc_home):
 
     ctl, store = _controller(rlc_home, "disk-full", FillingStore, run={"max_steps": 1000, "checkpoint_every": 0})
     seen = []
-    ctl.listeners.append(seen.append)
+    ctl.bus.subscribe(seen.append)
     out = {}
     worker = threading.Thread(target=lambda: out.setdefault("rc", ctl.run()), daemon=True)
     worker.start()
@@ -65,7 +65,7 @@ def test_a_log_that_cannot_be_written_stops_the_run_and_says_why(rlc_home):
 def test_low_disk_space_pauses_at_the_boundary_with_an_alert(rlc_home):
     ctl, store = _controller(rlc_home, "disk-low", run={"max_steps": 1000, "min_free_disk_mb": 10**9})
     seen = []
-    ctl.listeners.append(seen.append)
+    ctl.bus.subscribe(seen.append)
     worker = threading.Thread(target=ctl.run, daemon=True)
     worker.start()
     try:

@@ -100,7 +100,7 @@ async def test_live_run_obeys_every_control(rlc_home, tmp_path):
         await client.send(resync)
         await rec.wait(rec.result(resync.id, "applied"), what="resync applied")
         synced = [w for w in rec.of("weights_synced") if "resync" in w.detail][-1]
-        assert synced.verified and synced.version == ctl.weight_version and synced.bytes > 0
+        assert synced.verified and synced.version == ctl.loop.weight_version and synced.bytes > 0
         session = ctl.session
         engine_greedy = session.engine.greedy(session.canary_seqs, 6)
         import torch

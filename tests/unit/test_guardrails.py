@@ -46,7 +46,9 @@ def test_resume_sent_while_pausing_calls_the_pause_off(tmp_path):
     c = controller(tmp_path)
     assert c.submit(C.Pause()).status == "accepted" and c.state == "pausing"
     assert c.submit(C.Resume()).status == "accepted"
-    c.boundary()  # the step boundary: both commands applied, no pause entered
+    idled = []
+    assert list(c.at_boundary(idle=lambda: idled.append(1), wake=lambda: None)) == []  # both answered by the desk
+    assert not idled  # no pause entered
     assert c.state == "running" and not c._pause_requested
     states = [e.state for e in c.store.read(0) if e.kind == "state_changed"]
     assert states[-2:] == ["pausing", "running"]

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from backend.protocol import commands as C
 from backend.protocol.params import BY_NAME, LIVE_PARAMS, PARAMS, SAMPLING_PARAMS, param_range
 from backend.settings import LIVE_PARAM_SECTIONS, RunProfile, load_profile
-from backend.training.session import APPLY
+from backend.training.step import APPLY
 
 
 def test_every_derived_place_has_exactly_the_registry():

@@ -37,9 +37,13 @@ EVENTS = [
     E.ErrorReply(message="bad"),
     E.RunResumed(step=30, checkpoint="/runs/r/checkpoints/step-000030", previous_pid=123, checksum="ab12"),
     E.ControlStatus(role="viewer", holder="rl-console pid 7 (uid 0)", reason="another console controls this run"),
+    E.PolicyProbe(step=10, weight_version=11, duration_s=0.04, probes=[
+        E.ProbeOutput(prompt="What is 2+3?", output="5", rewards={"correct": 1.0, "form": None}, reward=1.0, length=2, truncated=False)]),
+    E.TryResult(command_id="t1", step=4, weight_version=5, prompt="hi", params={"temperature": 0.0}, duration_s=0.2,
+                completions=[E.Completion(text="hello", rewards={"f": None}, reward=0.0, advantage=0.0, length=2, truncated=True)]),
 ]
 COMMANDS = [C.Subscribe(from_seq=5), C.Subscribe(from_seq=-1, role="view", client="me"), C.Subscribe(take=True), C.Pause(), C.Resume(), C.ResyncWeights(), C.SetParams(temperature=0.7, max_tokens=3),
-            C.Checkpoint(), C.Stop(checkpoint=False)]
+            C.Checkpoint(), C.Stop(checkpoint=False), C.TryPrompt(prompt="What is 2+3?", n=4, temperature=0.0, columns={"answer": "5"})]
 
 
 def test_every_event_type_is_covered():

