@@ -25,7 +25,7 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
-from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights
+from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights, Stop
 from backend.protocol.events import CommandResult, ControlStatus
 from backend.protocol.paths import LOCK_NAME, run_dir, run_locked
 from console import textual_compat
@@ -38,6 +38,7 @@ from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
 from console.screens.samples import SamplesScreen
 from console.state import RunState
+from console.screens.stop import StopModal
 from console.widgets.status_line import StatusLine
 from console.textual_compat import ShimmedApp
 
@@ -64,6 +65,7 @@ PALETTE = (
     ("resync", "Resync weights", "Push the trainer's weights to the rollout engine now"),
     ("checkpoint", "Checkpoint", "Save a checkpoint at the next step boundary"),
     ("show('dashboard')", "Dashboard", "Reward curve, throughput, GPUs, alerts"),
+    ("stop", "Stop the run", "Stop at the next step boundary, with or without a checkpoint (asks first)"),
     ("show('samples')", "Samples", "Sample groups with completions, rewards and advantages"),
     ("show('params')", "Parameters", "View and edit live parameters"),
     ("show('events')", "Events log", "Every event as a one-liner"),
@@ -105,6 +107,7 @@ class RLConsoleApp(ShimmedApp):
         Binding("d", "show('dashboard')", "dash", tooltip="dashboard"),
         Binding("s", "show('samples')", "samples", tooltip="sample groups and completions"),
         Binding("e", "show('params')", "params", tooltip="view / edit live parameters"),
+        Binding("x", "stop", "stop", tooltip="stop the run (asks first: checkpoint or not)"),
         Binding("l", "show('events')", "log", tooltip="events and alerts log"),
         Binding("m", "show('metrics')", "metrics", tooltip="small multiples of every metric; ETA"),
         Binding("slash", "filter", "filter", tooltip="search samples (opens samples, focuses the filter)"),
@@ -462,6 +465,23 @@ class RLConsoleApp(ShimmedApp):
         if self.current_mode != mode and self.current_mode != "help":
             self._previous_mode = self.current_mode
         await self.switch_mode(mode)
+
+    def action_stop(self) -> None:
+        refused = self.refusal("stop")
+        if refused is not None:  # no dialog for what cannot happen
+            severity, why = refused
+            self.say(why, severity)
+            return
+        state = self.state
+        last = state.last_checkpoint.step if state.last_checkpoint is not None else None
+        self.push_screen(StopModal(state.run_id, state.step, last), self._stop_chosen)
+
+    def _stop_chosen(self, checkpoint: bool | None) -> None:
+        if checkpoint is None:
+            self.say("stop cancelled: the run keeps going")
+        elif self.send_command(Stop(checkpoint=checkpoint)):
+            self.say("stop sent: " + ("a checkpoint is saved, then the run stops" if checkpoint
+                                      else "the run stops at the next step boundary, without a checkpoint"))
 
     async def action_filter(self) -> None:
         await self.action_show("samples")

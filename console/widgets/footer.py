@@ -30,7 +30,7 @@ KEEP = {
     "pause_resume": 80,
     "scrub(-1)": 75,
     "scrub(1)": 75,
-    "stop": 60,
+    "stop": 38,
     "show('dashboard')": 45,
     "show('samples')": 44,
     "show('params')": 43,

@@ -517,3 +517,57 @@ async def test_controls_of_a_live_run_are_offered(kit):
         await kit.wait_for(pilot, lambda: app.state.ended, what="run ended")
         await kit.settle(pilot)
         assert _footer_enabled(app)["p"] is False  # dimmed as soon as the run ends
+
+
+async def test_stop_asks_first_then_sends_stop_with_or_without_a_checkpoint(kit):
+    from console.screens.stop import StopModal
+
+    events = kit.make_run(steps=4)
+    from backend.protocol.events import CheckpointSaved
+
+    events.append(CheckpointSaved(seq=10_000, ts=kit.TS0 + 500, step=2, path="/r/checkpoints/step-000002", duration_s=0.5))
+    source = kit.Source(events)
+    app = RLConsoleApp(source, run_id=kit.RUN_ID)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        assert " x stop " in kit.screen_text(app).splitlines()[-1]
+        await pilot.press("x")
+        await kit.wait_for(pilot, lambda: isinstance(app.screen, StopModal), what="stop dialog")
+        text = kit.screen_text(app)
+        assert "now step 4" in text and "save a checkpoint first" in text and "the steps since step 2 are lost" in text
+        await pilot.press("enter")  # the dialog opens on cancel: Enter alone never stops a run
+        await kit.wait_for(pilot, lambda: not isinstance(app.screen, StopModal), what="dialog closed")
+        assert source.sent == [] and "stop cancelled" in app.status_history[-1][1]
+        await pilot.press("x")
+        await kit.wait_for(pilot, lambda: isinstance(app.screen, StopModal))
+        await pilot.press("escape")
+        await kit.wait_for(pilot, lambda: not isinstance(app.screen, StopModal))
+        assert source.sent == []
+        await pilot.press("x")
+        await kit.wait_for(pilot, lambda: isinstance(app.screen, StopModal))
+        await pilot.press("y")
+        await kit.wait_for(pilot, lambda: len(source.sent) == 1, what="stop sent")
+        assert isinstance(source.sent[0], Stop) and source.sent[0].checkpoint is True
+        await pilot.press("x")
+        await kit.wait_for(pilot, lambda: isinstance(app.screen, StopModal))
+        await pilot.press("exclamation_mark")
+        await kit.wait_for(pilot, lambda: len(source.sent) == 2, what="second stop sent")
+        assert isinstance(source.sent[1], Stop) and source.sent[1].checkpoint is False
+        await kit.wait_for(pilot, lambda: app.status_history[-1][1] == "stop accepted", what="answer on the status line")
+        assert "Stop the run" in {c.title for c in app.get_system_commands(app.screen)}
+
+
+async def test_stop_on_an_ended_run_opens_no_dialog(kit):
+    from console.screens.stop import StopModal
+
+    events = kit.make_run(steps=2) + [StateChanged(seq=10_000, ts=kit.TS0 + 999, state="finished", reason="stopped at step 2", step=2)]
+    source = kit.Source(events, hold_open=False)
+    app = RLConsoleApp(source, run_id=kit.RUN_ID)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "ended")
+        await kit.settle(pilot)
+        await pilot.press("x")
+        await kit.settle(pilot)
+        assert not isinstance(app.screen, StopModal) and source.sent == []
+        assert app.status_history[-1][1].startswith("the run stopped at step 2: stop not sent")
+        assert "Stop the run" not in {c.title for c in app.get_system_commands(app.screen)}

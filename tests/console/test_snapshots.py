@@ -52,3 +52,9 @@ def test_other_screens(snap_compare, kit, key, size):
 def test_dashboard_starting(snap_compare, kit, size):
     app, source = _app(kit, kit.starting_run())
     assert snap_compare(app, terminal_size=size, run_before=_before(kit, source))
+
+
+@pytest.mark.parametrize("size", SMALL)
+def test_stop_dialog(snap_compare, kit, size):
+    app, source = _app(kit, kit.make_run(steps=24))
+    assert snap_compare(app, terminal_size=size, run_before=_before(kit, source, ["x"]))
