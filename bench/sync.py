@@ -127,6 +127,31 @@ def engine_digest(worker) -> list[tuple[str, float, float]]:
     return out
 
 
+def fingerprint_before(named_tensors):
+    """weight_sync.fingerprint as it was before the sync work (a Python loop per tensor): same checksum."""
+    import hashlib
+    import struct
+
+    import torch
+
+    h, total, groups = hashlib.sha256(), 0, {}
+    for i, (name, t) in enumerate(named_tensors):
+        total += t.numel() * t.element_size()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    norms = [(0.0, 0.0)] * len(named_tensors)
+    for idx in groups.values():
+        flat = [named_tensors[i][1].reshape(-1) for i in idx]
+        l1 = torch._foreach_norm(flat, 1, dtype=torch.float32)
+        l2 = torch._foreach_norm(flat, 2, dtype=torch.float32)
+        for i, pair in zip(idx, torch.stack([torch.stack(l1), torch.stack(l2)], 1).double().cpu().tolist()):
+            norms[i] = (pair[0], pair[1])
+    for a, b in norms:
+        h.update(struct.pack("<dd", a, b))
+    return h.hexdigest()[:16], total
+
+
 def gpu_child(model_dir: str, reps: int) -> dict:
     """One model on the GPU: the parts of a sync, timed alone, and the whole, old and new."""
     import torch
@@ -142,8 +167,8 @@ def gpu_child(model_dir: str, reps: int) -> dict:
         model, tok = load_policy(model_dir, "float32", "cuda")
         params = list(model.parameters())
         seqs = [[(i * 7 + j * 13) % 1000 + 10 for j in range(24)] for i in range(4)]
-        t: dict[str, list[float]] = {k: [] for k in ("state_dict", "cast_per_tensor", "state_tensors", "fingerprint",
-                                                      "load_weights", "copy_plan", "sync_before", "sync_now")}
+        t: dict[str, list[float]] = {k: [] for k in ("state_dict", "cast_per_tensor", "state_tensors", "fingerprint_before",
+                                                      "fingerprint", "load_weights", "copy_plan", "sync_before", "sync_now")}
         same, worst, method = [], 0.0, ""
 
         def timed(key, fn):
@@ -162,6 +187,8 @@ def gpu_child(model_dir: str, reps: int) -> dict:
             timed("cast_per_tensor", lambda: [(n, x.detach().to(torch.bfloat16)) for n, x in model.state_dict().items()])
             tensors = timed("state_tensors", lambda: weight_sync.state_tensors(model, "bfloat16"))
             checksum, nbytes = timed("fingerprint", lambda: weight_sync.fingerprint(tensors))
+            if timed("fingerprint_before", lambda: fingerprint_before(tensors)) != (checksum, nbytes):
+                raise AssertionError("the fingerprint is no longer version 2")
             engine.sync_method = "load_weights"
             timed("load_weights", lambda: engine.push_weights(tensors, 2 * v, checksum))
             ref = engine.llm.collective_rpc(engine_digest)[0]
@@ -173,7 +200,7 @@ def gpu_child(model_dir: str, reps: int) -> dict:
             def before():  # what a step's sync cost before: per-tensor cast, fingerprint, load_weights
                 engine.sync_method = "load_weights"
                 ts = [(n, x.detach().to(torch.bfloat16)) for n, x in model.state_dict().items()]
-                engine.push_weights(ts, 10_000 + v, weight_sync.fingerprint(ts)[0])
+                engine.push_weights(ts, 10_000 + v, fingerprint_before(ts)[0])
 
             def now():  # what the session's sync does now
                 engine.sync_method = "copy_plan"
@@ -199,7 +226,8 @@ def gpu_child(model_dir: str, reps: int) -> dict:
 
 def gpu_table(args) -> list[dict]:
     rows = []
-    keys = ("state_dict", "cast_per_tensor", "state_tensors", "fingerprint", "load_weights", "copy_plan", "sync_before", "sync_now")
+    keys = ("state_dict", "cast_per_tensor", "state_tensors", "fingerprint_before", "fingerprint", "load_weights", "copy_plan",
+            "sync_before", "sync_now")
     print(f"{'model':>28} {'params M':>8} {'MB':>6} " + " ".join(f"{k:>15}" for k in keys) + f" {'GB/s before':>11} {'GB/s now':>8}")
     for model_dir in args.gpu.split(","):
         if not Path(model_dir).is_dir():  # a packaged model's name (model.source), e.g. smollm2-135m-instruct

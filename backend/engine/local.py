@@ -224,7 +224,7 @@ class LocalVLLMEngine:
     # ---- weights --------------------------------------------------------
     def push_weights(self, named_tensors: list[tuple[str, Any]], version: int, checksum: str) -> SyncReport:
         self._check()
-        nbytes = sum(t.numel() * t.element_size() for _, t in named_tensors)
+        nbytes = sum(t.nbytes for _, t in named_tensors)
         t0 = time.perf_counter()
         with self._lock:
             if self.verify_received:

@@ -237,6 +237,45 @@ def test_a_constant_fill_beside_the_copies_is_replayed():
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
 
 
+def reference_fingerprint_v2(named_tensors):
+    """FINGERPRINT_VERSION 2 as first written (per-tensor loop): checkpoints carry these checksums."""
+    import hashlib
+    import struct
+
+    h = hashlib.sha256()
+    total = 0
+    groups = {}
+    for i, (name, t) in enumerate(named_tensors):
+        total += t.numel() * t.element_size()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    norms = [(0.0, 0.0)] * len(named_tensors)
+    for idx in groups.values():
+        flat = [named_tensors[i][1].reshape(-1) for i in idx]
+        l1 = torch._foreach_norm(flat, 1, dtype=torch.float32)
+        l2 = torch._foreach_norm(flat, 2, dtype=torch.float32)
+        for i, pair in zip(idx, torch.stack([torch.stack(l1), torch.stack(l2)], 1).double().cpu().tolist()):
+            norms[i] = (pair[0], pair[1])
+    for a, b in norms:
+        h.update(struct.pack("<dd", a, b))
+    return h.hexdigest()[:16], total
+
+
+def test_fingerprint_is_still_version_2_bit_for_bit():
+    """Checkpoints store v2 checksums: the faster fingerprint must give the same ones, also for
+    mixed dtypes, a non-contiguous tensor and a repeated layout (the cached name/shape part)."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 50))
+    named = list(model.state_dict().items())
+    mixed = named + [("half", torch.randn(5, 3).to(torch.bfloat16)), ("t", torch.randn(4, 6).t())]
+    for case in (named, mixed, mixed):
+        assert weight_sync.fingerprint(case) == reference_fingerprint_v2(case)
+    assert weight_sync.fingerprint([]) == reference_fingerprint_v2([])
+    changed = [(n, t + (1e-3 if n == "2.bias" else 0)) for n, t in named]
+    assert weight_sync.fingerprint(changed)[0] != weight_sync.fingerprint(named)[0]
+
+
 def test_state_tensors_cast_matches_per_tensor_cast_and_fingerprint():
     """The trainer side: same names, values and checksum as a per-tensor `.to()` (on CPU the
     per-tensor path runs; tests/gpu runs the packed one)."""
