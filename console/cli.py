@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.protocol import commands as C
+from backend.protocol import explain
 from backend.protocol.paths import new_run_id, run_dir, socket_path
 from backend.protocol.params import LIVE_PARAMS, PARAMS, param_range
 from console import runs
@@ -319,8 +320,7 @@ def build_command(action: str, assignments: list[str]):
         try:
             return C.SetParams(**changes)
         except ValidationError as exc:
-            msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'set'}: {e['msg']}" for e in exc.errors())
-            raise ValueError(msgs) from None
+            raise ValueError(explain(exc)) from None
     raise ValueError(f"unknown action {action!r}: pause|resume|resync|checkpoint|stop|set")
 
 
@@ -346,7 +346,7 @@ def build_try(assignments: list[str], n: int, sets: list[str], columns: list[str
     try:
         return C.TryPrompt(prompt=assignments[0], n=n, columns=cols, **fields)
     except ValidationError as exc:
-        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'try'}: {e['msg']}" for e in exc.errors())) from None
+        raise ValueError(explain(exc)) from None
 
 
 def print_try(run_id: str, result: Any) -> None:

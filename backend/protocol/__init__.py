@@ -9,6 +9,7 @@ from backend.protocol.codec import (
     decode_event,
     encode_command,
     encode_event,
+    explain,
 )
 from backend.protocol.commands import *  # noqa: F401,F403
 from backend.protocol.commands import COMMAND_TYPES, Command
@@ -25,6 +26,7 @@ __all__ = [
     "decode_event",
     "encode_command",
     "encode_event",
+    "explain",
     "COMMAND_TYPES",
     "Command",
     "EVENT_TYPES",

@@ -122,7 +122,10 @@ def _parse(line: bytes | str, what: str) -> dict[str, Any]:
     return data
 
 
-def _explain(exc: ValidationError) -> str:
+def explain(exc: ValidationError) -> str:
+    """pydantic's messages, one per field: 'temperature: Input should be less than or equal to 2'
+    (list positions left out). The one wording for a refused command or event, on both sides;
+    profile errors get more (the file, the value, the allowed range: `settings.load_profile`)."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
@@ -135,7 +138,7 @@ def decode_event(line: bytes | str) -> Any:
     try:
         return _EVENT.validate_python(data)
     except ValidationError as exc:
-        raise ProtocolError(f"bad event ({data.get('kind')!r}): {_explain(exc)}") from None
+        raise ProtocolError(f"bad event ({data.get('kind')!r}): {explain(exc)}") from None
 
 
 def decode_command(line: bytes | str) -> Any:
@@ -148,7 +151,7 @@ def decode_command(line: bytes | str) -> Any:
         kind, cid = data.get("kind"), data.get("id")
         known = isinstance(kind, str) and kind in COMMAND_KINDS and isinstance(cid, str) and _ID.fullmatch(cid) is not None
         raise ProtocolError(
-            f"bad command ({kind!r}): {_explain(exc)}",
+            f"bad command ({kind!r}): {explain(exc)}",
             kind=kind if known else None,
             command_id=cid if known else None,
         ) from None
@@ -163,4 +166,4 @@ def command_from_dict(data: dict[str, Any]) -> Any:
     try:
         return _COMMAND.validate_python(data)
     except ValidationError as exc:
-        raise ProtocolError(f"bad command ({data.get('kind')!r}): {_explain(exc)}") from None
+        raise ProtocolError(f"bad command ({data.get('kind')!r}): {explain(exc)}") from None

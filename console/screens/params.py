@@ -9,20 +9,12 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from backend.protocol import explain
 from backend.protocol.commands import SetParams
 from backend.protocol.params import LIVE_PARAMS
 from console.screens.base import LiveScreen
 from console.state import RunState
 from console.widgets.param_form import ParamForm
-
-
-def explain(exc: ValidationError) -> str:
-    """pydantic's messages, one per field: 'temperature: Input should be less than or equal to 5'."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
 
 
 class ParamsScreen(LiveScreen):
