@@ -36,6 +36,7 @@ from console.screens.events import EventsScreen
 from console.screens.metrics import MetricsScreen
 from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
+from console.screens.probes import ProbesScreen
 from console.screens.samples import SamplesScreen
 from console.state import RunState
 from console.screens.stop import StopModal
@@ -70,6 +71,7 @@ PALETTE = (
     ("show('params')", "Parameters", "View and edit live parameters"),
     ("show('events')", "Events log", "Every event as a one-liner"),
     ("show('metrics')", "Metrics", "Loss, KL, entropy, lengths, zero-std, truncation, Δlogp, speed; step N/max and ETA"),
+    ("show('probes')", "Policy diff", "The probe prompts' greedy outputs at each weight version, diffed word by word"),
     ("filter", "Filter samples", "Search prompts and completions"),
     ("help", "Help: keys", "Every key binding"),
     ("detach", "Detach", "Leave the console; the run keeps going"),
@@ -85,6 +87,7 @@ class RLConsoleApp(ShimmedApp):
         "params": ParamsScreen,
         "events": EventsScreen,
         "metrics": MetricsScreen,
+        "probes": ProbesScreen,
         "help": HelpScreen,
     }
     DEFAULT_MODE = "dashboard"
@@ -110,6 +113,7 @@ class RLConsoleApp(ShimmedApp):
         Binding("x", "stop", "stop", tooltip="stop the run (asks first: checkpoint or not)"),
         Binding("l", "show('events')", "log", tooltip="events and alerts log"),
         Binding("m", "show('metrics')", "metrics", tooltip="small multiples of every metric; ETA"),
+        Binding("v", "show('probes')", "policy diff", show=False, tooltip="policy diff: probe outputs per weight version"),
         Binding("slash", "filter", "filter", tooltip="search samples (opens samples, focuses the filter)"),
         Binding("q", "detach", "detach", tooltip="detach: leave the console, the run keeps going"),
         Binding("left_square_bracket", "scrub(-1)", "◀ step", tooltip="replay: one step back"),

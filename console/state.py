@@ -22,12 +22,14 @@ from backend.protocol.events import (
     Hello,
     LogLine,
     ParamsApplied,
+    PolicyProbe,
     Progress,
     RunResumed,
     RunStarted,
     SampleGroup,
     StateChanged,
     StepMetrics,
+    TryResult,
     WeightsSynced,
 )
 from backend.protocol.params import LIVE_PARAMS
@@ -176,6 +178,16 @@ def describe(event: Any) -> tuple[str, str]:
         who = f"{event.holder} controls the run" if event.holder else "nobody controls the run"
         text = "this console controls the run" if event.role == "controller" else f"read-only: {who}"
         return text + (f" ({event.reason})" if event.reason else ""), "info" if event.role == "controller" else "warning"
+    if isinstance(event, PolicyProbe):
+        scored = [p.reward for p in event.probes if p.reward is not None]
+        mean = f", mean reward {sum(scored) / len(scored):.3f}" if scored else ""
+        return (f"probe at weights v{event.weight_version} (step {event.step}): {len(event.probes)} prompts{mean}, "
+                f"{event.duration_s:.2f}s", "info")
+    if isinstance(event, TryResult):
+        rewards = [c.reward for c in event.completions]
+        mean = f", mean reward {sum(rewards) / len(rewards):.3f}" if rewards else ""
+        return (f"try [{event.command_id}] at weights v{event.weight_version} (step {event.step}): "
+                f"{len(event.completions)} completion(s){mean} — {one_line(event.prompt, 40)}", "info")
     if isinstance(event, ErrorReply):
         return f"backend refused a frame: {event.message}", "critical"
     if isinstance(event, Hello):
@@ -194,6 +206,8 @@ class RunState:
         max_alerts: int = 200,
         max_log: int = 1000,
         max_markers: int = 500,
+        max_probes: int = 200,
+        max_tries: int = 50,
     ) -> None:
         self.run_id = ""
         self.profile = ""
@@ -235,6 +249,10 @@ class RunState:
         self._resync_requested = False
         self.control_role = ""  # "controller" | "viewer" | "" (not told yet)
         self.control_holder = ""
+        # policy probes and playground tries (the policy diff and playground screens)
+        self.telemetry: dict[str, Any] = {}  # the profile's [telemetry] section, from RunStarted
+        self.probes: deque[PolicyProbe] = deque(maxlen=max_probes)  # oldest first, one per weight version
+        self.tries: deque[TryResult] = deque(maxlen=max_tries)  # every console's tries, oldest first
 
     # -- connection -------------------------------------------------------------------
     def on_hello(self, hello: Hello) -> None:
@@ -315,6 +333,7 @@ class RunState:
         self.live_params = dict(ev.params)
         run = (ev.profile_data or {}).get("run") or {}
         self.max_steps = int(run.get("max_steps") or 0)
+        self.telemetry = dict((ev.profile_data or {}).get("telemetry") or {})
 
     def _on_run_resumed(self, ev: RunResumed) -> None:
         """A new backend continues from a checkpoint: the steps after it that this view holds
@@ -327,6 +346,7 @@ class RunState:
         for g in groups:
             self.groups_by_step.setdefault(g.step, []).append(g)
         self.markers = deque((m for m in self.markers if m.step <= ev.step), maxlen=self.markers.maxlen)
+        self.probes = deque((p for p in self.probes if p.step <= ev.step), maxlen=self.probes.maxlen)
         self.step = ev.step
         self.pending.clear()
         self._mark(ev.step, "resume", "R")
@@ -513,3 +533,40 @@ class RunState:
 
     def live_param_values(self) -> dict[str, Any]:
         return {name: self.live_params.get(name) for name in LIVE_PARAMS}
+
+    # -- policy probes and playground tries ------------------------------------------------
+    def _on_policy_probe(self, ev: PolicyProbe) -> None:
+        """One probe per weight version: a version probed again (a resumed run) replaces it."""
+        if any(p.weight_version == ev.weight_version for p in self.probes):
+            self.probes = deque((p for p in self.probes if p.weight_version != ev.weight_version), maxlen=self.probes.maxlen)
+        self.probes.append(ev)
+
+    def _on_try_result(self, ev: TryResult) -> None:
+        self.tries.append(ev)
+
+    @property
+    def probe_every(self) -> int | None:
+        """telemetry.probe_every of the run (0: probes off; None: the run did not say)."""
+        value = self.telemetry.get("probe_every")
+        return int(value) if isinstance(value, (int, float)) else None
+
+    def probe_prompts(self) -> list[str]:
+        """The probe prompts, in the order of the newest probe (then any only older ones had)."""
+        out: list[str] = []
+        for probe in reversed(self.probes):
+            for p in probe.probes:
+                if p.prompt not in out:
+                    out.append(p.prompt)
+        return out
+
+    def probe_history(self, prompt: str) -> list[tuple[PolicyProbe, Any]]:
+        """(probe event, that prompt's ProbeOutput) at each recorded weight version, newest first."""
+        out = []
+        for probe in reversed(self.probes):
+            found = next((p for p in probe.probes if p.prompt == prompt), None)
+            if found is not None:
+                out.append((probe, found))
+        return out
+
+    def try_result(self, command_id: str) -> TryResult | None:
+        return next((t for t in reversed(self.tries) if t.command_id == command_id), None)

@@ -45,6 +45,7 @@ class HelpScreen(LiveScreen):
         from console.screens.completion import CompletionModal
         from console.screens.dashboard import DashboardScreen
         from console.screens.params import ParamsScreen
+        from console.screens.probes import ProbesScreen
         from console.screens.samples import SamplesScreen
 
         app_bindings = [b for b in RLConsoleApp.BINDINGS if isinstance(b, Binding)]
@@ -56,6 +57,8 @@ class HelpScreen(LiveScreen):
              + [Binding("enter", "", "on a group: its completions; on a completion: full text")]),
             ("parameters", list(ParamsScreen.BINDINGS)
              + [Binding("enter", "", "in a field: validate and send every filled field")]),
+            ("policy diff", list(ProbesScreen.BINDINGS)
+             + [Binding("enter", "", "on a version: compare with it")]),
             ("completion text", list(CompletionModal.BINDINGS)[:1]),
             ("help", list(self.BINDINGS)),
         ]
