@@ -30,6 +30,7 @@ from backend.bus import LogUnwritable
 from backend.engine.base import EngineError, Sampling
 from backend.protocol import commands as C
 from backend.protocol import events as E
+from backend.protocol.params import PARAMS
 from backend.telemetry.alerts import AlertMonitor, Finding
 from backend.training import report, trl_compat
 from backend.training.trainer import RolloutBatch, StopTraining, set_learning_rate
@@ -333,7 +334,7 @@ class StepLoop:
 
 
 # ---- how each live parameter takes effect at a step boundary ------------------------------
-# One entry per parameter of `backend.protocol.params.PARAMS` (a test checks they match).
+# Derived from `backend.protocol.params.PARAMS`: one entry per parameter (a test checks it).
 
 def _next_rollout(loop: StepLoop, value: Any) -> None:
     """Sampling parameters are read from the live params when the next rollout is built."""
@@ -353,17 +354,44 @@ def _set_group_size(loop: StepLoop, value: int) -> None:
         loop._pending_restart = True  # TRL builds G into its sampler: train() starts again at the boundary
 
 
-def _set_beta(loop: StepLoop, value: float) -> None:
-    loop.session.trainer.beta = value
-    loop.session.trainer.args.beta = value
+def _set_loss_field(name: str):
+    """A loss coefficient TRL reads from the trainer at every step (e.g. beta)."""
+    def apply(loop: StepLoop, value: Any) -> None:
+        setattr(loop.session.trainer, name, value)
+        setattr(loop.session.trainer.args, name, value)
+    return apply
 
 
-APPLY: dict[str, Any] = {
+def _set_optimizer_field(name: str):
+    """An optimizer hyper-parameter: every param group, from the next optimizer step."""
+    def apply(loop: StepLoop, value: Any) -> None:
+        trainer = loop.session.trainer
+        if trainer.optimizer is not None:
+            for group in trainer.optimizer.param_groups:
+                group[name] = value
+        setattr(trainer.args, name, value)
+    return apply
+
+
+def _restart_if_changed(name: str):
+    def apply(loop: StepLoop, value: Any) -> None:
+        if value != loop.params[name]:
+            loop._pending_restart = True
+    return apply
+
+
+#: how a change takes effect, by the parameter's `applies` in the registry ...
+BY_APPLIES = {
+    "sampling": lambda name: _next_rollout,
+    "loss": _set_loss_field,
+    "optimizer": _set_optimizer_field,
+    "restart": _restart_if_changed,
+}
+#: ... unless the parameter needs more than that
+SPECIAL: dict[str, Any] = {
     "temperature": _set_temperature,
-    "top_p": _next_rollout,
-    "top_k": _next_rollout,
     "max_tokens": _set_max_tokens,
     "num_generations": _set_group_size,
-    "learning_rate": lambda loop, value: set_learning_rate(loop.session.trainer, value),
-    "beta": _set_beta,
+    "learning_rate": lambda loop, value: set_learning_rate(loop.session.trainer, value),  # the scheduler keeps it too
 }
+APPLY: dict[str, Any] = {p.name: SPECIAL.get(p.name) or BY_APPLIES[p.applies](p.name) for p in PARAMS}
