@@ -253,12 +253,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = _parse_set(args.set or [])
     if args.max_steps is not None:
         overrides.setdefault("run", {})["max_steps"] = args.max_steps
-    resume = lock = None  # `lock`: the run's lock descriptor, held open until this process exits
+    resume = _lock = None  # `_lock`: the run's lock descriptor, held open until this process exits
     try:
         if args.resume:
             if args.profile:
                 raise ResumeError("--resume continues the run's own profile; change fields with --set SECTION.FIELD=VALUE")
-            lock = lock_run(run_dir_for(args.resume)) if (run_dir_for(args.resume) / "events.db").exists() else None
+            _lock = lock_run(run_dir_for(args.resume)) if (run_dir_for(args.resume) / "events.db").exists() else None
             profile, name, resume = prepare_resume(args.resume, overrides)
         else:
             profile = load_profile(args.profile, **overrides)
@@ -274,7 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.chmod(rdir, 0o700)
     if not args.resume:
         try:
-            lock = lock_run(rdir)  # one backend per run, released by the OS however this process ends
+            _lock = lock_run(rdir)  # held (referenced) for the process's life: one backend per run; the OS releases it
         except RunLocked as exc:
             print(f"rl-console: {exc}", file=sys.stderr)
             return 2

@@ -170,6 +170,12 @@ class _TrainingFixed(_Section):
         description="dtype of the trainer's master weights: float32 as TRL's GRPOTrainer (bf16 autocast on GPU); "
         "the engine serves model.dtype and every weight sync casts. bfloat16 halves memory but small updates round away",
     )
+    overlap: bool = Field(
+        False,
+        description="generate step s+1's rollouts with the weights of step s while the trainer runs step s's update: "
+        "samples are at most one weight version stale (recorded per sample) and the loss applies TRL's importance-"
+        "sampling correction with the engine's sampling log-probs",
+    )
 
 
 TrainingSection = create_model("TrainingSection", __base__=_TrainingFixed, __module__=__name__, **section_fields("training"))
@@ -266,7 +272,8 @@ class RunProfile(BaseSettings):
     telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     trl: dict[str, Any] = Field(
-        default_factory=lambda: {"loss_type": "dapo", "scale_rewards": "group"}, description="passed through to trl.GRPOConfig (e.g. report_to, loss_type, scale_rewards)"
+        default_factory=lambda: {"loss_type": "dapo", "scale_rewards": "group"},
+        description="passed through to trl.GRPOConfig (e.g. report_to, loss_type, scale_rewards)",
     )
 
     @field_validator("trl")

@@ -656,7 +656,8 @@ class Sampler(threading.Thread):
         def rss_at(t: float) -> float:
             return min(rows, key=lambda r: abs(r[0] - t))[1][1]
 
-        return {"cpu_mean": (sb[0] - sa[0]) / (tb - ta), "cpu_max_1s": max(cores), "wait_mean": (sb[2] - sa[2]) / (tb - ta), "rss": [(round(t - t_from, 1), s[1]) for t, s in rows],
+        return {"cpu_mean": (sb[0] - sa[0]) / (tb - ta), "cpu_max_1s": max(cores), "wait_mean": (sb[2] - sa[2]) / (tb - ta),
+                "rss": [(round(t - t_from, 1), s[1]) for t, s in rows],
                 "rss_start": rss_at(t_from), "rss_mid": rss_at((t_from + t_to) / 2), "rss_end": rss_at(t_to),
                 "rss_max": max(s[1] for _, s in rows)}
 

@@ -29,7 +29,8 @@ class TinyModelSpec:
     seed: int = 0
 
     def key(self) -> str:
-        return f"v{BUILD_FORMAT}-qwen2-h{self.hidden_size}-l{self.num_layers}-a{self.num_heads}-kv{self.num_kv_heads}-i{self.intermediate_size}-p{self.max_position_embeddings}-s{self.seed}"
+        return (f"v{BUILD_FORMAT}-qwen2-h{self.hidden_size}-l{self.num_layers}-a{self.num_heads}-kv{self.num_kv_heads}"
+                f"-i{self.intermediate_size}-p{self.max_position_embeddings}-s{self.seed}")
 
 
 def build_tokenizer(out_dir: Path):

@@ -42,7 +42,8 @@ EVENTS = [
     E.TryResult(command_id="t1", step=4, weight_version=5, prompt="hi", params={"temperature": 0.0}, duration_s=0.2,
                 completions=[E.Completion(text="hello", rewards={"f": None}, reward=0.0, advantage=0.0, length=2, truncated=True)]),
 ]
-COMMANDS = [C.Subscribe(from_seq=5), C.Subscribe(from_seq=-1, role="view", client="me"), C.Subscribe(take=True), C.Pause(), C.Resume(), C.ResyncWeights(), C.SetParams(temperature=0.7, max_tokens=3),
+COMMANDS = [C.Subscribe(from_seq=5), C.Subscribe(from_seq=-1, role="view", client="me"), C.Subscribe(take=True), C.Pause(), C.Resume(),
+            C.ResyncWeights(), C.SetParams(temperature=0.7, max_tokens=3),
             C.Checkpoint(), C.Stop(checkpoint=False), C.TryPrompt(prompt="What is 2+3?", n=4, temperature=0.0, columns={"answer": "5"})]
 
 

@@ -36,7 +36,8 @@ def test_run_meta_survives_concurrent_writers(tmp_path):
     assert read_run_meta(tmp_path) == meta
 
 
-HOLD = "import sys, time; from pathlib import Path; from backend.protocol.paths import lock_run; lock_run(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"
+HOLD = ("import sys, time; from pathlib import Path; from backend.protocol.paths import lock_run; "
+        "lock_run(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
 
 
 def test_one_backend_per_run_and_the_lock_dies_with_its_process(tmp_path):
