@@ -38,8 +38,8 @@ from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
 from console.screens.probes import ProbesScreen
 from console.screens.samples import SamplesScreen
-from console.state import RunState
 from console.screens.stop import StopModal
+from console.state import RunState
 from console.widgets.status_line import StatusLine
 from console.textual_compat import ShimmedApp
 
@@ -65,8 +65,8 @@ PALETTE = (
     ("pause_resume", "Pause / resume run", "Pause the run at the next step boundary, or resume it"),
     ("resync", "Resync weights", "Push the trainer's weights to the rollout engine now"),
     ("checkpoint", "Checkpoint", "Save a checkpoint at the next step boundary"),
-    ("show('dashboard')", "Dashboard", "Reward curve, throughput, GPUs, alerts"),
     ("stop", "Stop the run", "Stop at the next step boundary, with or without a checkpoint (asks first)"),
+    ("show('dashboard')", "Dashboard", "Reward curve, throughput, GPUs, alerts"),
     ("show('samples')", "Samples", "Sample groups with completions, rewards and advantages"),
     ("show('params')", "Parameters", "View and edit live parameters"),
     ("show('events')", "Events log", "Every event as a one-liner"),
@@ -107,10 +107,10 @@ class RLConsoleApp(ShimmedApp):
         Binding("p", "pause_resume", "pause", tooltip="pause the run (resume if paused)"),
         Binding("w", "resync", "resync", tooltip="resync weights to the rollout engine"),
         Binding("c", "checkpoint", "ckpt", tooltip="save a checkpoint"),
+        Binding("x", "stop", "stop", tooltip="stop the run (asks first: checkpoint or not)"),
         Binding("d", "show('dashboard')", "dash", tooltip="dashboard"),
         Binding("s", "show('samples')", "samples", tooltip="sample groups and completions"),
         Binding("e", "show('params')", "params", tooltip="view / edit live parameters"),
-        Binding("x", "stop", "stop", tooltip="stop the run (asks first: checkpoint or not)"),
         Binding("l", "show('events')", "log", tooltip="events and alerts log"),
         Binding("m", "show('metrics')", "metrics", tooltip="small multiples of every metric; ETA"),
         Binding("v", "show('probes')", "policy diff", show=False, tooltip="policy diff: probe outputs per weight version"),
@@ -465,11 +465,6 @@ class RLConsoleApp(ShimmedApp):
     def action_checkpoint(self) -> None:
         self.send_command(Checkpoint())
 
-    async def action_show(self, mode: str) -> None:
-        if self.current_mode != mode and self.current_mode != "help":
-            self._previous_mode = self.current_mode
-        await self.switch_mode(mode)
-
     def action_stop(self) -> None:
         refused = self.refusal("stop")
         if refused is not None:  # no dialog for what cannot happen
@@ -486,6 +481,11 @@ class RLConsoleApp(ShimmedApp):
         elif self.send_command(Stop(checkpoint=checkpoint)):
             self.say("stop sent: " + ("a checkpoint is saved, then the run stops" if checkpoint
                                       else "the run stops at the next step boundary, without a checkpoint"))
+
+    async def action_show(self, mode: str) -> None:
+        if self.current_mode != mode and self.current_mode != "help":
+            self._previous_mode = self.current_mode
+        await self.switch_mode(mode)
 
     async def action_filter(self) -> None:
         await self.action_show("samples")
