@@ -98,6 +98,9 @@ class SampleGroup(_Event):
     weight_version: int
     reward_mean: float
     reward_std: float
+    # weight versions between the weights that sampled this group (`weight_version`) and the
+    # weights its loss was computed with: 0 on-policy; at most 1 with `training.overlap`
+    staleness: int = 0
 
 
 class ProbeOutput(BaseModel):
@@ -187,6 +190,22 @@ class StepMetrics(_Event):
     tokens_per_s: float = 0.0
     samples_per_s: float = 0.0
     weight_version: int = 0
+    # overlap (`training.overlap`): the rollout's staleness in weight versions (0 = sampled with
+    # the weights the loss used), whether it was generated during the previous step's update,
+    # why not when overlap is on ("" = it was, or overlap is off), and the engine seconds it
+    # took behind that update (`times.generate` is then only what the step waited for it)
+    staleness: int = 0
+    prefetched: bool = False
+    overlap_fallback: str = ""
+    generate_hidden_s: float = 0.0
+    # TRL's importance-sampling correction (trainer log-prob / engine sampling log-prob; TRL's
+    # sampling/importance_sampling_ratio/min|mean|max, per sequence in its default
+    # "sequence_mask" mode, masked ratios counted as 0) and the share of sequences (tokens in
+    # token_* modes) it masked or truncated; None where the correction is off
+    is_ratio_min: float | None = None
+    is_ratio_mean: float | None = None
+    is_ratio_max: float | None = None
+    is_clipped_frac: float | None = None
 
 
 class GpuInfo(BaseModel):

@@ -167,4 +167,21 @@ def grpo_config(profile: RunProfile, output_dir: Path, device: str, reward_weigh
         dataloader_num_workers=0,
     )
     kwargs.update(profile.trl)
+    if t.overlap:
+        check_overlap(kwargs)
     return GRPOConfig(**kwargs)
+
+
+def check_overlap(kwargs: dict[str, Any]) -> None:
+    """`training.overlap` generates the next step's rollout during this step's update: it needs
+    one generation per optimizer step, and TRL's importance-sampling correction on."""
+    once = {"gradient_accumulation_steps": 1, "steps_per_generation": 1, "num_iterations": 1}
+    bad = [f"{k} = {kwargs[k]}" for k, ok in once.items() if kwargs.get(k) not in (None, ok)]
+    if kwargs.get("generation_batch_size") not in (None, kwargs["per_device_train_batch_size"]):
+        bad.append(f"generation_batch_size = {kwargs['generation_batch_size']}")
+    if bad:
+        raise ValueError(f"training.overlap needs one generation per optimizer step; the [trl] table sets {', '.join(bad)}: "
+                         "remove them or set training.overlap = false")
+    if kwargs.get("vllm_importance_sampling_correction") is False:
+        raise ValueError("training.overlap trains on rollouts one weight version old and needs TRL's importance-sampling "
+                         "correction: remove vllm_importance_sampling_correction = false from [trl] or set training.overlap = false")

@@ -18,6 +18,11 @@ through the session, and the bus for facts. One step, top to bottom:
     on_step_end      guards (skipped update: checkpoint the last good state, pause)
                      -> scheduled checkpoint
     on_log           step metrics -> alert rules
+
+With `training.overlap` the boundary first waits for the rollout generated during the
+previous update, takes it if it is still this step's (same prompts and sampling, at most one
+version old), and once the step's rollout is in hand starts the next step's on the engine,
+behind this step's update (`backend.training.overlap`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from backend.protocol import commands as C
 from backend.protocol import events as E
 from backend.protocol.params import PARAMS
 from backend.telemetry.alerts import AlertMonitor, Finding
-from backend.training import report, trl_compat
+from backend.training import overlap, report, trl_compat
 from backend.training.trainer import RolloutBatch, StopTraining, set_learning_rate
 
 
@@ -61,11 +66,17 @@ class StepLoop:
         self._probe_rows: list[Any] | None = None
         self._probed_version = -1
         self._signals: report.Signals | None = None
+        self.prefetch: overlap.Prefetcher | None = None  # training.overlap: the next step's rollout, in flight
 
     # ---- start and the outer loop ----------------------------------------------
     def start(self) -> None:
         """Build everything (the session), then serve the engine the trainer's weights, verified."""
         self.session.setup(self, self.params, max_steps=self.profile.run.max_steps - self.step_offset)
+        if self.profile.training.overlap:
+            trainer = self.session.trainer
+            trl_compat.enable_sampling_correction(trainer)  # the loss corrects for the rollout's older weights
+            trainer.rlc_lookahead = overlap.Lookahead()  # the next step's prompts, from the trainer's own iterator
+            self.prefetch = overlap.Prefetcher(lambda ids, sampling: self.session.engine.generate(ids, sampling))
         task = self.session.task
         self.alerts.weights = dict(zip(task.reward_names, task.reward_weights))
         if self.resume is None:
@@ -79,23 +90,29 @@ class StepLoop:
     def train(self) -> None:
         """TRL's train(), again after a group-size change (TRL builds G into its sampler)."""
         trainer = self.session.trainer
-        while True:
-            try:
-                self._last_step_end = time.perf_counter()
-                if self.resume is not None:  # TRL restores optimizer, scheduler, RNG and skips the data already seen
-                    path, self.resume = self.resume.path, None
-                    trainer.train(resume_from_checkpoint=str(path))
-                else:
-                    trainer.train()
-                return
-            except StopTraining as stop:
-                if not stop.restart:
+        try:
+            while True:
+                try:
+                    self._last_step_end = time.perf_counter()
+                    if self.resume is not None:  # TRL restores optimizer, scheduler, RNG and skips the data already seen
+                        path, self.resume = self.resume.path, None
+                        trainer.train(resume_from_checkpoint=str(path))
+                    else:
+                        trainer.train()
                     return
-            remaining = self.profile.run.max_steps - self.step
-            if remaining <= 0:
-                return
-            self.step_offset = self.step
-            trl_compat.set_group_size(trainer, self.params["num_generations"], self.profile.training.prompts_per_step, remaining)
+                except StopTraining as stop:
+                    if not stop.restart:
+                        return
+                if self.prefetch is not None:
+                    self.prefetch.drop("the group size changed: train() started again")
+                remaining = self.profile.run.max_steps - self.step
+                if remaining <= 0:
+                    return
+                self.step_offset = self.step
+                trl_compat.set_group_size(trainer, self.params["num_generations"], self.profile.training.prompts_per_step, remaining)
+        finally:
+            if self.prefetch is not None:
+                self.prefetch.close()  # nothing generates once training ends (the engine shuts down next)
 
     @property
     def step_now(self) -> int:
@@ -104,6 +121,8 @@ class StepLoop:
 
     # ---- 1. boundary -> apply -> sync -> sampling ---------------------------------
     def before_rollout(self, trainer) -> tuple[Sampling, float, int, int]:
+        if self.prefetch is not None:
+            self.prefetch.wait()  # this step's rollout, generated behind the last update: the engine is idle after it
         t0 = time.perf_counter()
         self.boundary()
         # time held at the boundary (paused, or applying an operator's command) is not step time:
@@ -129,20 +148,26 @@ class StepLoop:
             self._last_step_end += time.perf_counter() - t1
         every = self.profile.telemetry.logprob_diff_every
         self.measuring_logprobs = bool(every) and (self.step_now + 1) % every == 0
+        sampling = self.sampling(trainer, self.step_now)
+        self.session.recorder.reset()
+        return sampling, sync_s, self.weight_version, self.step_now + 1
+
+    def sampling(self, trainer, done: int) -> Sampling:
+        """The rollout of the step after `done` completed steps, from the live parameters."""
         prm = self.params
-        sampling = Sampling(
+        return Sampling(
             n=prm["num_generations"],
             temperature=prm["temperature"],
             top_p=prm["top_p"],
             top_k=prm["top_k"],
             max_tokens=prm["max_tokens"],
-            seed=self.profile.run.seed * 1_000_003 + self.step_now,  # each prompt's own seed derives from it
-            # engine sampling log-probs cost rollout time: asked for where TRL's off-policy mask
-            # needs them, and on the steps that measure trainer-engine agreement
-            logprobs=self.measuring_logprobs or getattr(trainer.args, "off_policy_mask_threshold", None) is not None,
+            seed=self.profile.run.seed * 1_000_003 + done,  # each prompt's own seed derives from it
+            # engine sampling log-probs cost rollout time: asked for where TRL's off-policy mask or
+            # importance-sampling correction (overlap) needs them, and on the steps that measure
+            # trainer-engine agreement
+            logprobs=self.measuring_logprobs or self.prefetch is not None
+            or getattr(trainer.args, "off_policy_mask_threshold", None) is not None,
         )
-        self.session.recorder.reset()
-        return sampling, sync_s, self.weight_version, self.step_now + 1
 
     def boundary(self) -> None:
         """Apply the operator's queued commands; while paused, stay here applying them."""
@@ -159,6 +184,8 @@ class StepLoop:
                 self.params.update(changed)
                 self.bus.emit(E.ParamsApplied(command_id=cmd.id, step=self.step, changed=changed, params=dict(self.params)))
             elif isinstance(cmd, C.ResyncWeights):
+                if self.prefetch is not None:  # sampled by the engine the operator distrusts
+                    self.prefetch.drop("weights resynced at the boundary")
                 self.sync(verify=True, reason="resync")
             elif isinstance(cmd, C.Checkpoint):
                 self.checkpoint()
@@ -176,6 +203,8 @@ class StepLoop:
     def sync(self, *, verify: bool, reason: str) -> float:
         """Push the policy's weights into the engine as the next version; verify with the canary when asked."""
         version = self.weight_version + 1
+        if self.prefetch is not None:
+            self.prefetch.wait()  # never push while a rollout is generating (the engine is one object)
         try:
             done = self.session.push_weights(version, verify=verify)
         except TimeoutError as exc:  # past engine.sync_deadline_s: alert, and fail instead of hanging
@@ -255,6 +284,8 @@ class StepLoop:
         )
         if not self.profile.ray.auto_resume:
             self.desk.request_pause(f"engine failure at step {step}; restarting the replica")
+        if self.prefetch is not None:
+            self.prefetch.drop("the engine was restarted")
         t0 = time.perf_counter()
         self.bus.emit(E.Progress(stage="engine", message="restarting dead engine replicas"))
         restarted = self.session.engine.restart_dead()
@@ -266,13 +297,44 @@ class StepLoop:
     def rollout_done(self, batch: RolloutBatch) -> None:
         self._batch = batch
 
+    # ---- overlap: the next step's rollout behind this update (training.overlap) -----------
+    def take_prefetched(self, step: int, prompts: list[Any], prompt_ids: list[list[int]],
+                        sampling: Sampling) -> tuple[overlap.Rollout | None, str]:
+        """The rollout generated during the last update if it is exactly this step's, else
+        (None, why) and the step generates its own (never trained on other prompts)."""
+        if self.prefetch is None:
+            return None, ""
+        ahead, why = self.prefetch.take(step, prompts, prompt_ids, sampling, self.weight_version)
+        if ahead is None and any(w in why for w in ("differ", "failed", "versions old")):
+            self.bus.emit(E.LogLine(level="warning", message=f"overlap: step {step} generated synchronously: {why}"))
+        return ahead, why
+
+    def prefetch_next(self, trainer, encode) -> None:
+        """Start the next step's rollout on the engine (current weights and live parameters);
+        it runs while TRL scores and trains this step, and is waited for at the next boundary."""
+        if self.prefetch is None:
+            return
+        nxt = self.step_now + 2
+        if nxt > self.step_offset + trainer.state.max_steps:
+            return  # the run ends with this step
+        rows = trainer.rlc_lookahead.upcoming()  # the batch the trainer reads next
+        sampling = self.sampling(trainer, self.step_now + 1)
+        if not rows or len(rows) % sampling.n:
+            return  # end of an epoch: the next step generates its own
+        prompts = [rows[i]["prompt"] for i in range(0, len(rows), sampling.n)]
+        self.prefetch.start(overlap.Rollout(step=nxt, prompts=prompts, prompt_ids=[encode(p) for p in prompts],
+                                            sampling=sampling, weight_version=self.weight_version))
+
     # ---- 3. scored by TRL: report the groups ----------------------------------------
-    def scored(self, trainer, advantages: list[float], logprob_gap: tuple[float, float] | None = None) -> None:
+    def scored(self, trainer, advantages: list[float], logprob_gap: tuple[float, float] | None = None,
+               is_clipped: float | None = None) -> None:
         b = self._batch
         if b is None:
             return
         recorder, task = self.session.recorder, self.session.task
         b.logprob_gap = logprob_gap
+        b.is_clipped = is_clipped
+        b.staleness = self.weight_version - b.weight_version  # the loss uses the weights synced at this boundary
         b.score_s = recorder.seconds
         rewards, failed = dict(recorder.values), dict(recorder.failures)
         bad = [n for n, vals in rewards.items() if n not in failed and any(v is not None and not math.isfinite(v) for v in vals)]
@@ -285,7 +347,10 @@ class StepLoop:
         joined = report.join_scores(b, rewards, advantages, task.reward_names, task.reward_weights)
         b.reward_finished, b.reward_truncated = report.reward_by_ending(joined)
         self._signals = report.signals(joined, self.profile.task.ground_truth)
-        self.bus.emit_many(report.sample_groups(b, joined))
+        groups = report.sample_groups(b, joined)
+        if b.staleness:
+            groups = [g.model_copy(update={"staleness": b.staleness}) for g in groups]
+        self.bus.emit_many(groups)
 
     def _skip(self, step: int, rule: str, why: str, suggestion: str) -> None:
         self._skip_update = why
@@ -326,10 +391,12 @@ class StepLoop:
     # ---- 5. metrics -> alerts ----------------------------------------------------------
     def on_log(self, state, logs: dict[str, Any]) -> None:
         step = self.step_now
-        metrics = self.bus.emit(report.step_metrics(
+        metrics = report.step_metrics(
             step, logs, self._batch, self._step_wall.pop(step, 0.0), self.session.task.reward_names,
             self.weight_version, self._skipped.pop(step, ""), self._signals,
-        ))
+        )
+        metrics = self.bus.emit(metrics.model_copy(update=overlap.metric_fields(
+            self._batch, logs, metrics.times, self.prefetch is not None)))
         self.alerts.on_metrics(metrics)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from backend.engine.base import EngineError, GeneratedCompletion, Sampling
 from backend.training import trl_compat
+from backend.training.overlap import importance_clipped
 
 
 @dataclass
@@ -34,6 +35,12 @@ class RolloutBatch:
     logprob_gap: tuple[float, float] | None = None  # (mean, max) trainer vs engine, where measured
     reward_finished: float | None = None
     reward_truncated: float | None = None
+    # overlap (training.overlap): generated during the previous step's update? why not (when on)?
+    prefetched: bool = False
+    overlap_fallback: str = ""
+    waited_s: float = 0.0  # what the step waited for a rollout generated ahead
+    staleness: int = 0  # weight versions between the sampling weights and the loss's (set when scored)
+    is_clipped: float | None = None  # share TRL's importance-sampling correction masked or truncated
 
     @property
     def generated_tokens(self) -> int:
@@ -60,15 +67,23 @@ def make_trainer_class():
         """GRPOTrainer that hands each scored batch (with TRL's advantages) to the step loop."""
 
         rlc_hooks: Any = None
+        rlc_lookahead: Any = None  # overlap.Lookahead when training.overlap: the next batch is known a step early
 
     def scored(self, inputs):
         out = getattr(super(ConsoleGRPOTrainer, self), trl_compat.SCORE_HOOK)(inputs)
         if self.rlc_hooks is not None:
             gap = logprob_gap(self, out) if self.rlc_hooks.measuring_logprobs else None
-            self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist(), gap)
+            self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist(), gap,
+                                  is_clipped=importance_clipped(self, out))
         return out
 
+    def batch_samples(self, epoch_iterator, num_batches, device):
+        if self.rlc_lookahead is not None:
+            epoch_iterator = self.rlc_lookahead.wrap(epoch_iterator)
+        return getattr(super(ConsoleGRPOTrainer, self), trl_compat.BATCH_HOOK)(epoch_iterator, num_batches, device)
+
     setattr(ConsoleGRPOTrainer, trl_compat.SCORE_HOOK, scored)  # see trl_compat.SCORE_HOOK
+    setattr(ConsoleGRPOTrainer, trl_compat.BATCH_HOOK, batch_samples)  # see trl_compat.BATCH_HOOK
     return ConsoleGRPOTrainer
 
 
@@ -96,16 +111,21 @@ class RolloutFunc:
             raise RuntimeError(f"rollout got {len(prompts)} prompts, not a multiple of G={g}")
         distinct = [prompts[i] for i in range(0, len(prompts), g)]
         prompt_ids = [self.encode(p) for p in distinct]
-        t0 = time.perf_counter()
-        try:
-            groups = self.engine.generate(prompt_ids, sampling)
-        except EngineError as exc:
-            if not hasattr(self.engine, "restart_dead"):
-                raise  # an in-process engine that died takes the run with it: fail loudly
-            self.hooks.recover_engine(exc)  # alert, restart, re-push + verify, pause until resumed
+        # overlap: the rollout generated during the previous step's update, if it is this step's
+        ahead, why = self.hooks.take_prefetched(step, distinct, prompt_ids, sampling)
+        if ahead is not None:
+            groups, version, sampling, gen_s = ahead.groups, ahead.weight_version, ahead.sampling, ahead.generate_s
+        else:
             t0 = time.perf_counter()
-            groups = self.engine.generate(prompt_ids, sampling)
-        gen_s = time.perf_counter() - t0
+            try:
+                groups = self.engine.generate(prompt_ids, sampling)
+            except EngineError as exc:
+                if not hasattr(self.engine, "restart_dead"):
+                    raise  # an in-process engine that died takes the run with it: fail loudly
+                self.hooks.recover_engine(exc)  # alert, restart, re-push + verify, pause until resumed
+                t0 = time.perf_counter()
+                groups = self.engine.generate(prompt_ids, sampling)
+            gen_s = time.perf_counter() - t0
         batch = RolloutBatch(
             step=step,
             prompts=distinct,
@@ -114,8 +134,12 @@ class RolloutFunc:
             sampling=sampling,
             generate_s=gen_s,
             sync_s=sync_s,
+            prefetched=ahead is not None,
+            overlap_fallback=why,
+            waited_s=ahead.waited_s if ahead is not None else gen_s,
         )
         self.hooks.rollout_done(batch)
+        self.hooks.prefetch_next(trainer, self.encode)  # overlap: the next step's rollout, behind this update
         rows_prompt, rows_completion, rows_logprobs, rows_trunc = [], [], [], []
         for ids, group in zip(prompt_ids, groups):
             for c in group:

@@ -21,6 +21,21 @@ SCORE_HOOK = "_generate_and_score_completions"
 #: batch size); used to measure trainer-vs-engine log-prob agreement on the sampled tokens.
 LOGPS = "_get_per_token_logps_and_entropies"
 
+#: transformers.Trainer's one read of the epoch's data iterator per optimizer step. With
+#: `training.overlap` the console's trainer reads through `overlap.Lookahead`, one batch ahead,
+#: so the next step's prompts are known (exactly, from the same iterator) during this step.
+#: Can go when TRL lets a rollout_func see the next generation batch.
+BATCH_HOOK = "get_batch_samples"
+
+#: GRPOTrainer's IS-correction gate. TRL applies its importance-sampling correction
+#: (`vllm_importance_sampling_correction`: old_per_token_logps vs the rollout's sampling
+#: log-probs, in `_generate_and_score_completions` and the loss) only when `use_vllm` is set,
+#: which also makes TRL build its own vLLM at init. The console's rollouts come from its own
+#: engine through `rollout_func` and carry the engine's sampling log-probs, so it sets the
+#: flag after init (`enable_sampling_correction`). Can go when TRL gates the correction on the
+#: presence of sampling log-probs instead.
+IS_FLAG = "use_vllm"
+
 #: transformers.Trainer's full checkpoint (model, optimizer, scheduler, RNG, data position):
 #: the public `save_model` writes weights only, and resume needs the rest.
 SAVE = "_save_checkpoint"
@@ -39,12 +54,24 @@ def _targets() -> list[tuple[str, Any, str]]:
         (f"GRPOTrainer.{LOGPS}", GRPOTrainer, LOGPS),
         (f"Trainer.{SAVE}", GRPOTrainer, SAVE),
         ("trl.trainer.utils.add_fused_lm_head", utils, "add_fused_lm_head"),
+        (f"Trainer.{BATCH_HOOK}", GRPOTrainer, BATCH_HOOK),
     ]
+
+
+#: GRPOConfig fields the overlap shims rely on (TRL's importance-sampling options)
+IS_FIELDS = ("vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+             "vllm_importance_sampling_clip_min", "vllm_importance_sampling_clip_max")
 
 
 def problems() -> list[str]:
     """The shims whose target is missing in the installed TRL (empty when all is well)."""
-    return [name for name, owner, attr in _targets() if not callable(getattr(owner, attr, None))]
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    missing = [name for name, owner, attr in _targets() if not callable(getattr(owner, attr, None))]
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    return missing + [f"GRPOConfig.{f}" for f in IS_FIELDS if f not in fields]
 
 
 def check() -> None:
@@ -93,3 +120,17 @@ def set_group_size(trainer: Any, g: int, prompts_per_step: int, max_steps: int) 
     trainer._train_batch_size = prompts_per_step * g
     trainer.args.max_steps = max_steps
     trainer.state.global_step = 0
+
+
+def enable_sampling_correction(trainer: Any) -> None:
+    """Turn on TRL's importance-sampling correction for rollouts from `rollout_func` (see
+    `IS_FLAG`). With the flag set, TRL's `_generate` would also call its own vLLM's
+    `sync_weights()` at every new global step; `_last_loaded_step` is made to track the global
+    step on the console's trainer class, so that call never happens (the console syncs its own
+    engine). Nothing else of TRL's vLLM path is reached on the rollout_func path (tools aside,
+    which the console does not pass)."""
+    cls = type(trainer)
+    if not isinstance(getattr(cls, "_last_loaded_step", None), property):
+        cls._last_loaded_step = property(lambda self: self.state.global_step, lambda self, value: None)
+    setattr(trainer, IS_FLAG, True)
+    trainer.vllm_generation = None  # TRL's own engine does not exist: a path that reached it fails, named
