@@ -32,7 +32,7 @@ from backend.protocol.events import (
     TryResult,
     WeightsSynced,
 )
-from backend.protocol.params import LIVE_PARAMS
+from backend.protocol.params import BY_NAME, LIVE_PARAMS, param_range
 
 SORTS: tuple[str, ...] = ("newest", "abs_advantage", "lowest_mean")
 SORT_LABELS = {"newest": "newest", "abs_advantage": "|adv| desc", "lowest_mean": "mean asc"}
@@ -71,6 +71,10 @@ class Rejection:
     reason: str
     changes: dict[str, Any]
     order: int
+
+
+def _registry_max(name: str) -> float:
+    return next((m.le for m in BY_NAME[name].info.metadata if hasattr(m, "le")), float("inf"))
 
 
 # -- group helpers ---------------------------------------------------------------------
@@ -216,6 +220,8 @@ class RunState:
         self.engine = ""
         self.reward_functions: list[str] = []
         self.max_steps = 0  # the run's run.max_steps, from RunStarted (0: unknown)
+        self.max_model_len = 0  # the run's engine.max_model_len, from RunStarted (0: unknown)
+        self.has_ref_model: bool | None = None  # a reference model was loaded (None: unknown)
         self.reward_weights: dict[str, float] = {}  # function -> its weight in the total reward
         self.state = "unknown"
         self.state_reason = ""
@@ -334,6 +340,12 @@ class RunState:
         run = (ev.profile_data or {}).get("run") or {}
         self.max_steps = int(run.get("max_steps") or 0)
         self.telemetry = dict((ev.profile_data or {}).get("telemetry") or {})
+        engine = (ev.profile_data or {}).get("engine") or {}
+        self.max_model_len = int(engine.get("max_model_len") or 0)
+        training = (ev.profile_data or {}).get("training") or {}
+        beta = training.get("beta")
+        # the backend loads a reference model only when the run starts with beta > 0
+        self.has_ref_model = None if beta is None else float(beta) > 0
 
     def _on_run_resumed(self, ev: RunResumed) -> None:
         """A new backend continues from a checkpoint: the steps after it that this view holds
@@ -530,6 +542,20 @@ class RunState:
         if applied is not None:
             return f"applied at step {applied[1]}", "applied"
         return "", ""
+
+    def param_limits(self) -> dict[str, tuple[str, int | float | None, str]]:
+        """(range as shown, effective upper bound or None, why) per live parameter: the
+        registry's range, narrowed by what this run's start says (engine.max_model_len bounds
+        max_tokens; beta stays 0 without a reference model)."""
+        out: dict[str, tuple[str, int | float | None, str]] = {name: (param_range(name), None, "") for name in LIVE_PARAMS}
+        if self.max_model_len:
+            hi = min(self.max_model_len - 1, _registry_max("max_tokens"))
+            out["max_tokens"] = (f"1…{hi}*", hi, f"max_tokens + the longest prompt ≤ engine.max_model_len = "
+                                 f"{self.max_model_len} (the backend checks the exact prompt length)")
+        if self.has_ref_model is False:
+            out["beta"] = ("0 only*", 0, "beta > 0 needs a reference model, loaded only when a run starts with "
+                           "training.beta > 0")
+        return out
 
     def live_param_values(self) -> dict[str, Any]:
         return {name: self.live_params.get(name) for name in LIVE_PARAMS}

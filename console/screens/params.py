@@ -46,6 +46,10 @@ class ParamsScreen(LiveScreen):
         except ValidationError as exc:
             form.show_error(explain(exc))
             return
+        beyond = self._beyond_run_limits(command.changes())
+        if beyond:  # the registry allows it, this run cannot: say so before sending
+            form.show_error(beyond)
+            return
         if self.console_app.send_command(command):
             form.show_error("")
             form.clear_inputs()
@@ -53,6 +57,14 @@ class ParamsScreen(LiveScreen):
         else:
             form.show_error("not sent")
         self.console_app.repaint(force=True)
+
+    def _beyond_run_limits(self, changes: dict) -> str:
+        limits = self.console_app.state.param_limits()
+        for name, value in changes.items():
+            _shown, hi, why = limits[name]
+            if hi is not None and value > hi:
+                return f"{name}: {value} is above this run's limit {hi} ({why})"
+        return ""
 
     def _read_only_note(self) -> str:
         app = self.console_app
@@ -76,4 +88,5 @@ class ParamsScreen(LiveScreen):
             note.append(f"{what} [{rejection.command_id}]: ", style="bold")
             note.append(rejection.reason or "(no reason given)")
         statuses = {name: state.param_status(name) for name in LIVE_PARAMS}
+        self.query_one(ParamForm).show_limits(state.param_limits())
         self.query_one(ParamForm).show(state.live_param_values(), statuses, note)

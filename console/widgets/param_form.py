@@ -53,6 +53,7 @@ class ParamForm(Vertical):
     ParamForm Input { width: 100%; }
     ParamForm #param-error { color: $error; text-style: bold; height: auto; margin-top: 1; }
     ParamForm #param-rejection { color: $error; height: auto; }
+    ParamForm #param-limits { color: $text-muted; height: auto; }
     ParamForm #param-actions { height: 1; margin-top: 1; }
     ParamForm #param-hint { color: $text-muted; width: 1fr; padding-left: 2; }
     """
@@ -72,16 +73,27 @@ class ParamForm(Vertical):
                 yield Label(head, classes="head")
             for name in LIVE_PARAMS:
                 yield Label(name, id=f"name-{name}")
-                yield Label(param_range(name), classes="range")
+                yield Label(param_range(name), classes="range", id=f"range-{name}")
                 yield Label("–", id=f"live-{name}")
                 yield Input(placeholder="…", compact=True, id=f"param-{name}", tooltip=param_description(name),
                             disabled=bool(self.read_only_note))
                 yield Static("", id=f"status-{name}")
+        yield Static("", id="param-limits")
         yield Static("", id="param-error")
         yield Static("", id="param-rejection")
         with Horizontal(id="param-actions"):
             yield Button("apply", id="param-apply", compact=True, variant="primary", disabled=bool(self.read_only_note))
             yield Static(self.read_only_note or "Enter applies all filled fields, checked before sending", id="param-hint")
+
+    def show_limits(self, limits: Mapping[str, tuple[str, Any, str]]) -> None:
+        """Each field's effective range ('*' = narrowed by this run, with why below the form)."""
+        notes = []
+        for name in LIVE_PARAMS:
+            shown, _hi, why = limits.get(name, (param_range(name), None, ""))
+            self.query_one(f"#range-{name}", Label).update(shown)
+            if why:
+                notes.append(f"* {name}: {why}")
+        self.query_one("#param-limits", Static).update(Text("\n".join(notes)))
 
     def show(self, values: Mapping[str, Any], statuses: Mapping[str, tuple[str, str]], rejection: str) -> None:
         for name in LIVE_PARAMS:

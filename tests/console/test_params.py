@@ -155,3 +155,53 @@ async def test_replay_form_is_view_only_and_keys_keep_working(kit):
         await pilot.press("l")
         await kit.settle(pilot)
         assert app.current_mode == "events"
+
+
+def _run_with_profile(kit, profile_data):
+    from backend.protocol.events import RunStarted
+
+    run = kit.make_run(steps=3, params_at=None)
+    started = next(e for e in run if isinstance(e, RunStarted))
+    run[run.index(started)] = started.model_copy(update={"profile_data": profile_data})
+    return run
+
+
+async def test_ranges_are_this_runs_effective_limits_and_a_value_beyond_them_is_not_sent(kit):
+    """max_tokens is bounded by the run's engine.max_model_len (minus the prompt), beta stays 0
+    when the run has no reference model; both say why, and a value beyond is refused before
+    sending with the reason."""
+    source = kit.Source(_run_with_profile(kit, {"engine": {"max_model_len": 512}, "training": {"beta": 0.0}}))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_params(kit, pilot, source)
+        assert plain(screen.query_one("#range-max_tokens", Label)) == "1…511*"
+        assert plain(screen.query_one("#range-beta", Label)) == "0 only*"
+        assert plain(screen.query_one("#range-temperature", Label)) == ">0…2"  # the registry's
+        text = " ".join(kit.screen_text(app).split())
+        assert "* max_tokens: max_tokens + the longest prompt ≤ engine.max_model_len = 512" in text
+        assert "* beta: beta > 0 needs a reference model" in text
+        await type_into(pilot, "max_tokens", "600")
+        await pilot.press("enter")
+        await kit.settle(pilot)
+        assert source.sent == []
+        assert "max_tokens: 600 is above this run's limit 511" in plain(screen.query_one("#param-error", Static))
+        screen.query_one("#param-max_tokens", Input).value = ""
+        await type_into(pilot, "beta", "0.1")
+        await pilot.press("enter")
+        await kit.settle(pilot)
+        assert source.sent == [] and "beta: 0.1 is above this run's limit 0" in plain(screen.query_one("#param-error", Static))
+        screen.query_one("#param-beta", Input).value = ""
+        await type_into(pilot, "max_tokens", "200")
+        await pilot.press("enter")
+        await kit.wait_for(pilot, lambda: len(source.sent) == 1, what="an in-range value sent")
+        assert source.sent[0].changes() == {"max_tokens": 200}
+
+
+async def test_without_the_runs_profile_the_registry_ranges_are_shown(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_params(kit, pilot, source)
+        assert plain(screen.query_one("#range-max_tokens", Label)) == "1…131072"
+        assert plain(screen.query_one("#range-beta", Label)) == "0…10"
+        assert plain(screen.query_one("#param-limits", Static)) == ""
