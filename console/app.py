@@ -36,6 +36,7 @@ from console.screens.events import EventsScreen
 from console.screens.metrics import MetricsScreen
 from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
+from console.screens.playground import PlaygroundScreen
 from console.screens.probes import ProbesScreen
 from console.screens.samples import SamplesScreen
 from console.screens.stop import StopModal
@@ -72,6 +73,7 @@ PALETTE = (
     ("show('events')", "Events log", "Every event as a one-liner"),
     ("show('metrics')", "Metrics", "Loss, KL, entropy, lengths, zero-std, truncation, Δlogp, speed; step N/max and ETA"),
     ("show('probes')", "Policy diff", "The probe prompts' greedy outputs at each weight version, diffed word by word"),
+    ("show('playground')", "Playground", "Try a prompt on the live engine at its current weights, scored by the run's rewards"),
     ("filter", "Filter samples", "Search prompts and completions"),
     ("help", "Help: keys", "Every key binding"),
     ("detach", "Detach", "Leave the console; the run keeps going"),
@@ -88,6 +90,7 @@ class RLConsoleApp(ShimmedApp):
         "events": EventsScreen,
         "metrics": MetricsScreen,
         "probes": ProbesScreen,
+        "playground": PlaygroundScreen,
         "help": HelpScreen,
     }
     DEFAULT_MODE = "dashboard"
@@ -114,6 +117,7 @@ class RLConsoleApp(ShimmedApp):
         Binding("l", "show('events')", "log", tooltip="events and alerts log"),
         Binding("m", "show('metrics')", "metrics", tooltip="small multiples of every metric; ETA"),
         Binding("v", "show('probes')", "policy diff", show=False, tooltip="policy diff: probe outputs per weight version"),
+        Binding("g", "show('playground')", "playground", show=False, tooltip="playground: try a prompt on the live engine"),
         Binding("slash", "filter", "filter", tooltip="search samples (opens samples, focuses the filter)"),
         Binding("q", "detach", "detach", tooltip="detach: leave the console, the run keeps going"),
         Binding("left_square_bracket", "scrub(-1)", "◀ step", tooltip="replay: one step back"),

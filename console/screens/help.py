@@ -45,6 +45,7 @@ class HelpScreen(LiveScreen):
         from console.screens.completion import CompletionModal
         from console.screens.dashboard import DashboardScreen
         from console.screens.params import ParamsScreen
+        from console.screens.playground import PlaygroundScreen
         from console.screens.probes import ProbesScreen
         from console.screens.samples import SamplesScreen
 
@@ -59,6 +60,8 @@ class HelpScreen(LiveScreen):
              + [Binding("enter", "", "in a field: validate and send every filled field")]),
             ("policy diff", list(ProbesScreen.BINDINGS)
              + [Binding("enter", "", "on a version: compare with it")]),
+            ("playground", list(PlaygroundScreen.BINDINGS)
+             + [Binding("enter", "", "in a field: send; on a try: its prompt back in the form")]),
             ("completion text", list(CompletionModal.BINDINGS)[:1]),
             ("help", list(self.BINDINGS)),
         ]
