@@ -93,7 +93,9 @@ class ParamForm(Vertical):
             self.query_one(f"#range-{name}", Label).update(shown)
             if why:
                 notes.append(f"* {name}: {why}")
-        self.query_one("#param-limits", Static).update(Text("\n".join(notes)))
+        limits_note = self.query_one("#param-limits", Static)
+        limits_note.update(Text("\n".join(notes)))
+        limits_note.display = bool(notes)
 
     def show(self, values: Mapping[str, Any], statuses: Mapping[str, tuple[str, str]], rejection: str) -> None:
         for name in LIVE_PARAMS:
