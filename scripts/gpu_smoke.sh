@@ -14,8 +14,8 @@
 #   sync        what a weight sync is made of, before and now (bench/sync.py --gpu): SmolLM2-135M-Instruct
 #               and random Qwen2 of ~0.5B and ~1.5B shapes; the copy plan checked bit for bit against
 #               vLLM's load_weights after every push
-#   vs_trl_05b  bench/vs_trl.py on the random ~0.5B Qwen2 (plain-text prompts, char_match reward), 30 steps
-#   scale       rl-console alone (sync mode) on the random ~1.5B Qwen2, 30 steps: the third row of the
+#   vs_trl_05b  bench/vs_trl.py on the random ~0.5B Qwen2 (plain-text prompts, char_match reward), 20 steps
+#   scale       rl-console alone (sync mode) on the random ~1.5B Qwen2, 20 steps: the third row of the
 #               scaling table (the 135M and ~0.5B rows come from `real` and `vs_trl_05b`)
 #   two_gpu     (2+ GPUs; not part of `all`) profiles/two-gpu.toml: trainer on GPU 0, vLLM in a Ray
 #               actor on GPU 1, NCCL weight sync: tests/gpu/test_two_gpu.py, bench/two_gpu.py, and a
@@ -69,12 +69,12 @@ fi
 if want vs_trl_05b; then
   echo "== TRL colocate vs rl-console on the random ~0.5B Qwen2"
   prompts
-  $PY bench/vs_trl.py --model-dir $M --task length --steps 30 --json-out "$OUT/vs_trl_05b.json" 2>&1 | tail -4
+  $PY bench/vs_trl.py --model-dir $M --task length --steps 20 --json-out "$OUT/vs_trl_05b.json" 2>&1 | tail -4
 fi
 if want scale; then
   echo "== rl-console on the random ~1.5B Qwen2 (sync mode)"
   $PY bench/gpu_throughput.py --model-dir $M15 --size 1.5b --build-only
-  $PY bench/vs_trl.py --model-dir $M15 --task length --steps 30 --only rl_console --json-out "$OUT/scale_15b.json" 2>&1 | tail -4
+  $PY bench/vs_trl.py --model-dir $M15 --task length --steps 20 --only rl_console --json-out "$OUT/scale_15b.json" 2>&1 | tail -4
 fi
 if want throughput; then
   echo "== ~0.5B rollouts: engine layer vs bare vLLM, weight sync"

@@ -148,8 +148,8 @@ def test_a_stale_push_is_refused_by_the_canary(engine, model_dir):
         engine.push_weights(tensors, engine.weight_version() + 1, checksum)
         return tensors
 
-    push()
-    canary = Canary(seqs, tolerance=1e-3, noise_factor=3.0, max_noise=0.5)
+    push()  # bf16 noise grows with these large moves: the tolerance is the profile's kind (engine.canary_tolerance)
+    canary = Canary(seqs, tolerance=0.05, noise_factor=3.0, max_noise=0.5)
     canary.calibrate(engine.prompt_logprobs(seqs), trainer_lp())
     old = push()
     g = torch.Generator(device="cuda").manual_seed(7)
