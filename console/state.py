@@ -45,6 +45,36 @@ class LogEntry:
     ts: float
     level: str  # "info" | "warning" | "critical" | "alert-info" | "alert-warning" | "alert-critical"
     text: str
+    kind: str = "other"  # one of LOG_KINDS: what the events log's kind filter goes by
+
+
+#: what each event kind counts as in the events log's filter
+LOG_KINDS: dict[str, str] = {
+    "command_result": "command", "params_applied": "command", "control": "command", "try_result": "command",
+    "state_changed": "state", "run_started": "state", "run_resumed": "state", "hello": "state", "progress": "state",
+    "alert": "alert",
+    "checkpoint_saved": "checkpoint",
+    "weights_synced": "sync",
+    "step_metrics": "step",
+    "sample_group": "group",
+    "error": "problem",
+}
+
+#: the events log's filters, in the order its key cycles them: (name, kinds shown; None = all).
+#: The first is the default: what an operator acts on, without the per-step and per-group lines.
+LOG_FILTERS: tuple[tuple[str, frozenset[str] | None], ...] = (
+    ("operator", frozenset({"command", "state", "alert", "checkpoint", "problem"})),
+    ("all", None),
+    ("commands", frozenset({"command"})),
+    ("alerts", frozenset({"alert"})),
+    ("checkpoints & syncs", frozenset({"checkpoint", "sync"})),
+)
+
+
+def log_kind(event: Any) -> str:
+    if isinstance(event, LogLine):  # the backend's own lines: warnings and errors matter
+        return "problem" if event.level in ("warning", "error") else "other"
+    return LOG_KINDS.get(getattr(event, "kind", ""), "other")
 
 
 @dataclass(frozen=True)
@@ -264,7 +294,7 @@ class RunState:
     def on_hello(self, hello: Hello) -> None:
         self.connection = "live"
         self.run_id = self.run_id or hello.run_id
-        self._add_log(hello.ts, *describe(hello))
+        self._add_log(hello.ts, *describe(hello), kind="state")
         self.version += 1
 
     def on_disconnect(self, reason: str = "", *, ended: bool = False, crashed: bool = False) -> None:
@@ -278,7 +308,8 @@ class RunState:
             self.rejections.append(Rejection(pending.command_id, pending.kind, "unanswered",
                                              "the connection closed before the backend answered", pending.changes, self.version))
         self.pending.clear()
-        self._add_log(self.last_ts or 0.0, f"{'end of event log' if ended else 'disconnected'}{': ' + reason if reason else ''}", "warning")
+        self._add_log(self.last_ts or 0.0, f"{'end of event log' if ended else 'disconnected'}{': ' + reason if reason else ''}",
+                      "warning", kind="state")
         self.version += 1
 
     @property
@@ -327,7 +358,7 @@ class RunState:
         if self.first_ts is None:
             self.first_ts = event.ts
         self.last_ts = max(self.last_ts or event.ts, event.ts)
-        self._add_log(event.ts, *describe(event))
+        self._add_log(event.ts, *describe(event), kind=log_kind(event))
         handler = getattr(self, f"_on_{event.kind}", None)
         if handler is not None:
             handler(event)
@@ -455,8 +486,8 @@ class RunState:
         value = m.times.total if alert.metric == "step_time" else getattr(m, alert.metric, None)
         return value if isinstance(value, (int, float)) else None
 
-    def _add_log(self, ts: float, text: str, level: str) -> None:
-        self.log.append(LogEntry(self.log_total, ts, level, text))
+    def _add_log(self, ts: float, text: str, level: str, kind: str = "other") -> None:
+        self.log.append(LogEntry(self.log_total, ts, level, text, kind))
         self.log_total += 1
 
     def _mark(self, step: int, kind: str, label: str) -> None:

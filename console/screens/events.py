@@ -1,29 +1,60 @@
-"""Events: the run's event stream as one-liners (bounded), alerts highlighted."""
+"""Events: the run's event stream as one-liners (bounded), alerts highlighted, filtered by kind.
+
+By default the log shows what an operator acts on (commands, state changes, alerts,
+checkpoints, the backend's warnings and errors), not the per-step and per-group lines that
+would drown them; `k` cycles the filter (all, commands, alerts, checkpoints & syncs).
+"""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 
 from console.screens.base import LiveScreen
-from console.state import RunState
+from console.state import LOG_FILTERS, LogEntry, RunState
 from console.widgets.event_log import EventLog
 
 
 class EventsScreen(LiveScreen):
     SCREEN_NAME = "events"
+    BINDINGS = [Binding("k", "cycle_kind", "kind", tooltip="which events: operator (commands, state, alerts, "
+                        "checkpoints; the default), all, commands, alerts, checkpoints & syncs")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_index = 0  # LOG_FILTERS[0]: the operator's view
+
+    @property
+    def filter_name(self) -> str:
+        return LOG_FILTERS[self.filter_index][0]
+
+    def shown(self, entries: list[LogEntry]) -> list[LogEntry]:
+        kinds = LOG_FILTERS[self.filter_index][1]
+        return entries if kinds is None else [e for e in entries if e.kind in kinds]
 
     def compose_body(self) -> ComposeResult:
         yield EventLog(max_lines=1000, id="event-log")
 
+    def _restart_log(self) -> None:
+        log = self.query_one(EventLog)
+        log.clear()
+        log.next_index = 0
+
     def state_replaced(self) -> None:
         super().state_replaced()
         if self.is_mounted:
-            log = self.query_one(EventLog)
-            log.clear()
-            log.next_index = 0
+            self._restart_log()
+
+    def action_cycle_kind(self) -> None:
+        self.filter_index = (self.filter_index + 1) % len(LOG_FILTERS)
+        self._restart_log()  # rewritten from the run's log ring under the new filter
+        self.console_app.repaint(force=True)
 
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
         log = self.query_one(EventLog)
-        log.append_entries(state.log_since(log.next_index), state.first_ts)
-        log.border_title = f"events · {state.events_seen} received · {len(state.alerts)} alerts"
+        new = state.log_since(log.next_index)
+        log.append_entries(self.shown(new), state.first_ts)
+        if new:
+            log.next_index = new[-1].index + 1  # past the entries the filter left out too
+        log.border_title = f"events · {self.filter_name} (k) · {state.events_seen} received · {len(state.alerts)} alerts"

@@ -14,7 +14,7 @@ from console.state import RunState
 
 
 def _key(binding: Binding) -> str:
-    names = {"slash": "/", "question_mark": "?", "escape": "esc", "enter": "enter", "ctrl+p": "ctrl+p",
+    names = {"slash": "/", "question_mark": "?", "exclamation_mark": "!", "escape": "esc", "enter": "enter", "ctrl+p": "ctrl+p",
              "left_square_bracket": "[", "right_square_bracket": "]", "left_curly_bracket": "{",
              "right_curly_bracket": "}", "less_than_sign": "<", "greater_than_sign": ">"}
     return ", ".join(names.get(k.strip(), k.strip()) for k in binding.key.split(","))
@@ -44,10 +44,12 @@ class HelpScreen(LiveScreen):
         from console.app import RLConsoleApp
         from console.screens.completion import CompletionModal
         from console.screens.dashboard import DashboardScreen
+        from console.screens.events import EventsScreen
         from console.screens.params import ParamsScreen
         from console.screens.playground import PlaygroundScreen
         from console.screens.probes import ProbesScreen
         from console.screens.samples import SamplesScreen
+        from console.screens.stop import StopModal
 
         app_bindings = [b for b in RLConsoleApp.BINDINGS if isinstance(b, Binding)]
         app_bindings.append(Binding("ctrl+p", "command_palette", "command palette (every action by name)"))
@@ -56,6 +58,8 @@ class HelpScreen(LiveScreen):
             ("dashboard", list(DashboardScreen.BINDINGS)),
             ("samples", list(SamplesScreen.BINDINGS)
              + [Binding("enter", "", "on a group: its completions; on a completion: full text")]),
+            ("events log", list(EventsScreen.BINDINGS)),
+            ("stop dialog", list(StopModal.BINDINGS)),
             ("parameters", list(ParamsScreen.BINDINGS)
              + [Binding("enter", "", "in a field: validate and send every filled field")]),
             ("policy diff", list(ProbesScreen.BINDINGS)

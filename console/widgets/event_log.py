@@ -52,7 +52,7 @@ class EventLog(RichLog):
         if len(entries) > burst:
             keep = burst - 1  # the marker takes a line of the screenful
             skipped = len(entries) - keep
-            self.write(Text(f"… {skipped} events not shown (flood; all are in events.db — rl-console replay)", style="dim italic"))
+            self.write(Text(f"… {skipped} earlier events not shown here (all are in events.db — rl-console replay)", style="dim italic"))
             self.lines_written += 1
             entries = entries[-keep:]
         for entry in entries:

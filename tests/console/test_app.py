@@ -150,12 +150,12 @@ async def test_events_log_lists_events_with_alerts_highlighted(kit):
     app = RLConsoleApp(source)
     async with app.run_test(size=(80, 24)) as pilot:
         await kit.settle(pilot, source)
-        await pilot.press("l")
+        await pilot.press("l", "k")  # k: from the operator's view to all events
         await kit.settle(pilot)
-        assert isinstance(app.screen, EventsScreen)
+        assert isinstance(app.screen, EventsScreen) and app.screen.filter_name == "all"
         log = app.screen.query_one(EventLog)
         lines = [strip.text for strip in log.lines]
-        assert log.lines_written == len(events) + 1  # + the hello
+        assert len(log.lines) == len(events) + 1  # + the hello
         assert any("run 20240501-120000-demo started" in line for line in lines)
         assert any("ALERT warning [zero_std_groups] step 2" in line for line in lines)
         alert_strip = next(s for s in log.lines if "ALERT" in s.text)
@@ -173,7 +173,7 @@ async def test_events_log_is_bounded(kit):
     source = kit.Source([LogLine(ts=kit.TS0 + i, message=f"line {i}") for i in range(2500)])
     app = RLConsoleApp(source)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("l")
+        await pilot.press("l", "k")  # all events (info lines are not in the operator's view)
         await kit.settle(pilot, source)
         log = app.screen.query_one(EventLog)
         assert len(log.lines) <= 1000 and len(app.state.log) == 1000
@@ -183,7 +183,7 @@ async def test_events_log_is_bounded(kit):
 async def test_help_lists_every_binding_and_escape_goes_back(kit):
     source = kit.Source(kit.make_run(steps=1))
     app = RLConsoleApp(source)
-    async with app.run_test(size=(80, 48)) as pilot:
+    async with app.run_test(size=(80, 90)) as pilot:
         await kit.settle(pilot, source)
         await pilot.press("s")
         await pilot.press("question_mark")
@@ -192,7 +192,7 @@ async def test_help_lists_every_binding_and_escape_goes_back(kit):
         text = kit.screen_text(app)
         for binding in RLConsoleApp.BINDINGS:
             assert binding.tooltip in text, binding.key
-        for key in ("p ", "w ", "c ", "e ", "s ", "d ", "l ", "/ ", "? ", "q ", "f ", "z ", "t ", "o ", "esc", "ctrl+p"):
+        for key in ("p ", "w ", "c ", "x ", "e ", "s ", "d ", "l ", "/ ", "? ", "q ", "f ", "z ", "t ", "o ", "k ", "y ", "! ", "esc", "ctrl+p"):
             assert any(line.strip().startswith(key.strip()) for line in text.splitlines()), key
         await pilot.press("escape")
         await kit.settle(pilot)
@@ -373,7 +373,7 @@ async def test_replay_step_scrubber(kit, tmp_path, monkeypatch):
         assert app.state is before  # forward: only the events in between were applied
         await press("greater_than_sign", 12)
         await press("less_than_sign", 1)
-        await pilot.press("l")
+        await pilot.press("l", "k")  # all events: the step lines too
         await kit.settle(pilot)
         text = kit.screen_text(app)
         assert "step 1:" in text and "step 5:" not in text
@@ -571,3 +571,53 @@ async def test_stop_on_an_ended_run_opens_no_dialog(kit):
         assert not isinstance(app.screen, StopModal) and source.sent == []
         assert app.status_history[-1][1].startswith("the run stopped at step 2: stop not sent")
         assert "Stop the run" not in {c.title for c in app.get_system_commands(app.screen)}
+
+
+async def test_events_log_filters_by_kind_operator_view_first(kit):
+    """The log opens on what an operator acts on (commands, state, alerts, checkpoints), not
+    the per-group and per-step lines; k cycles all / commands / alerts / checkpoints & syncs."""
+    from backend.protocol.events import CheckpointSaved
+
+    events = kit.make_run(steps=3, alert_at=2, params_at=None)
+    events.append(CheckpointSaved(seq=10_000, ts=kit.TS0 + 500, step=3, path="/r/checkpoints/step-000003", duration_s=0.4))
+    source = kit.Source(events)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("p")
+        await kit.wait_for(pilot, lambda: any("command pause" in e.text for e in app.state.log), what="pause answered")
+        await pilot.press("l")
+        await kit.settle(pilot)
+        screen = app.screen
+        assert " k kind " in kit.screen_text(app).splitlines()[-1]
+
+        def shown() -> list[str]:
+            return [strip.text for strip in screen.query_one(EventLog).lines]
+
+        def has(lines: list[str], *parts: str) -> bool:
+            return all(any(p in line for line in lines) for p in parts)
+
+        lines = shown()
+        assert screen.filter_name == "operator" and "events · operator (k)" in str(screen.query_one(EventLog).border_title)
+        assert has(lines, "run 20240501-120000-demo started", "state → running", "ALERT warning", "command pause", "checkpoint at step 3")
+        assert not any(" group " in line or "weights v" in line or ": reward " in line for line in lines)
+        expected = {
+            "all": ("group 0: reward", "weights v1 synced", "step 1: reward", "command pause"),
+            "commands": ("command pause",),
+            "alerts": ("ALERT warning [zero_std_groups]",),
+            "checkpoints & syncs": ("weights v1 synced", "checkpoint at step 3"),
+        }
+        for name, parts in expected.items():
+            await pilot.press("k")
+            await kit.settle(pilot)
+            lines = shown()
+            assert screen.filter_name == name and has(lines, *parts), (name, lines)
+            if name == "alerts":
+                assert all("ALERT" in line for line in lines)
+                source.push(kit.make_group(4, 0, ts=kit.TS0 + 600))  # live events keep the filter
+                await kit.wait_for(pilot, lambda: app.state.groups_total == 13, what="new group")
+                await kit.settle(pilot)
+                assert all("ALERT" in line for line in shown())
+        await pilot.press("k")
+        await kit.settle(pilot)
+        assert screen.filter_name == "operator"
