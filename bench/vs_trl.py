@@ -4,6 +4,7 @@ learning rate and seed, one after the other in one invocation (each in its own p
 
     python bench/vs_trl.py [--steps 60] [--prompts 32] [--G 8] [--max-tokens 32] [--lr 3e-5]
                            [--model smollm2-135m-instruct | --model-dir DIR --task length] [--json-out FILE]
+                           [--overlap]
 
 `--task chat` (default): the real model's addition questions through its chat template, rewards
 `correct_answer` + `number_only`. `--task length`: plain-text prompts from DIR/prompts.jsonl (a
@@ -14,6 +15,11 @@ Reports per loop: median step time (steps 4..N), rl-console's generate/score/tra
 rollout tokens/s, peak GPU memory (the process's own torch allocator peak for TRL; NVML's
 device-wide peak during the rl-console run), and the reward per 10 steps, total and per
 reward function. The ratio rl-console/TRL of the median step time is the headline.
+
+`--overlap` adds a third loop: rl-console with `training.overlap = true` (step s+1's rollout
+generated during step s's update), same config, and reports its steps/s over rl-console's
+synchronous mode, its staleness, prefetched share and TRL's importance-ratio statistics, next to
+both reward curves (`--only rl_console,rl_console_overlap` skips TRL).
 GPU only: TRL's colocate engine needs CUDA for its weight sync in this setting.
 """
 
@@ -104,7 +110,7 @@ def run_trl(args) -> dict:
             "wall_s": wall, "rc": out.returncode}
 
 
-def run_console(args) -> dict:
+def run_console(args, overlap: bool = False) -> dict:
     cmd = [sys.executable, "-m", "backend", "run", "--headless", "--json", "--profile", str(ROOT / "profiles/smollm2-gpu.toml"),
            "--max-steps", str(args.steps), "--set", f"model.source={args.model_dir}",
            "--set", f"training.prompts_per_step={args.prompts}", "--set", f"sampling.num_generations={args.G}",
@@ -113,6 +119,8 @@ def run_console(args) -> dict:
     if args.task == "length":
         cmd += ["--set", "task.name=length", "--set", f"task.dataset={args.model_dir}/prompts.jsonl",
                 "--set", 'task.reward_funcs=["backend.training.demo_task:char_match"]']
+    if overlap:
+        cmd += ["--set", "training.overlap=true"]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT) + ":" + os.environ.get("PYTHONPATH", "")})
@@ -127,7 +135,10 @@ def run_console(args) -> dict:
             t = ev["times"]
             rows.append({"step": ev["step"], "reward": ev["reward_mean"], "step_s": t["total"], "generate": t["generate"],
                          "score": t["score"], "train": t["train"], "sync": t["sync"], "tokens_per_s": ev["tokens_per_s"],
-                         "logprob_diff_mean": ev.get("logprob_diff_mean"),
+                         "logprob_diff_mean": ev.get("logprob_diff_mean"), "staleness": ev.get("staleness", 0),
+                         "prefetched": ev.get("prefetched", False), "generate_hidden_s": ev.get("generate_hidden_s", 0.0),
+                         "is_ratio_mean": ev.get("is_ratio_mean"), "is_ratio_min": ev.get("is_ratio_min"),
+                         "is_ratio_max": ev.get("is_ratio_max"), "is_clipped_frac": ev.get("is_clipped_frac"),
                          **{f: ev["rewards_by_function"].get(f) for f in REWARDS[args.task]}})
         elif ev.get("kind") == "gpu_stats" and ev.get("gpus"):
             peak = max(peak, max(g["mem_used_mb"] for g in ev["gpus"]))
@@ -137,7 +148,8 @@ def run_console(args) -> dict:
             synced.append({"verified": ev["verified"], "detail": ev["detail"][:300], "bytes": ev["bytes"], "s": ev["duration_s"]})
     if out.returncode != 0 or not rows:
         print(out.stderr[-4000:], file=sys.stderr)
-    return {"loop": "rl-console (profiles/smollm2-gpu.toml)", "rows": rows, "peak_mb": peak or None, "wall_s": wall,
+    name = "rl-console (profiles/smollm2-gpu.toml" + (", training.overlap = true)" if overlap else ")")
+    return {"loop": name, "rows": rows, "peak_mb": peak or None, "wall_s": wall,
             "rc": out.returncode, "syncs": synced[:3] + synced[-2:], "gpu_util_mean": statistics.fmean(util) if util else None,
             "sync_bytes": synced[-1]["bytes"] if synced else None}
 
@@ -158,6 +170,16 @@ def summarize(res: dict, rewards: list[str]) -> dict:
         out["sync_share_median"] = statistics.median(r["sync"] / r["step_s"] for r in rows[3:] or rows if r["step_s"] > 0)
         if res.get("sync_bytes"):
             out["sync_gb_per_s"] = res["sync_bytes"] / out["median_sync"] / 1e9
+    if rows and any(r.get("prefetched") for r in rows):
+        out["prefetched_share"] = sum(bool(r["prefetched"]) for r in rows) / len(rows)
+        out["staleness_max"] = max(r["staleness"] for r in rows)
+        out["median_generate_hidden"] = statistics.median(r["generate_hidden_s"] for r in rows[3:] or rows)
+        ratios = [r["is_ratio_mean"] for r in rows if r.get("is_ratio_mean") is not None]
+        clipped = [r["is_clipped_frac"] for r in rows if r.get("is_clipped_frac") is not None]
+        out["is_ratio_mean_range"] = (min(ratios), max(ratios)) if ratios else None
+        out["is_ratio_min_max"] = (min(r["is_ratio_min"] for r in rows if r.get("is_ratio_min") is not None),
+                                   max(r["is_ratio_max"] for r in rows if r.get("is_ratio_max") is not None)) if ratios else None
+        out["is_clipped_frac_mean"] = statistics.fmean(clipped) if clipped else None
     return out
 
 
@@ -173,7 +195,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--task", choices=list(REWARDS), default="chat")
-    ap.add_argument("--only", choices=["trl", "rl_console"], default=None, help="run one loop only")
+    ap.add_argument("--only", default=None, help="comma-separated loops to run: trl, rl_console, rl_console_overlap")
+    ap.add_argument("--overlap", action="store_true", help="also run rl-console with training.overlap = true")
     ap.add_argument("--json-out")
     args = ap.parse_args()
     if args.child == "trl":
@@ -181,8 +204,12 @@ def main() -> int:
         return 0
     args.model_dir = args.model_dir or model_dir(args.model)
     results = {}
-    for name, fn in (("trl", run_trl), ("rl_console", run_console)):
-        if args.only and name != args.only:
+    loops = [("trl", run_trl), ("rl_console", run_console)]
+    only = set(args.only.split(",")) if args.only else None
+    if args.overlap or (only and "rl_console_overlap" in only):
+        loops.append(("rl_console_overlap", lambda a: run_console(a, overlap=True)))
+    for name, fn in loops:
+        if only and name not in only:
             continue
         print(f"== {name}", flush=True)
         res = fn(args)
@@ -192,6 +219,14 @@ def main() -> int:
     a, b = (results.get(k, {}).get("summary", {}).get("median_step_s") for k in ("trl", "rl_console"))
     if a and b:
         print(f"median step: TRL colocate {a * 1000:.0f} ms, rl-console {b * 1000:.0f} ms, ratio {b / a:.2f}x", flush=True)
+    c = results.get("rl_console_overlap", {}).get("summary", {}).get("median_step_s")
+    if b and c:
+        o = results["rl_console_overlap"]["summary"]
+        print(f"overlap: median step {c * 1000:.0f} ms vs synchronous {b * 1000:.0f} ms: {b / c:.2f}x steps/s; "
+              f"prefetched {o.get('prefetched_share', 0):.0%} of steps, staleness max {o.get('staleness_max')}, "
+              f"IS ratio mean range {o.get('is_ratio_mean_range')}, clipped {o.get('is_clipped_frac_mean')}", flush=True)
+    if a and c:
+        print(f"overlap vs TRL colocate: ratio {c / a:.2f}x", flush=True)
     for name in results:
         print(f"reward per 10 steps, {name}: {results[name]['summary']['reward_per_10']}", flush=True)
     if args.json_out:

@@ -17,6 +17,11 @@
 #   vs_trl_05b  bench/vs_trl.py on the random ~0.5B Qwen2 (plain-text prompts, char_match reward), 20 steps
 #   scale       rl-console alone (sync mode) on the random ~1.5B Qwen2, 20 steps: the third row of the
 #               scaling table (the 135M and ~0.5B rows come from `real` and `vs_trl_05b`)
+#   overlap     training.overlap = true: tests/integration/test_overlap.py on the GPU (staleness <= 1 in
+#               every group, importance ratios in every step, pause/resync/checkpoint/set at boundaries),
+#               then bench/vs_trl.py --overlap (TRL colocate, rl-console synchronous, rl-console overlapped;
+#               steps/s ratio and both reward curves) on SmolLM2-135M-Instruct (60 steps) and on the
+#               random ~0.5B Qwen2 (30 steps)
 #   two_gpu     (2+ GPUs; not part of `all`) profiles/two-gpu.toml: trainer on GPU 0, vLLM in a Ray
 #               actor on GPU 1, NCCL weight sync: tests/gpu/test_two_gpu.py, bench/two_gpu.py, and a
 #               60-step GRPO run on the random ~0.5B Qwen2 (paused, resynced), events saved
@@ -75,6 +80,13 @@ if want scale; then
   echo "== rl-console on the random ~1.5B Qwen2 (sync mode)"
   $PY bench/gpu_throughput.py --model-dir $M15 --size 1.5b --build-only
   $PY bench/vs_trl.py --model-dir $M15 --task length --steps 20 --only rl_console --json-out "$OUT/scale_15b.json" 2>&1 | tail -4
+fi
+if want overlap; then
+  echo "== overlap: the next step's rollout behind this update"
+  $PY -m pytest -q -p no:cacheprovider tests/integration/test_overlap.py -rs 2>&1 | tail -4
+  $PY bench/vs_trl.py --overlap --steps 60 --json-out "$OUT/overlap_real.json" 2>&1 | tail -6
+  prompts
+  $PY bench/vs_trl.py --overlap --model-dir $M --task length --steps 30 --json-out "$OUT/overlap_05b.json" 2>&1 | tail -6
 fi
 if want throughput; then
   echo "== ~0.5B rollouts: engine layer vs bare vLLM, weight sync"
