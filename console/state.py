@@ -288,6 +288,7 @@ class RunState:
         # policy probes and playground tries (the policy diff and playground screens)
         self.telemetry: dict[str, Any] = {}  # the profile's [telemetry] section, from RunStarted
         self.probes: deque[PolicyProbe] = deque(maxlen=max_probes)  # oldest first, one per weight version
+        self.probe_baseline: PolicyProbe | None = None  # the first one (initial weights), kept past the ring
         self.tries: deque[TryResult] = deque(maxlen=max_tries)  # every console's tries, oldest first
 
     # -- connection -------------------------------------------------------------------
@@ -593,10 +594,20 @@ class RunState:
 
     # -- policy probes and playground tries ------------------------------------------------
     def _on_policy_probe(self, ev: PolicyProbe) -> None:
-        """One probe per weight version: a version probed again (a resumed run) replaces it."""
+        """One probe per weight version: a version probed again (a resumed run) replaces it. The
+        first one stays after the ring has moved on: what the policy said at the start."""
         if any(p.weight_version == ev.weight_version for p in self.probes):
             self.probes = deque((p for p in self.probes if p.weight_version != ev.weight_version), maxlen=self.probes.maxlen)
         self.probes.append(ev)
+        if self.probe_baseline is None or self.probe_baseline.weight_version >= ev.weight_version:
+            self.probe_baseline = ev
+
+    def probes_held(self) -> list[PolicyProbe]:
+        """The probes to show, oldest first: the ring, after the first probe if the ring dropped it."""
+        base = self.probe_baseline
+        if base is None or (self.probes and self.probes[0].weight_version <= base.weight_version):
+            return list(self.probes)
+        return [base, *self.probes]
 
     def _on_try_result(self, ev: TryResult) -> None:
         self.tries.append(ev)
@@ -610,7 +621,7 @@ class RunState:
     def probe_prompts(self) -> list[str]:
         """The probe prompts, in the order of the newest probe (then any only older ones had)."""
         out: list[str] = []
-        for probe in reversed(self.probes):
+        for probe in reversed(self.probes_held()):
             for p in probe.probes:
                 if p.prompt not in out:
                     out.append(p.prompt)
@@ -619,7 +630,7 @@ class RunState:
     def probe_history(self, prompt: str) -> list[tuple[PolicyProbe, Any]]:
         """(probe event, that prompt's ProbeOutput) at each recorded weight version, newest first."""
         out = []
-        for probe in reversed(self.probes):
+        for probe in reversed(self.probes_held()):
             found = next((p for p in probe.probes if p.prompt == prompt), None)
             if found is not None:
                 out.append((probe, found))

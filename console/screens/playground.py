@@ -127,14 +127,14 @@ class PlaygroundScreen(LiveScreen):
     ]
     DEFAULT_CSS = """
     PlaygroundScreen #play-body { height: 1fr; layout: vertical; border-top: solid $primary 50%; }
-    PlaygroundScreen #try-history { height: 5; min-height: 3; }
+    PlaygroundScreen #try-history { height: 4; min-height: 3; }
     PlaygroundScreen #play-result { height: 1fr; }
-    PlaygroundScreen #try-detail { height: 1; background: $boost; padding: 0 1; }
+    PlaygroundScreen #try-detail { height: 2; background: $boost; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     PlaygroundScreen #try-completions { height: auto; max-height: 7; min-height: 2; }
     PlaygroundScreen #try-text-scroll { height: 1fr; padding: 0 1; border-top: solid $primary 30%; }
     PlaygroundScreen.-wide #play-body { layout: horizontal; }
-    PlaygroundScreen.-wide #try-history { width: 2fr; height: 100%; }
-    PlaygroundScreen.-wide #play-result { width: 3fr; height: 100%; border-left: solid $primary 50%; }
+    PlaygroundScreen.-wide #try-history { width: 1fr; height: 100%; }
+    PlaygroundScreen.-wide #play-result { width: 1fr; height: 100%; border-left: solid $primary 50%; }
     PlaygroundScreen.-wide #try-completions { max-height: 12; }
     """
 
@@ -209,7 +209,7 @@ class PlaygroundScreen(LiveScreen):
     # -- painting -------------------------------------------------------------------------------
     def _note(self) -> str:
         refused = self.console_app.refusal("try")
-        return f"{refused[1]} (tries need a live run this console controls)" if refused else ""
+        return refused[1] if refused else ""
 
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
@@ -251,7 +251,8 @@ class PlaygroundScreen(LiveScreen):
         line = Text(no_wrap=True, overflow="ellipsis", end="")
         line.append(f"weights v{result.weight_version}", style="bold")
         line.append(" · " + ("yours" if row.mine else "another console's / ctl's"))
-        line.append(f" · after step {result.step} · {len(result.completions)} completions in {result.duration_s:.2f}s · ")
+        n = len(result.completions)
+        line.append(f" · after step {result.step} · {n} completion{'' if n == 1 else 's'} in {result.duration_s:.2f}s\n")
         line.append(fmt_params(result.params), style="dim")
         detail.update(line)
         table.set_completions(result.command_id, result.completions, state.reward_functions, max(width, 12))

@@ -55,6 +55,8 @@ def empty_message(state: RunState) -> str:
         return "This run has no probe prompts (telemetry.probes = 0 and no telemetry.probe_prompts)."
     if every is None:
         return "No policy probes received (the run does not say telemetry.probe_every: an older backend?)."
+    if state.ended:
+        return f"This run recorded no policy probes (telemetry.probe_every = {every})."
     if state.step == 0:
         when = "at the initial weights, before the first step"
     else:
@@ -89,6 +91,9 @@ class ProbesScreen(LiveScreen):
     ProbesScreen.-wide #probe-list { max-height: 12; }
     ProbesScreen.-wide #probe-diff { width: 1fr; height: 100%; border-top: none; border-left: solid $primary 50%; }
     """
+
+    #: below this many cells for the output, the versions table leaves out the per-function columns
+    MIN_OUTPUT = 20
 
     def __init__(self) -> None:
         super().__init__()
@@ -177,15 +182,21 @@ class ProbesScreen(LiveScreen):
             return
         every = state.probe_every
         head = Text(no_wrap=True, overflow="ellipsis", end="")
-        head.append(f"policy probes: {len(rows)} prompts · {len(state.probes)} versions", style="bold")
+        head.append(f"policy probes: {len(rows)} prompts · {len(state.probes_held())} versions", style="bold")
         if every:
-            head.append(f" · every {every} steps · next after step {next_probe_step(state.step, every)}")
+            head.append(f" · every {every} steps")
+            if not state.ended:
+                head.append(f" · next after step {next_probe_step(state.step, every)}")
         title.update(head)
         vrows = version_rows(state, self.prompt or rows[0].prompt)
         frm, to = self.compared()
         marks = {v: label for v, label in ((frm, "from"), (to, "to")) if v is not None}
-        width = (table.size.width or self.size.width) - ProbeVersions.fixed_width(state.reward_functions)
-        table.set_rows(vrows, state.reward_functions, marks, max(width, 12))
+        functions = state.reward_functions
+        width = (table.size.width or self.size.width) - ProbeVersions.fixed_width(functions)
+        if width < self.MIN_OUTPUT and functions:  # narrow: the output first (the diff's heading has the rewards)
+            functions = []
+            width = (table.size.width or self.size.width) - ProbeVersions.fixed_width(functions)
+        table.set_rows(vrows, functions, marks, max(width, 12))
         table.border_title = "[ ] from · { } to · enter: compare with it"
         diff.show(*self._diff_text(vrows, frm, to))
 
@@ -208,8 +219,7 @@ class ProbesScreen(LiveScreen):
         heading.append(f" · reward {fmt_num(old.output.reward)} → {fmt_num(new.output.reward)}")
         for name in sorted(set(old.output.rewards) | set(new.output.rewards)):
             a, b = old.output.rewards.get(name), new.output.rewards.get(name)
-            if a != b:
-                heading.append(f" · {name} {fmt_num(a)} → {fmt_num(b)}")
+            heading.append(f" · {name} {fmt_num(a)} → {fmt_num(b)}" if a != b else f" · {name} {fmt_num(b)}")
         heading.append(" · ")
         if d.same:
             heading.append("same text", style="bold")

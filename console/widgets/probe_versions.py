@@ -21,6 +21,11 @@ MARK = Style.parse("bold reverse cyan")
 CHANGED = Style.parse("bold magenta")
 
 
+def _widths(functions: Sequence[str]) -> tuple[int, ...]:
+    """Every column's width but the output's."""
+    return (4, 6, 5, 6, *(max(len(f), 6) for f in functions), 4, 3, 1)
+
+
 class VersionRow(NamedTuple):
     weight_version: int
     step: int
@@ -55,13 +60,13 @@ class ProbeVersions(LineTable):
         if keep in versions:  # a cursor on the newest row follows new versions; elsewhere it stays on its version
             self.cursor_row = versions.index(keep)
         labels = ("diff", "wv", "step", "reward", *functions, "len", "cut", "Δ", "output")
-        widths = (4, 4, 5, 6, *(max(len(f), 6) for f in functions), 4, 3, 1, max(output_width, 8))
+        widths = (*_widths(functions), max(output_width, 8))
         self.set_shape(len(rows), labels, widths, range(1, 5 + len(functions)))
 
     @staticmethod
     def fixed_width(functions: Sequence[str]) -> int:
         """Cells taken by every column but the output (with the gaps)."""
-        widths = (4, 4, 5, 6, *(max(len(f), 6) for f in functions), 4, 3, 1)
+        widths = _widths(functions)
         return sum(widths) + len(widths) + 2
 
     def row_cells(self, row: int) -> list[Cell]:

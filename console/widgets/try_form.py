@@ -21,7 +21,7 @@ from textual.widgets import Button, Input, Label, Static, TextArea
 
 SAMPLING = ("temperature", "top_p", "top_k", "max_tokens")
 LABELS = {"temperature": "temp", "top_p": "top_p", "top_k": "top_k", "max_tokens": "max_tokens"}
-HINT = "empty: live value · temp 0: greedy · ^s/Enter: send · ^o: pick a prompt"
+HINT = "empty: live value · temp 0: greedy (n 1) · ^s/Enter: send · ^o: pick a prompt"
 
 
 def parse_columns(raw: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ WAITING = Style.parse("bold yellow")
 REFUSED = Style.parse("bold red")
 COLUMNS = ("by", "wv", "step", "n", "mean", "status", "prompt")
 RIGHT = (1, 2, 3, 4)
-WIDTHS = (4, 5, 5, 3, 6, 9)
+WIDTHS = (5, 6, 5, 3, 6, 9)
 
 
 class TryRow(NamedTuple):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.protocol.events import PolicyProbe, ProbeOutput, RunResumed, RunStarted
+from backend.protocol.events import PolicyProbe, ProbeOutput, RunResumed, RunStarted, StateChanged
 from console.app import RLConsoleApp
 from console.screens.probes import ProbesScreen, empty_message, next_probe_step, probe_rows
 from console.state import RunState, describe
@@ -92,11 +92,14 @@ def test_a_version_probed_again_replaces_the_first_and_a_resume_drops_the_lost_o
     assert [p.weight_version for p in state.probes] == [0, 10]
 
 
-def test_probe_ring_is_bounded():
+def test_probe_ring_is_bounded_and_keeps_the_first_probe():
     state = RunState(max_probes=5)
     for i in range(40):
         state.apply(probe(i, every=1))
     assert [p.weight_version for p in state.probes] == [35, 36, 37, 38, 39]
+    # the initial weights' outputs stay: "what changed since the start" survives a long run
+    assert [p.weight_version for p, _ in state.probe_history(PROMPTS[0])] == [39, 38, 37, 36, 35, 0]
+    assert probe_rows(state)[0].first_reward == 0.0 and probe_rows(state)[0].versions == 6
 
 
 def test_probe_event_is_described_in_the_log():
@@ -110,11 +113,14 @@ def test_probe_event_is_described_in_the_log():
     ({"telemetry": {"probe_every": 10, "probes": 4}}, 13, "expected after step 20 (telemetry.probe_every = 10)"),
     ({"telemetry": {"probe_every": 10, "probes": 0, "probe_prompts": []}}, 3, "no probe prompts"),
     ({}, 0, "the run does not say telemetry.probe_every"),
+    ({"telemetry": {"probe_every": 10, "probes": 4}}, -1, "This run recorded no policy probes (telemetry.probe_every = 10)"),
 ])
 def test_empty_state_says_when_the_first_probe_is_expected(kit, profile_data, step, expected):
     state = RunState()
     state.apply(RunStarted(run_id="r", profile="p", profile_data=profile_data, model="m", task="t", engine="e"))
-    state.step = step
+    if step < 0:  # an ended run: nothing more is expected
+        state.apply(StateChanged(state="finished", reason="stopped at step 7", step=7))
+    state.step = max(step, 0)
     assert expected in empty_message(state)
     assert next_probe_step(13, 10) == 20 and next_probe_step(20, 10) == 30
 
