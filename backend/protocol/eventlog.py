@@ -220,6 +220,41 @@ class EventLogReader:
         rows = self._rows(f"SELECT body FROM {TABLE} WHERE seq >= ? AND seq < ? ORDER BY seq", (from_seq, to_seq))
         return [body.encode() + b"\n" for (body,) in rows]
 
+    def read_page(self, from_seq: int, to_seq: int | None = None, max_bytes: int = 256 * 1024) -> tuple[bytes, int]:
+        """Stored frames from `from_seq` on (below `to_seq`), joined (wire encoding, one per line),
+        at most about `max_bytes` (a page always holds one frame if there is one). Returns the
+        page and the seq that follows it; a page bounded in bytes keeps a replay's memory flat."""
+        sql = f"SELECT seq, CAST(body AS BLOB) FROM {TABLE} WHERE seq >= ?"
+        args: list[Any] = [from_seq]
+        if to_seq is not None:
+            sql += " AND seq < ?"
+            args.append(to_seq)
+        sql += " ORDER BY seq LIMIT 4096"
+        parts: list[bytes] = []
+        size, nxt = 0, from_seq
+        with self._lock:
+            if not self._ready:
+                self._ready = _check_table(self._db, self.path)
+                if not self._ready:
+                    return b"", from_seq
+            try:
+                cur = self._db.execute(sql, args)
+                try:
+                    for seq, body in cur:
+                        parts.append(body)
+                        size += len(body) + 1
+                        nxt = seq + 1
+                        if size >= max_bytes:
+                            break
+                finally:
+                    cur.close()
+            except sqlite3.DatabaseError as exc:
+                raise EventLogCorrupt(f"{self.path}: reading the event log failed ({exc})", self.path) from None
+        if not parts:
+            return b"", from_seq
+        parts.append(b"")
+        return b"\n".join(parts), nxt
+
     def latest(self, kind: str, n: int = 1) -> list[Any]:
         """The newest `n` decodable events of `kind`, newest first."""
         rows = self._rows(f"SELECT seq, body FROM {TABLE} WHERE kind = ? ORDER BY seq DESC LIMIT ?", (kind, n))
