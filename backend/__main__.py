@@ -244,12 +244,51 @@ def quiet_library_warnings(log_path: Path) -> None:
     os.close(fd)
 
 
+def data_dir_error() -> str:
+    """Why a run cannot write where runs live ($RLC_HOME), or "" when it can: tried, not
+    guessed from file modes (root ignores them; a read-only mount does not)."""
+    import tempfile
+
+    from backend.protocol.paths import home, runs_dir
+
+    try:
+        runs_dir().mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=runs_dir(), prefix=".rlc-probe-"):
+            pass
+    except OSError as exc:
+        return (f"cannot write the data dir {home()} ({exc.strerror or exc}): a run needs a writable one; "
+                "set RLC_HOME to a writable directory (ls, status and replay work on a read-only one)")
+    return ""
+
+
+def _on_log_replaced(controller, message: str) -> None:
+    """The event log's file was deleted or replaced and has been recreated (nothing lost):
+    a critical alert, and the run pauses so the operator finds out what removes files."""
+    def tell() -> None:
+        try:
+            controller.emit(E.Alert(
+                rule="event_log_lost", severity="critical", message=message, step=controller.step,
+                suggestion="find what deletes files under the data dir (a cleanup job, a script, a full `rm`), "
+                           "then resume; the log was recreated with every event"))
+            controller.request_pause(f"the event log file disappeared: {message}")
+        except Exception:  # the log itself is safe; a failure here must not stop the run
+            import traceback
+
+            traceback.print_exc()
+
+    # called under the log's lock (inside an append): tell from another thread
+    threading.Thread(target=tell, name="rlc-log-replaced", daemon=True).start()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from backend.controller import Controller
     from backend.protocol.paths import new_run_id
     from backend.runstore import RunStore
     from backend.settings import ProfileError, load_profile
 
+    if why := data_dir_error():
+        print(f"rl-console: {why}", file=sys.stderr)
+        return 2
     overrides = _parse_set(args.set or [])
     if args.max_steps is not None:
         overrides.setdefault("run", {})["max_steps"] = args.max_steps
@@ -281,6 +320,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = RunStore(rdir / "events.db")
     pinned = pin_trainer_gpu()  # before anything initialises CUDA: TRL trains on one GPU per process
     controller = Controller(profile, run_id=run_id, run_dir=rdir, profile_name=name, store=store, resume=resume)
+    store.on_replaced = lambda message: _on_log_replaced(controller, message)
     if args.headless:
         quiet_library_warnings(rdir / "backend.log")
         stream = None

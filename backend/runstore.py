@@ -5,6 +5,13 @@ The on-disk format and the reader are `backend.protocol.eventlog` (shared with t
 One writer (the backend process); any number of readers (attach, replay, `ls`). Every
 event is stored in the protocol's own JSON encoding, so replay decodes what the live
 socket would have sent.
+
+A log file deleted (or replaced) under a live run: every append first checks that the file
+at the path is still the one the writer holds open. If it is not, nothing is lost: the
+writer still holds the whole log, merges its WAL into it and copies it with SQLite's backup
+API into a new file at the path (a file someone put there instead is kept beside it), then
+goes on writing there, and says so through `on_replaced` (the backend raises a critical
+alert and pauses).
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import json
 import os
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +35,18 @@ class RunStore(EventLogReader):
     The format (table, columns, version, row <-> event) is `backend.protocol.eventlog`'s.
     """
 
-    def __new__(cls, path: str | Path, *, readonly: bool = False) -> Any:
+    def __new__(cls, path: str | Path, *, readonly: bool = False, **_: Any) -> Any:
         if readonly:
             return EventLogReader(path)
         return super().__new__(cls)
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False,
+                 on_replaced: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         self.skipped = 0
         self.last_skipped = ""
+        self.on_replaced = on_replaced  # called (under the store's lock: hand it off) after a recreation
+        self.replaced: list[str] = []  # what happened, each time the file had to be recreated
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -43,8 +55,69 @@ class RunStore(EventLogReader):
         except BaseException:
             self._db.close()
             raise
+        self._file = self._identity()
         self._ready = True
         self._next = self.last_seq() + 1
+
+    def _identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file at the path; None when there is none."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _ensure_file(self) -> None:
+        """Under `_lock`: the file at the path must be the one this writer holds open."""
+        now = self._identity()
+        if now == self._file:
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        if now is None:
+            what = f"{self.path} was deleted while the run was writing it"
+            kept = ""
+        else:  # someone put another file there: keep it, beside the recreated log
+            aside = self.path.with_name(f"{self.path.name}.found-{stamp}")
+            os.replace(self.path, aside)
+            what = f"{self.path} was replaced by another file while the run was writing it"
+            kept = f"; the file found there was moved to {aside.name}"
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the file still held open
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.recovering")
+        tmp.unlink(missing_ok=True)
+        dst = sqlite3.connect(str(tmp))
+        try:
+            self._db.backup(dst)
+        finally:
+            dst.close()
+        self._db.close()
+        for side in ("-wal", "-shm"):  # the lost file's (readers may keep them open): never the new one's
+            self.path.with_name(self.path.name + side).unlink(missing_ok=True)
+        os.replace(tmp, self.path)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        init_writer(self._db, self.path)
+        self._file = self._identity()
+        rows = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        message = f"{what}; recreated it from the open log ({rows} events, nothing lost){kept}"
+        self.replaced.append(message)
+        if self.on_replaced is not None:
+            try:
+                self.on_replaced(message)
+            except Exception:  # the log is safe either way
+                pass
+
+    def check_file(self) -> None:
+        """Recreate the log at its path if it was deleted or replaced (see the module doc)."""
+        with self._lock:
+            self._ensure_file()
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._ensure_file()  # a log deleted after the last event is not lost either
+            except (sqlite3.Error, OSError):
+                pass
+            self._db.close()
 
     @property
     def next_seq(self) -> int:
@@ -57,6 +130,7 @@ class RunStore(EventLogReader):
     def append_many(self, events: list[Any]) -> list[Any]:
         """Store several events in one transaction (a step's sample groups): one commit, not N."""
         with self._lock:
+            self._ensure_file()
             stored = [event.model_copy(update={"seq": self._next + i}) for i, event in enumerate(events)]
             rows = [to_row(ev) for ev in stored]
             self._db.execute("BEGIN")

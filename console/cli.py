@@ -89,9 +89,12 @@ def start_detached(args: argparse.Namespace, run_id: str | None = None) -> str:
     if sock.exists():  # left behind by a backend that was killed: the new one binds afresh
         sock.unlink()
     rdir = run_dir(run_id)
-    rdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(rdir, 0o700)
-    log = open(rdir / "backend.log", "ab")
+    try:
+        rdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(rdir, 0o700)
+        log = open(rdir / "backend.log", "ab")
+    except OSError as exc:  # a read-only or missing data dir: say so, not a traceback
+        raise RuntimeError(runs.unwritable(exc)) from None
     proc = subprocess.Popen(
         _backend_cmd(args, run_id, headless=True),
         stdin=subprocess.DEVNULL,

@@ -79,6 +79,14 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
+def unwritable(exc: OSError) -> str:
+    """What to say when a run cannot be started because the data dir cannot be written."""
+    from backend.protocol.paths import home
+
+    return (f"cannot write the data dir {home()} ({exc.strerror or exc}): a run needs a writable one; "
+            "set RLC_HOME to a writable directory (ls, status and replay work on a read-only one)")
+
+
 def open_log(run_id: str) -> EventLogReader | None:
     """The run's event log, read-only; None while the run has not created it yet.
     Raises `EventLogError` for a log that is there but cannot be read (corrupt, newer)."""

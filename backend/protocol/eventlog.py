@@ -24,11 +24,13 @@ Imports only the standard library and the protocol (which imports only pydantic)
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from backend.protocol.codec import ProtocolError, decode_event, encode_event
 
@@ -139,14 +141,37 @@ class EventLogReader:
         self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        uri = f"file:{self.path.resolve()}?mode=ro"
         try:
-            db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
+            return self._connect("mode=ro")
         except sqlite3.OperationalError as exc:
-            raise EventLogError(f"{self.path}: cannot open the event log ({exc})", self.path) from None
+            # A WAL log needs its `-shm` side file; on a read-only mount (or a directory this
+            # user cannot write) SQLite cannot create it and cannot open the log. When no writer
+            # left changes in `-wal` (a closed run: the writer merged them), the file alone is
+            # the whole log and can be read as immutable.
+            if not _cannot_create_side_files(self.path, exc):
+                raise EventLogError(f"{self.path}: cannot open the event log ({exc})", self.path) from None
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise EventLogError(
+                    f"{self.path}: cannot be read here: its directory is read-only and {wal.name} holds changes "
+                    "not merged into the log yet (its backend did not close it); copy the run directory to a "
+                    "writable place and read it there", self.path) from None
+            try:
+                return self._connect("mode=ro&immutable=1")
+            except sqlite3.OperationalError as exc2:
+                raise EventLogError(f"{self.path}: cannot open the event log ({exc2})", self.path) from None
+
+    def _connect(self, mode: str) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path.resolve()))}?{mode}"
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
         try:
             check_version(db, self.path)
             self._ready = _check_table(db, self.path)
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "unable to open" in str(exc):
+                raise
+            raise EventLogCorrupt(f"{self.path}: not a readable event log ({exc})", self.path) from None
         except sqlite3.DatabaseError as exc:
             db.close()
             raise EventLogCorrupt(f"{self.path}: not a readable event log ({exc})", self.path) from None
@@ -271,6 +296,26 @@ class EventLogReader:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _cannot_create_side_files(path: Path, exc: sqlite3.OperationalError) -> bool:
+    """SQLite said "unable to open" because the log's directory takes no new file (a read-only
+    mount, or no write permission), not because the log itself is unreadable."""
+    if "unable to open" not in str(exc) or not os.access(path, os.R_OK):
+        return False
+    return not _writable_dir(path.parent)
+
+
+def _writable_dir(directory: Path) -> bool:
+    """Whether a file can be created in `directory` (tried, not guessed from the modes: root
+    ignores them, a read-only mount does not)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".rlc-probe-"):
+            return True
+    except OSError:
+        return False
 
 
 def open_reader(path: str | Path) -> EventLogReader:
