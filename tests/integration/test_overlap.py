@@ -149,3 +149,66 @@ def test_overlap_keeps_staleness_bounded_and_commands_at_boundaries(rlc_home, tm
         m = steps[s]
         assert m.times.generate <= m.times.total and m.generate_hidden_s >= 0
     assert not [t for t in threading.enumerate() if t.name.startswith("rlc-rollout")]  # nothing generates after the run
+
+
+def test_overlap_trains_on_the_same_prompts_as_synchronous_mode_through_a_kill_and_resume(rlc_home):
+    """Reading the dataloader one batch ahead changes neither the data order nor what a resume
+    skips: an overlapped run (killed after step 5, resumed from its step-3 checkpoint) trains
+    step k on exactly the prompts a synchronous run with the same seed trains step k on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from backend.protocol import decode_event
+    from tests.conftest import backend_env
+
+    env = backend_env(rlc_home)
+    backend = [sys.executable, "-m", "backend", "run", "--headless", "--json", "--max-steps", "9",
+               "--set", "run.checkpoint_every=3", "--set", "training.prompts_per_step=4"]
+    tag = str(time.time_ns())[-8:]
+
+    def prompts(events):
+        out: dict[int, list[str]] = {}
+        for e in events:
+            if e.kind == "sample_group":
+                out.setdefault(e.step, []).append(e.prompt)
+        return out
+
+    ref = subprocess.run(backend + ["--run-id", f"sync-{tag}"], env=env, capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    ref_prompts = prompts(decode_event(line) for line in ref.stdout.splitlines() if line.startswith("{"))
+    assert sorted(ref_prompts) == list(range(1, 10)) and len({tuple(v) for v in ref_prompts.values()}) == 9
+
+    run_id = f"overlap-{tag}"
+    proc = subprocess.Popen(backend + ["--run-id", run_id, "--set", "training.overlap=true"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    before = []
+    try:
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                continue
+            ev = decode_event(line)
+            before.append(ev)
+            if ev.kind == "step_metrics" and ev.step == 5:
+                os.kill(proc.pid, signal.SIGKILL)  # a rollout for step 6 is in flight or ready
+                break
+    finally:
+        proc.kill()
+        proc.wait(30)
+    early = prompts(before)
+    assert sorted(early) == list(range(1, 6))
+    assert all(early[k] == ref_prompts[k] for k in early)
+    assert [e.prefetched for e in before if e.kind == "step_metrics"] == [False, True, True, True, True]
+
+    res = subprocess.run([sys.executable, "-m", "console.cli", "run", "--resume", run_id, "--headless", "--json"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = [decode_event(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    got = prompts(after)
+    assert sorted(got) == list(range(4, 10))
+    for k in range(4, 10):
+        assert got[k] == ref_prompts[k], f"step {k}: {got[k]} != {ref_prompts[k]}"
+    m = {e.step: e for e in after if e.kind == "step_metrics"}
+    assert not m[4].prefetched and m[4].overlap_fallback == "no rollout was generated ahead"  # nothing survives a restart
+    assert all(m[k].prefetched and m[k].staleness == 1 for k in range(5, 10))
