@@ -31,7 +31,8 @@ class EventLog(RichLog):
     """
 
     def __init__(self, *, max_lines: int = 1000, id: str | None = None) -> None:
-        super().__init__(max_lines=max_lines, wrap=False, markup=False, highlight=False, auto_scroll=True, id=id)
+        # wrapped at word boundaries: no line cut mid-word, and no horizontal scrollbar hiding the newest line
+        super().__init__(max_lines=max_lines, wrap=True, min_width=20, markup=False, highlight=False, auto_scroll=True, id=id)
         self.next_index = 0  # index of the next state log entry to write
         self.lines_written = 0
         self.border_title = "events"
@@ -59,7 +60,7 @@ class EventLog(RichLog):
             offset = entry.ts - first_ts if first_ts is not None and entry.ts >= first_ts else 0.0
             m, s = divmod(int(offset), 60)
             h, m = divmod(m, 60)
-            line = Text(f"{h:d}:{m:02d}:{s:02d} ", style="dim", no_wrap=True, end="")
+            line = Text(f"{h:d}:{m:02d}:{s:02d} ", style="dim", end="")
             line.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
             self.write(line)
             self.next_index = entry.index + 1
