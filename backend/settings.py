@@ -143,6 +143,12 @@ class RaySection(_Section):
     num_cpus_per_engine: float = Field(1.0, ge=0)
     num_gpus_per_engine: float = Field(0.0, ge=0)
     max_restarts: int = Field(2, ge=0)
+    placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description='how replicas are placed on the cluster\'s nodes (Ray placement group strategy): "PACK" '
+        '(as few nodes as possible), "SPREAD" (one per node where it can, and a replica whose node died restarts '
+        'on a surviving one), "STRICT_SPREAD" (one per node, always: a lost node\'s replica waits for a new node)',
+    )
     auto_resume: bool = Field(False, description="resume by itself after an engine was restarted")
     weight_transport: Literal["object_store", "collective"] = Field(
         "object_store",

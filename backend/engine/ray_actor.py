@@ -1,7 +1,8 @@
 """The same engine in Ray actors: `RayEngine` spreads RolloutEngine calls over `replicas`
 `EngineActor`s, each hosting a `LocalVLLMEngine` (one code path for both backends).
 
-- Placement: one bundle per replica ({CPU: num_cpus_per_engine, GPU: num_gpus_per_engine}), PACK.
+- Placement: one bundle per replica ({CPU: num_cpus_per_engine, GPU: num_gpus_per_engine}), with the
+  profile's `ray.placement` strategy (PACK by default; SPREAD puts replicas on different nodes).
 - generate(): prompts split into contiguous balanced chunks, one per replica (the first
   chunk's replica rotates between calls); results come back in prompt order.
 - push_weights(): the named tensors go into the object store once (`ray.put`); every
@@ -186,6 +187,7 @@ class RayEngine:
         )
         self._agree_tol = 1e-3 if dtype == "float32" else 5e-2
         self._cpus = float(ray_settings.num_cpus_per_engine)
+        self._strategy = getattr(ray_settings, "placement", "PACK")
         # an actor that asks for no GPU gets CUDA_VISIBLE_DEVICES="" from Ray: a CUDA engine needs one
         self._gpus = float(ray_settings.num_gpus_per_engine) or (1.0 if device == "cuda" else 0.0)
         self._actors: list[Any] = [None] * replicas
@@ -220,7 +222,7 @@ class RayEngine:
             extra={
                 **first.extra,
                 "address": ray_settings.address or "local cluster",
-                "placement": "PACK",
+                "placement": self._strategy,
                 "per_replica": self._bundle(),
                 "nodes": sorted(set(self._hosts)),
                 "threads_per_replica": described[0]["threads"],
@@ -307,13 +309,13 @@ class RayEngine:
         bundle = self._bundle()
         if not bundle:
             return None
-        pg = placement_group([dict(bundle) for _ in range(self.replicas)], strategy="PACK")
+        pg = placement_group([dict(bundle) for _ in range(self.replicas)], strategy=self._strategy)
         try:
             ray.get(pg.ready(), timeout=min(120.0, self.startup_timeout_s))
         except GetTimeoutError:
             remove_placement_group(pg)
             raise EngineError(
-                f"the Ray cluster cannot place {self.replicas} replica(s) of {bundle}: "
+                f"the Ray cluster cannot place {self.replicas} replica(s) of {bundle} ({self._strategy}): "
                 f"available {ray.available_resources()}, total {ray.cluster_resources()}"
             ) from None
         return pg
