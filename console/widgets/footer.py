@@ -17,7 +17,7 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
-from textual.widgets import Input
+from textual.widgets import Input, TextArea
 
 
 #: how long a key's hint survives when the line is narrow (higher stays longer; default 50)
@@ -82,7 +82,7 @@ class KeyFooter(Widget):
         blocked = getattr(self.app, "control_blocked", None)
         here = next((f"show({mode!r})" for mode, cls in getattr(self.app, "MODES", {}).items()
                      if isinstance(cls, type) and isinstance(self.screen, cls)), "")
-        typing = isinstance(self.screen.focused, Input)  # a printable key types into it: no hint for one
+        typing = isinstance(self.screen.focused, (Input, TextArea))  # a printable key types into it: no hint for one
         for key, (_node, binding, enabled, _tooltip) in self.screen.active_bindings.items():
             if key == self.app.COMMAND_PALETTE_BINDING and self.app.ENABLE_COMMAND_PALETTE:
                 palette = (key, self.app.get_key_display(binding), binding.description or "palette", enabled,

@@ -315,7 +315,12 @@ async def test_escape_leaves_the_form_so_keys_work_and_params_edits_are_unaffect
         await kit.settle(pilot)
         await type_prompt(pilot, app, "dse")  # typed, not screen switches
         assert app.current_mode == "playground" and app.screen.query_one(TryForm).prompt == "dse"
-        await pilot.press("escape", "v")
+        footer = app.screen.query_one("KeyFooter")
+        assert "^s send" in footer.plain and "p pause" not in footer.plain  # p would type here: no hint for it
+        await pilot.press("escape")
+        await kit.settle(pilot)
+        assert "p pause" in footer.plain
+        await pilot.press("v")
         await kit.settle(pilot)
         assert app.current_mode == "probes"
         await pilot.press("g")
