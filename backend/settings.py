@@ -194,6 +194,11 @@ class TelemetrySection(_Section):
         description="measure trainer-engine log-prob agreement every N steps (engine sampling log-probs + one "
         "trainer forward pass over the batch; 0 = never)",
     )
+    token_view_groups: int = Field(
+        1, ge=0, le=1024,
+        description="groups per step whose completions carry their tokens and the engine's sampling log-probs (the "
+        "console's token view; the trainer's too on logprob_diff steps); 0 = none",
+    )
     probe_every: int = Field(
         10, ge=0, le=1_000_000,
         description="decode the probe prompts greedily every N steps (and on the initial weights): one batched "

@@ -19,6 +19,7 @@ class Sampling:
     seed: int | None = None  # the step's base seed; each prompt gets its own stream from it (request_seed)
     first_index: int = 0  # position of the first prompt of this call in the step's batch (a Ray replica's chunk)
     logprobs: bool = True  # per-token sampling log-probs (costs ~2x rollout time on GPU; TRL uses them only for off-policy masking)
+    logprob_prompts: int = 0  # the step's first N prompts get them anyway (the console's token view of a sample)
 
 
 def request_seed(base: int, index: int) -> int:
@@ -39,6 +40,7 @@ class GeneratedCompletion:
     logprobs: list[float]
     text: str
     finish_reason: str  # "stop" | "length" | ...
+    logprobs_known: bool = False  # the engine returned the sampled tokens' log-probs (else `logprobs` are zeros)
 
     @property
     def truncated(self) -> bool:

@@ -161,10 +161,14 @@ class LocalVLLMEngine:
         prefill (a prompt is prefilled whole or waits for the next engine step), so that
         path is never reached and the seeds hold on CPU as on GPU.
         """
-        if sampling.seed is None:
+        def wants(i: int) -> bool:
+            return sampling.logprobs or sampling.first_index + i < sampling.logprob_prompts
+
+        if sampling.seed is None and not sampling.logprob_prompts:
             return [self._params(sampling, logprobs=sampling.logprobs)] * count
         return [
-            self._params(sampling, logprobs=sampling.logprobs, seed=request_seed(sampling.seed, sampling.first_index + i))
+            self._params(sampling, logprobs=wants(i),
+                         seed=None if sampling.seed is None else request_seed(sampling.seed, sampling.first_index + i))
             for i in range(count)
         ]
 
@@ -190,7 +194,8 @@ class LocalVLLMEngine:
                     lps = [0.0] * len(c.token_ids)
                 group.append(
                     GeneratedCompletion(
-                        token_ids=list(c.token_ids), logprobs=lps, text=c.text, finish_reason=c.finish_reason or ""
+                        token_ids=list(c.token_ids), logprobs=lps, text=c.text, finish_reason=c.finish_reason or "",
+                        logprobs_known=c.logprobs is not None,
                     )
                 )
             result.append(group)

@@ -87,6 +87,11 @@ class Completion(BaseModel):
     advantage: float
     length: int
     truncated: bool
+    # the token view (a sample of groups per step, `telemetry.token_view_groups`): each sampled
+    # token's text, the engine's sampling log-prob of it, and the trainer's where measured
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float] = Field(default_factory=list)
+    trainer_logprobs: list[float] = Field(default_factory=list)
 
 
 class SampleGroup(_Event):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from backend.protocol import events as E
@@ -60,9 +61,27 @@ def join_scores(batch: RolloutBatch, rewards: dict[str, list[float | None]], adv
     return out
 
 
-def sample_groups(batch: RolloutBatch, joined: list[list[ScoredRow]]) -> list[E.SampleGroup]:
+def _token_view(batch: RolloutBatch, r: ScoredRow, index: int, decode: Callable[[int], str] | None) -> dict[str, Any]:
+    """The completion's tokens with the engine's sampling log-probs (and the trainer's, on
+    steps that measured them), for the completions the engine returned log-probs for."""
+    c = r.completion
+    if decode is None or not getattr(c, "logprobs_known", False):
+        return {}
+    view: dict[str, Any] = {"tokens": [decode(t) for t in c.token_ids], "token_logprobs": [float(x) for x in c.logprobs]}
+    rows = batch.logprob_gap[2] if batch.logprob_gap and len(batch.logprob_gap) > 2 else []
+    if index < len(rows) and len(rows[index]) == len(c.token_ids):
+        view["trainer_logprobs"] = rows[index]
+    return view
+
+
+def sample_groups(batch: RolloutBatch, joined: list[list[ScoredRow]], *, decode: Callable[[int], str] | None = None,
+                  token_groups: int = 0) -> list[E.SampleGroup]:
+    """One SampleGroup per prompt; the first `token_groups` groups carry the token view."""
     groups = []
+    row = 0
     for prompt, rows in zip(batch.prompts, joined, strict=True):
+        first = row
+        row += len(rows)
         totals = [r.total for r in rows if r.total is not None]  # NaN rewards are alerted elsewhere
         groups.append(
             E.SampleGroup(
@@ -77,8 +96,9 @@ def sample_groups(batch: RolloutBatch, joined: list[list[ScoredRow]]) -> list[E.
                         advantage=r.advantage or 0.0,
                         length=len(r.completion.token_ids),
                         truncated=r.completion.truncated,
+                        **(_token_view(batch, r, first + k, decode) if len(groups) < token_groups else {}),
                     )
-                    for r in rows
+                    for k, r in enumerate(rows)
                 ],
                 weight_version=batch.weight_version,
                 reward_mean=statistics.fmean(totals) if totals else 0.0,
@@ -200,7 +220,7 @@ def step_metrics(step: int, logs: dict[str, Any], batch: RolloutBatch | None, to
         entropy=clean(logs.get("entropy")),
         completion_length_mean=clean(logs.get("completions/mean_length")) or 0.0,
         logprob_diff_mean=b.logprob_gap[0] if b and b.logprob_gap else None,
-        logprob_diff_max=b.logprob_gap[1] if b and b.logprob_gap else None,
+        logprob_diff_max=b.logprob_gap[1] if b and b.logprob_gap else None,  # (the per-row part goes to the token view)
         reward_finished=b.reward_finished if b else None,
         reward_truncated=b.reward_truncated if b else None,
         update_skipped=update_skipped,

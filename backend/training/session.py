@@ -191,6 +191,9 @@ class TrainingSession:
         """Token ids of a prompt as the rollouts encode it (chat template for messages)."""
         return self.encoder.encode(prompt)
 
+    def decode_token(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
     @property
     def conversational(self) -> bool:
         """Whether the task's prompts are chat messages (an operator's prompt becomes a user message)."""

@@ -167,6 +167,7 @@ class StepLoop:
             # trainer-engine agreement
             logprobs=self.measuring_logprobs or self.prefetch is not None
             or getattr(trainer.args, "off_policy_mask_threshold", None) is not None,
+            logprob_prompts=self.profile.telemetry.token_view_groups,  # the console's token view of a sample
         )
 
     def boundary(self) -> None:
@@ -326,6 +327,11 @@ class StepLoop:
                                             sampling=sampling, weight_version=self.weight_version))
 
     # ---- 3. scored by TRL: report the groups ----------------------------------------
+    @property
+    def token_rows(self) -> int:
+        """Completions at the head of the batch that carry their tokens for the token view."""
+        return self.profile.telemetry.token_view_groups * self.params["num_generations"]
+
     def scored(self, trainer, advantages: list[float], logprob_gap: tuple[float, float] | None = None,
                is_clipped: float | None = None) -> None:
         b = self._batch
@@ -347,7 +353,8 @@ class StepLoop:
         joined = report.join_scores(b, rewards, advantages, task.reward_names, task.reward_weights)
         b.reward_finished, b.reward_truncated = report.reward_by_ending(joined)
         self._signals = report.signals(joined, self.profile.task.ground_truth)
-        groups = report.sample_groups(b, joined)
+        groups = report.sample_groups(b, joined, decode=self.session.decode_token,
+                                      token_groups=self.profile.telemetry.token_view_groups)
         if b.staleness:
             groups = [g.model_copy(update={"staleness": b.staleness}) for g in groups]
         self.bus.emit_many(groups)

@@ -32,7 +32,7 @@ class RolloutBatch:
     generate_s: float
     sync_s: float = 0.0
     score_s: float = 0.0
-    logprob_gap: tuple[float, float] | None = None  # (mean, max) trainer vs engine, where measured
+    logprob_gap: tuple[float, float, list[list[float]]] | None = None  # (mean, max, first rows) trainer vs engine
     reward_finished: float | None = None
     reward_truncated: float | None = None
     # overlap (training.overlap): generated during the previous step's update? why not (when on)?
@@ -72,7 +72,7 @@ def make_trainer_class():
     def scored(self, inputs):
         out = getattr(super(ConsoleGRPOTrainer, self), trl_compat.SCORE_HOOK)(inputs)
         if self.rlc_hooks is not None:
-            gap = logprob_gap(self, out) if self.rlc_hooks.measuring_logprobs else None
+            gap = logprob_gap(self, out, rows=self.rlc_hooks.token_rows) if self.rlc_hooks.measuring_logprobs else None
             self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist(), gap,
                                   is_clipped=importance_clipped(self, out))
         return out
@@ -155,10 +155,11 @@ class RolloutFunc:
         }
 
 
-def logprob_gap(trainer, out: dict[str, Any]) -> tuple[float, float] | None:
+def logprob_gap(trainer, out: dict[str, Any], rows: int = 0) -> tuple[float, float, list[list[float]]] | None:
     """(mean, max) |trainer log-prob - engine sampling log-prob| over the sampled tokens, the
     trainer's log-probs computed as TRL computes them for its own importance sampling
-    (`trl_compat.per_token_logps`, at the loss temperature), before the update."""
+    (`trl_compat.per_token_logps`, at the loss temperature), before the update; and the
+    trainer's per-token log-probs of the batch's first `rows` completions (the token view)."""
     import torch
 
     sampling = out.get("sampling_per_token_logps")
@@ -178,7 +179,8 @@ def logprob_gap(trainer, out: dict[str, Any]) -> tuple[float, float] | None:
     delta = delta[~torch.isnan(delta)]
     if delta.numel() == 0:
         return None
-    return float(delta.mean()), float(delta.max())
+    per_row = [trainer_lp[i][mask[i]].float().tolist() for i in range(min(rows, trainer_lp.size(0)))]
+    return float(delta.mean()), float(delta.max()), per_row
 
 
 def make_callback(hooks):
