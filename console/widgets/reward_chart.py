@@ -25,7 +25,12 @@ _AXIS_W = 8  # "-12.345┤"
 LINE = Style(color="bright_cyan", bold=True)
 BAND = Style(bgcolor="#203848")
 AXIS = Style(color="grey58")
-MARKER_STYLES = {"params": Style(color="yellow", bold=True), "resync": Style(color="magenta", bold=True), "pause": Style(color="cyan", bold=True), "resume": Style(color="green", bold=True)}
+MARKER_STYLES = {
+    "params": Style(color="yellow", bold=True),
+    "resync": Style(color="magenta", bold=True),
+    "pause": Style(color="cyan", bold=True),
+    "resume": Style(color="green", bold=True),
+}
 
 
 def _axis_label(value: float) -> str:

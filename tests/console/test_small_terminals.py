@@ -27,7 +27,8 @@ async def test_every_screen_keeps_state_step_help_and_detach(kit, size):
             lines = kit.screen_text(app).splitlines()
             header, footer = lines[0], lines[-1]
             assert len(lines) == size[1] and max(len(line) for line in lines) <= size[0]
-            assert header.removeprefix(" rl-console ").lstrip().startswith("RUNNING ") and " step 24" in header and "…" not in header.replace("…demo", ""), header
+            assert header.removeprefix(" rl-console ").lstrip().startswith("RUNNING "), header
+            assert " step 24" in header and "…" not in header.replace("…demo", ""), header
             assert " ? help " in footer and " q detach " in footer, (key, footer)
             assert not footer.rstrip().endswith("…"), footer  # whole hints only
         await pilot.press("d")
