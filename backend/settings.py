@@ -196,8 +196,8 @@ class TelemetrySection(_Section):
     )
     token_view_groups: int = Field(
         1, ge=0, le=1024,
-        description="groups per step whose completions carry their tokens and the engine's sampling log-probs (the "
-        "console's token view; the trainer's too on logprob_diff steps); 0 = none",
+        description="on the steps that measure trainer-engine agreement (logprob_diff_every), this many groups carry "
+        "their tokens with the engine's and the trainer's log-prob of each (the console's token view); 0 = none",
     )
     probe_every: int = Field(
         10, ge=0, le=1_000_000,

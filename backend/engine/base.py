@@ -19,7 +19,6 @@ class Sampling:
     seed: int | None = None  # the step's base seed; each prompt gets its own stream from it (request_seed)
     first_index: int = 0  # position of the first prompt of this call in the step's batch (a Ray replica's chunk)
     logprobs: bool = True  # per-token sampling log-probs (costs ~2x rollout time on GPU; TRL uses them only for off-policy masking)
-    logprob_prompts: int = 0  # the step's first N prompts get them anyway (the console's token view of a sample)
 
 
 def request_seed(base: int, index: int) -> int:

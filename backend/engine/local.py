@@ -161,14 +161,10 @@ class LocalVLLMEngine:
         prefill (a prompt is prefilled whole or waits for the next engine step), so that
         path is never reached and the seeds hold on CPU as on GPU.
         """
-        def wants(i: int) -> bool:
-            return sampling.logprobs or sampling.first_index + i < sampling.logprob_prompts
-
-        if sampling.seed is None and not sampling.logprob_prompts:
+        if sampling.seed is None:
             return [self._params(sampling, logprobs=sampling.logprobs)] * count
         return [
-            self._params(sampling, logprobs=wants(i),
-                         seed=None if sampling.seed is None else request_seed(sampling.seed, sampling.first_index + i))
+            self._params(sampling, logprobs=sampling.logprobs, seed=request_seed(sampling.seed, sampling.first_index + i))
             for i in range(count)
         ]
 

@@ -167,7 +167,6 @@ class StepLoop:
             # trainer-engine agreement
             logprobs=self.measuring_logprobs or self.prefetch is not None
             or getattr(trainer.args, "off_policy_mask_threshold", None) is not None,
-            logprob_prompts=self.profile.telemetry.token_view_groups,  # the console's token view of a sample
         )
 
     def boundary(self) -> None:
@@ -353,8 +352,10 @@ class StepLoop:
         joined = report.join_scores(b, rewards, advantages, task.reward_names, task.reward_weights)
         b.reward_finished, b.reward_truncated = report.reward_by_ending(joined)
         self._signals = report.signals(joined, self.profile.task.ground_truth)
+        # the token view rides on the steps that measure trainer-engine agreement: the engine
+        # returns every sampled token's log-prob there anyway, so it costs only the decoding
         groups = report.sample_groups(b, joined, decode=self.session.decode_token,
-                                      token_groups=self.profile.telemetry.token_view_groups)
+                                      token_groups=self.profile.telemetry.token_view_groups if b.logprob_gap else 0)
         if b.staleness:
             groups = [g.model_copy(update={"staleness": b.staleness}) for g in groups]
         self.bus.emit_many(groups)
