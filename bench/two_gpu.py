@@ -195,7 +195,8 @@ def main() -> int:
             r_ours.append(sum(len(c.token_ids) for grp in out for c in grp) / (time.perf_counter() - t))
         res["rollout"] = {"ours_tok_s": med(r_ours), "bare_tok_s": med(r_bare), "ours_all": r_ours, "bare_all": r_bare,
                           "shape": [len(prompt_ids), args.n, args.max_tokens]}
-        print(f"\nrollout on the engine's {'GPU' if dev == 'cuda' else 'CPU'}, {len(prompt_ids)} prompts × {args.n} × ≤{args.max_tokens} tokens, median of {args.reps}:")
+        print(f"\nrollout on the engine's {'GPU' if dev == 'cuda' else 'CPU'}, {len(prompt_ids)} prompts × {args.n} × ≤{args.max_tokens} tokens, "
+              f"median of {args.reps}:")
         print(f"  bare vllm.LLM.generate (in the actor, same engine): {med(r_bare):9.0f} tokens/s  "
               f"({min(r_bare):.0f}-{max(r_bare):.0f})")
         print(f"  RayEngine.generate (rl-console, from the driver):  {med(r_ours):9.0f} tokens/s  "

@@ -265,7 +265,7 @@ class CopyPlan:
     def matches(self, named_tensors) -> bool:
         if len(named_tensors) != len(self.sig):
             return False
-        for (name, t), (n, shape, dtype, device, contiguous) in zip(named_tensors, self.sig):
+        for (name, t), (n, shape, dtype, device, _contiguous) in zip(named_tensors, self.sig):
             if name != n or t.dtype != dtype or t.shape != shape or t.device != device or not t.is_contiguous():
                 return False
         return all(p.data_ptr() == ptr for p, ptr in self.params)
@@ -369,7 +369,7 @@ class CopyPlan:
         fills = [(f[1].as_strided(f[1].shape, f[1].stride(), f[1].storage_offset()), f[2]) for f in fills]
         cls._check(entries, fills, named_tensors, targets)
         groups: dict[tuple, list[_Entry]] = {}
-        for key, e in entries:
+        for _key, e in entries:
             groups.setdefault((e.dst.dtype, named_tensors[e.src_index][1].dtype, e.dst.device), []).append(e)
         # each dst is a fresh view of the parameter storage, made once (as_strided at the recorded place)
         fixed = []
@@ -424,9 +424,9 @@ def _last_writes(recorded, fills=()):
     for key, view, _, name in fills:
         start = view.storage_offset()
         spans.setdefault(key, []).append((start, start + sum((s - 1) * st for s, st in zip(view.shape, view.stride())), name))
-    for key, s in spans.items():
+    for s in spans.values():
         s.sort()
-        for (a0, a1, name), (b0, b1, _) in zip(s, s[1:]):
+        for (_a0, a1, name), (b0, _b1, _) in zip(s, s[1:]):
             if b0 <= a1:
                 raise PlanError(f"two loads write overlapping parts of {name}")
     return kept
