@@ -53,6 +53,21 @@ def cpu_s(pid: int) -> float:
         return float("nan")
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds of the backend's control server: its main thread (the asyncio loop) and the
+    loop's worker threads (`asyncio_N`, the history readers)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            if task.name == str(pid) or name.startswith("asyncio_"):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -182,7 +197,7 @@ def one_run(home: Path, run_id: str, args, viewers: int, window: tuple[int, int]
         attach = window[0] if window else args.attach_at
         wait_step(attach)
         out["rss_attach"], out["attach_step"], t_attach = rss_mb(proc.pid), last_step(db), time.monotonic()
-        cpu0 = cpu_s(proc.pid)
+        cpu0, srv0 = cpu_s(proc.pid), server_cpu_s(proc.pid)
         if viewers:
             stop, target, results = mp.Event(), mp.Value("q", 0), mp.Queue()
             vp = mp.Process(target=_viewers_proc, args=(str(sock), viewers, args.viewer_nice, stop, target, results))
@@ -200,6 +215,7 @@ def one_run(home: Path, run_id: str, args, viewers: int, window: tuple[int, int]
         out["leave_step"] = last_step(db)
         out["cpu_per_step"] = (cpu_s(proc.pid) - cpu0) / max(1, out["leave_step"] - out["attach_step"])
         out["cpu_share"] = (cpu_s(proc.pid) - cpu0) / (t_leave - t_attach)
+        out["server_cpu"] = server_cpu_s(proc.pid) - srv0
         time.sleep(args.after)
         out["rss_after"], out["after_step"] = rss_mb(proc.pid), last_step(db)
         out["rss_peak"] = max((r for t, _, r in samples if t_attach <= t <= t_leave), default=float("nan"))
@@ -261,6 +277,8 @@ def main() -> int:
     print(f"backend CPU while viewers were attached (same steps in a): a {a['cpu_per_step'] * 1000:.0f} ms/step "
           f"({a['cpu_share']:.2f} cores), b {b['cpu_per_step'] * 1000:.0f} ms/step ({b['cpu_share']:.2f} cores); "
           f"the viewers' own process: {b.get('viewers_cpu', float('nan')):.1f} CPU s (nice {args.viewer_nice})")
+    print(f"the backend's control server (event loop + its reader threads) in that window: a {a['server_cpu']:.2f} CPU s, "
+          f"b {b['server_cpu']:.2f} CPU s")
     print(f"growth b - a: {(b['rss_after'] - b['rss_attach']) - (a['rss_after'] - a['rss_attach']):+.0f} MB")
     if args.viewers:
         print(f"viewers with the full contiguous history from seq 0: {b['complete']}/{args.viewers}; "
