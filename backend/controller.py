@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.bus import EventBus, LogUnwritable
 from backend.engine.base import EngineError, Sampling
@@ -28,6 +28,10 @@ from backend.protocol import events as E
 from backend.protocol.params import SAMPLING_PARAMS
 from backend.runstore import RunStore, write_run_meta
 from backend.settings import RunProfile
+
+if TYPE_CHECKING:  # the training side imports torch/TRL: loaded in run(), not on import
+    from backend.training.session import TrainingSession
+    from backend.training.step import StepLoop
 
 __all__ = ["Controller", "LogUnwritable"]
 
@@ -42,14 +46,14 @@ class Controller:
         self.profile_name = profile_name
         self.store = store
         self.bus = EventBus(store, on_broken=self._log_broken)
-        self.state: str = "starting"
+        self.state: E.RunState = "starting"
         self.params: dict[str, Any] = profile.live_params()  # the step loop's own, once it exists
         self._queue: "queue.Queue[Any]" = queue.Queue()
         self._pause_requested = False
         self._pause_reason = ""
         self._stop_requested = False
-        self.session = None  # backend.training.session.TrainingSession, built in run()
-        self.loop = None  # backend.training.step.StepLoop, built in run()
+        self.session: TrainingSession | None = None  # built in run()
+        self.loop: StepLoop | None = None  # built in run()
         self.resume = resume  # training.checkpoints.ResumePoint: continue from it (same data order, verified weights)
         self._start_step = resume.step if resume is not None else 0
         self._checkpoint_at_stop = True
@@ -75,7 +79,7 @@ class Controller:
     def emit_many(self, events: list[Any]) -> list[Any]:
         return self.bus.emit_many(events)
 
-    def set_state(self, state: str, reason: str = "") -> None:
+    def set_state(self, state: E.RunState, reason: str = "") -> None:
         self.state = state
         if self.log_broken:  # nothing reaches the log any more: run.json keeps the real reason
             with contextlib.suppress(OSError):

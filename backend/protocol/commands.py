@@ -65,7 +65,7 @@ class _SetParamsBase(_Command):
 
 
 #: a change of live parameters: one optional field per entry of `params.PARAMS`, same bounds
-SetParams = create_model(
+SetParams = create_model(  # type: ignore[call-overload]  # fields from the registry
     "SetParams",
     __base__=_SetParamsBase,
     __module__=__name__,
@@ -87,7 +87,7 @@ _SAMPLING = {p.name: p.type for p in PARAMS if p.section == "sampling" and p.nam
 # the playground may also decode greedily (temperature 0), which a training run may not
 _SAMPLING["temperature"] = Annotated[float, Field(ge=0.0, le=2.0, description="sampling temperature (0 = greedy)")]
 
-_TryBase = create_model(
+_TryBase = create_model(  # type: ignore[call-overload]  # fields from the registry
     "_TryBase",
     __base__=_Command,
     __module__=__name__,
@@ -95,7 +95,7 @@ _TryBase = create_model(
 )
 
 
-class TryPrompt(_TryBase):
+class TryPrompt(_TryBase):  # type: ignore[misc,valid-type]  # a create_model class
     """The playground: sample the live engine at its current weights, between two steps, with
     this prompt (a user message when the task is conversational), `n` times. Sampling fields
     left out take the run's live values. `columns` are the dataset columns the run's reward
@@ -112,7 +112,7 @@ class TryPrompt(_TryBase):
 
 
 Command = Annotated[
-    Union[Subscribe, Pause, Resume, ResyncWeights, SetParams, Checkpoint, Stop, TryPrompt],
+    Union[Subscribe, Pause, Resume, ResyncWeights, SetParams, Checkpoint, Stop, TryPrompt],  # type: ignore[valid-type]
     Field(discriminator="kind"),
 ]
 

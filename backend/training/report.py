@@ -77,7 +77,7 @@ def _token_view(batch: RolloutBatch, r: ScoredRow, index: int, decode: Callable[
 def sample_groups(batch: RolloutBatch, joined: list[list[ScoredRow]], *, decode: Callable[[int], str] | None = None,
                   token_groups: int = 0) -> list[E.SampleGroup]:
     """One SampleGroup per prompt; the first `token_groups` groups carry the token view."""
-    groups = []
+    groups: list[E.SampleGroup] = []
     row = 0
     for prompt, rows in zip(batch.prompts, joined, strict=True):
         first = row
@@ -151,7 +151,12 @@ class Signals:
 
 def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
     """Per step, from the joined rows (token ids, totals, per-function rewards)."""
-    distinct, overlap, repeats, lengths, totals, gt = [], [], [], [], [], []
+    distinct: list[float] = []
+    overlap: list[float] = []
+    repeats: list[float] = []
+    lengths: list[int] = []
+    totals: list[float] = []
+    gt: list[float] = []
     by_group_distinct: list[tuple[float, int]] = []
     by_group_corr: list[tuple[float, int]] = []
     by_group_gap: list[tuple[float, int]] = []

@@ -331,7 +331,7 @@ class StepLoop:
         """Completions at the head of the batch that carry their tokens for the token view."""
         return self.profile.telemetry.token_view_groups * self.params["num_generations"]
 
-    def scored(self, trainer, advantages: list[float], logprob_gap: tuple[float, float] | None = None,
+    def scored(self, trainer, advantages: list[float], logprob_gap: tuple[float, float, list[list[float]]] | None = None,
                is_clipped: float | None = None) -> None:
         b = self._batch
         if b is None:

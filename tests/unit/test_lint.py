@@ -15,3 +15,12 @@ def test_ruff_finds_nothing():
     assert exe, "ruff is not installed: install the dev extra (bash scripts/setup.sh --dev)"
     out = subprocess.run([exe, "check", "--output-format", "concise", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_mypy_passes_on_the_typed_core():
+    """The protocol, the bus, the step seam and the desk type-check ([tool.mypy] files)."""
+    mypy = Path(sys.executable).with_name("mypy")
+    exe = str(mypy) if mypy.exists() else shutil.which("mypy")
+    assert exe, "mypy is not installed: install the dev extra (bash scripts/setup.sh --dev)"
+    out = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
