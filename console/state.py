@@ -251,6 +251,7 @@ class RunState:
         self.reward_functions: list[str] = []
         self.max_steps = 0  # the run's run.max_steps, from RunStarted (0: unknown)
         self.max_model_len = 0  # the run's engine.max_model_len, from RunStarted (0: unknown)
+        self.max_prompt_tokens = 0  # the run's longest prompt in tokens, from RunStarted (0: unknown)
         self.has_ref_model: bool | None = None  # a reference model was loaded (None: unknown)
         self.reward_weights: dict[str, float] = {}  # function -> its weight in the total reward
         self.state = "unknown"
@@ -374,6 +375,7 @@ class RunState:
         self.telemetry = dict((ev.profile_data or {}).get("telemetry") or {})
         engine = (ev.profile_data or {}).get("engine") or {}
         self.max_model_len = int(engine.get("max_model_len") or 0)
+        self.max_prompt_tokens = ev.max_prompt_tokens
         training = (ev.profile_data or {}).get("training") or {}
         beta = training.get("beta")
         # the backend loads a reference model only when the run starts with beta > 0
@@ -581,9 +583,11 @@ class RunState:
         max_tokens; beta stays 0 without a reference model)."""
         out: dict[str, tuple[str, int | float | None, str]] = {name: (param_range(name), None, "") for name in LIVE_PARAMS}
         if self.max_model_len:
-            hi = min(self.max_model_len - 1, _registry_max("max_tokens"))
-            out["max_tokens"] = (f"1…{hi}*", hi, f"max_tokens + the longest prompt ≤ engine.max_model_len = "
-                                 f"{self.max_model_len} (the backend checks the exact prompt length)")
+            longest = self.max_prompt_tokens  # 0: a backend that does not say (the backend still checks)
+            hi = min(self.max_model_len - max(1, longest), _registry_max("max_tokens"))
+            out["max_tokens"] = (f"1…{hi}*", hi, f"max_tokens + the longest prompt{f' ({longest} tokens)' if longest else ''} "
+                                 f"≤ engine.max_model_len = {self.max_model_len}"
+                                 + ("" if longest else " (the backend checks the exact prompt length)"))
         if self.has_ref_model is False:
             out["beta"] = ("0 only*", 0, "beta > 0 needs a reference model, loaded only when a run starts with "
                            "training.beta > 0")

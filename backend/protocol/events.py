@@ -47,6 +47,7 @@ class RunStarted(_Event):
     engine: str
     reward_functions: list[str] = Field(default_factory=list)
     reward_weights: list[float] = Field(default_factory=list)  # one per reward function, as TRL weighs them
+    max_prompt_tokens: int = 0  # the longest prompt (of the first 5000 checked at start): max_tokens + it ≤ max_model_len
     params: dict[str, Any] = Field(default_factory=dict)
     pid: int = 0
 

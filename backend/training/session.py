@@ -127,6 +127,7 @@ class TrainingSession:
                 engine=self.engine.info.name,
                 reward_functions=self.task.reward_names,
                 reward_weights=list(self.task.reward_weights),
+                max_prompt_tokens=self.max_prompt_tokens,
                 params=dict(params),
                 pid=os.getpid(),
             )

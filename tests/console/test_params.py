@@ -205,3 +205,20 @@ async def test_without_the_runs_profile_the_registry_ranges_are_shown(kit):
         assert plain(screen.query_one("#range-max_tokens", Label)) == "1…131072"
         assert plain(screen.query_one("#range-beta", Label)) == "0…10"
         assert plain(screen.query_one("#param-limits", Static)) == ""
+
+
+async def test_the_runs_longest_prompt_makes_the_max_tokens_limit_exact(kit):
+    run = _run_with_profile(kit, {"engine": {"max_model_len": 512}})
+    started = next(e for e in run if e.kind == "run_started")
+    run[run.index(started)] = started.model_copy(update={"max_prompt_tokens": 40})
+    source = kit.Source(run)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_params(kit, pilot, source)
+        assert plain(screen.query_one("#range-max_tokens", Label)) == "1…472*"
+        text = " ".join(kit.screen_text(app).split())
+        assert "max_tokens + the longest prompt (40 tokens) ≤ engine.max_model_len = 512" in text
+        await type_into(pilot, "max_tokens", "473")
+        await pilot.press("enter")
+        await kit.settle(pilot)
+        assert source.sent == [] and "max_tokens: 473 is above this run's limit 472" in plain(screen.query_one("#param-error", Static))
