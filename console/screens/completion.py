@@ -1,4 +1,9 @@
-"""CompletionModal: one completion's full text with its rewards (Enter on a completion)."""
+"""CompletionModal: one completion's full text with its rewards (Enter on a completion).
+
+`t` cycles the token view: the text; each token coloured by the engine's sampling log-prob;
+each coloured by |trainer − engine| log-prob (where the trainer's were recorded). In the token
+modes ← / → select a token and its values show on the line under the legend.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,19 @@ from textual.widgets import Static
 
 from backend.protocol.events import SampleGroup
 from console.state import fmt_num
+from console.widgets.token_view import legend, token_detail, token_text
+
+MODES = ("text", "engine", "gap")
 
 
 class CompletionModal(ModalScreen[None]):
     BINDINGS = [
         Binding("escape", "dismiss", "close", tooltip="close the full text"),
         Binding("enter", "dismiss", "close", show=False),
+        Binding("t", "cycle_mode", "tokens", tooltip="token view: text → tokens by engine log-prob → "
+                "tokens by |trainer − engine| log-prob"),
+        Binding("left", "move_token(-1)", "◀ token", show=False, priority=True, tooltip="token view: previous token"),
+        Binding("right", "move_token(1)", "token ▶", show=False, priority=True, tooltip="token view: next token"),
     ]
 
     DEFAULT_CSS = """
@@ -32,11 +44,14 @@ class CompletionModal(ModalScreen[None]):
         padding: 0 1;
     }
     CompletionModal #completion-meta { height: auto; margin-bottom: 1; }
+    CompletionModal #token-legend { height: auto; }
     """
 
     def __init__(self, group: SampleGroup, index: int) -> None:
         super().__init__()
         self.group, self.index = group, index
+        self.mode = "text"
+        self.token = 0  # the selected token in the token modes
 
     def compose(self) -> ComposeResult:
         g, c = self.group, self.group.completions[self.index]
@@ -52,7 +67,53 @@ class CompletionModal(ModalScreen[None]):
         prompt = Text("prompt: ", style="bold").append(g.prompt, style="not bold")
         with VerticalScroll() as scroll:
             scroll.border_title = f"step {g.step} · group {g.group} · completion {self.index} of {len(g.completions)}"
-            scroll.border_subtitle = "esc: close"
+            scroll.border_subtitle = "t: tokens · esc: close"
             yield Static(Text("\n").join([prompt, Text(rewards, style="dim")]), id="completion-meta")
             yield Static(meta)
+            yield Static("", id="token-legend")
             yield Static(Text(c.text), id="completion-text")
+
+    # -- the token view ---------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "move_token":  # ← / → scroll as usual in the text mode
+            return self.mode != "text"
+        return True
+
+    def action_cycle_mode(self) -> None:
+        self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
+        self.refresh_bindings()
+        self._paint()
+
+    def action_move_token(self, delta: int) -> None:
+        tokens = self.group.completions[self.index].tokens
+        if tokens:
+            self.token = max(0, min(self.token + delta, len(tokens) - 1))
+            self._paint()
+
+    def why_no_tokens(self) -> str:
+        state = getattr(self.app, "state", None)
+        n = getattr(state, "telemetry", {}).get("token_view_groups") if state is not None else None
+        per_step = f"telemetry.token_view_groups groups per step (this run: {n})" if n is not None else \
+            "telemetry.token_view_groups groups per step"
+        return f"no tokens: the token view records {per_step}; this group is not one of them"
+
+    def _paint(self) -> None:
+        c = self.group.completions[self.index]
+        head = self.query_one("#token-legend", Static)
+        body = self.query_one("#completion-text", Static)
+        if self.mode == "text":
+            head.update("")
+            body.update(Text(c.text))
+            return
+        if not c.tokens:
+            head.update(Text(f"{self.mode} mode: {self.why_no_tokens()} (t: next mode)", style="yellow"))
+            body.update(Text(c.text))
+            return
+        engine, trainer = c.token_logprobs, c.trainer_logprobs
+        lines = [legend(self.mode)]
+        if self.mode == "gap" and not trainer:
+            lines = [Text("no trainer log-probs for this completion: they are recorded on the steps that measure "
+                          "trainer-engine agreement (telemetry.logprob_diff_every); tokens shown dim", style="yellow")]
+        lines.append(token_detail(c.tokens, engine, trainer, self.token))
+        head.update(Text("\n").join(lines))
+        body.update(token_text(c.tokens, engine, trainer, self.mode, self.token))
