@@ -38,6 +38,8 @@ from console.screens.help import HelpScreen
 from console.screens.params import ParamsScreen
 from console.screens.playground import PlaygroundScreen
 from console.screens.probes import ProbesScreen
+from console.screens.prompts import PromptsScreen
+from console.screens.alerts import AlertsModal
 from console.screens.samples import SamplesScreen
 from console.screens.stop import StopModal
 from console.state import RunState
@@ -74,6 +76,8 @@ PALETTE = (
     ("show('metrics')", "Metrics", "Loss, KL, entropy, lengths, zero-std, truncation, Δlogp, speed; step N/max and ETA"),
     ("show('probes')", "Policy diff", "The probe prompts' greedy outputs at each weight version, diffed word by word"),
     ("show('playground')", "Playground", "Try a prompt on the live engine at its current weights, scored by the run's rewards"),
+    ("show('prompts')", "Prompts", "Per-prompt learning curves: always / never solved, learning, regressed"),
+    ("alerts", "Alerts and their evidence", "Every alert; open the groups that triggered a signal alert"),
     ("filter", "Filter samples", "Search prompts and completions"),
     ("help", "Help: keys", "Every key binding"),
     ("detach", "Detach", "Leave the console; the run keeps going"),
@@ -91,6 +95,7 @@ class RLConsoleApp(ShimmedApp):
         "metrics": MetricsScreen,
         "probes": ProbesScreen,
         "playground": PlaygroundScreen,
+        "prompts": PromptsScreen,
         "help": HelpScreen,
     }
     DEFAULT_MODE = "dashboard"
@@ -118,6 +123,8 @@ class RLConsoleApp(ShimmedApp):
         Binding("m", "show('metrics')", "metrics", tooltip="small multiples of every metric; ETA"),
         Binding("v", "show('probes')", "policy diff", show=False, tooltip="policy diff: probe outputs per weight version"),
         Binding("g", "show('playground')", "playground", show=False, tooltip="playground: try a prompt on the live engine"),
+        Binding("r", "show('prompts')", "prompts", show=False, tooltip="prompts: per-prompt reward history and status"),
+        Binding("a", "alerts", "alerts", show=False, tooltip="alerts; enter: a signal alert's evidence groups"),
         Binding("slash", "filter", "filter", tooltip="search samples (opens samples, focuses the filter)"),
         Binding("q", "detach", "detach", tooltip="detach: leave the console, the run keeps going"),
         Binding("left_square_bracket", "scrub(-1)", "◀ step", tooltip="replay: one step back"),
@@ -496,6 +503,25 @@ class RLConsoleApp(ShimmedApp):
         screen = self.screen
         if isinstance(screen, SamplesScreen):
             screen.focus_filter()
+
+    async def open_prompt(self, prompt: str) -> None:
+        """The prompts screen on `prompt` (its reward history and groups)."""
+        await self.action_show("prompts")
+        screen = self.screen
+        if isinstance(screen, PromptsScreen):
+            screen.show_prompt(prompt)
+
+    def action_alerts(self) -> None:
+        active, others = self.state.alerts_for_display()
+        self.push_screen(AlertsModal([*active, *others]), self._alert_chosen)
+
+    async def _alert_chosen(self, alert: Any) -> None:
+        if alert is None or not alert.evidence:
+            return
+        await self.action_show("samples")
+        screen = self.screen
+        if isinstance(screen, SamplesScreen):
+            screen.show_evidence(f"[{alert.rule}] step {alert.step}", alert.evidence)
 
     async def action_help(self) -> None:
         await self.action_show("help")

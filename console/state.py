@@ -33,6 +33,7 @@ from backend.protocol.events import (
     WeightsSynced,
 )
 from backend.protocol.params import BY_NAME, LIVE_PARAMS, param_range
+from console.prompt_curves import PromptTracker
 
 SORTS: tuple[str, ...] = ("newest", "abs_advantage", "lowest_mean")
 SORT_LABELS = {"newest": "newest", "abs_advantage": "|adv| desc", "lowest_mean": "mean asc"}
@@ -291,6 +292,7 @@ class RunState:
         self.probes: deque[PolicyProbe] = deque(maxlen=max_probes)  # oldest first, one per weight version
         self.probe_baseline: PolicyProbe | None = None  # the first one (initial weights), kept past the ring
         self.tries: deque[TryResult] = deque(maxlen=max_tries)  # every console's tries, oldest first
+        self.prompts = PromptTracker()  # per-prompt learning curves (console/prompt_curves.py)
 
     # -- connection -------------------------------------------------------------------
     def on_hello(self, hello: Hello) -> None:
@@ -393,6 +395,7 @@ class RunState:
             self.groups_by_step.setdefault(g.step, []).append(g)
         self.markers = deque((m for m in self.markers if m.step <= ev.step), maxlen=self.markers.maxlen)
         self.probes = deque((p for p in self.probes if p.step <= ev.step), maxlen=self.probes.maxlen)
+        self.prompts.drop_after(ev.step)
         self.step = ev.step
         self.pending.clear()
         self._mark(ev.step, "resume", "R")
@@ -421,6 +424,7 @@ class RunState:
         self.groups_by_step.setdefault(ev.step, []).append(ev)
         self.groups_total += 1
         self.step = max(self.step, ev.step)
+        self.prompts.add(ev)
 
     def _on_step_metrics(self, ev: StepMetrics) -> None:
         self.steps.append(ev)
@@ -531,11 +535,15 @@ class RunState:
             out.append(group)
         return out
 
-    def view_groups(self, *, query: str = "", zero_std: bool = False, truncated: bool = False, sort: str = "newest") -> list[SampleGroup]:
-        """Groups for the samples screen. `zero_std`/`truncated` keep only such groups."""
+    def view_groups(self, *, query: str = "", zero_std: bool = False, truncated: bool = False, sort: str = "newest",
+                    only: frozenset[tuple[int, int]] | None = None) -> list[SampleGroup]:
+        """Groups for the samples screen. `zero_std`/`truncated` keep only such groups; `only`:
+        only these (step, group) pairs (an alert's evidence)."""
         needle = query.strip().casefold()
         out = []
         for group in reversed(self.groups):
+            if only is not None and (group.step, group.group) not in only:
+                continue
             if zero_std and not is_zero_std(group):
                 continue
             if truncated and not truncated_count(group):

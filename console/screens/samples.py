@@ -13,7 +13,7 @@ from textual.widgets import Input, Static
 from backend.protocol.events import SampleGroup
 from console.screens.base import LiveScreen
 from console.screens.completion import CompletionModal
-from console.state import SORT_LABELS, SORTS, RunState, one_line
+from console.state import SORT_LABELS, SORTS, RunState, is_zero_std, one_line
 from console.widgets.completions_table import CompletionsTable, text_width
 from console.widgets.groups_table import GroupsTable
 
@@ -25,7 +25,10 @@ class SamplesScreen(LiveScreen):
         Binding("z", "toggle_zero_std", "zero-std", tooltip="only groups with zero reward std (no learning signal)"),
         Binding("t", "toggle_truncated", "truncated", tooltip="only groups with a truncated completion"),
         Binding("o", "cycle_sort", "sort", tooltip="sort: newest, largest |advantage|, lowest reward mean"),
-        Binding("escape", "leave_filter", "groups", show=False, tooltip="leave the filter input"),
+        Binding("h", "prompt_history", "prompt", show=False, tooltip="the selected group's prompt on the prompts screen: its "
+                "reward history and status (a zero-std group: always or never solved?)"),
+        Binding("escape", "leave_filter", "groups", show=False, tooltip="leave the filter input; "
+                "then clear an alert's evidence filter"),
     ]
 
     def __init__(self) -> None:
@@ -35,6 +38,8 @@ class SamplesScreen(LiveScreen):
         self.truncated = False
         self.sort = "newest"
         self.shown_groups: list[SampleGroup] = []
+        self.evidence: frozenset[tuple[int, int]] | None = None  # only an alert's evidence groups
+        self.evidence_label = ""
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="samples-filter"):
@@ -51,7 +56,28 @@ class SamplesScreen(LiveScreen):
         self.query_one("#filter", Input).focus()
 
     def action_leave_filter(self) -> None:
-        self.query_one(GroupsTable).focus()
+        table = self.query_one(GroupsTable)
+        if self.evidence is not None and table.has_focus:
+            self.evidence = None
+            self.console_app.repaint(force=True)
+        table.focus()
+
+    def show_evidence(self, label: str, pairs: list[list[int]]) -> None:
+        """Only these (step, group) pairs (an alert's evidence); esc on the groups clears it."""
+        self.evidence = frozenset((int(p[0]), int(p[1])) for p in pairs if len(p) >= 2)
+        self.evidence_label = label
+        table = self.query_one(GroupsTable)
+        table.cursor_row = 0
+        table.scroll_home(animate=False)
+        table.focus()
+        self.console_app.repaint(force=True)
+
+    async def action_prompt_history(self) -> None:
+        group = self.query_one(GroupsTable).selected_group
+        if group is None:
+            self.console_app.say("no group selected", "warning")
+            return
+        await self.console_app.open_prompt(group.prompt)
 
     def action_toggle_zero_std(self) -> None:
         self.zero_std = not self.zero_std
@@ -100,6 +126,9 @@ class SamplesScreen(LiveScreen):
         line = Text(no_wrap=True, overflow="ellipsis", end="")
         line.append(f"step {group.step} group {group.group}", style="bold")
         line.append(f"  mean {group.reward_mean:.3f} std {group.reward_std:.3f}  w v{group.weight_version}  ")
+        status = state.prompts.status(group.prompt)
+        if status is not None and is_zero_std(group):  # no signal: the link to its prompt's learning curve
+            line.append(f"prompt: {status} (h) ", style="bold yellow")
         line.append(one_line(group.prompt), style="italic")
         detail.update(line)
 
@@ -122,7 +151,7 @@ class SamplesScreen(LiveScreen):
 
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
-        view = (self.query_text, self.zero_std, self.truncated, self.sort)
+        view = (self.query_text, self.zero_std, self.truncated, self.sort, self.evidence)
         now = time.monotonic()
         flood = state.groups_total - self._table_total > self.FLOOD_GROUPS
         if view == self._table_view and flood and now - self._table_at < self.TABLE_REFRESH_S:
@@ -131,9 +160,14 @@ class SamplesScreen(LiveScreen):
                 self.set_timer(self.TABLE_REFRESH_S - (now - self._table_at) + 0.01, self._deferred_refresh)
             return
         self._table_view, self._table_at, self._table_total = view, now, state.groups_total
-        groups = state.view_groups(query=self.query_text, zero_std=self.zero_std, truncated=self.truncated, sort=self.sort)
+        groups = state.view_groups(query=self.query_text, zero_std=self.zero_std, truncated=self.truncated, sort=self.sort,
+                                   only=self.evidence)
         self.shown_groups = groups
         status = Text(no_wrap=True, end="")
+        if self.evidence is not None:  # first: it decides what is listed
+            held = sum(1 for g in state.groups if (g.step, g.group) in self.evidence)
+            status.append(f" evidence {self.evidence_label}: {held}/{len(self.evidence)} held (esc clears) ",
+                          style="bold reverse magenta")
         status.append(f" {len(groups)}/{len(state.groups)} groups ", style="bold")
         if state.groups_total > len(state.groups):  # say plainly what a filter searches
             status.append(f"(newest {len(state.groups)} of {state.groups_total}; older: rl-console replay) ", style="dim")
