@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 
 from console.screens.base import LiveScreen
 from console.state import RunState
@@ -40,6 +41,7 @@ def metric_series(state: RunState) -> list[Series]:
     if len(state.reward_functions) > 1:
         for name in state.reward_functions:
             series.append(Series(f"% {name}"[:14], col(lambda m, n=name: reward_share(state, m, n)), "{:.0f}%", "dark_orange"))
+    series += signal_series(state)
     series += [
         Series("Δlogp", col(lambda m: m.logprob_diff_mean), "{:.3g}", "orchid", "measured every telemetry.logprob_diff_every steps"),
         Series("grad norm", col(lambda m: m.grad_norm), "{:.3g}", "yellow"),
@@ -47,6 +49,29 @@ def metric_series(state: RunState) -> list[Series]:
         Series("tokens/s", col(lambda m: m.tokens_per_s), "{:,.0f}", "dodger_blue1"),
     ]
     return series
+
+
+#: the in-group diversity and reward-hacking signals (StepMetrics; backend/training/report.py)
+SIGNALS = (
+    ("distinct", "distinct_ratio", 100.0, "{:.0f}%", "distinct completions per group (falls as the policy collapses)"),
+    ("overlap", "group_overlap", 1.0, "{:.2f}", "mean pairwise 3-gram overlap within groups (rises as it collapses)"),
+    ("repetition", "repetition", 100.0, "{:.0f}%", "repeated 3-grams inside completions"),
+    ("len↔reward", "reward_length_corr", 1.0, "{:+.2f}", "correlation of reward with length (a length hack: near +1)"),
+    ("ground truth", "ground_truth_mean", 1.0, "{:.3f}", "task.ground_truth's mean (flat while the reward rises: a hack)"),
+)
+
+
+def signal_series(state: RunState) -> list[Series]:
+    """distinct %, overlap, repetition %, length↔reward correlation, and the ground truth's mean
+    (only when the run has one), each with its trend."""
+    steps = list(state.steps)
+    out = []
+    for label, field, scale, fmt, _ in SIGNALS:
+        values = [float(v) * scale for m in steps if (v := getattr(m, field, None)) is not None]
+        if field == "ground_truth_mean" and not values:
+            continue  # the run names no task.ground_truth
+        out.append(Series(label, values, fmt, "bright_magenta", "not computed yet (an older backend?)", trend=True))
+    return out
 
 
 def reward_share(state: RunState, m, name: str) -> float | None:
@@ -75,10 +100,26 @@ def progress_heading(state: RunState) -> str:
 
 class MetricsScreen(LiveScreen):
     SCREEN_NAME = "metrics"
+    BINDINGS = [Binding("i", "toggle_signals", "signals", tooltip="signals page: in-group diversity (distinct, overlap, "
+                        "repetition) and reward-hacking signs (length correlation, reward shares, ground truth)")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signals = False  # the signals page instead of every metric
 
     def compose_body(self) -> ComposeResult:
         yield MetricsGrid(id="metrics-grid")
 
+    def action_toggle_signals(self) -> None:
+        self.signals = not self.signals
+        self.console_app.repaint(force=True)
+
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
-        self.query_one(MetricsGrid).show(metric_series(state), progress_heading(state))
+        if self.signals:
+            series = metric_series(state)
+            keep = [s for s in series if s.name in ("reward", "zero-std") or s.name.startswith("% ")]
+            self.query_one(MetricsGrid).show([*keep[:2], *signal_series(state), *keep[2:]],
+                                             f"signals (i: all) · {progress_heading(state)}")
+        else:
+            self.query_one(MetricsGrid).show(metric_series(state), progress_heading(state))

@@ -24,6 +24,23 @@ class Series:
     fmt: str = "{:.3g}"
     style: str = "cyan"
     empty: str = "none logged yet"  # shown while there is no value
+    trend: bool = False  # show ↑ / ↓ / → (the mean of the newest TREND values against the TREND before)
+
+
+TREND = 5
+
+
+def trend_arrow(values: Sequence[float]) -> str:
+    """↑ / ↓ when the mean of the newest TREND values moved by more than 10% of the series' range
+    from the mean of the TREND before them; → otherwise; "" with too few values."""
+    if len(values) < 2 * TREND:
+        return ""
+    new, old = values[-TREND:], values[-2 * TREND:-TREND]
+    span = max(values) - min(values)
+    move = sum(new) / TREND - sum(old) / TREND
+    if span <= 0 or abs(move) <= 0.1 * span:
+        return "→"
+    return "↑" if move > 0 else "↓"
 
 
 def sparkline(values: Sequence[float], width: int) -> str:
@@ -71,6 +88,8 @@ class MetricsGrid(Widget):
         head.append(f"{s.name:<14}", style="bold")
         if s.values:
             head.append(s.fmt.format(s.values[-1]), style=f"bold {s.style}")
+            if s.trend and trend_arrow(s.values):
+                head.append(f" {trend_arrow(s.values)}", style=f"bold {s.style}")
             head.append(f"  min {s.fmt.format(min(s.values))} max {s.fmt.format(max(s.values))}", style="dim")
         else:
             head.append(f"–  {s.empty}", style="dim")
