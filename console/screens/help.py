@@ -47,7 +47,10 @@ class HelpScreen(LiveScreen):
         from console.screens.events import EventsScreen
         from console.screens.params import ParamsScreen
         from console.screens.playground import PlaygroundScreen
+        from console.screens.alerts import AlertsModal
+        from console.screens.metrics import MetricsScreen
         from console.screens.probes import ProbesScreen
+        from console.screens.prompts import RULES, PromptsScreen
         from console.screens.samples import SamplesScreen
         from console.screens.stop import StopModal
 
@@ -66,7 +69,13 @@ class HelpScreen(LiveScreen):
              + [Binding("enter", "", "on a version: compare with it")]),
             ("playground", list(PlaygroundScreen.BINDINGS)
              + [Binding("enter", "", "in a field: send; on a try: its prompt back in the form")]),
-            ("completion text", list(CompletionModal.BINDINGS)[:1]),
+            ("metrics", list(MetricsScreen.BINDINGS)),
+            ("prompts", list(PromptsScreen.BINDINGS)
+             + [Binding("enter", "", "on a prompt: its groups over time; on a group: its completions")]
+             + [Binding("", "", rule) for rule in RULES.split(" · ")]),
+            ("alerts", list(AlertsModal.BINDINGS) + [Binding("enter", "", "on a signal alert: its evidence groups "
+                                                             "on the samples screen")]),
+            ("completion text", [b for b in CompletionModal.BINDINGS if b.key != "enter"]),
             ("help", list(self.BINDINGS)),
         ]
         self.query_one("#help-text", Static).update(bindings_table(sections))
