@@ -248,11 +248,13 @@ class AlertsSection(_Section):
     )
     diversity_collapse: ThresholdRule = Field(
         default_factory=lambda: ThresholdRule(threshold=0.2),
-        description="mean share of distinct completions per group at or below threshold, over the whole window",
+        description="mean share of distinct completions in the groups below the batch's best (unsolved) at or below "
+        "threshold, over the whole window",
     )
     length_hacking: ThresholdRule = Field(
         default_factory=lambda: ThresholdRule(threshold=0.7),
-        description="correlation of reward with completion length at or above threshold, over the whole window",
+        description="correlation of reward with completion length at or above threshold over the whole window, while "
+        "the mean completion length grew by 10% or more",
     )
     reward_dominance: ThresholdRule = Field(
         default_factory=lambda: ThresholdRule(threshold=0.95),

@@ -184,6 +184,7 @@ class StepMetrics(_Event):
     # distinct completions per group, mean pairwise token 3-gram Jaccard overlap within groups,
     # mean share of repeated 3-grams inside a completion
     distinct_ratio: float | None = None
+    unsolved_distinct_ratio: float | None = None  # the same over groups below the batch's best group mean
     group_overlap: float | None = None
     repetition: float | None = None
     # reward-hacking signals: Pearson correlation of total reward with completion length over

@@ -110,15 +110,18 @@ def check(cfg, m: StepMetrics, history: list[StepMetrics], weights: dict[str, fl
     # -- what the batch says beyond its reward: early collapse and reward hacking
     n = cfg.window
     r = cfg.diversity_collapse
-    if r.enabled and _held([h.distinct_ratio for h in seq], n, lambda v: v <= r.threshold):
+    if r.enabled and _held([h.unsolved_distinct_ratio for h in seq], n, lambda v: v <= r.threshold):
         out.append(Finding("diversity_collapse", "warning",
-                           f"only {m.distinct_ratio:.0%} of each group's completions are distinct (for {n} steps): "
-                           "the groups give GRPO little to compare", "distinct_ratio", m.distinct_ratio, r.threshold,
+                           f"only {m.unsolved_distinct_ratio:.0%} of the completions in unsolved groups are distinct (for {n} "
+                           "steps): the policy repeats itself before it found the answer", "unsolved_distinct_ratio",
+                           m.unsolved_distinct_ratio, r.threshold,
                            "raise temperature; lower the learning rate; look at the groups", r.action, "diversity"))
     r = cfg.length_hacking
-    if r.enabled and _held([h.reward_length_corr for h in seq], n, lambda v: v >= r.threshold):
+    lengths_grew = len(seq) >= n and seq[0].completion_length_mean > 0 and m.completion_length_mean >= 1.1 * seq[0].completion_length_mean
+    if r.enabled and lengths_grew and _held([h.reward_length_corr for h in seq], n, lambda v: v >= r.threshold):
         out.append(Finding("length_hacking", "warning",
-                           f"reward follows completion length (correlation {m.reward_length_corr:.2f} for {n} steps): "
+                           f"reward follows completion length (correlation {m.reward_length_corr:.2f} for {n} steps) while "
+                           f"completions grew {m.completion_length_mean / seq[0].completion_length_mean - 1:+.0%}: "
                            "a reward function may pay for length", "reward_length_corr", m.reward_length_corr, r.threshold,
                            "open the evidence groups; penalise length or fix the reward", r.action, "length"))
     r = cfg.reward_dominance

@@ -142,6 +142,7 @@ class Signals:
     """What the batch says beyond its reward: diversity inside groups and reward-hacking hints."""
 
     distinct_ratio: float | None = None
+    unsolved_distinct_ratio: float | None = None
     group_overlap: float | None = None
     repetition: float | None = None
     reward_length_corr: float | None = None
@@ -160,12 +161,19 @@ def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
     by_group_distinct: list[tuple[float, int]] = []
     by_group_corr: list[tuple[float, int]] = []
     by_group_gap: list[tuple[float, int]] = []
+    # groups below the batch's best group mean: a group that converged on the best answer is
+    # solved, not collapsed (its identical completions are the goal, and zero_std reports it)
+    means = [statistics.fmean(t) if (t := [r.total for r in rows if r.total is not None]) else None for rows in joined]
+    best = max((m for m in means if m is not None), default=None)
+    unsolved: list[float] = []
     for gi, rows in enumerate(joined):
         if not rows:
             continue
         d = len({tuple(r.completion.token_ids) for r in rows}) / len(rows)
         distinct.append(d)
-        by_group_distinct.append((d, gi))
+        if best is not None and means[gi] is not None and means[gi] < best - 1e-9:
+            unsolved.append(d)
+            by_group_distinct.append((d, gi))
         grams = [set(_ngrams(list(r.completion.token_ids))) for r in rows]
         pairs = [(a, b) for i, a in enumerate(grams) for b in grams[i + 1:] if a or b]
         if pairs:
@@ -194,6 +202,7 @@ def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
         evidence["ground_truth"] = [g for _, g in sorted(by_group_gap, reverse=True)[:EVIDENCE_GROUPS]]
     return Signals(
         distinct_ratio=statistics.fmean(distinct) if distinct else None,
+        unsolved_distinct_ratio=statistics.fmean(unsolved) if unsolved else None,
         group_overlap=statistics.fmean(overlap) if overlap else None,
         repetition=statistics.fmean(repeats) if repeats else None,
         reward_length_corr=_pearson([float(x) for x in lengths], totals),
@@ -230,6 +239,7 @@ def step_metrics(step: int, logs: dict[str, Any], batch: RolloutBatch | None, to
         reward_truncated=b.reward_truncated if b else None,
         update_skipped=update_skipped,
         distinct_ratio=sig.distinct_ratio if sig else None,
+        unsolved_distinct_ratio=sig.unsolved_distinct_ratio if sig else None,
         group_overlap=sig.group_overlap if sig else None,
         repetition=sig.repetition if sig else None,
         reward_length_corr=sig.reward_length_corr if sig else None,

@@ -163,3 +163,29 @@ def test_ctl_try_prints_completions_with_their_weight_version(rlc_home):
         assert bad.returncode == 2 and "temperature" in bad.stderr
     finally:
         subprocess.run(rlc + ["ctl", run_id, "stop"], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_reward_that_pays_for_length_raises_length_hacking_with_its_groups(rlc_home, tmp_path):
+    """A user's reward function that pays for length (the embedded model stops after ~4 characters
+    after its warm-up, so there is room to grow): the alert fires within the window and names
+    groups of that step."""
+    import json
+
+    (tmp_path / "lenreward.py").write_text(
+        "def pays_for_length(prompts, completions, completion_ids=None, **kwargs):\n"
+        "    return [len(ids) / 24.0 for ids in completion_ids]\n")
+    env = backend_env(rlc_home)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    out = subprocess.run([sys.executable, "-m", "console.cli", "run", "--headless", "--json", "--max-steps", "6",
+                          "--set", 'task.reward_funcs=["lenreward:pays_for_length"]', "--set", "sampling.max_tokens=24",
+                          "--set", "alerts.window=4", "--set", "training.learning_rate=0.005"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    metrics = [e for e in events if e["kind"] == "step_metrics"]
+    alert = next((e for e in events if e["kind"] == "alert" and e["rule"] == "length_hacking" and e["state"] == "raised"), None)
+    assert alert is not None, [(m["step"], m["completion_length_mean"], m["reward_length_corr"]) for m in metrics]
+    assert alert["evidence"] and all(step == alert["step"] for step, _ in alert["evidence"])
+    groups = {(e["step"], e["group"]) for e in events if e["kind"] == "sample_group"}
+    assert all(tuple(pair) in groups for pair in alert["evidence"])
+    assert metrics[0]["reward_length_corr"] > 0.9  # reward is length here

@@ -30,7 +30,10 @@ def test_a_collapsed_group_and_a_varied_one():
     b = _batch([same, varied])
     sig = report.signals(_join(b, {"f": [1.0] * 8}, [1.0]))
     assert sig.distinct_ratio == pytest.approx((1 / 4 + 1) / 2)
-    assert sig.evidence["diversity"][0] == 0  # the collapsed group first
+    assert sig.unsolved_distinct_ratio is None and "diversity" not in sig.evidence  # every group at the best mean: solved
+    wrong = report.signals(_join(_batch([same, varied, varied]), {"f": [0.0] * 4 + [1.0] * 8}, [1.0]))
+    assert wrong.unsolved_distinct_ratio == pytest.approx(1 / 4)  # collapsed on a wrong answer
+    assert wrong.evidence["diversity"] == [0]
     # overlap: 1.0 in the collapsed group; 0 in the varied one ([7, 8] has no 3-gram: its pairs with empty sets only count once)
     assert sig.group_overlap == pytest.approx((1.0 + 0.0) / 2)
     # repetition: [9]*6 has 4 trigrams, 1 distinct -> 0.75; every other completion 0
@@ -65,14 +68,19 @@ def _rules(**alerts):
 
 def test_window_rules_fire_only_when_the_condition_held_for_the_whole_window():
     cfg = _rules()
-    hist = [_metrics(i, reward_length_corr=0.9, distinct_ratio=0.1) for i in range(2)]
-    assert not [f for f in check(cfg, _metrics(2, reward_length_corr=0.9, distinct_ratio=0.1), hist)]  # 3 of 4 steps
-    hist.append(_metrics(2, reward_length_corr=0.9, distinct_ratio=0.1))
-    rules = {f.rule: f for f in check(cfg, _metrics(3, reward_length_corr=0.9, distinct_ratio=0.1), hist)}
+    def m(i, **kw):
+        return _metrics(i, **{"reward_length_corr": 0.9, "unsolved_distinct_ratio": 0.1, "completion_length_mean": 10.0 + 2 * i, **kw})
+
+    hist = [m(i) for i in range(2)]
+    assert not [f for f in check(cfg, m(2), hist)]  # 3 of 4 steps
+    hist.append(m(2))
+    rules = {f.rule: f for f in check(cfg, m(3), hist)}
     assert set(rules) == {"length_hacking", "diversity_collapse"}
     assert rules["length_hacking"].evidence == "length" and rules["diversity_collapse"].evidence == "diversity"
-    hist[1] = _metrics(1, reward_length_corr=0.2, distinct_ratio=0.9)  # one step in the window without it
-    assert not check(cfg, _metrics(3, reward_length_corr=0.9, distinct_ratio=0.1), hist)
+    flat = [m(i, completion_length_mean=10.0) for i in range(3)]  # lengths flat: a correlation alone is no hacking
+    assert [f.rule for f in check(cfg, m(3, completion_length_mean=10.0), flat)] == ["diversity_collapse"]
+    hist[1] = m(1, reward_length_corr=0.2, unsolved_distinct_ratio=0.9)  # one step in the window without it
+    assert not check(cfg, m(3), hist)
 
 
 def test_one_function_taking_over_the_weighted_reward():
