@@ -24,3 +24,12 @@ def test_mypy_passes_on_the_typed_core():
     assert exe, "mypy is not installed: install the dev extra (bash scripts/setup.sh --dev)"
     out = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_no_two_test_modules_share_a_name():
+    """tests/ has no per-directory packages (a `tests/console` package would shadow the real
+    `console`), so two test files with one basename stop the collection of the whole suite."""
+    names: dict[str, list[str]] = {}
+    for f in (ROOT / "tests").rglob("test_*.py"):
+        names.setdefault(f.name, []).append(str(f.relative_to(ROOT)))
+    assert not {n: fs for n, fs in names.items() if len(fs) > 1}
