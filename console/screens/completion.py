@@ -17,7 +17,7 @@ from textual.widgets import Static
 
 from backend.protocol.events import SampleGroup
 from console.state import fmt_num
-from console.widgets.token_view import legend, token_detail, token_text
+from console.widgets.token_view import least_probable, legend, token_detail, token_text
 
 MODES = ("text", "engine", "gap")
 
@@ -44,7 +44,8 @@ class CompletionModal(ModalScreen[None]):
         padding: 0 1;
     }
     CompletionModal #completion-meta { height: auto; margin-bottom: 1; }
-    CompletionModal #token-legend { height: auto; }
+    CompletionModal #token-legend { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
+    CompletionModal #token-legend.-explain { text-wrap: wrap; }
     """
 
     def __init__(self, group: SampleGroup, index: int) -> None:
@@ -105,6 +106,8 @@ class CompletionModal(ModalScreen[None]):
             head.update("")
             body.update(Text(c.text))
             return
+        explain = not c.tokens or (self.mode == "gap" and not c.trainer_logprobs)
+        head.set_class(explain, "-explain")  # an explanation wraps; the values stay one line each
         if not c.tokens:
             head.update(Text(f"{self.mode} mode: {self.why_no_tokens()} (t: next mode)", style="yellow"))
             body.update(Text(c.text))
@@ -114,6 +117,8 @@ class CompletionModal(ModalScreen[None]):
         if self.mode == "gap" and not trainer:
             lines = [Text("no trainer log-probs for this completion: they are recorded on the steps that measure "
                           "trainer-engine agreement (telemetry.logprob_diff_every); tokens shown dim", style="yellow")]
-        lines.append(token_detail(c.tokens, engine, trainer, self.token))
-        head.update(Text("\n").join(lines))
+        lines += [token_detail(c.tokens, engine, trainer, self.token), least_probable(c.tokens, engine)]
+        joined = Text("\n").join(lines)
+        joined.no_wrap, joined.overflow = True, "ellipsis"  # one line each; ← → move, the values stay put
+        head.update(joined)
         body.update(token_text(c.tokens, engine, trainer, self.mode, self.token))

@@ -166,7 +166,8 @@ class SamplesScreen(LiveScreen):
         status = Text(no_wrap=True, end="")
         if self.evidence is not None:  # first: it decides what is listed
             held = sum(1 for g in state.groups if (g.step, g.group) in self.evidence)
-            status.append(f" evidence {self.evidence_label}: {held}/{len(self.evidence)} held (esc clears) ",
+            older = " (older: rl-console replay)" if held < len(self.evidence) else ""
+            status.append(f" evidence {self.evidence_label}: {held}/{len(self.evidence)} held{older} (esc clears) ",
                           style="bold reverse magenta")
         status.append(f" {len(groups)}/{len(state.groups)} groups ", style="bold")
         if state.groups_total > len(state.groups):  # say plainly what a filter searches

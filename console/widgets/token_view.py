@@ -92,12 +92,19 @@ def token_detail(tokens: Sequence[str], engine: Sequence[float], trainer: Sequen
     line.append(repr(tokens[index]), style="bold cyan")
     if index < len(engine):
         lp = engine[index]
-        line.append(f"  engine logp {lp:.3f} (p {math.exp(lp):.3f})")
+        line.append(f"  engine {lp:.3f} (p {math.exp(lp):.2f})")
     if index < len(trainer):
-        line.append(f"  trainer logp {trainer[index]:.3f}")
+        line.append(f"  trainer {trainer[index]:.3f}")
         if index < len(engine):
             line.append(f"  |Δ| {abs(trainer[index] - engine[index]):.3f}", style="bold")
-    low = sorted(range(len(engine)), key=lambda i: engine[i])[:1]
+    return line
+
+
+def least_probable(tokens: Sequence[str], engine: Sequence[float], count: int = 3) -> Text:
+    """The `count` least probable sampled tokens (where a completion went improbable)."""
+    line = Text(no_wrap=True, overflow="ellipsis", end="")
+    low = sorted(range(min(len(tokens), len(engine))), key=lambda i: engine[i])[:count]
     if low:
-        line.append(f"   least probable: #{low[0] + 1} {tokens[low[0]]!r} {engine[low[0]]:.2f}", style="dim")
+        line.append("least probable: ", style="dim")
+        line.append("  ".join(f"#{i + 1} {tokens[i]!r} {engine[i]:.2f}" for i in low), style="dim")
     return line

@@ -162,7 +162,7 @@ async def test_evidence_older_than_the_groups_held_is_counted(kit):
         await kit.settle(pilot, source)
         await pilot.press("a", "down", "enter")
         await kit.settle(pilot)
-        assert "3/4 held" in kit.screen_text(app)
+        assert "3/4 held (older: rl-console replay)" in kit.screen_text(app)
 
 
 # -- snapshots ------------------------------------------------------------------------------------

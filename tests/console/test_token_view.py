@@ -14,7 +14,7 @@ from console.screens.completion import CompletionModal
 from console.screens.samples import SamplesScreen
 from console.widgets.completions_table import CompletionsTable
 from console.widgets.groups_table import GroupsTable
-from console.widgets.token_view import engine_style, gap_style, token_detail, token_text
+from console.widgets.token_view import engine_style, gap_style, least_probable, token_detail, token_text
 
 TOKENS = ["ol", "pa", "m", "\n", "<|endoftext|>"]
 ENGINE = [-0.1, -1.0, -2.0, -4.5, -0.2]
@@ -62,9 +62,10 @@ def test_token_text_styles_each_token_and_marks_the_selected_one():
 def test_token_detail_gives_the_values_of_the_selected_token():
     line = token_detail(TOKENS, ENGINE, TRAINER, 2).plain
     assert "token 3/5 'm'" in line
-    assert f"engine logp -2.000 (p {math.exp(-2.0):.3f})" in line
-    assert "trainer logp -2.600" in line and "|Δ| 0.600" in line
-    assert "least probable: #4 '\\n' -4.50" in line
+    assert f"engine -2.000 (p {math.exp(-2.0):.2f})" in line
+    assert "trainer -2.600" in line and "|Δ| 0.600" in line
+    assert "least probable" not in line
+    assert least_probable(TOKENS, ENGINE, 2).plain == "least probable: #4 '\\n' -4.50  #3 'm' -2.00"
 
 
 # -- the modal ------------------------------------------------------------------------------------
@@ -98,17 +99,17 @@ async def test_t_colours_tokens_by_engine_logprob_then_by_the_trainer_gap(kit):
         await kit.settle(pilot)
         text = kit.screen_text(app)
         assert "engine sampling log-prob:  > -0.5   -0.5…-1.5   -1.5…-3   < -3" in text
-        assert "token 1/5 'ol'  engine logp -0.100" in text
+        assert "token 1/5 'ol'  engine -0.100 (p 0.90)" in text
         await pilot.press("right", "right")
         await kit.settle(pilot)
         assert modal.token == 2
-        assert "token 3/5 'm'  engine logp -2.000" in kit.screen_text(app)
+        assert "token 3/5 'm'  engine -2.000" in kit.screen_text(app)
         await pilot.press("t")
         await kit.settle(pilot)
         text = kit.screen_text(app)
         assert modal.mode == "gap"
         assert "|trainer − engine| log-prob:  < 0.05   0.05…0.2   0.2…1   ≥ 1" in text
-        assert "trainer logp -2.600  |Δ| 0.600" in text
+        assert "trainer -2.600  |Δ| 0.600" in text
         await pilot.press("left")
         await kit.settle(pilot)
         assert "token 2/5 'pa'" in kit.screen_text(app)
@@ -129,7 +130,7 @@ async def test_gap_mode_without_trainer_logprobs_says_when_they_are_recorded(kit
         text = kit.screen_text(app)
         assert "no trainer log-probs for this completion" in text
         assert "telemetry.logprob_diff_every" in text
-        assert "engine logp -0.100" in text  # the engine's values still shown
+        assert "engine -0.100" in text  # the engine's values still shown
 
 
 async def test_a_completion_without_tokens_says_why(kit):
