@@ -506,6 +506,10 @@ class RLConsoleApp(ShimmedApp):
 
     async def open_prompt(self, prompt: str) -> None:
         """The prompts screen on `prompt` (its reward history and groups)."""
+        if self.state.prompts.status(prompt) is None:  # dropped past the tracker's bound: stay here
+            self.say("this prompt's history is no longer held (the least recently sampled prompts are dropped past "
+                     f"{self.state.prompts.max_prompts:,}); rl-console replay has every group", "warning")
+            return
         await self.action_show("prompts")
         screen = self.screen
         if isinstance(screen, PromptsScreen):

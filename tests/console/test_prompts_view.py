@@ -231,6 +231,31 @@ async def test_h_opens_the_prompt_even_when_the_filter_hides_it(kit):
         assert screen.prompt == "Solve: 5 - 8 = ?"
 
 
+async def test_typing_r_a_h_in_the_filter_stays_in_the_filter(kit):
+    source = kit.Source(curves_run())
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("slash", "r", "a", "h", "f")
+        await kit.settle(pilot)
+        assert app.current_mode == "samples" and isinstance(app.screen, SamplesScreen)
+        assert app.focused is not None and getattr(app.focused, "value", None) == "rahf"
+
+
+async def test_a_prompt_no_longer_held_is_said_so(kit):
+    source = kit.Source(curves_run())
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("s")
+        await kit.settle(pilot)
+        app.state.prompts.histories.pop("Solve: 5 - 8 = ?")  # as if dropped past the tracker's bound
+        await pilot.press("h")  # the newest group is 5 - 8's
+        await kit.settle(pilot)
+        assert "no longer held" in app.status[0]
+        assert isinstance(app.screen, SamplesScreen)  # it stays where it was
+
+
 async def test_empty_state_says_what_will_come(kit):
     source = kit.Source(kit.starting_run())
     app = RLConsoleApp(source)
