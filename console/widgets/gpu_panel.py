@@ -1,4 +1,5 @@
-"""GpuPanel: per-GPU utilisation, memory, power and temperature, or a plain "CPU run" line."""
+"""GpuPanel: per-GPU utilisation, memory, power and temperature, or one short "no GPU" line
+(the reason, e.g. NVML's error, is the panel's tooltip and a line in the events log)."""
 
 from __future__ import annotations
 
@@ -32,25 +33,21 @@ class GpuPanel(Widget):
 
     def show(self, stats: GpuStats | None) -> None:
         self._stats = stats
+        self.tooltip = (stats.reason or "no GPU reported") if stats is not None and not stats.available else None
         self.refresh(layout=True)
 
     def get_content_height(self, container, viewport, width: int) -> int:
         s = self._stats
-        if s is None:
+        if s is None or not s.available:
             return 1
-        if not s.available:
-            return 1 + -(-len(self._reason_text()) // max(width, 1))
         return max(len(s.gpus), 1)
-
-    def _reason_text(self) -> str:
-        return f"({self._stats.reason or 'unavailable'})" if self._stats is not None else ""
 
     def render(self) -> Text:
         s = self._stats
         if s is None:
             return Text("no GPU report yet", style="dim")
         if not s.available:
-            return Text.assemble(("CPU run — no GPU", "bold"), "\n", (self._reason_text(), "dim"))
+            return Text.assemble(("no GPU", "bold"), (" (CPU run)", "dim"), no_wrap=True, overflow="ellipsis", end="")
         lines = []
         for g in s.gpus:
             line = Text(no_wrap=True, overflow="ellipsis", end="")

@@ -30,7 +30,7 @@ async def test_dashboard_shows_run_at_80x24(kit):
         assert "reward · total · mean ±std" in text
         assert "824 tok/s" in text and "14.2 samples/s" in text and "2.70s/step" in text
         assert "gen 1.80" in text and "trn 0.70" in text and "syn 0.12" in text
-        assert "CPU run — no GPU" in text and "(no NVIDIA GPU)" in text
+        assert "no GPU (CPU run)" in text
         assert "WARNING" in text and "zero reward std" in text
         assert "12.3" in text and "tliuq" in text  # newest group row with its best completion
         assert "? help" in text  # footer
@@ -126,15 +126,19 @@ def test_fit_columns_stretches_and_buckets():
     assert fit_columns([], 10) == ([], [])
 
 
-async def test_long_no_gpu_reason_wraps_instead_of_being_cut(kit):
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_no_gpu_is_one_short_line_with_the_reason_in_tooltip_and_log(kit, size):
     reason = "no NVIDIA GPU (NVMLError_LibraryNotFound)"
     source = kit.Source([*kit.make_run(steps=2), GpuStats(ts=kit.TS0 + 60, available=False, reason=reason)])
     app = RLConsoleApp(source)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await kit.settle(pilot, source)
+        panel = app.query_one("#gpu")
         text = kit.screen_text(app)
-        assert "CPU run — no GPU" in text
-        assert f"({reason})" in " ".join(line[48:].strip() for line in text.splitlines())
+        assert "no GPU (CPU run)" in text and "NVMLError" not in text
+        assert panel.content_region.height == 1  # one line, not three
+        assert panel.tooltip == reason
+        assert any(reason in entry.text for entry in app.state.log)
 
 
 async def test_throughput_lines_never_wrap(kit):
