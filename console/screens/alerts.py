@@ -15,10 +15,11 @@ from textual.widgets import Static
 
 from backend.protocol.events import Alert
 from console.widgets.alerts_table import AlertsTable
+from console.widgets.rows import group_label
 
 
 def evidence_text(alert: Alert, limit: int = 12) -> str:
-    pairs = [f"step {p[0]} grp {p[1]}" for p in alert.evidence[:limit] if len(p) >= 2]
+    pairs = [group_label(p[0], p[1]) for p in alert.evidence[:limit] if len(p) >= 2]
     more = len(alert.evidence) - limit
     return ", ".join(pairs) + (f", +{more} more" if more > 0 else "")
 

@@ -30,6 +30,7 @@ from backend.protocol.events import TryResult
 from console.screens.base import LiveScreen
 from console.state import RunState, fmt_num
 from console.widgets.prompt_list import PromptList
+from console.widgets.rows import group_label
 from console.widgets.try_completions import TryCompletions
 from console.widgets.try_form import TryForm, parse_columns
 from console.widgets.try_history import TryHistory, TryRow
@@ -74,7 +75,7 @@ def pick_list(state: RunState, limit: int = 40) -> list[tuple[str, str]]:
             break
         if g.prompt not in seen:
             seen.add(g.prompt)
-            out.append((f"step {g.step} grp {g.group}", g.prompt))
+            out.append((group_label(g.step, g.group), g.prompt))
     return out
 
 

@@ -9,9 +9,9 @@ from textual.widget import Widget
 
 from backend.protocol.events import SampleGroup
 from console.state import best_completion, is_zero_std, one_line
-from console.widgets.rows import BOLD, BOLD_YELLOW, DIM, Cell, row_strip
+from console.widgets.rows import BOLD, BOLD_YELLOW, DIM, Cell, group_label, row_strip
 
-HEADER = ("step", "prompt", "mean", "std", "best completion")
+HEADER = ("group", "prompt", "mean", "std", "best completion")
 
 
 class GroupsPreview(Widget):
@@ -40,7 +40,7 @@ class GroupsPreview(Widget):
 
     def _layout(self, width: int) -> tuple[int, ...]:
         rows = self._groups[: max(self.size.height - 1, 1)]
-        w_id = max([4] + [len(f"{g.step}.{g.group}") for g in rows])
+        w_id = max([5] + [len(group_label(g.step, g.group)) for g in rows])
         rest = max(width - w_id - 5 - 5 - 4, 16)  # 4 one-cell gaps
         return (w_id, rest // 2, 5, 5, rest - rest // 2)
 
@@ -59,7 +59,7 @@ class GroupsPreview(Widget):
         g = self._groups[y - 1]
         best = best_completion(g)
         cells = [
-            Cell(f"{g.step}.{g.group}", right=True),
+            Cell(group_label(g.step, g.group), right=True),
             Cell(one_line(g.prompt, self._widths[1])),
             Cell(f"{g.reward_mean:.2f}", right=True),
             Cell(f"{g.reward_std:.2f}", BOLD_YELLOW if is_zero_std(g) else None, right=True),

@@ -14,10 +14,10 @@ from textual.message import Message
 from backend.protocol.events import SampleGroup
 from console.state import is_zero_std, max_abs_advantage, one_line, truncated_count
 from console.widgets.line_table import LineTable
-from console.widgets.rows import BOLD_YELLOW, DIM, Cell
+from console.widgets.rows import BOLD_YELLOW, DIM, Cell, group_label
 
-COLUMNS = ("step", "grp", "prompt", "mean", "std", "max|adv|", "trunc")
-RIGHT = (0, 1, 3, 4, 5, 6)
+COLUMNS = ("group", "prompt", "mean", "std", "max|adv|", "trunc")  # group: `s300 g15` (rows.group_label)
+RIGHT = (0, 2, 3, 4, 5)
 _NUM = 8  # width of each numeric column
 
 
@@ -64,7 +64,8 @@ class GroupsTable(LineTable):
         self._rows, self._keys, self._prompt_width = list(groups), keys, prompt_width
         steps = max((g.step for g in self._rows), default=0)
         grps = max((g.group for g in self._rows), default=0)
-        widths = (max(4, len(str(steps))), max(3, len(str(grps))), max(6, prompt_width), _NUM, _NUM, _NUM, 5)
+        # as wide as the old two columns (`step grp`), so the prompt keeps its width
+        widths = (max(8, len(group_label(steps, grps))), max(6, prompt_width), _NUM, _NUM, _NUM, 5)
         if self.cursor_row == 0 or selected is None or selected not in keys:
             row = self.cursor_row
         else:
@@ -80,8 +81,7 @@ class GroupsTable(LineTable):
         g = self._rows[row]
         trunc = truncated_count(g)
         return [
-            Cell(str(g.step), right=True),
-            Cell(str(g.group), right=True),
+            Cell(group_label(g.step, g.group), right=True),
             Cell(one_line(g.prompt, self._prompt_width)),
             Cell(f"{g.reward_mean:.3f}", right=True),
             Cell(f"{g.reward_std:.3f}", BOLD_YELLOW if is_zero_std(g) else None, right=True),

@@ -27,6 +27,12 @@ class Cell(NamedTuple):
     right: bool = False  # right-justified
 
 
+def group_label(step: int, group: int) -> str:
+    """A sample group's id, the one notation of every table and list: `s300 g15` (step 300,
+    group 15; `300.15` read as a decimal)."""
+    return f"s{step} g{group}"
+
+
 def fit(text: str, width: int, right: bool = False) -> str:
     """`text` cut (with an ellipsis) or padded to exactly `width` cells."""
     n = cell_len(text)

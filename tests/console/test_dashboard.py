@@ -32,7 +32,7 @@ async def test_dashboard_shows_run_at_80x24(kit):
         assert "gen 1.80" in text and "trn 0.70" in text and "syn 0.12" in text
         assert "no GPU (CPU run)" in text
         assert "WARNING" in text and "zero reward std" in text
-        assert "12.3" in text and "tliuq" in text  # newest group row with its best completion
+        assert "s12 g3" in text and "12.3" not in text and "tliuq" in text  # newest group row (s12 g3: step 12, group 3), its best completion
         assert "? help" in text  # footer
         assert not app.query_one("#startup").display  # running: no startup panel
 

@@ -288,7 +288,7 @@ async def test_ctrl_o_picks_a_probe_or_a_recent_group_prompt(kit):
     async with app.run_test(size=(100, 34)) as pilot:
         await kit.settle(pilot, source)
         rows = pick_list(app.state)
-        assert rows[0] == ("probe", probe_prompt) and rows[1][0] == "step 3 grp 3"
+        assert rows[0] == ("probe", probe_prompt) and rows[1][0] == "s3 g3"
         assert len({p for _, p in rows}) == len(rows)  # each prompt once
         await pilot.press("g")
         await kit.settle(pilot)

@@ -178,7 +178,7 @@ async def test_enter_on_a_prompt_shows_its_groups_over_time_and_their_completion
         groups = screen.query_one("#prompt-groups", GroupsTable)
         assert groups.has_focus
         assert groups.row_count == 4
-        assert [groups.get_row_at(r)[0] for r in range(4)] == ["4", "3", "2", "1"]  # newest first
+        assert [groups.get_row_at(r)[0].split()[0] for r in range(4)] == ["s4", "s3", "s2", "s1"]  # newest first
         text = kit.screen_text(app)
         assert "4 groups, 1 zero-std, steps 1–4, 4 held" in text
         assert "first 0.250 → last 1.000" in text
@@ -202,7 +202,7 @@ async def test_h_on_a_zero_std_group_opens_its_prompt(kit):
         await pilot.press("z")  # only zero-std groups
         await kit.settle(pilot)
         table = samples.query_one(GroupsTable)
-        target = next(r for r in range(table.row_count) if "Riemann" in table.get_row_at(r)[2])
+        target = next(r for r in range(table.row_count) if "Riemann" in table.get_row_at(r)[1])
         for _ in range(target):
             await pilot.press("down")
         await kit.settle(pilot)

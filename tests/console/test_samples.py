@@ -32,8 +32,8 @@ async def test_groups_and_completions_shown(kit):
         screen = await open_samples(kit, pilot, source)
         groups = screen.query_one(GroupsTable)
         assert groups.row_count == 24
-        assert list(groups.column_labels) == ["step", "grp", "prompt", "mean", "std", "max|adv|", "trunc"]
-        assert (cell_text(groups, 0, 0), cell_text(groups, 0, 1)) == ("6", "3")
+        assert list(groups.column_labels) == ["group", "prompt", "mean", "std", "max|adv|", "trunc"]
+        assert cell_text(groups, 0, 0) == "s6 g3"  # the notation of the dashboard's newest groups too
         completions = screen.query_one(CompletionsTable)
         assert completions.row_count == 8
         labels = list(completions.column_labels)
@@ -93,20 +93,20 @@ async def test_filter_keys_and_sort(kit):
         await pilot.press("z")
         await kit.settle(pilot)
         assert screen.zero_std and groups.row_count == len([g for g in app.state.groups if is_zero_std(g)]) > 0
-        assert all(cell_text(groups, r, 4) == "0.000" for r in range(groups.row_count))
+        assert all(cell_text(groups, r, 3) == "0.000" for r in range(groups.row_count))
         await pilot.press("z", "t")
         await kit.settle(pilot)
         assert not screen.zero_std and screen.truncated
         assert groups.row_count == len([g for g in app.state.groups if truncated_count(g)])
-        assert all(int(cell_text(groups, r, 6)) > 0 for r in range(groups.row_count))
+        assert all(int(cell_text(groups, r, 5)) > 0 for r in range(groups.row_count))
         await pilot.press("t", "o")
         await kit.settle(pilot)
         assert screen.sort == "abs_advantage" and "o:|adv| desc" in kit.screen_text(app)
-        advs = [float(cell_text(groups, r, 5)) for r in range(groups.row_count)]
+        advs = [float(cell_text(groups, r, 4)) for r in range(groups.row_count)]
         assert advs == sorted(advs, reverse=True) and advs[0] == round(max(max_abs_advantage(g) for g in app.state.groups), 3)
         await pilot.press("o")
         await kit.settle(pilot)
-        means = [float(cell_text(groups, r, 3)) for r in range(groups.row_count)]
+        means = [float(cell_text(groups, r, 2)) for r in range(groups.row_count)]
         assert screen.sort == "lowest_mean" and means == sorted(means)
         await pilot.press("o")
         await kit.settle(pilot)
@@ -128,7 +128,7 @@ async def test_slash_from_dashboard_focuses_filter_and_searches(kit):
         groups = app.screen.query_one(GroupsTable)
         expected = app.state.view_groups(query="river")
         assert 0 < groups.row_count == len(expected) < len(app.state.groups)
-        assert all("river" in cell_text(groups, r, 2) for r in range(groups.row_count))
+        assert all("river" in cell_text(groups, r, 1) for r in range(groups.row_count))
         await pilot.press("enter")
         await kit.settle(pilot)
         assert app.focused is groups

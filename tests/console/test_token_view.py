@@ -77,7 +77,7 @@ async def open_completion(kit, pilot, source, step: int = 3, group: int = 0) -> 
     await kit.settle(pilot)
     assert isinstance(app.screen, SamplesScreen)
     table = app.screen.query_one(GroupsTable)
-    row = next(r for r in range(table.row_count) if table.get_row_at(r)[:2] == [str(step), str(group)])
+    row = next(r for r in range(table.row_count) if table.get_row_at(r)[0] == f"s{step} g{group}")
     for _ in range(row):
         await pilot.press("down")
     await pilot.press("enter")
