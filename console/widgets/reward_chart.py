@@ -10,6 +10,7 @@ pause) sit on a row under the plot, in the column of their step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from rich.segment import Segment
@@ -33,8 +34,46 @@ MARKER_STYLES = {
 }
 
 
-def _axis_label(value: float) -> str:
-    text = f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
+def nice_ticks(lo: float, hi: float, max_intervals: int) -> tuple[float, float, float]:
+    """(bottom, top, step): the range [lo, hi] widened to multiples of a round step (1, 2, 2.5
+    or 5 × 10^k) with at most `max_intervals` steps between bottom and top."""
+    if hi - lo < 1e-9:  # a flat series: a unit-wide window around it
+        lo, hi = lo - 0.5, hi + 0.5
+    max_intervals = max(max_intervals, 1)
+    raw = (hi - lo) / max_intervals
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for mult in (1, 2, 2.5, 5, 10, 20, 25, 50, 100):
+        step = mult * magnitude
+        bottom, top = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
+        if round((top - bottom) / step) <= max_intervals:
+            return bottom, top, step
+    return bottom, top, step
+
+
+def tick_priority(bottom: float, top: float, step: float) -> list[int]:
+    """Indexes of the ticks from `bottom` by `step`, roundest first: 0, then multiples of 5 (4
+    for a 2.5 step) and 2 steps, then the rest; ties from the top down."""
+    count = round((top - bottom) / step) + 1
+    major = 4 if round(step / 10 ** math.floor(math.log10(step) + 1e-9), 6) == 2.5 else 5
+
+    def rank(k: int) -> tuple[int, int]:
+        n = round(bottom / step) + k  # the tick's value in steps
+        return (0 if n == 0 else 1 if n % major == 0 else 2 if n % 2 == 0 else 3), -k
+
+    return sorted(range(count), key=rank)
+
+
+def tick_label(value: float, step: float) -> str:
+    """`value` with as many decimals as `step` needs: 1.0 / 0.5 / 0 (never -0.0019 or 0.591)."""
+    if abs(value) < step * 1e-6:
+        text = "0"
+    else:
+        decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+        if round(step * 10**decimals, 6) % 1:  # 2.5 × 10^k needs one more
+            decimals += 1
+        text = f"{value:.{decimals}f}"
+        if len(text) > _AXIS_W - 1:
+            text = f"{value:.2g}"
     return text[: _AXIS_W - 1].rjust(_AXIS_W - 1)
 
 
@@ -134,12 +173,8 @@ class RewardChart(Widget):
         plot_w = max(width - _AXIS_W, 1)
         plot_h = max(height - 2, 1)
         cols, xs = fit_columns(self._series, plot_w * 2)
-        top = max(hi for _, _, hi in cols)
-        bottom = min(lo for _, lo, _ in cols)
-        if top - bottom < 1e-9:
-            top, bottom = top + 0.5, bottom - 0.5
-        pad = (top - bottom) * 0.05
-        top, bottom = top + pad, bottom - pad
+        # the range widened to round ticks (up to two per row); labelled: the roundest that fit
+        bottom, top, tick = nice_ticks(min(lo for _, lo, _ in cols), max(hi for _, _, hi in cols), min(2 * plot_h - 2, 10))
         dots_h = plot_h * 4
 
         def ydot(value: float) -> int:
@@ -161,17 +196,15 @@ class RewardChart(Widget):
                     if lo <= r_top and hi >= r_top - cell_span:
                         band[r][x // 2] = True
 
+        labels: dict[int, str] = {}  # row -> the tick value drawn there (the row its dots fall in)
+        for k in tick_priority(bottom, top, tick):
+            value = bottom + k * tick
+            row = ydot(value) // 4
+            if all(abs(row - other) >= 2 for other in labels):  # a blank row between labels
+                labels[row] = tick_label(value, tick)
         lines = []
-        mid = plot_h // 2
         for r in range(plot_h):
-            if r == 0:
-                label = _axis_label(top)
-            elif r == plot_h - 1:
-                label = _axis_label(bottom)
-            elif r == mid and plot_h >= 5:
-                label = _axis_label(top - (r + 0.5) * cell_span)
-            else:
-                label = " " * (_AXIS_W - 1)
+            label = labels.get(r, " " * (_AXIS_W - 1))
             line: list[tuple[str, Style]] = [(label + "┤", AXIS)]
             row_bits, row_band = bits[r], band[r]
             run: list[str] = []

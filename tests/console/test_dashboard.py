@@ -7,7 +7,7 @@ import pytest
 from backend.protocol.events import GpuInfo, GpuStats
 from console.app import RLConsoleApp
 from console.screens.dashboard import DashboardScreen
-from console.widgets.reward_chart import RewardChart, fit_columns
+from console.widgets.reward_chart import RewardChart, fit_columns, nice_ticks, tick_label
 
 
 def _render_plain(widget) -> str:
@@ -113,6 +113,40 @@ async def test_wide_terminal_shows_more(kit):
     assert counts[(80, 24)] >= 3
     assert counts[(160, 48)] > 2 * counts[(80, 24)]
     assert counts[(160, 48), "chart"] > 2 * counts[(80, 24), "chart"]
+
+
+def test_nice_ticks_round_the_axis():
+    # the range widens to multiples of a 1 / 2 / 2.5 / 5 × 10^k step within the interval budget
+    assert nice_ticks(-0.0019, 1.18, 4) == (-0.5, 1.5, 0.5)
+    assert nice_ticks(0.422, 1.56, 8) == pytest.approx((0.4, 1.6, 0.2))
+    assert nice_ticks(0.2, 0.35, 6) == pytest.approx((0.2, 0.35, 0.025))
+    assert nice_ticks(1.0, 1.0, 2) == (0.5, 1.5, 0.5)  # flat: a unit window around it
+    assert [tick_label(v, 0.5).strip() for v in (-0.5, 0.0, 0.5, 1.0)] == ["-0.5", "0", "0.5", "1.0"]
+    assert tick_label(1e-17, 0.1).strip() == "0"  # float noise is not -0.0 or 1e-17
+    assert tick_label(0.225, 0.025).strip() == "0.225" and tick_label(20000, 10000).strip() == "20000"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_reward_axis_labels_are_round_values(kit, size):
+    from backend.protocol.events import SampleGroup, StepMetrics, StepTimes
+
+    times = StepTimes(generate=1.0, score=0.1, train=0.5, sync=0.1, total=1.7)
+    # means from -0.0019 to 1.18: the old axis read 1.18 / 0.591 / -0.0019
+    steps = [StepMetrics(ts=kit.TS0 + i, step=i, reward_mean=-0.0019 + 1.1819 * i / 29, reward_std=0.0, tokens_per_s=1.0,
+                         samples_per_s=1.0, times=times) for i in range(30)]
+    start = [e for e in kit.make_run(steps=1) if not isinstance(e, (StepMetrics, SampleGroup))]  # a running run
+    source = kit.Source([*start, *steps])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=size) as pilot:
+        await kit.settle(pilot, source)
+        rows = _render_plain(app.query_one(RewardChart)).splitlines()[:-2]
+        labels = [row.split("┤")[0].strip() for row in rows if row.split("┤")[0].strip()]
+        assert len(labels) >= 2, rows
+        for label in labels:
+            value = float(label)
+            assert round(value * 4) == value * 4 or round(value * 10) == value * 10, label  # 0.25 / 0.1 multiples
+            assert label == "0" or "." not in label or len(label.split(".")[1]) <= 2, label
+        assert "0" in labels and ("1.0" in labels or "1" in labels)
 
 
 def test_fit_columns_stretches_and_buckets():
