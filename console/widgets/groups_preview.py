@@ -9,7 +9,7 @@ from textual.widget import Widget
 
 from backend.protocol.events import SampleGroup
 from console.state import best_completion, is_zero_std, one_line
-from console.widgets.rows import BOLD, BOLD_YELLOW, DIM, Cell, group_label, row_strip
+from console.widgets.rows import BOLD, BOLD_YELLOW, DIM, Cell, group_label, prompt_cell, row_strip, shared_prefix_cut
 
 HEADER = ("group", "prompt", "mean", "std", "best completion")
 
@@ -31,6 +31,7 @@ class GroupsPreview(Widget):
         super().__init__(id=id)
         self._groups: list[SampleGroup] = []
         self._widths: tuple[int, ...] = ()
+        self._prompt_cut = 0  # set with the widths (rows.shared_prefix_cut)
         self.border_title = "newest groups · s: samples"
 
     def show(self, groups: Sequence[SampleGroup]) -> None:
@@ -42,6 +43,8 @@ class GroupsPreview(Widget):
         rows = self._groups[: max(self.size.height - 1, 1)]
         w_id = max([5] + [len(group_label(g.step, g.group)) for g in rows])
         rest = max(width - w_id - 5 - 5 - 4, 16)  # 4 one-cell gaps
+        # prompts that share a long prefix (a task's system prompt) show the part where they differ
+        self._prompt_cut = shared_prefix_cut([g.prompt for g in rows], rest // 2)
         return (w_id, rest // 2, 5, 5, rest - rest // 2)
 
     def render_line(self, y: int) -> Strip:
@@ -60,7 +63,7 @@ class GroupsPreview(Widget):
         best = best_completion(g)
         cells = [
             Cell(group_label(g.step, g.group), right=True),
-            Cell(one_line(g.prompt, self._widths[1])),
+            Cell(prompt_cell(g.prompt, self._prompt_cut, self._widths[1])),
             Cell(f"{g.reward_mean:.2f}", right=True),
             Cell(f"{g.reward_std:.2f}", BOLD_YELLOW if is_zero_std(g) else None, right=True),
             Cell(one_line(best.text, self._widths[4]) if best else "–", None if best else DIM),

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from textual.message import Message
 
 from backend.protocol.events import SampleGroup
-from console.state import is_zero_std, max_abs_advantage, one_line, truncated_count
+from console.state import is_zero_std, max_abs_advantage, truncated_count
 from console.widgets.line_table import LineTable
-from console.widgets.rows import BOLD_YELLOW, DIM, Cell, group_label
+from console.widgets.rows import BOLD_YELLOW, DIM, Cell, group_label, prompt_cell, shared_prefix_cut
 
 COLUMNS = ("group", "prompt", "mean", "std", "max|adv|", "trunc")  # group: `s300 g15` (rows.group_label)
 RIGHT = (0, 2, 3, 4, 5)
@@ -46,9 +46,10 @@ class GroupsTable(LineTable):
         self._rows: list[SampleGroup] = []
         self._keys: list[str] = []
         self._prompt_width = 0
+        self._prompt_cut = 0  # where painted prompts start (rows.shared_prefix_cut)
 
     def on_mount(self) -> None:
-        self.set_shape(0, COLUMNS, (4, 3, 16, _NUM, _NUM, _NUM, 5), RIGHT)
+        self.set_shape(0, COLUMNS, (8, 16, _NUM, _NUM, _NUM, 5), RIGHT)
 
     @property
     def selected_group(self) -> SampleGroup | None:
@@ -62,6 +63,8 @@ class GroupsTable(LineTable):
             return False
         selected = self._keys[self.cursor_row] if 0 <= self.cursor_row < len(self._keys) else None
         self._rows, self._keys, self._prompt_width = list(groups), keys, prompt_width
+        # prompts that share a long prefix (a task's system prompt) show the part where they differ
+        self._prompt_cut = shared_prefix_cut([g.prompt for g in self._rows], prompt_width)
         steps = max((g.step for g in self._rows), default=0)
         grps = max((g.group for g in self._rows), default=0)
         # as wide as the old two columns (`step grp`), so the prompt keeps its width
@@ -82,7 +85,7 @@ class GroupsTable(LineTable):
         trunc = truncated_count(g)
         return [
             Cell(group_label(g.step, g.group), right=True),
-            Cell(one_line(g.prompt, self._prompt_width)),
+            Cell(prompt_cell(g.prompt, self._prompt_cut, self._prompt_width)),
             Cell(f"{g.reward_mean:.3f}", right=True),
             Cell(f"{g.reward_std:.3f}", BOLD_YELLOW if is_zero_std(g) else None, right=True),
             Cell(f"{max_abs_advantage(g):.3f}", right=True),

@@ -193,3 +193,40 @@ async def test_sort_starts_at_the_top_and_the_status_says_what_a_filter_searches
         await pilot.press("ctrl+c")
         await kit.settle(pilot)
         assert "q detaches (the run keeps going)" in app.status_history[-1][1]
+
+
+async def test_prompts_sharing_a_long_prefix_show_where_they_differ(kit):
+    """A user's task: every prompt starts with the same long instruction; the tables show the
+    part after it (behind "…"), the full prompt stays in the group's detail."""
+    from backend.protocol.events import SampleGroup
+
+    system = "You are a careful assistant. Think step by step, then give the answer inside <answer></answer> tags. " * 3
+    run = [e.model_copy(update={"prompt": system + e.prompt}) if isinstance(e, SampleGroup) else e for e in kit.make_run(steps=6)]
+    source = kit.Source(run)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        newest = app.state.view_groups()[0]
+        word = newest.prompt.split("'")[1]
+        dashboard = kit.screen_text(app)
+        assert f"…the word '{word}'" in dashboard or f"…word '{word}'" in dashboard, dashboard
+        screen = await open_samples(kit, pilot, source)
+        groups = screen.query_one(GroupsTable)
+        cells = [cell_text(groups, r, 1) for r in range(groups.row_count)]
+        assert all(c.startswith("…") and "careful assistant" not in c for c in cells)
+        assert f"'{word}'" in cells[0]  # the distinguishing word is visible at 80 columns
+        assert len({c for c in cells}) > 1
+        # the full prompt is still one key away: the completion's full text shows it
+        await pilot.press("tab", "enter")
+        await kit.settle(pilot)
+        assert isinstance(app.screen, CompletionModal)
+        assert "You are a careful assistant" in kit.screen_text(app)
+
+
+async def test_prompts_without_a_long_shared_prefix_are_shown_from_the_start(kit):
+    source = kit.Source(kit.make_run(steps=3))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_samples(kit, pilot, source)
+        groups = screen.query_one(GroupsTable)
+        assert all(cell_text(groups, r, 1).startswith("Reverse the word") for r in range(groups.row_count))
