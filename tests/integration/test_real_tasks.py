@@ -195,8 +195,9 @@ def test_a_failing_reward_function_pauses_the_run_with_its_name_and_error(rlc_ho
     )
     env = backend_env(rlc_home)
     env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    # (policy probes call the reward functions too: off here, so the third call is step 3's scoring)
     args = ["run", "--headless", "--json", "--max-steps", "50", "--set", 'task.reward_funcs=["flaky:flaky_judge"]',
-            "--set", "training.prompts_per_step=4"]
+            "--set", "training.prompts_per_step=4", "--set", "telemetry.probe_every=0"]
     proc = subprocess.Popen(RLC + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     events = []
     try:
