@@ -273,7 +273,7 @@ class Controller:
             self.loop.train()
             if self._stop_requested:
                 self.set_state("stopping", "stop requested" + (": checkpointing" if self._checkpoint_at_stop else " without a checkpoint"))
-            if self._checkpoint_at_stop:
+            if self._checkpoint_at_stop and self.loop.checkpointed_step != self.step:  # not twice for one step
                 self.loop.checkpoint("final")
             self.set_state("finished", f"stopped at step {self.step}" if self._stop_requested else f"completed {self.step} steps")
         except LogUnwritable as exc:  # no event can be recorded any more: stop, reason in run.json

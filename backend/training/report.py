@@ -171,7 +171,8 @@ def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
             continue
         d = len({tuple(r.completion.token_ids) for r in rows}) / len(rows)
         distinct.append(d)
-        if best is not None and means[gi] is not None and means[gi] < best - 1e-9:
+        mean = means[gi]
+        if best is not None and mean is not None and mean < best - 1e-9:
             unsolved.append(d)
             by_group_distinct.append((d, gi))
         grams = [set(_ngrams(list(r.completion.token_ids))) for r in rows]

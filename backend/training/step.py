@@ -64,6 +64,7 @@ class StepLoop:
         self._skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
         self._pending_restart = False
         self._probe_rows: list[Any] | None = None
+        self.checkpointed_step = -1  # the step of this process's newest checkpoint
         self._probed_version = -1
         self._signals: report.Signals | None = None
         self.prefetch: overlap.Prefetcher | None = None  # training.overlap: the next step's rollout, in flight
@@ -270,6 +271,7 @@ class StepLoop:
     def checkpoint(self, reason: str = "on demand") -> None:
         self.session.checkpoint(step=self.step, step_offset=self.step_offset, weight_version=self.weight_version,
                                 params=self.params, reason=reason)
+        self.checkpointed_step = self.step
 
     def recover_engine(self, exc: Exception) -> None:
         """A Ray engine replica died mid-run: nothing of this step has been applied yet.

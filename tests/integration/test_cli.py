@@ -115,3 +115,11 @@ def test_detach_ctl_ls_status(rlc_home):
     assert status()["next"] == f"rl-console run --resume {run_id}"
     gone = rlc(["ctl", run_id, "pause"], rlc_home)
     assert gone.returncode == 1 and f"cannot pause: {run_id} stopped at step" in gone.stderr and "--resume" in gone.stderr
+
+
+def test_one_checkpoint_per_step_when_a_scheduled_one_is_also_the_last(rlc_home):
+    """A scheduled checkpoint at the last step is the final one: saved (and reported) once."""
+    out = rlc(["run", "--headless", "--json", "--max-steps", "4", "--set", "run.checkpoint_every=2"], rlc_home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = [decode_event(line).step for line in out.stdout.splitlines() if '"checkpoint_saved"' in line]
+    assert saved == [2, 4]
