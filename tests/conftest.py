@@ -21,3 +21,28 @@ def backend_env(home: Path, **extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)
     return env
+
+
+class Recorder:
+    """Events a test's client received, and waiting for one (integration tests of a live run)."""
+
+    def __init__(self):
+        self.events = []
+
+    def of(self, kind):
+        return [e for e in self.events if e.kind == kind]
+
+    async def wait(self, pred, timeout=180, what="event"):
+        import asyncio
+        import time
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            for e in list(self.events):
+                if pred(e):
+                    return e
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; last events: {[e.kind for e in self.events[-10:]]}")
+
+    def result(self, cmd_id, status):
+        return lambda e: e.kind == "command_result" and e.command_id == cmd_id and e.status == status

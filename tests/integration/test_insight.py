@@ -11,26 +11,9 @@ import time
 import pytest
 
 from backend.protocol import commands as C
-from tests.conftest import backend_env
+from tests.conftest import Recorder, backend_env
 
 pytestmark = pytest.mark.integration
-
-
-class Recorder:
-    def __init__(self):
-        self.events = []
-
-    def of(self, kind):
-        return [e for e in self.events if e.kind == kind]
-
-    async def wait(self, pred, timeout=180, what="event"):
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            for e in list(self.events):
-                if pred(e):
-                    return e
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; last events: {[e.kind for e in self.events[-10:]]}")
 
 
 async def test_probes_show_the_policy_change_and_try_answers_between_steps(rlc_home, tmp_path):

@@ -4,35 +4,15 @@ socket and the console's BackendClient. One run, driven through every control.""
 import asyncio
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from backend.protocol import PROTOCOL_VERSION
 from backend.protocol import commands as C
+from tests.conftest import Recorder
 
 pytestmark = pytest.mark.integration
-
-
-class Recorder:
-    def __init__(self):
-        self.events = []
-
-    def of(self, kind):
-        return [e for e in self.events if e.kind == kind]
-
-    async def wait(self, pred, timeout=120, what="event"):
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            for e in self.events:
-                if pred(e):
-                    return e
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; last events: {[e.kind for e in self.events[-10:]]}")
-
-    def result(self, cmd_id, status):
-        return lambda e: e.kind == "command_result" and e.command_id == cmd_id and e.status == status
 
 
 async def test_live_run_obeys_every_control(rlc_home, tmp_path):
