@@ -120,6 +120,9 @@ def reward_by_ending(joined: list[list[ScoredRow]]) -> tuple[float | None, float
 
 
 EVIDENCE_GROUPS = 3  # groups named per signal
+# bounds that keep the signals cheap on the training thread whatever G and max_tokens are
+SIGNAL_TOKENS = 256  # n-grams over a completion's first tokens
+SIGNAL_PAIRS = 28  # completion pairs compared per group (all of them up to G = 8)
 
 
 def _ngrams(ids: list[int], n: int = 3) -> list[tuple[int, ...]]:
@@ -175,12 +178,12 @@ def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
         if best is not None and mean is not None and mean < best - 1e-9:
             unsolved.append(d)
             by_group_distinct.append((d, gi))
-        grams = [set(_ngrams(list(r.completion.token_ids))) for r in rows]
-        pairs = [(a, b) for i, a in enumerate(grams) for b in grams[i + 1:] if a or b]
+        grams = [set(_ngrams(list(r.completion.token_ids[:SIGNAL_TOKENS]))) for r in rows]
+        pairs = [(a, b) for i, a in enumerate(grams) for b in grams[i + 1:] if a or b][:SIGNAL_PAIRS]
         if pairs:
             overlap.append(statistics.fmean(len(a & b) / len(a | b) for a, b in pairs))
         for r in rows:
-            g = _ngrams(list(r.completion.token_ids))
+            g = _ngrams(list(r.completion.token_ids[:SIGNAL_TOKENS]))
             if g:
                 repeats.append(1 - len(set(g)) / len(g))
         scored = [(len(r.completion.token_ids), r.total) for r in rows if r.total is not None]
