@@ -96,18 +96,28 @@ def is_complete(model_dir: Path) -> bool:
 
 def ensure_model(cache_dir: Path, spec: TinyModelSpec = TinyModelSpec()) -> tuple[Path, bool]:
     """The cached model dir for `spec`, built if missing or incomplete. Returns (path, built_now)."""
+    import shutil
+    import tempfile
+
     out = Path(cache_dir) / spec.key()
     if is_complete(out):
         return out, False
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    build_model(tmp, spec)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out, True
+    # each process builds in a folder of its own and renames it into place: two runs started at
+    # once on a fresh data dir must not build into (and delete) the same folder
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        build_model(tmp, spec)
+        if is_complete(out):  # another process finished first: use its copy
+            return out, False
+        if out.exists():
+            shutil.rmtree(out, ignore_errors=True)  # an incomplete leftover
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not is_complete(out):
+                raise
+            return out, False
+        return out, True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

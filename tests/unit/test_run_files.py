@@ -124,3 +124,19 @@ def test_a_skipped_step_prints_why_not_a_reward():
     line = HeadlessPrinter(False).render(E.StepMetrics(step=2, reward_mean=0.0, reward_std=0.0,
                                                         update_skipped="reward function f raised ValueError: x"))
     assert "update skipped: reward function f raised ValueError: x" in line and "reward 0.000" not in line
+
+
+def test_runs_started_together_on_a_fresh_data_dir_build_the_embedded_model_once_without_clashing(tmp_path):
+    """Two backends starting at once used to build into (and delete) one temporary folder: one
+    of them died with an I/O error. Each builds in its own folder and renames it into place."""
+    import subprocess
+    import sys
+
+    code = ("from pathlib import Path; from backend.training.tiny_model import ensure_model; "
+            f"p, built = ensure_model(Path({str(tmp_path)!r})); print('BUILT' if built else 'REUSED', p)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-800:] for _, err in outs]
+    assert sum(out.startswith("BUILT") for out, _ in outs) >= 1
+    assert [d.name for d in tmp_path.iterdir()] == [outs[0][0].split()[1].rsplit("/", 1)[1]]  # no leftovers
