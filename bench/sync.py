@@ -168,8 +168,10 @@ def gpu_child(model_dir: str, reps: int) -> dict:
         params = list(model.parameters())
         seqs = [[(i * 7 + j * 13) % 1000 + 10 for j in range(24)] for i in range(4)]
         t: dict[str, list[float]] = {k: [] for k in ("state_dict", "cast_per_tensor", "state_tensors", "fingerprint_before",
-                                                      "fingerprint", "load_weights", "copy_plan", "sync_before", "sync_now")}
+                                                      "fingerprint", "load_weights", "copy_plan", "sync_before", "sync_now",
+                                                      "mirror_refresh", "mirror_fingerprint", "sync_mirror")}
         same, worst, method = [], 0.0, ""
+        mirror = weight_sync.Mirror(model, "bfloat16")
 
         def timed(key, fn):
             sync()
@@ -202,14 +204,25 @@ def gpu_child(model_dir: str, reps: int) -> dict:
                 ts = [(n, x.detach().to(torch.bfloat16)) for n, x in model.state_dict().items()]
                 engine.push_weights(ts, 10_000 + v, fingerprint_before(ts)[0])
 
-            def now():  # what the session's sync does now
+            def now():  # a fresh cast each push (what a CUDA policy pushing to a Ray engine does)
                 engine.sync_method = "copy_plan"
                 ts = weight_sync.state_tensors(model, "bfloat16")
                 engine.push_weights(ts, 20_000 + v, weight_sync.fingerprint(ts)[0])
 
-            for key, fn in (("sync_before", before), ("sync_now", now)) if v % 2 else (("sync_now", now), ("sync_before", before)):
+            def with_mirror():  # what the session does for the in-process engine: the persistent mirror
+                engine.sync_method = "copy_plan"
+                named = mirror.refresh()
+                engine.push_weights(named, 30_000 + v, mirror.fingerprint()[0])
+
+            order = [("sync_before", before), ("sync_now", now), ("sync_mirror", with_mirror)]
+            for key, fn in order[v % 3:] + order[:v % 3]:
                 timed(key, fn)
-        got = engine.prompt_logprobs(seqs)  # the engine holds the last `now` push
+            timed("mirror_refresh", mirror.refresh)
+            if timed("mirror_fingerprint", mirror.fingerprint) != weight_sync.fingerprint(weight_sync.state_tensors(model, "bfloat16")):
+                raise AssertionError("the mirror's checksum differs from a fresh cast's")
+        engine.sync_method = "copy_plan"
+        engine.push_weights(mirror.refresh(), 40_000, mirror.fingerprint()[0])
+        got = engine.prompt_logprobs(seqs)  # the engine holds a mirror push of the final weights
         model.eval()
         with torch.no_grad():
             for seq, g in zip(seqs, got):
@@ -227,7 +240,7 @@ def gpu_child(model_dir: str, reps: int) -> dict:
 def gpu_table(args) -> list[dict]:
     rows = []
     keys = ("state_dict", "cast_per_tensor", "state_tensors", "fingerprint_before", "fingerprint", "load_weights", "copy_plan",
-            "sync_before", "sync_now")
+            "sync_before", "sync_now", "mirror_refresh", "mirror_fingerprint", "sync_mirror")
     print(f"{'model':>28} {'params M':>8} {'MB':>6} " + " ".join(f"{k:>15}" for k in keys) + f" {'GB/s before':>11} {'GB/s now':>8}")
     for model_dir in args.gpu.split(","):
         if not Path(model_dir).is_dir():  # a packaged model's name (model.source), e.g. smollm2-135m-instruct
@@ -246,7 +259,8 @@ def gpu_table(args) -> list[dict]:
         m = {k: med(v) for k, v in r["times"].items()}
         print(f"{Path(model_dir).name[-28:]:>28} {r['params_m']:8.1f} {r['bytes'] / 1e6:6.0f} "
               + " ".join(f"{m[k] * 1e3:12.2f} ms" for k in keys)
-              + f" {r['bytes'] / m['sync_before'] / 1e9:11.1f} {r['bytes'] / m['sync_now'] / 1e9:8.1f}", flush=True)
+              + f" {r['bytes'] / m['sync_before'] / 1e9:11.1f} {r['bytes'] / m['sync_now'] / 1e9:8.1f}"
+              + f" mirror {r['bytes'] / m['sync_mirror'] / 1e9:.1f} GB/s", flush=True)
         print(f"{'':>28} copy plan: {r['plan_copies']} copies for {r['tensors']} tensors; engine bit-equal to load_weights "
               f"after every copy-plan push: {all(r['bit_equal_to_load_weights'])} ({len(r['bit_equal_to_load_weights'])}); "
               f"canary max |Δ log-prob| {r['canary_max_diff']:.3f}; {r['gpu']}", flush=True)

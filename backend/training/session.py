@@ -55,6 +55,7 @@ class TrainingSession:
         self.max_prompt_tokens = 0
         self.has_ref_model = profile.training.beta > 0
         self._sync_pool = None
+        self._mirror: weight_sync.Mirror | None = None
         self.encoder: RolloutFunc | None = None
         self.checkpoint_root = checkpoints.root_for(profile.run.output_dir, run_dir, run_id)
 
@@ -128,6 +129,7 @@ class TrainingSession:
                 reward_functions=self.task.reward_names,
                 reward_weights=list(self.task.reward_weights),
                 max_prompt_tokens=self.max_prompt_tokens,
+                reward_ranges=list(self.task.reward_ranges),
                 params=dict(params),
                 pid=os.getpid(),
             )
@@ -214,13 +216,36 @@ class TrainingSession:
     def push_weights(self, version: int, *, verify: bool) -> SyncDone:
         """Push the policy's weights into the engine as `version`; check them with the canary when
         asked. A push past `engine.sync_deadline_s` raises TimeoutError instead of hanging."""
+        mirror = self._push_mirror()
+        if mirror is not None:
+            import torch
+
+            torch.cuda.synchronize(self.model.device)  # the update's queued kernels are the update's time, not the sync's
         t0 = time.perf_counter()
-        tensors = weight_sync.state_tensors(self.model, self.dtype)  # float32 master -> the engine's dtype
-        checksum, _ = weight_sync.fingerprint(tensors)
+        if mirror is not None:
+            tensors = mirror.refresh()
+            checksum, _ = mirror.fingerprint()
+        else:
+            tensors = weight_sync.state_tensors(self.model, self.dtype)  # float32 master -> the engine's dtype
+            checksum, _ = weight_sync.fingerprint(tensors)
         report = self._push_with_deadline(tensors, version, checksum)
         verified, detail = self.verify_canary() if verify else (None, "")
         return SyncDone(report=report, checksum=checksum, duration_s=time.perf_counter() - t0,
                         engine_version=self.engine.weight_version(), verified=verified, canary=detail)
+
+    def _push_mirror(self):
+        """The policy's persistent copy in the engine's dtype (`weight_sync.Mirror`), for a CUDA
+        policy pushing into the in-process engine, which has copied the tensors when its push
+        returns; None otherwise (each push casts into fresh tensors). Rebuilt when a parameter's
+        storage changed, or after a push that missed its deadline (its thread may still read it)."""
+        from backend.engine.local import LocalVLLMEngine
+
+        if not (getattr(self.model, "device", None) is not None and self.model.device.type == "cuda"
+                and isinstance(self.engine, LocalVLLMEngine)):
+            return None
+        if self._mirror is None or not self._mirror.valid():
+            self._mirror = weight_sync.Mirror(self.model, self.dtype)
+        return self._mirror
 
     def _push_with_deadline(self, tensors, version: int, checksum: str):
         import concurrent.futures
@@ -233,6 +258,7 @@ class TrainingSession:
             return future.result(timeout=deadline)
         except concurrent.futures.TimeoutError:
             self._sync_pool = None  # abandon the stuck thread; a later sync gets a fresh one
+            self._mirror = None  # which may still read the mirror
             raise TimeoutError(f"weight sync v{version} still running after its {deadline:g} s deadline") from None
 
     def verify_canary(self) -> tuple[bool, str]:

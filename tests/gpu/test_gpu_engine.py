@@ -130,6 +130,36 @@ def test_copy_plan_is_the_default_and_bit_equal_to_load_weights_push_after_push(
     assert plan is not None and plan.copies > 0
 
 
+def test_mirror_pushes_are_bit_equal_to_load_weights_and_replay_from_kept_views(engine, model_dir):
+    """The session's CUDA path: a persistent bf16 mirror refreshed in place each step. Every push
+    leaves the engine exactly as vLLM's load_weights of a fresh cast leaves it, the checksum is
+    the fresh cast's, and the copy plan keeps its source views for the mirror's later pushes."""
+    from backend.engine import weight_sync
+
+    hf = _policy(model_dir)
+    mirror = weight_sync.Mirror(hf, "bfloat16")
+    g = torch.Generator(device="cuda").manual_seed(5)
+    methods = []
+    for v in range(4):
+        with torch.no_grad():
+            for p in hf.parameters():
+                p.add_(torch.randn(p.shape, generator=g, device="cuda") * 0.02)
+        named = mirror.refresh()
+        fresh = weight_sync.state_tensors(hf, "bfloat16")
+        checksum, nbytes = mirror.fingerprint()
+        assert (checksum, nbytes) == weight_sync.fingerprint(fresh)
+        engine.sync_method = "copy_plan"
+        methods.append(engine.push_weights(named, engine.weight_version() + 1, checksum).method)
+        mine = engine.llm.collective_rpc(_digest)[0]
+        engine.sync_method = "load_weights"
+        engine.push_weights(fresh, engine.weight_version() + 1, checksum)
+        engine.sync_method = "copy_plan"
+        assert engine.llm.collective_rpc(_digest)[0] == mine, f"push {v}: mirror + copy plan and load_weights disagree"
+    assert methods[-1].endswith("copy_plan"), methods
+    plan = engine.llm.collective_rpc(weight_sync.plan_of)[0]
+    assert plan._cached is not None and plan._cached[0] is mirror.named.token  # views kept for the mirror
+
+
 def test_a_stale_push_is_refused_by_the_canary(engine, model_dir):
     """A push of the previous weights (a stale buffer, a lost update) after the trainer moved on
     must not pass: the canary sees the engine closer to the old weights than to the new."""
