@@ -120,8 +120,9 @@ def run_mode(mode: str, args) -> dict:
     else:
         from backend.engine.base import Sampling
         from backend.engine.local import LocalVLLMEngine
+        from backend.engine.options import EngineOptions
 
-        llm = LocalVLLMEngine(str(model_dir), device="cuda", **common)
+        llm = LocalVLLMEngine(str(model_dir), EngineOptions(device="cuda", **common))
         out["vllm"] = llm.info.name
         sampling = Sampling(n=args.n, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=args.max_tokens, seed=0,
                             logprobs=mode == "engine-logprobs")

@@ -100,7 +100,8 @@ def main() -> int:
     import torch
 
     from backend.engine.local import LocalVLLMEngine
-    from backend.engine.ray_actor import RayEngine
+    from backend.engine.options import EngineOptions
+    from backend.engine.ray_engine import RayEngine
     from backend.settings import RaySection
     from backend.training.tiny_model import build_model
 
@@ -111,9 +112,9 @@ def main() -> int:
         torch.set_num_threads(1)  # the Ray actor gets 1 CPU: OMP_NUM_THREADS=1
         started: dict[str, tuple[object, float]] = {}
         builders = {
-            "local": lambda: LocalVLLMEngine(str(model_dir), cache_root=cache),
-            "ray": lambda: RayEngine(str(model_dir), replicas=1, ray_settings=RaySection(num_cpus_per_engine=1),
-                                     cache_root=cache),
+            "local": lambda: LocalVLLMEngine(str(model_dir), EngineOptions(cache_root=cache)),
+            "ray": lambda: RayEngine(str(model_dir), EngineOptions(cache_root=cache), replicas=1,
+                                     ray_settings=RaySection(num_cpus_per_engine=1)),
         }
         for name in (["local", "ray"] if args.local_first else ["ray", "local"]):
             t0 = time.perf_counter()

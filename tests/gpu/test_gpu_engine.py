@@ -24,8 +24,9 @@ def model_dir(tmp_path_factory):
 def engine(model_dir):
     os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
     from backend.engine.local import LocalVLLMEngine
+    from backend.engine.options import EngineOptions
 
-    eng = LocalVLLMEngine(str(model_dir), device="cuda", dtype="bfloat16", max_model_len=64, gpu_memory_utilization=0.2)
+    eng = LocalVLLMEngine(str(model_dir), EngineOptions(device="cuda", dtype="bfloat16", max_model_len=64, gpu_memory_utilization=0.2))
     yield eng
     eng.shutdown()
 

@@ -28,12 +28,13 @@ def engine(model_dir, tmp_path_factory):
     os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
     import ray
 
-    from backend.engine.ray_actor import RayEngine
+    from backend.engine.options import EngineOptions
+    from backend.engine.ray_engine import RayEngine
     from backend.settings import RaySection
 
     assert not ray.is_initialized()
-    eng = RayEngine(str(model_dir), replicas=1, device="cuda", dtype="bfloat16", max_model_len=64,
-                    gpu_memory_utilization=0.2,
+    eng = RayEngine(str(model_dir), EngineOptions(device="cuda", dtype="bfloat16", max_model_len=64, gpu_memory_utilization=0.2),
+                    replicas=1,
                     ray_settings=RaySection(num_cpus_per_engine=2, num_gpus_per_engine=1, weight_transport="collective"))
     yield eng
     eng.shutdown()

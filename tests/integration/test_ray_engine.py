@@ -74,9 +74,10 @@ def local_reference(model_dir, short_home):
     import torch
 
     from backend.engine.local import LocalVLLMEngine
+    from backend.engine.options import EngineOptions
 
     torch.set_num_threads(1)
-    eng = LocalVLLMEngine(str(model_dir), cache_root=str(short_home / "cache"))
+    eng = LocalVLLMEngine(str(model_dir), EngineOptions(cache_root=str(short_home / "cache")))
     try:
         return eng.generate(PROMPTS, SAMPLING)
     finally:
@@ -87,15 +88,15 @@ def local_reference(model_dir, short_home):
 def engine(request, model_dir, short_home, local_reference):
     import ray
 
-    from backend.engine.ray_actor import RayEngine
+    from backend.engine.options import EngineOptions
+    from backend.engine.ray_engine import RayEngine
     from backend.settings import RaySection
 
     assert not ray.is_initialized()
     shm_before = _shm()
     children_before = {p.pid for p in psutil.Process().children(recursive=True)}
-    eng = RayEngine(str(model_dir), replicas=REPLICAS,
-                    ray_settings=RaySection(max_restarts=1, weight_transport=request.param),
-                    cache_root=str(short_home / "cache"))
+    eng = RayEngine(str(model_dir), EngineOptions(cache_root=str(short_home / "cache")), replicas=REPLICAS,
+                    ray_settings=RaySection(max_restarts=1, weight_transport=request.param))
     assert eng.info.extra["weight_transport"] == request.param
     yield eng
     eng.shutdown()

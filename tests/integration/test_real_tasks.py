@@ -118,10 +118,11 @@ def test_canary_on_the_real_model_passes_right_weights_and_catches_wrong_ones(sm
     from backend.engine import weight_sync
     from backend.engine.canary import Canary, pick_sequences
     from backend.engine.local import LocalVLLMEngine
+    from backend.engine.options import EngineOptions
     from backend.training import factory
     from backend.training.chat_task import make_rows
 
-    engine = LocalVLLMEngine(str(smollm2), dtype=engine_dtype, max_model_len=128)
+    engine = LocalVLLMEngine(str(smollm2), EngineOptions(dtype=engine_dtype, max_model_len=128))
     try:
         model, tok = factory.load_policy(str(smollm2), "float32", "cpu")
         assert next(model.parameters()).dtype == torch.float32

@@ -1,8 +1,6 @@
 """Which GPU the trainer keeps and which a local Ray cluster gets, on multi-GPU hosts (pure
 logic over CUDA_VISIBLE_DEVICES; the real two-GPU run is tests/gpu/test_two_gpu.py)."""
 
-from types import SimpleNamespace
-
 import pytest
 
 from backend.engine.gpus import ALL_GPUS_ENV, pin_trainer_gpu
@@ -19,9 +17,9 @@ def env(monkeypatch):
 
 def _engine_gpus(separate: bool):
     pytest.importorskip("ray")
-    from backend.engine.ray_actor import RayEngine
+    from backend.engine.ray_cluster import engine_gpu_ids
 
-    return RayEngine._engine_gpu_ids(SimpleNamespace(settings=RaySection(separate_trainer_gpu=separate)))
+    return engine_gpu_ids(RaySection(separate_trainer_gpu=separate))
 
 
 def test_two_or_more_gpus_pin_the_trainer_to_the_first(env):
