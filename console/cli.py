@@ -338,12 +338,7 @@ def build_try(assignments: list[str], n: int, sets: list[str], columns: list[str
         if not sep or key.strip() not in settable:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(settable)}")
         fields[key.strip()] = _parse_value(raw.strip())
-    cols: dict[str, Any] = {}
-    for item in columns:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--column {item!r}: expected NAME=VALUE (a dataset column the reward functions read)")
-        cols[key.strip()] = raw
+    cols = C.parse_columns(columns)
     from pydantic import ValidationError
 
     try:

@@ -5,8 +5,10 @@ Each carries an `id` so the `CommandResult` that answers it can be matched.
 
 from __future__ import annotations
 
+import shlex
 import typing
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, create_model, model_validator
@@ -109,6 +111,29 @@ class TryPrompt(_TryBase):  # type: ignore[misc,valid-type]  # a create_model cl
 
     def overrides(self) -> dict[str, float | int]:
         return {k: getattr(self, k) for k in _SAMPLING if getattr(self, k) is not None}
+
+
+def parse_columns(raw: str | Sequence[str]) -> dict[str, str]:
+    """A try's dataset columns from `NAME=VALUE` pairs: one line as typed in the console's form
+    (`answer=olleh hint="two words"`, split like a shell line) or the CLI's `--column` arguments
+    (already split by the shell, one pair each). A value is everything after the first `=`: it may
+    be empty or hold `=`. A ValueError names what is wrong: an unclosed quote, a pair without `=`
+    or without a name, a name given twice (the first value would be lost)."""
+    if isinstance(raw, str):
+        try:
+            raw = shlex.split(raw)
+        except ValueError as exc:  # shlex says "No closing quotation"
+            raise ValueError(f"columns: {exc}") from None
+    out: dict[str, str] = {}
+    for part in raw:
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"columns: {part!r} is not NAME=VALUE (a dataset column the reward functions read, e.g. answer=5)")
+        if name in out:
+            raise ValueError(f"columns: {name!r} is given twice ({out[name]!r} and {value!r}); give each column once")
+        out[name] = value
+    return out
 
 
 Command = Annotated[

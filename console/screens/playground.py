@@ -25,14 +25,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from backend.protocol import explain
-from backend.protocol.commands import TryPrompt
+from backend.protocol.commands import TryPrompt, parse_columns
 from backend.protocol.events import TryResult
 from console.screens.base import LiveScreen
 from console.state import RunState, fmt_num
 from console.widgets.prompt_list import PromptList
 from console.widgets.rows import group_label
 from console.widgets.try_completions import TryCompletions
-from console.widgets.try_form import TryForm, parse_columns
+from console.widgets.try_form import TryForm
 from console.widgets.try_history import TryHistory, TryRow
 
 #: this console's tries kept for the history (answered ones stay in RunState.tries)

@@ -9,7 +9,6 @@ completions can be scored. Passive: the screen calls `set_live`, `set_prompt`, `
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,21 +21,6 @@ from textual.widgets import Button, Input, Label, Static, TextArea
 SAMPLING = ("temperature", "top_p", "top_k", "max_tokens")
 LABELS = {"temperature": "temp", "top_p": "top_p", "top_k": "top_k", "max_tokens": "max_tokens"}
 HINT = "empty: live value · temp 0: greedy (n 1) · ^s/Enter: send · ^o: pick a prompt"
-
-
-def parse_columns(raw: str) -> dict[str, str]:
-    """'answer=olleh hint="two words"' -> {'answer': 'olleh', 'hint': 'two words'}; ValueError says what is wrong."""
-    try:
-        parts = shlex.split(raw)
-    except ValueError as exc:
-        raise ValueError(f"columns: {exc}") from None
-    out: dict[str, str] = {}
-    for part in parts:
-        name, sep, value = part.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"columns: {part!r} is not NAME=VALUE")
-        out[name.strip()] = value
-    return out
 
 
 def fmt_live(value: Any) -> str:

@@ -1,5 +1,6 @@
-"""Playground (`g`): TryResult events in RunState (pure), the form's parsing, the screen driven
-through Pilot with real protocol commands and events, snapshots at 80x24 and 160x48.
+"""Playground (`g`): TryResult events in RunState (pure), the screen driven through Pilot with real
+protocol commands and events, snapshots at 80x24 and 160x48. The columns' parsing, shared with
+`ctl try --column`, is tested in tests/unit/test_try_columns.py.
 
 Update snapshots after an intended visual change with:
 pytest tests/console/test_playground.py --snapshot-update
@@ -16,7 +17,7 @@ from console.app import RLConsoleApp
 from console.screens.playground import PlaygroundScreen, PromptPicker, history_rows, pick_list, try_status
 from console.state import RunState, describe
 from console.widgets.try_completions import TryCompletions
-from console.widgets.try_form import TryForm, parse_columns
+from console.widgets.try_form import TryForm
 from console.widgets.try_history import TryHistory
 
 PROMPT = "Reverse the word 'hello'. Answer with the reversed word only."
@@ -100,15 +101,6 @@ def test_a_try_goes_sent_accepted_done_or_refused_and_other_consoles_tries_are_l
     assert rows[2].n == 1 and rows[2].mean == 0.0  # no `answer` column: nothing scored
 
 
-def test_parse_columns():
-    assert parse_columns("") == {}
-    assert parse_columns('answer=olleh hint="two words" empty=') == {"answer": "olleh", "hint": "two words", "empty": ""}
-    with pytest.raises(ValueError, match="'answer' is not NAME=VALUE"):
-        parse_columns("answer")
-    with pytest.raises(ValueError, match="columns: No closing quotation"):
-        parse_columns('answer="olleh')
-
-
 # -- the screen (Pilot) -------------------------------------------------------------------------
 
 async def type_prompt(pilot, app, text: str) -> None:
@@ -120,7 +112,7 @@ async def type_prompt(pilot, app, text: str) -> None:
 async def fill(pilot, app, field: str, value: str) -> None:
     app.screen.query_one(f"#try-{field}", Input).focus()
     await pilot.pause()
-    await pilot.press("ctrl+a", "ctrl+k", *value)  # home, clear to the end, type
+    await pilot.press("ctrl+a", "ctrl+k", *["space" if ch == " " else ch for ch in value])  # home, clear to the end, type
 
 
 async def test_g_type_a_prompt_send_a_try_and_see_its_scored_completions(kit):
@@ -205,6 +197,7 @@ async def test_unscored_without_columns_and_tries_of_other_consoles_show_too(kit
     ("n", "0", "n: Input should be greater than or equal to 1"),
     ("top_k", "abc", "top_k: Input should be a valid integer"),
     ("columns", "answer", "columns: 'answer' is not NAME=VALUE"),
+    ("columns", "answer=1 answer=2", "columns: 'answer' is given twice"),
 ])
 async def test_bad_values_are_explained_and_nothing_is_sent(kit, field, value, error):
     source = kit.Source(kit.make_run(steps=3))
@@ -218,6 +211,7 @@ async def test_bad_values_are_explained_and_nothing_is_sent(kit, field, value, e
         await pilot.press("enter")
         await kit.settle(pilot)
         assert source.sent == []
+        assert app.screen.query_one(f"#try-{field}", Input).value == value  # kept, to be corrected
         assert error in app.screen.query_one(TryForm).hint
         assert error in " ".join(kit.screen_text(app).split())
 
