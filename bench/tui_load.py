@@ -543,13 +543,14 @@ def summary(values: list[float]) -> dict[str, float]:
             "max": max(values) if values else float("nan")}
 
 
-HEADER = re.compile(r"^\s*rl-console\s+(\w+)\s.*?\bstep (\d+)", re.M)
+# the header: "rl-console  RUNNING  step 12  0:00:40  <run id>  dashboard  weights v12 ..."
+HEADER = re.compile(r"^\s*rl-console\s+[A-Z][A-Z -]*?\bstep (\d+)\s.*?\s(dashboard|samples|events)\b", re.M)
 
 
 def header(text: str) -> tuple[str, int] | None:
     first = text.split("\n", 1)[0]
     m = HEADER.match(first)
-    return (m.group(1), int(m.group(2))) if m else None
+    return (m.group(2), int(m.group(1))) if m else None
 
 
 def measure_key(tm: Tmux, target: str, key: str, ok: Any, *, timeout: float = 5.0, poll_s: float = 0.005) -> tuple[float | None, str, int]:
@@ -722,7 +723,7 @@ def main_driver(args: argparse.Namespace) -> int:
         size = tm("display", "-p", "-t", "load:console", "#{pane_width}x#{pane_height}").stdout.strip()
         server_pid = int(tm("display", "-p", "-t", "load:console", "#{pid}").stdout.strip())
         target = "load:console"
-        if not wait_text(tm, target, r"rl-console\s+dashboard\s+\S+\s+RUNNING", 60):
+        if not wait_text(tm, target, r"rl-console\s+RUNNING\s+step \d+.*\sdashboard\b", 60):
             raise RuntimeError(f"the console never showed the running dashboard; screen:\n{tm.capture(target)}")
         console_pid = int(pidfile.read_text())
         result["machine"].update({"tmux": tm("-V").stdout.strip(), "pane": size})
@@ -801,13 +802,13 @@ def main_driver(args: argparse.Namespace) -> int:
         t_load1 = time.monotonic() - (time.time() - stats["t_end_wall"])
         driver_cpu1 = os.times()
         # -- drain: how long until the console shows the final state, and did it get every event? ---------
-        m = None if dropped_at is not None else wait_text(tm, target, r"rl-console\s+\w+\s+\S+\s+FINISHED", 120)
+        m = None if dropped_at is not None else wait_text(tm, target, r"rl-console\s+(?:COMPLETED|STOPPED|FINISHED)\b", 120)
         drain_s = time.time() - stats["t_end_wall"] if m else None
         at_drain = proc_sample(console_pid)
         sampler.stop()
         tm.send(target, "l")
-        rec = wait_text(tm, target, rf"events · ({stats['total_events']}) received", 10) or \
-            wait_text(tm, target, r"events · (\d+) received", 5)
+        rec = wait_text(tm, target, rf"events · .*?\b({stats['total_events']}) received", 10) or \
+            wait_text(tm, target, r"events · .*?\b(\d+) received", 5)
         received = int(rec.group(1)) if rec else None
         final_screen = tm.capture(target)
         tm.send(target, "q")
@@ -902,7 +903,7 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> int:
         print("  console RSS over time (s: MiB): " + ", ".join(f"{t:.0f}:{v:.0f}" for t, v in cu["rss"][:: max(len(cu["rss"]) // 12, 1)]))
     expected = g["total_events"]  # events_seen counts every event after the Hello
     drain = f"{r['drain_s'] * 1000:.0f} ms" if r["drain_s"] is not None else "never"
-    print(f"\nafter the load: console showed FINISHED {drain} after the last event; events received {r['received']} of {expected}; "
+    print(f"\nafter the load: console showed the run ended {drain} after the last event; events received {r['received']} of {expected}; "
           f"console still connected at the end: {g['clients_connected'] >= 1}")
 
     if r["dropped_at"] is not None:

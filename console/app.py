@@ -42,7 +42,7 @@ from console.screens.prompts import PromptsScreen
 from console.screens.alerts import AlertsModal
 from console.screens.samples import SamplesScreen
 from console.screens.stop import StopModal
-from console.state import RunState
+from console.state import CHART_WINDOWS, RunState, chart_windows
 from console.widgets.status_line import StatusLine
 from console.textual_compat import ShimmedApp
 
@@ -147,6 +147,7 @@ class RLConsoleApp(ShimmedApp):
         self.status: tuple[str, str] = ("", "information")  # (message, severity)
         self.status_history: deque[tuple[str, str]] = deque(maxlen=100)  # (severity, message)
         self._previous_mode = "dashboard"
+        self.chart_window: int | None = None  # the charts show the last N steps (None: every held step); z cycles
         self._closed = False
         read_range = getattr(source, "read_range", None)
         self.timeline = Timeline(read_range) if replay and read_range is not None else None
@@ -351,6 +352,23 @@ class RLConsoleApp(ShimmedApp):
         except NoMatches:  # the screen is still composing or already torn down (exit): next tick
             return
         screen.rendered_version = self.state.version
+
+    def cycle_chart_window(self) -> None:
+        """z on a chart: the whole run -> the last 200 steps -> the last 50 (those shorter than
+        the history held), on the dashboard and the metrics screen alike."""
+        held = len(self.state.steps)
+        windows = chart_windows(held)
+        if len(windows) == 1:
+            self.chart_window = None
+            smallest = min(w for w in CHART_WINDOWS if w)
+            self.say(f"the charts show every step already ({held}); z zooms in once there are more than {smallest}",
+                     "information")
+        else:
+            at = windows.index(self.chart_window) if self.chart_window in windows else 0
+            self.chart_window = windows[(at + 1) % len(windows)]
+            self.say(f"charts: {'the whole run' if self.chart_window is None else f'the last {self.chart_window} steps'} (z)",
+                     "information")
+        self.repaint(force=True)
 
     def action_help_quit(self) -> None:
         """ctrl+c: operators reach for it to leave; say what leaving means here."""

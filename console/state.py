@@ -81,8 +81,34 @@ def log_kind(event: Any) -> str:
 @dataclass(frozen=True)
 class Marker:
     step: int
-    kind: str  # "params" | "resync" | "pause" | "resume"
+    kind: str  # "params" | "resync" | "pause" | "resume" | "alert"
     label: str
+
+
+#: the charts' windows, in the order `z` cycles them: every held step, then the last N steps
+CHART_WINDOWS: tuple[int | None, ...] = (None, 200, 50)
+
+
+def chart_windows(held: int) -> list[int | None]:
+    """The windows worth offering with `held` steps: a window as long as the history is none."""
+    return [w for w in CHART_WINDOWS if w is None or w < held]
+
+
+def window_start(steps: list[int], window: int | None) -> int | None:
+    """The first step a window of the last `window` steps shows (None: every step held)."""
+    if window is None or not steps:
+        return None
+    return steps[-1] - window + 1
+
+
+def window_span(window: int | None, shown: int, held: int, capacity: int | None) -> str:
+    """What a chart's title says about its window: 'last 50 steps', 'all 24 steps', or, when
+    the ring holds only the newest steps of a longer run, 'newest 2,000 steps'."""
+    if window is not None:
+        return f"last {window} steps"
+    if capacity is not None and held >= capacity:
+        return f"newest {held:,} steps"
+    return f"all {shown:,} steps"
 
 
 @dataclass
@@ -124,6 +150,32 @@ def best_completion(group: SampleGroup):
 
 def is_zero_std(group: SampleGroup) -> bool:
     return abs(group.reward_std) < 1e-12
+
+
+def filter_groups(newest_first: Any, *, query: str = "", zero_std: bool = False, truncated: bool = False,
+                  sort: str = "newest", only: frozenset[tuple[int, int]] | None = None) -> list[SampleGroup]:
+    """Groups (given newest first) for the samples screen. `zero_std`/`truncated` keep only such
+    groups; `only`: only these (step, group) pairs (an alert's evidence); `query`: in the prompt
+    or a completion (case-insensitive)."""
+    needle = query.strip().casefold()
+    out = []
+    for group in newest_first:
+        if only is not None and (group.step, group.group) not in only:
+            continue
+        if zero_std and not is_zero_std(group):
+            continue
+        if truncated and not truncated_count(group):
+            continue
+        if needle and needle not in group.prompt.casefold() and not any(needle in c.text.casefold() for c in group.completions):
+            continue
+        out.append(group)
+    if sort == "abs_advantage":
+        out.sort(key=max_abs_advantage, reverse=True)
+    elif sort == "lowest_mean":
+        out.sort(key=lambda g: g.reward_mean)
+    elif sort != "newest":
+        raise ValueError(f"unknown sort {sort!r}; one of {', '.join(SORTS)}")
+    return out
 
 
 def one_line(text: str, width: int | None = None) -> str:
@@ -255,6 +307,7 @@ class RunState:
         self.max_prompt_tokens = 0  # the run's longest prompt in tokens, from RunStarted (0: unknown)
         self.has_ref_model: bool | None = None  # a reference model was loaded (None: unknown)
         self.reward_weights: dict[str, float] = {}  # function -> its weight in the total reward
+        self.reward_ranges: dict[str, tuple[float, float]] = {}  # function -> the range it declares (RunStarted)
         self.state = "unknown"
         self.state_reason = ""
         self.step = 0
@@ -371,6 +424,7 @@ class RunState:
         self.run_id, self.profile, self.model, self.task, self.engine = ev.run_id, ev.profile, ev.model, ev.task, ev.engine
         self.reward_functions = list(ev.reward_functions)
         self.reward_weights = dict(zip(ev.reward_functions, ev.reward_weights))
+        self.reward_ranges = {n: (float(r[0]), float(r[1])) for n, r in zip(ev.reward_functions, ev.reward_ranges) if r}
         self.live_params = dict(ev.params)
         run = (ev.profile_data or {}).get("run") or {}
         self.max_steps = int(run.get("max_steps") or 0)
@@ -473,6 +527,8 @@ class RunState:
 
     def _on_alert(self, ev: Alert) -> None:
         self.alerts.append(ev)
+        if ev.state != "cleared" and ev.severity != "info":
+            self._mark(ev.step, "alert", "!")
         if ev.lasting:  # a condition: active from its raise until its cleared event
             if ev.state == "raised":
                 self.active_alerts[ev.rule] = ev
@@ -527,6 +583,21 @@ class RunState:
             return [(m.step, m.reward_mean, m.reward_std) for m in steps]
         return [(m.step, m.rewards_by_function[function], None) for m in steps if function in m.rewards_by_function]
 
+    def reward_bounds(self, function: str | None = None) -> tuple[float, float] | None:
+        """The natural bounds of a reward function (the range it declares), or of the total: the
+        weighted sum of every function's range (TRL sums weight x value), only when every
+        function declares one. None when unknown: nothing is guessed from the values seen."""
+        if function is not None:
+            return self.reward_ranges.get(function)
+        if not self.reward_functions or any(n not in self.reward_ranges for n in self.reward_functions):
+            return None
+        lo = hi = 0.0
+        for name in self.reward_functions:
+            w = self.reward_weights.get(name, 1.0)
+            a, b = (w * v for v in self.reward_ranges[name])
+            lo, hi = lo + min(a, b), hi + max(a, b)
+        return lo, hi
+
     def newest_groups(self, count: int) -> list[SampleGroup]:
         out: list[SampleGroup] = []
         for group in reversed(self.groups):
@@ -537,27 +608,8 @@ class RunState:
 
     def view_groups(self, *, query: str = "", zero_std: bool = False, truncated: bool = False, sort: str = "newest",
                     only: frozenset[tuple[int, int]] | None = None) -> list[SampleGroup]:
-        """Groups for the samples screen. `zero_std`/`truncated` keep only such groups; `only`:
-        only these (step, group) pairs (an alert's evidence)."""
-        needle = query.strip().casefold()
-        out = []
-        for group in reversed(self.groups):
-            if only is not None and (group.step, group.group) not in only:
-                continue
-            if zero_std and not is_zero_std(group):
-                continue
-            if truncated and not truncated_count(group):
-                continue
-            if needle and needle not in group.prompt.casefold() and not any(needle in c.text.casefold() for c in group.completions):
-                continue
-            out.append(group)
-        if sort == "abs_advantage":
-            out.sort(key=max_abs_advantage, reverse=True)
-        elif sort == "lowest_mean":
-            out.sort(key=lambda g: g.reward_mean)
-        elif sort != "newest":
-            raise ValueError(f"unknown sort {sort!r}; one of {', '.join(SORTS)}")
-        return out
+        """The held groups for the samples screen (see `filter_groups`)."""
+        return filter_groups(reversed(self.groups), query=query, zero_std=zero_std, truncated=truncated, sort=sort, only=only)
 
     def pending_value(self, name: str) -> tuple[Any, str] | None:
         """The newest not-yet-applied value sent for a live parameter, with its status."""

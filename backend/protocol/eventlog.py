@@ -280,9 +280,13 @@ class EventLogReader:
         parts.append(b"")
         return b"\n".join(parts), nxt
 
-    def latest(self, kind: str, n: int = 1) -> list[Any]:
-        """The newest `n` decodable events of `kind`, newest first."""
-        rows = self._rows(f"SELECT seq, body FROM {TABLE} WHERE kind = ? ORDER BY seq DESC LIMIT ?", (kind, n))
+    def latest(self, kind: str, n: int = 1, before_seq: int | None = None) -> list[Any]:
+        """The newest `n` decodable events of `kind` (with seq < `before_seq` if given), newest first."""
+        if before_seq is None:
+            rows = self._rows(f"SELECT seq, body FROM {TABLE} WHERE kind = ? ORDER BY seq DESC LIMIT ?", (kind, n))
+        else:
+            rows = self._rows(f"SELECT seq, body FROM {TABLE} WHERE kind = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                              (kind, before_seq, n))
         return list(self._decode(rows))
 
     def last(self, kind: str) -> Any | None:

@@ -48,6 +48,8 @@ class RunStarted(_Event):
     reward_functions: list[str] = Field(default_factory=list)
     reward_weights: list[float] = Field(default_factory=list)  # one per reward function, as TRL weighs them
     max_prompt_tokens: int = 0  # the longest prompt (of the first 5000 checked at start): max_tokens + it ≤ max_model_len
+    # one per reward function: the [low, high] it declares (`func.reward_range`), None if it declares none
+    reward_ranges: list[tuple[float, float] | None] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     pid: int = 0
 

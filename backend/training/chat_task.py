@@ -63,3 +63,6 @@ def correct_answer(prompts, completions, answer, **kwargs) -> list[float]:
 
 def number_only(prompts, completions, **kwargs) -> list[float]:
     return [1.0 if _ONLY_NUMBER.match(_text(c)) else 0.0 for c in completions]
+
+
+correct_answer.reward_range = number_only.reward_range = (0.0, 1.0)  # shown on the console's reward chart

@@ -57,6 +57,7 @@ def clean_stop(prompts, completions, completion_ids=None, **kwargs) -> list[floa
     ]
 
 
+char_match.reward_range = clean_stop.reward_range = (0.0, 1.0)  # shown on the console's reward chart
 REWARD_FUNCS = (char_match, clean_stop)
 REWARD_WEIGHTS = (0.75, 0.25)
 

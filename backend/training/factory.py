@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,7 +10,7 @@ from backend.protocol.paths import home
 from backend.settings import RunProfile
 from backend.training import demo_task, pretrained
 from backend.training.data import load_dataset_spec
-from backend.training.rewards import RewardRecorder, load_callable
+from backend.training.rewards import RewardRecorder, declared_range, load_callable
 from backend.training.tiny_model import TinyModelSpec, ensure_model
 
 
@@ -21,6 +21,7 @@ class TaskParts:
     reward_weights: list[float]
     reward_names: list[str]
     embedded: bool
+    reward_ranges: list[tuple[float, float] | None] = field(default_factory=list)  # as each function declares
 
 
 def resolve_model(profile: RunProfile, progress: Callable[[str], None], dtype: str = "float32") -> tuple[str, bool]:
@@ -87,9 +88,11 @@ def load_task(profile: RunProfile, recorder: RewardRecorder) -> TaskParts:
         ds = load_dataset_spec(in_workdir(profile, t.dataset))
     else:
         ds = demo_task.dataset(n=max(4096, profile.training.prompts_per_step * 64), seed=profile.run.seed)
+    ranges = [declared_range(f, spec) for f, spec in zip(funcs, t.reward_funcs or [""] * len(funcs))]
     wrapped = [recorder.wrap(f) for f in funcs]
     names = [w.__name__ for w in wrapped]
-    return TaskParts(dataset=ds, reward_funcs=wrapped, reward_weights=weights, reward_names=names, embedded=embedded)
+    return TaskParts(dataset=ds, reward_funcs=wrapped, reward_weights=weights, reward_names=names, embedded=embedded,
+                     reward_ranges=ranges)
 
 
 def load_policy(model_path: str, dtype: str, device: str):

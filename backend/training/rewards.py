@@ -42,6 +42,23 @@ def load_callable(spec: str, what: str = "reward function") -> Callable[..., Any
     return obj
 
 
+def declared_range(func: Callable[..., Any], spec: str = "") -> tuple[float, float] | None:
+    """The range a reward function declares as `func.reward_range = (low, high)`, or None.
+    Only declared ranges are shown (the console marks them on the reward chart); a range is
+    never guessed from the values seen."""
+    value = getattr(func, "reward_range", None)
+    if value is None:
+        return None
+    name = spec or getattr(func, "__name__", repr(func))
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise RewardLoadError(f"reward function {name}: reward_range must be two numbers (low, high), got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise RewardLoadError(f"reward function {name}: reward_range must be finite with low <= high, got {value!r}")
+    return (low, high)
+
+
 class RewardRecorder:
     """Wraps reward functions; after each scoring pass holds {name: values}, the seconds spent
     and the functions that failed ({name: why}).

@@ -129,6 +129,7 @@ class TrainingSession:
                 reward_functions=self.task.reward_names,
                 reward_weights=list(self.task.reward_weights),
                 max_prompt_tokens=self.max_prompt_tokens,
+                reward_ranges=list(self.task.reward_ranges),
                 params=dict(params),
                 pid=os.getpid(),
             )

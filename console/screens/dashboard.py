@@ -7,7 +7,7 @@ from textual.binding import Binding
 from textual.containers import Container
 
 from console.screens.base import LiveScreen
-from console.state import RunState
+from console.state import RunState, window_span, window_start
 from console.widgets.alerts_strip import AlertsStrip
 from console.widgets.gpu_panel import GpuPanel
 from console.widgets.groups_preview import GroupsPreview
@@ -18,7 +18,12 @@ from console.widgets.throughput import ThroughputPanel
 
 class DashboardScreen(LiveScreen):
     SCREEN_NAME = "dashboard"
-    BINDINGS = [Binding("f", "cycle_function", "reward fn", tooltip="cycle the reward curve: total, then each reward function")]
+    # (their hints are on the chart's border, which leaves the footer room for the screens' keys at 80 columns)
+    BINDINGS = [
+        Binding("f", "cycle_function", "reward fn", show=False, tooltip="cycle the reward curve: total, then each reward function"),
+        Binding("z", "zoom", "zoom", show=False, tooltip="charts (here and on the metrics screen): the whole run, "
+                "the last 200 steps, the last 50 steps"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,6 +49,9 @@ class DashboardScreen(LiveScreen):
         self.function_index = (self.function_index + 1) % (len(self.console_app.state.reward_functions) + 1)
         self.console_app.repaint(force=True)
 
+    def action_zoom(self) -> None:
+        self.console_app.cycle_chart_window()
+
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
         startup = self.query_one(StartupProgress)
@@ -52,7 +60,13 @@ class DashboardScreen(LiveScreen):
         if startup.display:
             startup.show(state.progress, state.state, state.state_reason)
         function = self.chart_function(state)
-        self.query_one(RewardChart).show(state.reward_series(function), state.markers, function or "total")
+        series = state.reward_series(function)
+        window = self.console_app.chart_window
+        first = window_start([s for s, _, _ in series], window)
+        shown = series if first is None else [p for p in series if p[0] >= first]
+        self.query_one(RewardChart).show(shown, state.markers, function or "total", bounds=state.reward_bounds(function),
+                                         span=window_span(window, len(shown), len(state.steps), state.steps.maxlen),
+                                         first_step=first)
         self.query_one(ThroughputPanel).show(state.latest_metrics)
         self.query_one(GpuPanel).show(state.gpu)
         alerts = self.query_one(AlertsStrip)

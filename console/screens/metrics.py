@@ -10,12 +10,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 
 from console.screens.base import LiveScreen
-from console.state import RunState
+from console.state import RunState, window_span, window_start
 from console.widgets.metrics_grid import MetricsGrid, Series
 
 
-def metric_series(state: RunState) -> list[Series]:
+def windowed_steps(state: RunState, window: int | None = None) -> list:
+    """The held StepMetrics in the charts' window (the last `window` steps; None: all)."""
     steps = list(state.steps)
+    first = window_start([m.step for m in steps[-1:]], window)
+    return steps if first is None else [m for m in steps if m.step >= first]
+
+
+def metric_series(state: RunState, window: int | None = None) -> list[Series]:
+    steps = windowed_steps(state, window)
 
     def col(get) -> list[float]:
         out = []
@@ -41,7 +48,7 @@ def metric_series(state: RunState) -> list[Series]:
     if len(state.reward_functions) > 1:
         for name in state.reward_functions:
             series.append(Series(f"% {name}"[:14], col(lambda m, n=name: reward_share(state, m, n)), "{:.0f}%", "dark_orange"))
-    series += signal_series(state)
+    series += signal_series(state, window)
     series += [
         Series("Δlogp", col(lambda m: m.logprob_diff_mean), "{:.3g}", "orchid", "measured every telemetry.logprob_diff_every steps"),
         Series("grad norm", col(lambda m: m.grad_norm), "{:.3g}", "yellow"),
@@ -61,10 +68,10 @@ SIGNALS = (
 )
 
 
-def signal_series(state: RunState) -> list[Series]:
+def signal_series(state: RunState, window: int | None = None) -> list[Series]:
     """distinct %, overlap, repetition %, length↔reward correlation, and the ground truth's mean
     (only when the run has one), each with its trend."""
-    steps = list(state.steps)
+    steps = windowed_steps(state, window)
     out = []
     for label, field, scale, fmt, _ in SIGNALS:
         values = [float(v) * scale for m in steps if (v := getattr(m, field, None)) is not None]
@@ -101,7 +108,9 @@ def progress_heading(state: RunState) -> str:
 class MetricsScreen(LiveScreen):
     SCREEN_NAME = "metrics"
     BINDINGS = [Binding("i", "toggle_signals", "signals", tooltip="signals page: in-group diversity (distinct, overlap, "
-                        "repetition) and reward-hacking signs (length correlation, reward shares, ground truth)")]
+                        "repetition) and reward-hacking signs (length correlation, reward shares, ground truth)"),
+                Binding("z", "zoom", "zoom", show=False, tooltip="charts (here and on the dashboard): the whole run, "
+                        "the last 200 steps, the last 50 steps")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -114,12 +123,18 @@ class MetricsScreen(LiveScreen):
         self.signals = not self.signals
         self.console_app.repaint(force=True)
 
+    def action_zoom(self) -> None:
+        self.console_app.cycle_chart_window()
+
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
+        window = self.console_app.chart_window
+        shown = len(windowed_steps(state, window))
+        span = window_span(window, shown, len(state.steps), state.steps.maxlen) + " (z)"
         if self.signals:
-            series = metric_series(state)
+            series = metric_series(state, window)
             keep = [s for s in series if s.name in ("reward", "zero-std") or s.name.startswith("% ")]
-            self.query_one(MetricsGrid).show([*keep[:2], *signal_series(state), *keep[2:]],
-                                             f"signals (i: all) · {progress_heading(state)}")
+            self.query_one(MetricsGrid).show([*keep[:2], *signal_series(state, window), *keep[2:]],
+                                             f"signals (i: all) · {progress_heading(state)} · {span}")
         else:
-            self.query_one(MetricsGrid).show(metric_series(state), progress_heading(state))
+            self.query_one(MetricsGrid).show(metric_series(state, window), f"{progress_heading(state)} · {span}")

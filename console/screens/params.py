@@ -36,6 +36,11 @@ class ParamsScreen(LiveScreen):
     def action_leave_form(self) -> None:
         self.set_focus(None)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "leave_form":  # offered (and its footer room taken) only while in the form
+            return self.focused is not None
+        return super().check_action(action, parameters)
+
     def on_param_form_submitted(self, message: ParamForm.Submitted) -> None:
         form = self.query_one(ParamForm)
         if not message.values:

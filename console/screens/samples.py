@@ -1,19 +1,30 @@
-"""Samples: every buffered group (filter, sort), its G completions, and one completion's full text."""
+"""Samples: every buffered group (filter, sort), its G completions, and one completion's full text.
+
+The console holds the newest groups (`RunState.groups`, 500); `b` pages to older groups, read
+from the run's `events.db` (read-only, through the protocol's reader) when the run directory is
+on this machine, 500 at a time, and `n` comes back toward the newest (the held, live list).
+The status says what is listed and what a filter searches: every group of the run, the held
+ones, or one older page. A run attached over the network has no local log: the status says
+how many older groups there are and that `rl-console replay` on the run's machine shows them.
+"""
 
 from __future__ import annotations
 
 import time
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal
 from textual.widgets import Input, Static
 
+from backend.protocol.eventlog import EventLogError, EventLogReader
 from backend.protocol.events import SampleGroup
+from backend.protocol.paths import db_path
 from console.screens.base import LiveScreen
 from console.screens.completion import CompletionModal
-from console.state import SORT_LABELS, SORTS, RunState, is_zero_std, one_line
+from console.state import SORT_LABELS, SORTS, RunState, filter_groups, is_zero_std, one_line
 from console.widgets.completions_table import CompletionsTable, text_width
 from console.widgets.groups_table import GroupsTable
 
@@ -29,7 +40,11 @@ class SamplesScreen(LiveScreen):
                 "reward history and status (a zero-std group: always or never solved?)"),
         Binding("escape", "leave_filter", "groups", show=False, tooltip="leave the filter input; "
                 "then clear an alert's evidence filter"),
+        Binding("b", "older", "older", show=False, tooltip="older groups: the previous 500 of the run, read from its "
+                "events.db (a run on this machine)"),
+        Binding("n", "newer", "newer", show=False, tooltip="newer groups: the next page, then back to the newest (live)"),
     ]
+    PAGE = 500  # groups per older page
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,6 +55,18 @@ class SamplesScreen(LiveScreen):
         self.shown_groups: list[SampleGroup] = []
         self.evidence: frozenset[tuple[int, int]] | None = None  # only an alert's evidence groups
         self.evidence_label = ""
+        # older pages from the run's events.db: the seq each page reads below (the newest page
+        # last); empty: the held groups (live). `page` holds the shown page's groups, newest first
+        self.pages: list[int] = []
+        self.page: list[SampleGroup] = []
+        self.page_more = False  # groups older than the shown page exist
+        self.page_error = ""
+        self._log: EventLogReader | None = None
+        # the table's last rebuild (per screen, never shared between instances)
+        self._table_view: tuple = ()
+        self._table_at = 0.0
+        self._table_total = 0
+        self._table_pending = False
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="samples-filter"):
@@ -78,6 +105,78 @@ class SamplesScreen(LiveScreen):
             self.console_app.say("no group selected", "warning")
             return
         await self.console_app.open_prompt(group.prompt)
+
+    # -- older groups from the run's events.db ---------------------------------------------
+    def local_log(self) -> EventLogReader | None:
+        """The run's event log when its directory is on this machine (read-only), else None."""
+        if self._log is None:
+            run_id = self.console_app.state.run_id
+            if not run_id or "://" in run_id or not db_path(run_id).is_file():
+                return None
+            try:
+                self._log = EventLogReader(db_path(run_id))
+            except EventLogError as exc:
+                self.page_error = str(exc)
+                return None
+        return self._log
+
+    def older_exist(self, state: RunState) -> bool:
+        if self.pages:
+            return self.page_more
+        return state.groups_total > len(state.groups)
+
+    def action_older(self) -> None:
+        state = self.console_app.state
+        if not self.older_exist(state):
+            self.console_app.say("no older groups: the first of the run are listed", "information")
+            return
+        if self.local_log() is None:
+            self.console_app.say(f"older groups are in the run's events.db, not on this machine: rl-console replay "
+                                 f"{state.run_id} where the run is{f' ({self.page_error})' if self.page_error else ''}",
+                                 "warning")
+            return
+        oldest = self.page[-1].seq if self.pages else min(g.seq for g in state.groups)
+        self._load_page([*self.pages, oldest])
+
+    def action_newer(self) -> None:
+        if not self.pages:
+            self.console_app.say("the newest groups are listed (live)", "information")
+            return
+        if len(self.pages) == 1:
+            self.pages, self.page, self.page_more = [], [], False
+            self._page_changed()
+        else:
+            self._load_page(self.pages[:-1])
+
+    @work(thread=True, exclusive=True, group="samples-page", exit_on_error=False)
+    def _load_page(self, pages: list[int]) -> None:
+        """Read one page (off the UI thread: decoding 500 groups takes tens of ms)."""
+        log = self.local_log()
+        try:
+            groups = [] if log is None else log.latest("sample_group", self.PAGE + 1, before_seq=pages[-1])
+        except EventLogError as exc:
+            self.app.call_from_thread(self.console_app.say, f"cannot read older groups: {exc}", "error")
+            return
+        self.app.call_from_thread(self._page_loaded, pages, [g for g in groups if isinstance(g, SampleGroup)])
+
+    def _page_loaded(self, pages: list[int], groups: list[SampleGroup]) -> None:
+        if not groups:
+            self.console_app.say("no older groups in the run's events.db", "information")
+            return
+        self.pages, self.page, self.page_more = pages, groups[: self.PAGE], len(groups) > self.PAGE
+        self._page_changed()
+
+    def _page_changed(self) -> None:
+        table = self.query_one(GroupsTable)
+        table.cursor_row = 0
+        table.scroll_home(animate=False)
+        self._table_view = ()  # rebuild now
+        self.console_app.repaint(force=True)
+
+    def on_unmount(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def action_toggle_zero_std(self) -> None:
         self.zero_std = not self.zero_std
@@ -136,10 +235,21 @@ class SamplesScreen(LiveScreen):
     #: table at most this often unless the view itself changed; a calm run updates every tick
     TABLE_REFRESH_S = 1.0
     FLOOD_GROUPS = 100
-    _table_view: tuple = ()
-    _table_at = 0.0
-    _table_total = 0
-    _table_pending = False
+
+    def scope(self, state: RunState, shown: int, listed: int, filtered: bool) -> str:
+        """What is listed, and so what a filter searches: every group of the run, the newest
+        groups held, or one older page; and where the others are."""
+        total, held = state.groups_total, len(state.groups)
+        if self.pages:
+            steps = f"steps {self.page[-1].step}–{self.page[0].step}" if self.page else "empty"
+            keys = ("b older " if self.older_exist(state) else "first ") + "n newer"
+            what = f"older page {len(self.pages)} ({listed} groups, {steps}, events.db)"
+            return f" {shown} match in {what} · {keys} " if filtered else f" {what} · {keys} "
+        if total <= held:
+            return f" {shown} match in all {total:,} groups " if filtered else f" all {total:,} groups "
+        older = "b older" if self.local_log() is not None else "older: replay"
+        what = f"the newest {held:,} of {total:,} groups"
+        return f" {shown} match in {what} · {older} " if filtered else f" {what} · {older} "
 
     def _deferred_refresh(self) -> None:
         if self.console_app.input_busy():  # a key is being handled and painted: it goes first
@@ -151,8 +261,10 @@ class SamplesScreen(LiveScreen):
 
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
-        view = (self.query_text, self.zero_std, self.truncated, self.sort, self.evidence)
+        view = (self.query_text, self.zero_std, self.truncated, self.sort, self.evidence, len(self.pages))
         now = time.monotonic()
+        if self.pages and view == self._table_view:  # an older page does not change with new events
+            return
         flood = state.groups_total - self._table_total > self.FLOOD_GROUPS
         if view == self._table_view and flood and now - self._table_at < self.TABLE_REFRESH_S:
             if not self._table_pending:  # make sure the last burst is shown even if no event follows
@@ -160,20 +272,23 @@ class SamplesScreen(LiveScreen):
                 self.set_timer(self.TABLE_REFRESH_S - (now - self._table_at) + 0.01, self._deferred_refresh)
             return
         self._table_view, self._table_at, self._table_total = view, now, state.groups_total
-        groups = state.view_groups(query=self.query_text, zero_std=self.zero_std, truncated=self.truncated, sort=self.sort,
-                                   only=self.evidence)
+        listed = self.page if self.pages else list(reversed(state.groups))
+        groups = filter_groups(listed, query=self.query_text, zero_std=self.zero_std, truncated=self.truncated,
+                               sort=self.sort, only=self.evidence)
         self.shown_groups = groups
         status = Text(no_wrap=True, end="")
         if self.evidence is not None:  # first: it decides what is listed
-            held = sum(1 for g in state.groups if (g.step, g.group) in self.evidence)
-            older = " (older: rl-console replay)" if held < len(self.evidence) else ""
+            held = sum(1 for g in listed if (g.step, g.group) in self.evidence)
+            where = "b" if self.local_log() is not None else "rl-console replay"
+            older = f" (older: {where})" if held < len(self.evidence) else ""
             status.append(f" evidence {self.evidence_label}: {held}/{len(self.evidence)} held{older} (esc clears) ",
                           style="bold reverse magenta")
-        status.append(f" {len(groups)}/{len(state.groups)} groups ", style="bold")
-        if state.groups_total > len(state.groups):  # say plainly what a filter searches
-            status.append(f"(newest {len(state.groups)} of {state.groups_total}; older: rl-console replay) ", style="dim")
-        status.append("z:zero-std ", style="bold reverse yellow" if self.zero_std else "dim")
-        status.append("t:truncated ", style="bold reverse yellow" if self.truncated else "dim")
+        filtered = bool(self.query_text.strip()) or self.zero_std or self.truncated or self.evidence is not None
+        status.append(self.scope(state, len(groups), len(listed), filtered), style="bold yellow" if self.pages else "bold")
+        if self.zero_std:  # (the footer names the keys; here only what is on)
+            status.append("z:zero-std ", style="bold reverse yellow")
+        if self.truncated:
+            status.append("t:truncated ", style="bold reverse yellow")
         status.append(f"o:{SORT_LABELS[self.sort]}", style="bold")
         self.query_one("#filter-status", Static).update(status)
         table = self.query_one(GroupsTable)

@@ -7,7 +7,8 @@ watchers on each recompose (Textualize/textual#6666). This footer renders the sa
 information as one line of text and repaints only when the line changes. Keys stay
 clickable: a click replays the key, so it does what pressing it does.
 
-The line is fitted to the width: when the keys do not fit, the least useful hints drop first
+The line is fitted to the width: when the keys do not fit, the space after each description
+goes first (the next key's padding still separates them), then the least useful hints drop
 (`KEEP`), so `?` help and `q` detach stay down to 40 columns. A control that cannot act now
 (the app's `control_blocked(action)` gives the reason) is shown dimmed.
 """
@@ -112,12 +113,14 @@ class KeyFooter(Widget):
     def _fit(self, width: int) -> Text:
         width = width or 80
         kept = list(self._entries)
-        cost = sum(len(f" {shown} {description} ") for _, shown, description, _, _ in kept)
+        # a description's trailing space goes first (the next key's own padding separates them)
+        pad = " " if sum(len(f" {shown} {description} ") for _, shown, description, _, _ in kept) <= width else ""
+        cost = sum(len(f" {shown} {description}{pad}") for _, shown, description, _, _ in kept)
         for victim in sorted(kept, key=lambda e: e[4]):
             if cost <= width:
                 break
             kept.remove(victim)
-            cost -= len(f" {victim[1]} {victim[2]} ")
+            cost -= len(f" {victim[1]} {victim[2]}{pad}")
         key_style = self.get_component_rich_style("keyfooter--key")
         desc_style = self.get_component_rich_style("keyfooter--description")
         off_style = self.get_component_rich_style("keyfooter--disabled")
@@ -125,7 +128,7 @@ class KeyFooter(Widget):
         for key, shown, description, enabled, _keep in kept:
             click = Style.from_meta({"@click": f"app.simulate_key({key!r})"})
             line.append(f" {shown} ", (key_style if enabled else off_style) + click)
-            line.append(f"{description} ", (desc_style if enabled else off_style) + click)
+            line.append(f"{description}{pad}", (desc_style if enabled else off_style) + click)
         return line
 
     def _fitted(self) -> Text:

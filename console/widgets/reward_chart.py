@@ -1,15 +1,21 @@
-"""RewardChart: a braille line plot of reward per step, with a ±std band and command markers.
+"""RewardChart: a braille line plot of reward per step, with a ±std band, the reward's natural
+bounds and markers.
 
 Drawn as plain segments through Textual's line API (no plotting package): it repaints on
 every tick of a live run, and letting Textual convert a rich `Text` of ~20 styled lines cost
 ~12 ms a paint on a 2-core box (most of it style conversion), several times the drawing. The whole buffered history is fitted to
 the widget's width: fewer steps than dot columns are stretched (linear interpolation), more
-are bucketed (mean of the means, min/max of the band). Markers (params applied, resync,
-pause) sit on a row under the plot, in the column of their step.
+are bucketed (mean of the means, min/max of the band); the screen passes the window to show
+(the whole run, or the last N steps). Markers (params applied, resync, pause, resume, alert)
+sit on a row under the plot, in the column of their step; one whose column is taken moves to
+the nearest free column (at most MARKER_SHIFT away), and where none is free the column shows
+`+` (several): no marker hides another. The reward's natural bounds (the ranges its functions
+declare; never guessed) are dotted rows, labelled on the axis, and always inside the y range.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -26,12 +32,16 @@ _AXIS_W = 8  # "-12.345┤"
 LINE = Style(color="bright_cyan", bold=True)
 BAND = Style(bgcolor="#203848")
 AXIS = Style(color="grey58")
+BOUND = Style(color="yellow", dim=True)
 MARKER_STYLES = {
     "params": Style(color="yellow", bold=True),
     "resync": Style(color="magenta", bold=True),
     "pause": Style(color="cyan", bold=True),
     "resume": Style(color="green", bold=True),
+    "alert": Style(color="red", bold=True),
 }
+SEVERAL = ("+", Style(color="white", bold=True, reverse=True))  # a column with more markers than fit near it
+MARKER_SHIFT = 2  # how far (columns) a marker may move from its step's column to stay visible
 
 
 def nice_ticks(lo: float, hi: float, max_intervals: int) -> tuple[float, float, float]:
@@ -116,8 +126,42 @@ def fit_columns(
     return out, xs
 
 
-#: style of a plot cell by kind: bit 0 = part of the line, bit 1 = inside the ±std band
-_CELL_STYLES = (Style(), LINE, BAND, LINE + BAND)
+def place_markers(markers: Sequence[Marker], steps: Sequence[int], xs: Sequence[int], width: int,
+                  first_step: int | None = None) -> dict[int, tuple[str, Style]]:
+    """Column -> (label, style) of each marker on a `width`-cell row. A marker sits in the column
+    of its step (one between plotted steps: the next plotted step's); markers before
+    `first_step` (outside the window) or after the last plotted step are left out. Placed in
+    step order; a taken column sends a marker to the nearest free one within MARKER_SHIFT
+    (right first), else its column becomes SEVERAL."""
+    out: dict[int, tuple[str, Style]] = {}
+    if not steps or width <= 0:
+        return out
+    for marker in sorted(markers, key=lambda m: m.step):
+        if first_step is not None and marker.step < first_step:
+            continue
+        i = bisect.bisect_left(steps, marker.step)
+        if i >= len(steps):
+            continue
+        c = min(xs[i] // 2, width - 1)
+        for shift in (0, *(d for k in range(1, MARKER_SHIFT + 1) for d in (k, -k))):
+            if 0 <= c + shift < width and c + shift not in out:
+                out[c + shift] = (marker.label, MARKER_STYLES.get(marker.kind, Style(bold=True)))
+                break
+        else:
+            out[c] = SEVERAL
+    return out
+
+
+def bound_label(value: float) -> str:
+    text = f"{value:g}"
+    if len(text) > _AXIS_W - 1:
+        text = f"{value:.2g}"
+    return text[: _AXIS_W - 1].rjust(_AXIS_W - 1)
+
+
+#: style of a plot cell by kind: bit 0 = part of the line, bit 1 = inside the ±std band, bit 2 =
+#: on a natural bound's row (drawn only where the line is not)
+_CELL_STYLES = (Style(), LINE, BAND, LINE + BAND, BOUND, LINE, BAND + BOUND, LINE + BAND)
 
 
 class RewardChart(Widget):
@@ -141,15 +185,27 @@ class RewardChart(Widget):
         self._drawn_size: tuple[int, int] = (0, 0)
         self._series: list[tuple[int, float, float | None]] = []
         self._markers: list[Marker] = []
+        self._bounds: tuple[float, float] | None = None
+        self._first_step: int | None = None
         self.label = "total"
 
-    def show(self, series: Sequence[tuple[int, float, float | None]], markers: Sequence[Marker], label: str) -> None:
+    def show(self, series: Sequence[tuple[int, float, float | None]], markers: Sequence[Marker], label: str, *,
+             bounds: tuple[float, float] | None = None, span: str = "", first_step: int | None = None) -> None:
+        """`series`: the steps to draw (the window); `bounds`: the reward's natural bounds, when
+        known; `span`: what the window is, for the title; markers before `first_step` are left out."""
         self._series = list(series)
         self._markers = list(markers)
+        self._bounds = bounds
+        self._first_step = first_step
         self.label = label
         band = " ±std" if any(s is not None for _, _, s in self._series) else ""
-        self.border_title = f"reward · {label} · mean{band}"
-        self.border_subtitle = "f: function  P params  W resync  ‖ pause"
+        title = f"reward · {label} · mean{band}"
+        if span:
+            title += f" · {span}"
+        if bounds is not None:
+            title += f" · bounds {bounds[0]:g}…{bounds[1]:g}"
+        self.border_title = title
+        self.border_subtitle = "f fn  z zoom  P params W sync ‖ pause ! alert"
         self._lines = None
         self.refresh()
 
@@ -173,8 +229,11 @@ class RewardChart(Widget):
         plot_w = max(width - _AXIS_W, 1)
         plot_h = max(height - 2, 1)
         cols, xs = fit_columns(self._series, plot_w * 2)
+        lo_all, hi_all = min(lo for _, lo, _ in cols), max(hi for _, _, hi in cols)
+        if self._bounds is not None:  # the natural bounds are always in view
+            lo_all, hi_all = min(lo_all, self._bounds[0]), max(hi_all, self._bounds[1])
         # the range widened to round ticks (up to two per row); labelled: the roundest that fit
-        bottom, top, tick = nice_ticks(min(lo for _, lo, _ in cols), max(hi for _, _, hi in cols), min(2 * plot_h - 2, 10))
+        bottom, top, tick = nice_ticks(lo_all, hi_all, min(2 * plot_h - 2, 10))
         dots_h = plot_h * 4
 
         def ydot(value: float) -> int:
@@ -197,6 +256,12 @@ class RewardChart(Widget):
                         band[r][x // 2] = True
 
         labels: dict[int, str] = {}  # row -> the tick value drawn there (the row its dots fall in)
+        bound_rows: set[int] = set()
+        for value in self._bounds or ():
+            row = ydot(value) // 4
+            bound_rows.add(row)
+            on_tick = abs(value / tick - round(value / tick)) < 1e-6
+            labels[row] = tick_label(value, tick) if on_tick else bound_label(value)
         for k in tick_priority(bottom, top, tick):
             value = bottom + k * tick
             row = ydot(value) // 4
@@ -207,15 +272,17 @@ class RewardChart(Widget):
             label = labels.get(r, " " * (_AXIS_W - 1))
             line: list[tuple[str, Style]] = [(label + "┤", AXIS)]
             row_bits, row_band = bits[r], band[r]
+            on_bound = 4 if r in bound_rows else 0
+            empty = "┈" if on_bound else " "
             run: list[str] = []
             run_kind = -1
             for c in range(plot_w):  # one span per run of equally styled cells, not one per cell
-                kind = (1 if row_bits[c] else 0) | (2 if row_band[c] else 0)
+                kind = (1 if row_bits[c] else 0) | (2 if row_band[c] else 0) | on_bound
                 if kind != run_kind and run:
                     line.append(("".join(run), _CELL_STYLES[run_kind]))
                     run = []
                 run_kind = kind
-                run.append(chr(0x2800 + row_bits[c]) if row_bits[c] else " ")
+                run.append(chr(0x2800 + row_bits[c]) if row_bits[c] else empty)
             if run:
                 line.append(("".join(run), _CELL_STYLES[run_kind]))
             lines.append(line)
@@ -225,16 +292,9 @@ class RewardChart(Widget):
 
     def _marker_row(self, xs: list[int], plot_w: int) -> list[tuple[str, Style]]:
         cells: list[tuple[str, Style]] = [("─", AXIS)] * plot_w
-        index = {step: i for i, (step, _, _) in enumerate(self._series)}
         steps = [s for s, _, _ in self._series]
-        for marker in self._markers:
-            i = index.get(marker.step)
-            if i is None:  # a marker between plotted steps: nearest following step
-                i = next((k for k, s in enumerate(steps) if s >= marker.step), None)
-            if i is None:
-                continue
-            c = min(xs[i] // 2, plot_w - 1)
-            cells[c] = (marker.label, MARKER_STYLES.get(marker.kind, Style(bold=True)))
+        for c, cell in place_markers(self._markers, steps, xs, plot_w, self._first_step).items():
+            cells[c] = cell
         return [(" " * (_AXIS_W - 1) + "└", AXIS), *cells]
 
     def _axis_row(self, plot_w: int) -> list[tuple[str, Style]]:

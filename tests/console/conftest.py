@@ -158,11 +158,14 @@ def make_group(step: int, group: int, *, g: int = 8, ts: float = TS0, weight_ver
     )
 
 
-def make_run(steps: int = 12, groups: int = 4, g: int = 8, *, alert_at: int | None = 6, params_at: int | None = 5) -> list[Any]:
-    """RunStarted, Progress, running, then per step: groups, StepMetrics, WeightsSynced."""
+def make_run(steps: int = 12, groups: int = 4, g: int = 8, *, alert_at: int | None = 6, params_at: int | None = 5,
+             reward_ranges: list | None = None) -> list[Any]:
+    """RunStarted, Progress, running, then per step: groups, StepMetrics, WeightsSynced.
+    `reward_ranges`: what each reward function declares (RunStarted.reward_ranges; none by default)."""
     events: list[Any] = [
         RunStarted(ts=TS0, run_id=RUN_ID, profile="default", model="tiny-gpt2-reverse", task="reverse-word",
-                   engine="vllm-cpu", reward_functions=list(FUNCS), params=dict(PARAMS), pid=4242),
+                   engine="vllm-cpu", reward_functions=list(FUNCS), params=dict(PARAMS), pid=4242,
+                   reward_ranges=list(reward_ranges or [])),
         Progress(ts=TS0 + 1, stage="engine", message="building tiny model", current=1, total=3),
         Progress(ts=TS0 + 4, stage="engine", message="starting vLLM engine (cpu)", current=2, total=3),
         Progress(ts=TS0 + 9, stage="engine", message="warm-up generate", current=3, total=3),

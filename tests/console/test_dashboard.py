@@ -282,3 +282,128 @@ def test_reward_share_per_function_uses_the_runs_weights():
     assert reward_share(state, m, "correct") == pytest.approx(25.0) and reward_share(state, m, "format") == pytest.approx(75.0)
     names = [s.name for s in metric_series(state)]
     assert "% correct" in names and "% format" in names
+
+
+# -- natural bounds, zoom, markers (issue 16) ---------------------------------------------------
+
+def _started(kit, ranges, weights=(1.0, 1.0)):
+    from backend.protocol.events import RunStarted
+
+    return RunStarted(run_id=kit.RUN_ID, profile="p", model="m", task="t", engine="e", reward_functions=list(kit.FUNCS),
+                      reward_weights=list(weights), reward_ranges=list(ranges))
+
+
+def test_reward_bounds_are_the_declared_ranges_weighted_and_never_guessed(kit):
+    from console.state import RunState
+
+    state = RunState()
+    state.apply(_started(kit, [(0.0, 1.0), (0.0, 1.0)], weights=(0.75, 0.25)))
+    assert state.reward_bounds() == (0.0, 1.0)  # TRL's total: the weighted sum
+    assert state.reward_bounds("char_match") == (0.0, 1.0)  # one function: its own range, unweighted
+    state = RunState()
+    state.apply(_started(kit, [(0.0, 1.0), (-1.0, 2.0)], weights=(-2.0, 0.5)))
+    assert state.reward_bounds() == (-2.5, 1.0)  # a negative weight turns its range over
+    state = RunState()
+    state.apply(_started(kit, [(0.0, 1.0), None]))  # one function declares none: the total is unknown
+    assert state.reward_bounds() is None and state.reward_bounds("char_match") == (0.0, 1.0)
+    assert state.reward_bounds("first_char") is None
+    state = RunState()
+    state.apply(_started(kit, []))  # an older backend, or no declarations
+    for event in kit.make_run(steps=3)[1:]:  # rewards seen from 0 to 2: still no bounds
+        state.apply(event)
+    assert state.reward_bounds() is None
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_known_bounds_are_marked_on_the_chart_and_unknown_ones_are_not(kit, size):
+    for ranges in ([(0.0, 1.0), (0.0, 1.0)], None):
+        source = kit.Source(kit.make_run(steps=12, reward_ranges=ranges))
+        app = RLConsoleApp(source)
+        async with app.run_test(size=size) as pilot:
+            await kit.settle(pilot, source)
+            chart = app.query_one(RewardChart)
+            rows = _render_plain(chart).splitlines()[:-2]
+            dotted = [row for row in rows if "┈" in row]
+            if ranges is None:
+                assert not dotted and "bounds" not in str(chart.border_title)
+                continue
+            assert "bounds 0…2" in str(chart.border_title)  # the two functions' [0, 1], summed
+            # the bounds are the plot's top and bottom rows, labelled, dotted where the curve is not
+            assert float(rows[0].split("┤")[0]) == 2.0 and "┈" in rows[0]
+            assert float(rows[-1].split("┤")[0]) == 0.0 and "┈" in rows[-1]
+            assert len(dotted) == 2
+            await pilot.press("f")  # one function: its own range
+            await kit.settle(pilot)
+            assert "bounds 0…1" in str(chart.border_title)
+
+
+def _long_run(kit, steps):
+    from backend.protocol.events import SampleGroup
+
+    return [e for e in kit.make_run(steps=steps, groups=1, g=2) if not isinstance(e, SampleGroup)]
+
+
+async def test_z_zooms_the_charts_to_the_last_steps_and_back(kit):
+    source = kit.Source(_long_run(kit, 300))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        chart = app.query_one(RewardChart)
+
+        def axis() -> str:
+            return _render_plain(chart).splitlines()[-1].strip()
+
+        assert "all 300 steps" in str(chart.border_title) and axis().startswith("step 1 ")
+        spans = []
+        for _ in range(3):
+            await pilot.press("z")
+            await kit.settle(pilot)
+            spans.append((str(chart.border_title).split(" · ")[-1], axis().split()[1], axis().split()[-1]))
+        assert spans == [("last 200 steps", "101", "300"), ("last 50 steps", "251", "300"), ("all 300 steps", "1", "300")]
+        await pilot.press("z")  # the metrics screen follows the same window
+        await pilot.press("m")
+        await kit.settle(pilot)
+        assert "step 300 · last 200 steps (z)" in kit.screen_text(app)
+
+
+async def test_z_on_a_short_run_says_the_whole_run_is_shown(kit):
+    source = kit.Source(kit.make_run(steps=12))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("z")
+        await kit.settle(pilot)
+        assert app.chart_window is None and "all 12 steps" in str(app.query_one(RewardChart).border_title)
+        assert "every step already (12)" in kit.screen_text(app)
+
+
+def test_markers_never_hide_each_other():
+    from console.state import Marker
+    from console.widgets.reward_chart import SEVERAL, place_markers
+
+    steps = list(range(1, 11))
+    xs = [2 * (s - 1) * 3 for s in steps]  # step s at column 3(s-1)
+    same_step = [Marker(5, "pause", "‖"), Marker(5, "params", "P"), Marker(5, "alert", "!")]
+    placed = place_markers(same_step, steps, xs, 40)
+    assert sorted(label for label, _ in placed.values()) == sorted(["‖", "P", "!"])
+    assert all(abs(c - 12) <= 2 for c in placed)  # each within two columns of step 5's
+    crowded = [Marker(5, "params", "P")] * 7  # more than fit within reach: the column says "several"
+    placed = place_markers(crowded, steps, xs, 40)
+    assert set(placed) == {10, 11, 12, 13, 14} and placed[12] == SEVERAL
+    # a marker before the window's first step is left out, not drawn at its edge
+    assert place_markers([Marker(2, "params", "P")], steps[5:], xs[5:], 40, first_step=6) == {}
+
+
+async def test_pause_params_and_alert_at_one_step_are_all_on_the_chart(kit):
+    from backend.protocol.events import StateChanged
+
+    events = kit.make_run(steps=12, params_at=8, alert_at=8)
+    n = len(events)
+    events += [StateChanged(seq=n, ts=kit.TS0 + 100, state="paused", step=8),
+               StateChanged(seq=n + 1, ts=kit.TS0 + 101, state="running", step=8)]
+    source = kit.Source(events)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        marker_row = _render_plain(app.query_one(RewardChart)).splitlines()[-2]
+        assert all(m in marker_row for m in ("‖", "P", "!")), marker_row

@@ -34,3 +34,28 @@ async def test_clicking_a_key_does_what_pressing_it_does(kit):
         await pilot.click(KeyFooter, offset=(x, 0))
         await kit.wait_for(pilot, lambda: len(source.sent) == 1, what="pause sent by a click")
         assert source.sent[0].kind == "pause"
+
+
+async def test_at_80x24_every_screen_keeps_the_keys_between_screens(kit):
+    """The keys that matter at 80 columns: help, detach, pause, the palette and the keys to the
+    other main screens (the dashboard's metrics and log keys were pushed out before)."""
+    source = kit.Source(kit.make_run(steps=4))
+    app = RLConsoleApp(source)
+    nav = {"d": "d dash", "s": "s samples", "e": "e params", "l": "l log", "m": "m metrics"}
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.settle(pilot, source)
+        for key in ("d", "m", "l", "e"):
+            await pilot.press(key)
+            if key == "e":
+                await pilot.press("escape")  # out of the form: its typed keys are not offered while it has focus
+            await kit.settle(pilot)
+            footer = app.screen.query_one(KeyFooter).plain
+            assert len(footer) <= 80
+            for want in ("? help", "q detach", "p pause", "^p palette", *(v for k, v in nav.items() if k != key)):
+                assert want in footer, (key, want, footer)
+            assert kit.screen_text(app).splitlines()[-1].rstrip() == footer.rstrip()  # on the terminal's last line
+        await pilot.press("s")  # the samples screen's own keys come first; help, detach and the way back stay
+        await kit.settle(pilot)
+        footer = app.screen.query_one(KeyFooter).plain
+        for want in ("z zero-std", "t truncated", "o sort", "? help", "q detach", "p pause", "d dash"):
+            assert want in footer, (want, footer)

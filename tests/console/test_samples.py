@@ -42,7 +42,7 @@ async def test_groups_and_completions_shown(kit):
         assert completions.group is first
         assert cell_text(completions, 0, 1) == f"{first.completions[0].reward:.3f}"
         text = kit.screen_text(app)
-        assert "24/24" in text and "o:newest" in text
+        assert "all 24 groups" in text and "o:newest" in text
         assert "step 6 group 3" in text
         # moving the cursor shows the next group's completions
         await pilot.press("down")
@@ -189,7 +189,12 @@ async def test_sort_starts_at_the_top_and_the_status_says_what_a_filter_searches
         await pilot.press("o")
         await kit.settle(pilot)
         assert table.cursor_row == 0 and table.scroll_y == 0
-        assert "(newest 20 of 48; older: rl-console replay)" in kit.screen_text(app)
+        assert "the newest 20 of 48 groups · older: replay" in kit.screen_text(app)  # not on this machine
+        await pilot.press("t")
+        await kit.settle(pilot)
+        filtered = len(app.screen.shown_groups)
+        assert f" {filtered} match in the newest 20 of 48 groups · older: replay" in kit.screen_text(app)
+        await pilot.press("t")
         await pilot.press("ctrl+c")
         await kit.settle(pilot)
         assert "q detaches (the run keeps going)" in app.status_history[-1][1]
@@ -230,3 +235,77 @@ async def test_prompts_without_a_long_shared_prefix_are_shown_from_the_start(kit
         screen = await open_samples(kit, pilot, source)
         groups = screen.query_one(GroupsTable)
         assert all(cell_text(groups, r, 1).startswith("Reverse the word") for r in range(groups.row_count))
+
+
+def test_two_samples_screens_share_no_state():
+    """The table's rebuild bookkeeping and the view settings belong to each screen, not to the
+    class (class attributes were shared by every SamplesScreen)."""
+    a, b = SamplesScreen(), SamplesScreen()
+    for name in ("_table_view", "_table_at", "_table_total", "_table_pending", "query_text", "zero_std", "truncated",
+                 "sort", "shown_groups", "evidence"):
+        assert name in vars(a) and name in vars(b), f"{name} is class state, shared by every SamplesScreen"
+        assert name not in vars(SamplesScreen), name
+    a._table_view, a._table_total, a.shown_groups = ("x",), 7, [1]
+    assert b._table_view == () and b._table_total == 0 and b.shown_groups == []
+    assert a.shown_groups is not b.shown_groups
+
+
+def _logged_run(kit, tmp_path, monkeypatch, steps: int):
+    """A run whose events are in a real events.db under RLC_HOME (as the backend writes it)."""
+    from backend.protocol.paths import db_path
+    from backend.runstore import RunStore
+
+    monkeypatch.setenv("RLC_HOME", str(tmp_path))
+    events = kit.make_run(steps=steps)
+    db_path(kit.RUN_ID).parent.mkdir(parents=True)
+    store = RunStore(db_path(kit.RUN_ID))
+    store.append_many([e.model_copy(update={"seq": -1}) for e in events])
+    store.close()
+    return events
+
+
+async def test_older_groups_page_from_the_runs_events_db_and_the_status_says_what_a_filter_covers(kit, tmp_path, monkeypatch):
+    from console.state import RunState
+
+    events = _logged_run(kit, tmp_path, monkeypatch, steps=30)  # 120 groups; the console holds the newest 40
+    source = kit.Source(events)
+    app = RLConsoleApp(source, run_id=kit.RUN_ID)
+    app.state = RunState(max_groups=40)
+    app.state.run_id = kit.RUN_ID
+    SamplesScreen.PAGE = 40  # (the class's page size; 500 in use)
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            screen = await open_samples(kit, pilot, source)
+            status = str(screen.query_one("#filter-status").render())
+            assert "the newest 40 of 120 groups · b older" in status
+            assert {g.step for g in screen.shown_groups} == set(range(21, 31))
+            pages = []
+            for _ in range(3):  # older, older, and no more
+                await pilot.press("b")
+                await kit.wait_for(pilot, lambda: len(screen.pages) == len(pages) + 1 or "no older" in app.status[0],
+                                   what="an older page")
+                await kit.settle(pilot)
+                pages.append(sorted({g.step for g in screen.shown_groups}))
+            assert pages[0] == list(range(11, 21)) and pages[1] == list(range(1, 11)) and pages[2] == pages[1]
+            assert "no older groups" in app.status[0]
+            status = str(screen.query_one("#filter-status").render())
+            assert "older page 2 (40 groups, steps 1–10, events.db) · first n newer" in status
+            # the filter searches the page shown (and says so)
+            await pilot.press("slash")
+            await pilot.press(*"maple")
+            await kit.settle(pilot)
+            assert screen.shown_groups and all("maple" in g.prompt for g in screen.shown_groups)
+            status = str(screen.query_one("#filter-status").render())
+            assert f" {len(screen.shown_groups)} match in older page 2 (40 groups" in status  # what the filter searched
+            assert {g.step for g in screen.shown_groups} <= set(range(1, 11))
+            await pilot.press("escape")
+            await pilot.press("n")
+            await kit.wait_for(pilot, lambda: len(screen.pages) == 1, what="the newer page")
+            await kit.settle(pilot)
+            assert {g.step for g in screen.shown_groups} <= set(range(11, 21))
+            await pilot.press("n")  # back to the held groups, live again
+            await kit.settle(pilot)
+            assert not screen.pages and {g.step for g in screen.shown_groups} <= set(range(21, 31))
+            assert "the newest 40 of 120 groups · b older" in str(screen.query_one("#filter-status").render())
+    finally:
+        del SamplesScreen.PAGE  # back to the class's own value

@@ -59,3 +59,17 @@ def test_dashboard_starting(snap_compare, kit, size):
 def test_stop_dialog(snap_compare, kit, size):
     app, source = _app(kit, kit.make_run(steps=24))
     assert snap_compare(app, terminal_size=size, run_before=_before(kit, source, ["x"]))
+
+
+@pytest.mark.parametrize("size", SIZES[:2])
+def test_dashboard_bounds_zoom_and_markers(snap_compare, kit, size):
+    """Declared reward ranges as dotted bounds, `z` zoomed to the last 50 steps, and a pause,
+    a params change and an alert at one step all visible on the marker row."""
+    from backend.protocol.events import StateChanged
+
+    events = kit.make_run(steps=80, params_at=60, alert_at=60, reward_ranges=[(0.0, 1.0), (0.0, 1.0)])
+    n = len(events)
+    events += [StateChanged(seq=n, ts=kit.TS0 + 500, state="paused", step=60),
+               StateChanged(seq=n + 1, ts=kit.TS0 + 501, state="running", step=60)]
+    app, source = _app(kit, events)
+    assert snap_compare(app, terminal_size=size, run_before=_before(kit, source, ["z"]))
