@@ -28,6 +28,7 @@ def test_user_task_plugs_in_local_model_jsonl_and_trl_reward(rlc_home, tmp_path)
         "def short_answer(prompts, completions, answer_len, **kwargs):\n"
         "    # extra dataset columns arrive as keyword arguments, as in TRL\n"
         "    return [1.0 if len(c[0]['content']) <= n else 0.0 for c, n in zip(completions, answer_len)]\n"
+        "short_answer.reward_range = (0, 1)  # declared: the console marks it on the reward chart\n"
     )
     rows = [{"prompt": [{"role": "user", "content": f"{ch}>"}], "answer_len": 3} for ch in "abcdefgh"]
     (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -48,6 +49,7 @@ def test_user_task_plugs_in_local_model_jsonl_and_trl_reward(rlc_home, tmp_path)
     assert kinds.count("step_metrics") == 3 and events[-1].kind == "state_changed" and events[-1].state == "finished"
     started = next(e for e in events if e.kind == "run_started")
     assert started.model == str(model_dir) and started.reward_functions == ["short_answer", "think_format_reward"]
+    assert started.reward_ranges == [(0.0, 1.0), None]  # TRL's think_format_reward declares none
     groups = [e for e in events if e.kind == "sample_group"]
     assert len(groups) == 6 and all(len(g.completions) == 4 for g in groups)
     for g in groups:
