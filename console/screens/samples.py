@@ -236,20 +236,23 @@ class SamplesScreen(LiveScreen):
     TABLE_REFRESH_S = 1.0
     FLOOD_GROUPS = 100
 
-    def scope(self, state: RunState, shown: int, listed: int, filtered: bool) -> str:
+    def scope(self, state: RunState, shown: int, listed: int, filtered: bool, compact: bool = False) -> str:
         """What is listed, and so what a filter searches: every group of the run, the newest
-        groups held, or one older page; and where the others are."""
+        groups held, or one older page; and where the others are (`compact`: in fewer words)."""
         total, held = state.groups_total, len(state.groups)
+        match = (f"{shown} in " if compact else f"{shown} match in ") if filtered else ""
         if self.pages:
-            steps = f"steps {self.page[-1].step}–{self.page[0].step}" if self.page else "empty"
+            first, last = (self.page[-1].step, self.page[0].step) if self.page else (0, 0)
             keys = ("b older " if self.older_exist(state) else "first ") + "n newer"
-            what = f"older page {len(self.pages)} ({listed} groups, {steps}, events.db)"
-            return f" {shown} match in {what} · {keys} " if filtered else f" {what} · {keys} "
+            if compact:
+                return f" {match}{listed} on page {len(self.pages)} (s{first}–s{last}) · {keys} "
+            return f" {match}older page {len(self.pages)} ({listed} groups, steps {first}–{last}, events.db) · {keys} "
         if total <= held:
-            return f" {shown} match in all {total:,} groups " if filtered else f" all {total:,} groups "
+            return f" {match}all {total:,} groups "
         older = "b older" if self.local_log() is not None else "older: replay"
-        what = f"the newest {held:,} of {total:,} groups"
-        return f" {shown} match in {what} · {older} " if filtered else f" {what} · {older} "
+        if compact:
+            return f" {match}newest {held:,} of {total:,} · {older} "
+        return f" {match}the newest {held:,} of {total:,} groups · {older} "
 
     def _deferred_refresh(self) -> None:
         if self.console_app.input_busy():  # a key is being handled and painted: it goes first
@@ -284,12 +287,19 @@ class SamplesScreen(LiveScreen):
             status.append(f" evidence {self.evidence_label}: {held}/{len(self.evidence)} held{older} (esc clears) ",
                           style="bold reverse magenta")
         filtered = bool(self.query_text.strip()) or self.zero_std or self.truncated or self.evidence is not None
-        status.append(self.scope(state, len(groups), len(listed), filtered), style="bold yellow" if self.pages else "bold")
-        if self.zero_std:  # (the footer names the keys; here only what is on)
-            status.append("z:zero-std ", style="bold reverse yellow")
-        if self.truncated:
-            status.append("t:truncated ", style="bold reverse yellow")
-        status.append(f"o:{SORT_LABELS[self.sort]}", style="bold")
+        flags = [("z:zero-std ", self.zero_std), ("t:truncated ", self.truncated)]  # the footer names the keys; here what is on
+        room = self.size.width - 17 - len(status)  # (the filter input keeps 16 columns)
+        scope = self.scope(state, len(groups), len(listed), filtered)
+        tail = "".join(f for f, on in flags if on) + f"o:{SORT_LABELS[self.sort]}"
+        if len(scope) + len(tail) > room:  # narrow: fewer words, and the default sort goes unsaid
+            scope = self.scope(state, len(groups), len(listed), filtered, compact=True)
+            flags = [("z:zero ", self.zero_std), ("t:trunc ", self.truncated)]
+        status.append(scope, style="bold yellow" if self.pages else "bold")
+        for flag, on in flags:
+            if on:
+                status.append(flag, style="bold reverse yellow")
+        if self.sort != "newest" or len(scope) + len(tail) <= room:
+            status.append(f"o:{SORT_LABELS[self.sort]}", style="bold")
         self.query_one("#filter-status", Static).update(status)
         table = self.query_one(GroupsTable)
         width = table.size.width or self.size.width

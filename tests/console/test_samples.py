@@ -309,3 +309,19 @@ async def test_older_groups_page_from_the_runs_events_db_and_the_status_says_wha
             assert "the newest 40 of 120 groups · b older" in str(screen.query_one("#filter-status").render())
     finally:
         del SamplesScreen.PAGE  # back to the class's own value
+
+
+async def test_at_80_columns_the_status_keeps_what_is_searched_and_the_filters_in_fewer_words(kit):
+    from console.state import RunState
+
+    source = kit.Source(kit.make_run(steps=12))
+    app = RLConsoleApp(source)
+    app.state = RunState(max_groups=20)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_samples(kit, pilot, source)
+        for key in ("t", "o"):
+            await pilot.press(key)
+            await kit.settle(pilot)
+        row = kit.screen_text(app).splitlines()[1]
+        shown = len(app.screen.shown_groups)
+        assert row.rstrip().endswith(f" {shown} in newest 20 of 48 · older: replay t:trunc o:|adv| desc"), row
