@@ -2,11 +2,15 @@
 
   (a) bare: TRL's GRPOTrainer + a hand-written rollout_func on vllm.LLM + reload_weights
       every step — what a user would write with TRL and vLLM and no console;
-  (b) rl-console headless (`rl-console run --headless --json`);
+  (b) rl-console headless (`rl-console run --headless`, its default output: one line per step);
   (c) rl-console with the TUI attached (`rl-console run` in tmux, 120x40).
 
-Same tiny model (built locally), task, rewards, batch, G, max_tokens, lr, seed. Reports the
-median step time over steps after the warm-up and the ratios b/a and c/b.
+Same tiny model (built locally), task, rewards, batch, G, max_tokens, lr, seed, and the same
+engine: (a) builds `vllm.LLM` with rl-console's engine options (no prefix caching, no chunked
+prefill on CPU, processed log-probs) and samples each prompt with its own seed as rl-console
+does (`request_seed`), so the ratio holds only what the console adds. Step times: (a) from a
+callback, (b) and (c) from the run's event log (`StepMetrics.times.total`). Reports the median
+step time over steps after the warm-up and the ratios b/a and c/b, per round and over rounds.
 
   .venv/bin/python bench/overhead.py [--steps 120] [--rounds 3] [--skip-tui]
 """
@@ -39,6 +43,7 @@ def bare(steps: int, out: Path) -> None:
     from trl import GRPOConfig, GRPOTrainer
     from vllm import LLM, SamplingParams
 
+    from backend.engine.base import request_seed
     from backend.protocol.paths import home
     from backend.settings import load_profile
     from backend.training import demo_task
@@ -50,7 +55,9 @@ def bare(steps: int, out: Path) -> None:
     torch.manual_seed(0)
     e = p.model.embedded
     path, _ = ensure_model(home() / "models", TinyModelSpec(e.hidden_size, e.num_layers, e.num_heads, e.num_kv_heads, e.intermediate_size, 64, e.seed))
-    llm = LLM(model=str(path), dtype="float32", max_model_len=64, enforce_eager=True, seed=0, enable_prefix_caching=False)
+    # rl-console's engine options on CPU (backend/engine/local.py): the same engine, so its cost is not counted as the console's
+    llm = LLM(model=str(path), dtype="float32", max_model_len=64, enforce_eager=True, seed=0, enable_prefix_caching=False,
+              logprobs_mode="processed_logprobs", enable_chunked_prefill=False, max_num_batched_tokens=4096)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     supervised_warmup(model, tok, p.task.warmup_steps, p.task.warmup_learning_rate, 0, lambda *a: None, p.task.warmup_correct_fraction)
@@ -64,9 +71,12 @@ def bare(steps: int, out: Path) -> None:
         push()  # on-policy: the engine serves the weights of the last update
         distinct = prompts[::G]
         ids = [tok(x, add_special_tokens=False)["input_ids"] for x in distinct]
-        outs = llm.generate([{"prompt_token_ids": i} for i in ids],
-                            SamplingParams(n=G, temperature=s.temperature, max_tokens=s.max_tokens, seed=trainer.state.global_step),
-                            use_tqdm=False)
+        # each prompt its own seed, as rl-console samples (one seed for the batch gives completion j
+        # of every prompt the same random stream)
+        base = p.run.seed * 1_000_003 + trainer.state.global_step
+        params = [SamplingParams(n=G, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
+                                 seed=request_seed(base, k)) for k in range(len(ids))]
+        outs = llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
         rows = [(i, c) for i, o in zip(ids, outs) for c in o.outputs]
         return {"prompt_ids": [i for i, _ in rows], "completion_ids": [list(c.token_ids) for _, c in rows],
                 "logprobs": [[0.0] * len(c.token_ids) for _, c in rows], "truncated": [c.finish_reason == "length" for _, c in rows]}
@@ -88,22 +98,33 @@ def bare(steps: int, out: Path) -> None:
                       scale_rewards="group", reward_weights=list(demo_task.REWARD_WEIGHTS), disable_tqdm=True, seed=0)
     trainer = GRPOTrainer(model=model, reward_funcs=list(demo_task.REWARD_FUNCS), args=args,
                           train_dataset=demo_task.dataset(4096, 0), processing_class=tok, rollout_func=rollout, callbacks=[Clock()])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # as rl-console does: no dict printed per step
     push()
     Clock.t = time.perf_counter()
     trainer.train()
     out.write_text(json.dumps(times))
 
 
-def console_times(events_lines) -> list[float]:
-    from backend.protocol import decode_event
+def logged_times(run_id: str) -> list[float]:
+    """StepMetrics.times.total of a run, from its event log."""
+    from backend.protocol.eventlog import EventLogReader
+    from backend.protocol.paths import db_path
 
-    return [m.times.total for m in (decode_event(line) for line in events_lines if line.strip()) if m.kind == "step_metrics"]
+    with EventLogReader(db_path(run_id)) as log:
+        return [m.times.total for m in log.read(kinds=("step_metrics",))]
 
 
 def run_headless(steps: int, env) -> list[float]:
-    out = subprocess.run([sys.executable, "-m", "console.cli", "run", "--headless", "--json", "--max-steps", str(steps)],
-                         env=env, capture_output=True, text=True, check=True)
-    return console_times(out.stdout.splitlines())
+    """rl-console headless as `rl-console run --headless` starts it (its backend, one line per step
+    on stdout); the step times from the run's log."""
+    from backend.protocol.paths import new_run_id
+
+    run_id = new_run_id("bench-overhead")
+    subprocess.run([sys.executable, "-m", "backend", "run", "--run-id", run_id, "--headless", "--max-steps", str(steps)],
+                   env=env, capture_output=True, text=True, check=True)
+    return logged_times(run_id)
 
 
 def run_tui(steps: int, env) -> list[float]:
@@ -124,9 +145,9 @@ def run_tui(steps: int, env) -> list[float]:
 
                 db = sqlite3.connect(f"file:{db_path(run_id)}?mode=ro", uri=True)
                 state = db.execute("SELECT body FROM events WHERE kind='state_changed' ORDER BY seq DESC LIMIT 1").fetchone()
+                db.close()
                 if state and json.loads(state[0])["state"] in ("finished", "failed"):
-                    rows = db.execute("SELECT body FROM events WHERE kind='step_metrics' ORDER BY seq").fetchall()
-                    return console_times([r[0] for r in rows])
+                    return logged_times(run_id)
         raise RuntimeError("TUI run did not finish")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", "rlc-bench"], capture_output=True)

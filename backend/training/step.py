@@ -35,7 +35,7 @@ from backend.bus import LogUnwritable
 from backend.engine.base import EngineError, Sampling
 from backend.protocol import commands as C
 from backend.protocol import events as E
-from backend.protocol.params import PARAMS
+from backend.protocol.params import ENGINE_PARAMS, PARAMS
 from backend.telemetry.alerts import AlertMonitor, Finding
 from backend.training import overlap, report, trl_compat
 from backend.training.trainer import RolloutBatch, StopTraining, set_learning_rate
@@ -156,12 +156,9 @@ class StepLoop:
     def sampling(self, trainer, done: int) -> Sampling:
         """The rollout of the step after `done` completed steps, from the live parameters."""
         prm = self.params
-        return Sampling(
+        return Sampling.live(
+            prm,
             n=prm["num_generations"],
-            temperature=prm["temperature"],
-            top_p=prm["top_p"],
-            top_k=prm["top_k"],
-            max_tokens=prm["max_tokens"],
             seed=self.profile.run.seed * 1_000_003 + done,  # each prompt's own seed derives from it
             # engine sampling log-probs cost rollout time: asked for where TRL's off-policy mask or
             # importance-sampling correction (overlap) needs them, and on the steps that measure
@@ -259,11 +256,9 @@ class StepLoop:
         from backend.training.probes import run_try
 
         t0 = time.perf_counter()
-        live = {k: self.params[k] for k in ("temperature", "top_p", "top_k", "max_tokens")}
-        params = {**live, **cmd.overrides()}
-        sampling = Sampling(n=cmd.n, temperature=params["temperature"], top_p=params["top_p"], top_k=params["top_k"],
-                            max_tokens=params["max_tokens"], seed=self.profile.run.seed * 1_000_003 + 7919 * (self.step + 1),
-                            logprobs=False)
+        params = {**{k: self.params[k] for k in ENGINE_PARAMS}, **cmd.overrides()}
+        sampling = Sampling.live(params, n=cmd.n, seed=self.profile.run.seed * 1_000_003 + 7919 * (self.step + 1),
+                                 logprobs=False)
         completions = run_try(self.session, cmd.prompt, sampling, dict(cmd.columns), conversational=self.session.conversational)
         self.bus.emit(E.TryResult(command_id=cmd.id, step=self.step, weight_version=self.weight_version, prompt=cmd.prompt,
                                   params=params, completions=completions, duration_s=time.perf_counter() - t0))
@@ -373,7 +368,12 @@ class StepLoop:
         with the last good weights checkpointed."""
         import torch
 
-        bad = [n for n, prm in model.named_parameters() if prm.grad is not None and not torch.isfinite(prm.grad).all()]
+        grads = [prm.grad for prm in model.parameters() if prm.grad is not None]
+        # one fused norm over all gradients (non-finite when any element is NaN/Inf): a single
+        # check per step; the per-tensor pass that names them runs only when it is not finite
+        finite = not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+        bad = [] if finite else [n for n, prm in model.named_parameters()
+                                 if prm.grad is not None and not torch.isfinite(prm.grad).all()]
         if bad and not self._skip_update:
             self._skip_update = f"non-finite gradients in {len(bad)} tensors (e.g. {bad[0]})"
             self.alerts.raise_alert(
