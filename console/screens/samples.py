@@ -243,7 +243,7 @@ class SamplesScreen(LiveScreen):
         match = (f"{shown} in " if compact else f"{shown} match in ") if filtered else ""
         if self.pages:
             first, last = (self.page[-1].step, self.page[0].step) if self.page else (0, 0)
-            keys = ("b older " if self.older_exist(state) else "first ") + "n newer"
+            keys = ("b older" if self.older_exist(state) else "the run's start") + " · n newer"
             if compact:
                 return f" {match}{listed} on page {len(self.pages)} (s{first}–s{last}) · {keys} "
             return f" {match}older page {len(self.pages)} ({listed} groups, steps {first}–{last}, events.db) · {keys} "

@@ -289,7 +289,7 @@ async def test_older_groups_page_from_the_runs_events_db_and_the_status_says_wha
             assert pages[0] == list(range(11, 21)) and pages[1] == list(range(1, 11)) and pages[2] == pages[1]
             assert "no older groups" in app.status[0]
             status = str(screen.query_one("#filter-status").render())
-            assert "older page 2 (40 groups, steps 1–10, events.db) · first n newer" in status
+            assert "older page 2 (40 groups, steps 1–10, events.db) · the run's start · n newer" in status
             # the filter searches the page shown (and says so)
             await pilot.press("slash")
             await pilot.press(*"maple")
