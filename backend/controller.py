@@ -164,8 +164,7 @@ class Controller:
             if changes.keys() & SAMPLING_PARAMS:
                 from backend.engine.local import sampling_error  # vLLM is loaded by now
 
-                why = sampling_error(Sampling(n=new["num_generations"], temperature=new["temperature"], top_p=new["top_p"],
-                                              top_k=new["top_k"], max_tokens=new["max_tokens"], seed=0))
+                why = sampling_error(Sampling.live(new, n=new["num_generations"], seed=0))
                 if why:
                     return why
         return ""
@@ -179,8 +178,7 @@ class Controller:
         new = {**self.params, **cmd.overrides()}
         from backend.engine.local import sampling_error  # vLLM is loaded by now
 
-        why = sampling_error(Sampling(n=cmd.n, temperature=new["temperature"], top_p=new["top_p"], top_k=new["top_k"],
-                                      max_tokens=new["max_tokens"], seed=0))
+        why = sampling_error(Sampling.live(new, n=cmd.n, seed=0))
         if why:
             return why
         prompt = [{"role": "user", "content": cmd.prompt}] if s.conversational else cmd.prompt

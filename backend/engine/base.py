@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Sampling:
-    """Sampling parameters of one rollout batch (the engine-facing part of the live params)."""
+    """Sampling of one rollout batch: `n` completions per prompt with `params`, the engine-facing
+    part of the live parameters keyed by the vLLM `SamplingParams` field each fills (temperature,
+    top_p, top_k, max_tokens and whatever else the registry, `backend.protocol.params`, declares
+    with applies="sampling"). The engines pass `params` on to `SamplingParams` as they are.
+
+    `Sampling.live(values, ...)` builds one from the live parameters. Fields may also be given by
+    keyword (`Sampling(n=1, temperature=0.0, max_tokens=8)`: the probes' fixed greedy decoding)
+    and read as attributes (`sampling.temperature`)."""
 
     n: int
-    temperature: float
-    top_p: float
-    top_k: int
-    max_tokens: int
+    params: dict[str, Any]
     seed: int | None = None  # the step's base seed; each prompt gets its own stream from it (request_seed)
     first_index: int = 0  # position of the first prompt of this call in the step's batch (a Ray replica's chunk)
     logprobs: bool = True  # per-token sampling log-probs (costs ~2x rollout time on GPU; TRL uses them only for off-policy masking)
+
+    def __init__(self, n: int, params: Mapping[str, Any] | None = None, seed: int | None = None, first_index: int = 0,
+                 logprobs: bool = True, **fields: Any) -> None:
+        for name, value in (("n", n), ("params", {**(params or {}), **fields}), ("seed", seed),
+                            ("first_index", first_index), ("logprobs", logprobs)):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def live(cls, values: Mapping[str, Any], *, n: int, seed: int | None, logprobs: bool = True) -> Sampling:
+        """The sampling of live parameter `values` (name -> value, every engine parameter of the
+        registry among them): the one place a rollout's, a try's or a check's Sampling is made."""
+        from backend.protocol.params import engine_sampling
+
+        return cls(n=n, params=engine_sampling(values), seed=seed, logprobs=logprobs)
+
+    def __getattr__(self, name: str) -> Any:  # sampling.temperature: a SamplingParams field in `params`
+        params = self.__dict__.get("params")  # absent while unpickling (a Ray replica's copy)
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def request_seed(base: int, index: int) -> int:

