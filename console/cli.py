@@ -327,11 +327,15 @@ def build_command(action: str, assignments: list[str]):
     raise ValueError(f"unknown action {action!r}: pause|resume|resync|checkpoint|stop|set")
 
 
+#: what `ctl try --set` takes: the playground's sampling fields, as the registry declares them
+TRY_SETTABLE: tuple[str, ...] = tuple(k for k in C.TryPrompt.model_fields if k in LIVE_PARAMS)
+
+
 def build_try(assignments: list[str], n: int, sets: list[str], columns: list[str]):
     """`try PROMPT [--n N] [--set KEY=VALUE]... [--column NAME=VALUE]...` as a TryPrompt."""
     if len(assignments) != 1 or not assignments[0].strip():
         raise ValueError('try needs exactly one prompt, quoted: try "What is 2+3?"')
-    settable = ("temperature", "top_p", "top_k", "max_tokens")
+    settable = TRY_SETTABLE
     fields: dict[str, Any] = {}
     for item in sets:
         key, sep, raw = item.partition("=")
@@ -499,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--json", action="store_true", help="print the backend's answer as JSON (CommandResult; TryResult for try)")
     ctl.add_argument("--timeout", type=float, default=None, help="seconds to wait for the answer (default 10; try: 120)")
     ctl.add_argument("--n", type=int, default=1, help="try: completions to sample (1-64, default 1)")
-    ctl.add_argument("--set", action="append", metavar="KEY=VALUE", help="try: temperature|top_p|top_k|max_tokens "
+    ctl.add_argument("--set", action="append", metavar="KEY=VALUE", help="try: " + "|".join(TRY_SETTABLE) + " "
                      "for this request only (temperature=0: greedy); default: the run's live values")
     ctl.add_argument("--column", action="append", metavar="NAME=VALUE", help="try: a dataset column the reward functions read")
     ctl.add_argument("--take", action="store_true",

@@ -158,6 +158,8 @@ assert local.sampling_error(Sampling.live({**live, "min_p": 1.5}, n=2, seed=0)) 
 res = ctl.submit(C.TryPrompt(prompt="hi", min_p=1.5))              # the playground's check too
 assert res.status == "rejected" and "min_p must be in [0, 1], got 1.5" in res.reason, res
 assert ctl.submit(C.SetParams(min_p=0.2)).status == "accepted"
+from console.cli import build_try                                    # ctl try --set min_p=...
+assert build_try(["hi"], 2, ["min_p=0.3"], []).overrides() == {"min_p": 0.3}
 print("REACHES-THE-ENGINE")
 '''
 
