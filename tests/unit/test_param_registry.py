@@ -1,11 +1,15 @@
 """One declaration per live parameter: the command, the profile, the form, the checks and the
 backend's apply table are all derived from `backend.protocol.params.PARAMS`."""
 
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
+from backend.engine.base import Sampling
+
 from backend.protocol import commands as C
-from backend.protocol.params import BY_NAME, LIVE_PARAMS, PARAMS, SAMPLING_PARAMS, param_range
+from backend.protocol.params import BY_NAME, ENGINE_PARAMS, LIVE_PARAMS, PARAMS, SAMPLING_PARAMS, engine_sampling, param_range
 from backend.settings import LIVE_PARAM_SECTIONS, RunProfile, load_profile
 from backend.training.step import APPLY
 
@@ -21,6 +25,15 @@ def test_every_derived_place_has_exactly_the_registry():
     for p in PARAMS:
         assert p.name in type(getattr(profile, p.section)).model_fields
         assert p.description  # the form's help line
+
+
+def test_sampling_parameters_fill_the_vllm_field_they_name():
+    live = RunProfile().live_params()
+    assert ENGINE_PARAMS == tuple(p.name for p in PARAMS if p.applies == "sampling")
+    assert engine_sampling(live) == {name: live[name] for name in ENGINE_PARAMS}  # vllm="" : the field of its own name
+    renamed = dataclasses.replace(BY_NAME["top_p"], vllm="nucleus")
+    assert renamed.engine_field == "nucleus" and dataclasses.replace(renamed, applies="loss").engine_field is None
+    assert Sampling.live(live, n=3, seed=1).params == engine_sampling(live)
 
 
 @pytest.mark.parametrize("p", PARAMS, ids=lambda p: p.name)
