@@ -18,8 +18,10 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Static, TextArea
 
-SAMPLING = ("temperature", "top_p", "top_k", "max_tokens")
-LABELS = {"temperature": "temp", "top_p": "top_p", "top_k": "top_k", "max_tokens": "max_tokens"}
+from backend.protocol.params import ENGINE_PARAMS
+
+SAMPLING = ENGINE_PARAMS  # every live parameter that reaches the engine's sampling, from the registry
+LABELS = {"temperature": "temp"}  # shorter labels where the name is long; the others show their name
 HINT = "empty: live value · temp 0: greedy (n 1) · ^s/Enter: send · ^o: pick a prompt"
 
 
@@ -63,7 +65,7 @@ class TryForm(Vertical):
             yield Label("n")
             yield Input(value="1", compact=True, id="try-n", tooltip="completions to sample (1-64)")
             for name in SAMPLING:
-                yield Label(LABELS[name])
+                yield Label(LABELS.get(name, name))
                 yield Input(compact=True, id=f"try-{name}", classes="try-sampling", placeholder="live",
                             tooltip=f"{name} for this try only (empty: the run's live value)")
             yield Button("try", id="try-send", compact=True, variant="primary")

@@ -173,6 +173,8 @@ assert res.status == "rejected" and "min_p must be in [0, 1], got 1.5" in res.re
 assert ctl.submit(C.SetParams(min_p=0.2)).status == "accepted"
 from console.cli import build_try                                    # ctl try --set min_p=...
 assert build_try(["hi"], 2, ["min_p=0.3"], []).overrides() == {"min_p": 0.3}
+from console.widgets.try_form import SAMPLING                         # the playground form has a field for it
+assert "min_p" in SAMPLING, SAMPLING
 print("REACHES-THE-ENGINE")
 '''
 
