@@ -195,7 +195,7 @@ def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
         grams = [set(g) for g in lists]
         pairs = [(a, b) for i, a in enumerate(grams) for b in grams[i + 1:] if a or b][:SIGNAL_PAIRS]
         if pairs:
-            overlap.append(statistics.fmean(len(a & b) / len(a | b) for a, b in pairs))
+            overlap.append(math.fsum([len(a & b) / len(a | b) for a, b in pairs]) / len(pairs))
         for g, distinct_grams in zip(lists, grams):
             if g:
                 repeats.append(1 - len(distinct_grams) / len(g))
