@@ -12,6 +12,11 @@ does (`request_seed`), so the ratio holds only what the console adds. Step times
 callback, (b) and (c) from the run's event log (`StepMetrics.times.total`). Reports the median
 step time over steps after the warm-up and the ratios b/a and c/b, per round and over rounds.
 
+On a shared machine the wall times move with the other load. So for (a) and (b) the bench also
+reads, at each step's line on the child's stdout, the CPU time of all the child's threads
+(`/proc/PID/task/*/schedstat`) and the time they waited for a core: the CPU per step (median)
+is the console's cost with the machine's load mostly taken out, the wait says how loaded it was.
+
   .venv/bin/python bench/overhead.py [--steps 120] [--rounds 3] [--skip-tui]
 """
 
@@ -90,6 +95,7 @@ def bare(steps: int, out: Path) -> None:
             now = time.perf_counter()
             times.append(now - Clock.t)
             Clock.t = now
+            print(f"@@step {len(times)}", flush=True)  # the parent reads the process's CPU time here
 
     args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=P * G, num_generations=G,
                       max_completion_length=s.max_tokens, temperature=s.temperature, learning_rate=p.training.learning_rate,
@@ -116,15 +122,55 @@ def logged_times(run_id: str) -> list[float]:
         return [m.times.total for m in log.read(kinds=("step_metrics",))]
 
 
-def run_headless(steps: int, env) -> list[float]:
+def _schedstat(pid: int) -> tuple[int, int]:
+    """(ns on a CPU, ns waiting for one) summed over the process's threads."""
+    run = wait = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                a, b, _ = f.read().split()
+        except (OSError, ValueError):  # a thread that just ended
+            continue
+        run, wait = run + int(a), wait + int(b)
+    return run, wait
+
+
+def run_child(cmd: list[str], env, is_step) -> tuple[list[float], list[float], list[float]]:
+    """Run `cmd`; at each stdout line `is_step` accepts, read the child's CPU and run-queue wait.
+    Returns (stdout lines, CPU seconds per step, wait seconds per step)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    lines, marks = [], []
+    for line in proc.stdout:
+        lines.append(line)
+        if is_step(line):
+            try:
+                marks.append(_schedstat(proc.pid))
+            except OSError:  # exiting
+                pass
+    if proc.wait() != 0:
+        raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}: {''.join(lines[-20:])}")
+    cpu = [(b[0] - a[0]) / 1e9 for a, b in zip(marks, marks[1:])]
+    wait = [(b[1] - a[1]) / 1e9 for a, b in zip(marks, marks[1:])]
+    return lines, cpu, wait
+
+
+def run_bare(steps: int, env) -> tuple[list[float], list[float], list[float]]:
+    res_file = Path(tempfile.mkdtemp()) / "bare.json"
+    _, cpu, wait = run_child([sys.executable, __file__, "--steps", str(steps), "--bare-child", str(res_file)], env,
+                             lambda line: line.startswith("@@step "))
+    return json.loads(res_file.read_text()), cpu, wait
+
+
+def run_headless(steps: int, env) -> tuple[list[float], list[float], list[float]]:
     """rl-console headless as `rl-console run --headless` starts it (its backend, one line per step
     on stdout); the step times from the run's log."""
     from backend.protocol.paths import new_run_id
 
     run_id = new_run_id("bench-overhead")
-    subprocess.run([sys.executable, "-m", "backend", "run", "--run-id", run_id, "--headless", "--max-steps", str(steps)],
-                   env=env, capture_output=True, text=True, check=True)
-    return logged_times(run_id)
+    _, cpu, wait = run_child([sys.executable, "-m", "backend", "run", "--run-id", run_id, "--headless", "--max-steps", str(steps)],
+                             env, lambda line: line.startswith("step "))
+    return logged_times(run_id), cpu, wait
 
 
 def run_tui(steps: int, env) -> list[float]:
@@ -165,22 +211,27 @@ def main() -> int:
         return 0
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     rounds: list[dict[str, float]] = []
+    cpu_ratios: list[float] = []
     for r in range(args.rounds):  # alternating blocks: drift of a shared box lands in every mode alike
-        res_file = Path(tempfile.mkdtemp()) / "bare.json"
-        subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--bare-child", str(res_file)], env=env,
-                       check=True, capture_output=True)
-        results = {"(a) bare TRL + vLLM": json.loads(res_file.read_text()), "(b) rl-console headless": run_headless(args.steps, env)}
+        a_wall, a_cpu, a_wait = run_bare(args.steps, env)
+        b_wall, b_cpu, b_wait = run_headless(args.steps, env)
+        results = {"(a) bare TRL + vLLM": a_wall, "(b) rl-console headless": b_wall}
         if not args.skip_tui and shutil.which("tmux"):
             results["(c) rl-console + TUI"] = run_tui(args.steps, env)
         med = {k: statistics.median(v[WARMUP:]) for k, v in results.items()}
         rounds.append(med)
         keys = list(med)
+        cpu = [statistics.median(x[WARMUP:]) for x in (a_cpu, b_cpu)]
+        wait = [statistics.median(x[WARMUP:]) for x in (a_wait, b_wait)]
+        cpu_ratios.append(cpu[1] / cpu[0])
         print(f"round {r + 1}: " + ", ".join(f"{k} {m * 1000:.1f} ms" for k, m in med.items())
-              + f"; b/a {med[keys[1]] / med[keys[0]]:.3f}" + (f", c/b {med[keys[2]] / med[keys[1]]:.3f}" if len(keys) > 2 else ""),
-              flush=True)
+              + f"; b/a {med[keys[1]] / med[keys[0]]:.3f}" + (f", c/b {med[keys[2]] / med[keys[1]]:.3f}" if len(keys) > 2 else "")
+              + f" | CPU per step a {cpu[0] * 1000:.1f} ms, b {cpu[1] * 1000:.1f} ms, b/a {cpu[1] / cpu[0]:.3f}"
+              + f" | waiting for a core a {wait[0] * 1000:.1f} ms, b {wait[1] * 1000:.1f} ms", flush=True)
     keys = list(rounds[0])
     ba = [m[keys[1]] / m[keys[0]] for m in rounds]
     line = f"b/a = {statistics.median(ba):.3f} (range {min(ba):.3f}-{max(ba):.3f} over {len(ba)} rounds; goal <= 1.03)"
+    line += f"   CPU b/a = {statistics.median(cpu_ratios):.3f} (range {min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})"
     if len(keys) > 2:
         cb = [m[keys[2]] / m[keys[1]] for m in rounds]
         line += f"   c/b = {statistics.median(cb):.3f} (range {min(cb):.3f}-{max(cb):.3f}; goal <= 1.01)"
