@@ -209,7 +209,7 @@ def main() -> int:
     if args.bare_child:
         bare(args.steps, Path(args.bare_child))
         return 0
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "PYTHONUNBUFFERED": "1"}
     rounds: list[dict[str, float]] = []
     cpu_ratios: list[float] = []
     for r in range(args.rounds):  # alternating blocks: drift of a shared box lands in every mode alike
