@@ -239,6 +239,25 @@ def one_run(home: Path, run_id: str, args, viewers: int, window: tuple[int, int]
     return out
 
 
+def round_ratios(a: dict, b: dict) -> tuple[float, float, float]:
+    """(viewers' window b/a, before-window b/a, b's window/before over a's): the last divides out a
+    run's own speed, which differs between the two runs of a pair with nobody attached."""
+    before = range(5, b["attach_step"] + 1)
+    window = range(b["attach_step"] + 1, b["leave_step"] + 1)
+
+    def med(r, steps):
+        return statistics.median(r["times"][s] for s in steps if s in r["times"])
+
+    win = med(b, window) / med(a, window)
+    pre = med(b, before) / med(a, before)
+    return win, pre, win / pre
+
+
+def round_line(a: dict, b: dict) -> str:
+    win, pre, norm = round_ratios(a, b)
+    return f"viewers' window b/a {win:.3f}, before them {pre:.3f}, window/before b over a {norm:.3f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--viewers", type=int, default=200)
@@ -248,16 +267,35 @@ def main() -> int:
     ap.add_argument("--after", type=float, default=5.0, help="seconds after they left when RSS is read")
     ap.add_argument("--viewer-nice", type=int, default=0, help="nice value of the viewers' process (0: as the backend)")
     ap.add_argument("--home", default=None, help="data dir (the tiny model is built there once); a temporary one by default")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="pairs of runs, in alternating order (b then a, a then b, ...): the first run of a pair "
+                         "was measured up to 1.4x slower than the second with nobody attached, so one pair's "
+                         "ratio mixes the order into the viewers' cost; the per-round ratios and their median are reported")
     ap.add_argument("extra", nargs="*", help="more `python -m backend run` arguments")
     args = ap.parse_args()
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="rlc-viewers-"))
+    pairs = []
     try:
-        stamp = time.strftime("%H%M%S")
-        b = one_run(home, f"v{args.viewers}-{stamp}", args, args.viewers)
-        a = one_run(home, f"v0-{stamp}", args, 0, window=(b["attach_step"], b["leave_step"]))
+        for r in range(args.rounds):
+            stamp = time.strftime("%H%M%S")
+            if r % 2 == 0:
+                b = one_run(home, f"v{args.viewers}-{stamp}", args, args.viewers)
+                a = one_run(home, f"v0-{stamp}", args, 0, window=(b["attach_step"], b["leave_step"]))
+            else:  # a first: its RSS/CPU window is the one the viewers held last time
+                a = one_run(home, f"v0-{stamp}", args, 0, window=(pairs[-1][1]["attach_step"], pairs[-1][1]["leave_step"]))
+                b = one_run(home, f"v{args.viewers}-{stamp}", args, args.viewers)
+            pairs.append((a, b))
+            if args.rounds > 1:
+                print(f"round {r + 1} ({'b, a' if r % 2 == 0 else 'a, b'}): {round_line(a, b)}", flush=True)
     finally:
         if not args.home:
             shutil.rmtree(home, ignore_errors=True)
+    if args.rounds > 1:
+        ratios = [round_ratios(a, b) for a, b in pairs]
+        for i, name in enumerate(("viewers' window b/a", "before the viewers b/a (noise)", "window/before, b over a")):
+            vals = sorted(x[i] for x in ratios)
+            print(f"{name}: median {statistics.median(vals):.3f} (range {vals[0]:.3f}-{vals[-1]:.3f}, {len(vals)} rounds)")
+        print("the last round in detail:")
     before = range(5, b["attach_step"] + 1)
     print(f"steps {before.start}-{before.stop - 1} (nobody attached in either run), median step time: "
           f"a {statistics.median(a['times'][s] for s in before) * 1000:.0f} ms, "
