@@ -6,8 +6,9 @@ prompt a summary (counts, first / best / lowest / newest mean) plus its newest `
 (step, group, mean, std) points; at most `MAX_PROMPTS` prompts (the least recently sampled
 one is dropped first). The groups themselves stay in `RunState.groups` (the newest 500).
 
-Status, judged against the run's reward range [lo, hi] (the lowest and highest completion
-reward seen in any group so far; `span = hi - lo`):
+Status, judged against the run's reward range [lo, hi]: the total reward's natural bounds when
+every reward function declares its range (`reward_range`, sent in `RunStarted`), else the
+lowest and highest completion reward seen in any group so far; `span = hi - lo`:
 
 * **always solved**: every group of the prompt had reward std 0 and its mean within
   `EDGE * span` of `hi` (no learning signal: every completion already gets the top reward);
@@ -109,6 +110,7 @@ class PromptTracker:
         self.histories: OrderedDict[str, PromptHistory] = OrderedDict()  # least recently sampled first
         self.lo = float("inf")  # the run's reward range: lowest / highest completion reward seen
         self.hi = float("-inf")
+        self.bounds: tuple[float, float] | None = None  # the declared natural bounds, when known: they win over the seen range
         self.dropped = 0  # prompts forgotten to stay under max_prompts
 
     def __len__(self) -> int:
@@ -131,6 +133,8 @@ class PromptTracker:
 
     @property
     def reward_range(self) -> tuple[float, float] | None:
+        if self.bounds is not None:
+            return self.bounds
         return None if self.lo > self.hi else (self.lo, self.hi)
 
     def status(self, prompt: str) -> str | None:

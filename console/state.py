@@ -425,6 +425,7 @@ class RunState:
         self.reward_functions = list(ev.reward_functions)
         self.reward_weights = dict(zip(ev.reward_functions, ev.reward_weights))
         self.reward_ranges = {n: (float(r[0]), float(r[1])) for n, r in zip(ev.reward_functions, ev.reward_ranges) if r}
+        self.prompts.bounds = self.reward_bounds()  # "always solved" means at the top of what the task can pay
         self.live_params = dict(ev.params)
         run = (ev.profile_data or {}).get("run") or {}
         self.max_steps = int(run.get("max_steps") or 0)

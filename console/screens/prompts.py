@@ -1,8 +1,8 @@
 """Prompts: per-prompt learning curves (`r`).
 
 Every prompt the run sampled (identified by its text), with its status judged on the run's
-reward range (rules in console/prompt_curves.py and the help screen): always solved and never
-solved (no learning signal), learning, regressed, mixed. `f` filters by status. The selected
+reward range (the declared bounds, else the rewards seen; rules in console/prompt_curves.py and
+the help screen): always solved and never solved (no learning signal), learning, regressed, mixed. `f` filters by status. The selected
 prompt's groups (those still held: the newest 500 of the run) are listed below with their
 completions, as on the samples screen; Enter on a completion opens its full text.
 """
@@ -147,7 +147,8 @@ class PromptsScreen(LiveScreen):
         line = Text(no_wrap=True, overflow="ellipsis", end="")
         line.append(" mean per group ", style="dim")
         line.append(curve(h.means, *rng, width=max(width - 40, 8)), style=STATUS_STYLES.get(status) or "")
-        line.append(f"  first {h.first_mean:.3f} → last {h.last_mean:.3f}  range {rng[0]:.2f}…{rng[1]:.2f}", style="dim")
+        line.append(f"  first {h.first_mean:.3f} → last {h.last_mean:.3f}  range {rng[0]:.2f}…{rng[1]:.2f}"
+                    + (" (declared)" if state.prompts.bounds is not None else " (seen)"), style="dim")
         both = Text("\n").join([head, line])
         both.no_wrap, both.overflow = True, "ellipsis"
         curve_box.update(both)

@@ -88,6 +88,21 @@ def test_a_constant_reward_makes_every_prompt_always_or_never_solved():
         assert {tracker.status(f"prompt {k}") for k in range(3)} == {expected}
 
 
+def test_declared_bounds_win_over_the_rewards_seen():
+    """A task whose functions declare their ranges: "always solved" means at the top of what the
+    task can pay, not at the top of what was seen so far."""
+    seen, declared = PromptTracker(), PromptTracker()
+    declared.bounds = (0.0, 2.0)
+    for tracker in (seen, declared):
+        for step in range(1, 4):
+            tracker.add(group(step, 0, "half", [1.0] * G))
+            tracker.add(group(step, 1, "none", [0.0] * G))
+    assert seen.reward_range == (0.0, 1.0) and declared.reward_range == (0.0, 2.0)
+    assert seen.status("half") == "always solved"
+    assert declared.status("half") == "mixed"  # 1.0 of a possible 2.0: not solved
+    assert seen.status("none") == declared.status("none") == "never solved"
+
+
 def test_the_status_follows_the_range_a_prompt_once_at_the_top_is_not_solved_when_the_top_rises():
     tracker = PromptTracker()
     tracker.add(group(1, 0, "a", [0.5] * G))

@@ -172,3 +172,34 @@ def test_a_reward_that_pays_for_length_raises_length_hacking_with_its_groups(rlc
     groups = {(e["step"], e["group"]) for e in events if e["kind"] == "sample_group"}
     assert all(tuple(pair) in groups for pair in alert["evidence"])
     assert metrics[0]["reward_length_corr"] > 0.9  # reward is length here
+
+
+def test_a_prompt_constant_reward_reads_as_always_and_never_solved_on_the_declared_bounds(rlc_home, tmp_path):
+    """Each prompt always gets the same reward, 1.0 or 0.0 by its text's code-point sum, from a function that
+    declares its range (0, 1): on the real stack every prompt's groups have std 0, and the
+    console's per-prompt view, fed the run's own events, calls those at 1.0 always solved and
+    those at 0.0 never solved, judged on the declared bounds (not on the rewards seen)."""
+    from backend.protocol import decode_event
+    from console.state import RunState
+
+    (tmp_path / "constrewards.py").write_text(
+        "def by_prompt(prompts, completions, **kwargs):\n"
+        "    return [1.0 if sum(map(ord, str(p))) % 2 == 0 else 0.0 for p in prompts]\n"
+        "by_prompt.reward_range = (0.0, 1.0)\n")
+    env = backend_env(rlc_home)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    out = subprocess.run([sys.executable, "-m", "console.cli", "run", "--headless", "--json", "--max-steps", "3",
+                          "--set", 'task.reward_funcs=["constrewards:by_prompt"]', "--set", "telemetry.probe_every=0"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    state = RunState()
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            state.apply(decode_event(line))
+    assert state.prompts.bounds == (0.0, 1.0) == state.prompts.reward_range
+    rows = state.prompts.rows()
+    assert rows, "no prompt was tracked"
+    for status, h in rows:
+        want = "always solved" if sum(map(ord, h.prompt)) % 2 == 0 else "never solved"
+        assert status == want, (status, h.prompt, h.first_mean, h.zero_std, h.groups)
+    assert {s for s, _ in rows} == {"always solved", "never solved"}  # the dataset's prompts fall on both sides
