@@ -2,9 +2,10 @@
 
 Every prompt the run sampled (identified by its text), with its status judged on the run's
 reward range (the declared bounds, else the rewards seen; rules in console/prompt_curves.py and
-the help screen): always solved and never solved (no learning signal), learning, regressed, mixed. `f` filters by status. The selected
-prompt's groups (those still held: the newest 500 of the run) are listed below with their
-completions, as on the samples screen; Enter on a completion opens its full text.
+the help screen): always solved and never solved (no learning signal), learning, regressed,
+mixed. `f` filters by status. The selected prompt's groups (those still held: the newest 500 of
+the run) are listed below with their completions, as on the samples screen; Enter on a
+completion opens its full text.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from console.widgets.groups_table import GroupsTable
 from console.widgets.prompt_curves_table import STATUS_STYLES, PromptCurvesTable, curve, prompt_width
 
 RULES = (
-    f"always solved: every group std 0, mean within {EDGE:.0%} of the run's highest reward · "
+    f"always solved: every group std 0, mean within {EDGE:.0%} of the top of the reward range (declared, else seen) · "
     f"never solved: every group std 0, mean within {EDGE:.0%} of the lowest · "
     f"regressed: newest mean ≥ {MOVE:.0%} of the range below its best earlier mean · "
     f"learning: newest mean ≥ {MOVE:.0%} of the range above its first · mixed: the rest"
