@@ -122,6 +122,13 @@ class EngineSection(_Section):
     enforce_eager: bool = Field(True, description="skip CUDA graphs / compile (faster start)")
     kv_cache_gb: float = Field(1.0, gt=0, le=1024, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = Field(0.3, gt=0, le=0.95, description="share of GPU memory vLLM may take")
+    core: Literal["auto", "in_process", "own_process"] = Field(
+        "auto",
+        description='where vLLM\'s engine core (scheduler, model, sampler) runs: "in_process" (fastest start; the '
+        'generation\'s Python work shares the trainer\'s interpreter) or "own_process" (a child process; weights are '
+        'shared with it by CUDA IPC, so CUDA only). "auto" = own_process for an overlapped run on a GPU '
+        '(training.overlap), in_process otherwise',
+    )
     verify_every: int = Field(50, ge=0, description="log-prob canary check of synced weights every N syncs (0 = only at start and on resync)")
     sync_deadline_s: float = Field(60.0, gt=0, description="a weight sync taking longer raises instead of hanging")
     canary_tolerance: float = Field(

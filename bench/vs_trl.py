@@ -19,7 +19,10 @@ reward function. The ratio rl-console/TRL of the median step time is the headlin
 `--overlap` adds a third loop: rl-console with `training.overlap = true` (step s+1's rollout
 generated during step s's update), same config, and reports its steps/s over rl-console's
 synchronous mode, its staleness, prefetched share and TRL's importance-ratio statistics, next to
-both reward curves (`--only rl_console,rl_console_overlap` skips TRL).
+both reward curves (`--only rl_console,rl_console_overlap` skips TRL). On a GPU an overlapped run
+puts vLLM's engine core in its own process (`engine.core = "auto"`); `--overlap-in-process` adds
+a fourth loop, overlapped with the engine core in the trainer's interpreter, for comparison.
+`--set KEY=VALUE` (repeatable) is passed to every rl-console loop.
 GPU only: TRL's colocate engine needs CUDA for its weight sync in this setting.
 """
 
@@ -110,7 +113,7 @@ def run_trl(args) -> dict:
             "wall_s": wall, "rc": out.returncode}
 
 
-def run_console(args, overlap: bool = False) -> dict:
+def run_console(args, overlap: bool = False, core: str | None = None) -> dict:
     cmd = [sys.executable, "-m", "backend", "run", "--headless", "--json", "--profile", str(ROOT / "profiles/smollm2-gpu.toml"),
            "--max-steps", str(args.steps), "--set", f"model.source={args.model_dir}",
            "--set", f"training.prompts_per_step={args.prompts}", "--set", f"sampling.num_generations={args.G}",
@@ -121,6 +124,10 @@ def run_console(args, overlap: bool = False) -> dict:
                 "--set", 'task.reward_funcs=["backend.training.demo_task:char_match"]']
     if overlap:
         cmd += ["--set", "training.overlap=true"]
+    if core:
+        cmd += ["--set", f"engine.core={core}"]
+    for kv in args.set or ():
+        cmd += ["--set", kv]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT) + ":" + os.environ.get("PYTHONPATH", "")})
@@ -148,7 +155,8 @@ def run_console(args, overlap: bool = False) -> dict:
             synced.append({"verified": ev["verified"], "detail": ev["detail"][:300], "bytes": ev["bytes"], "s": ev["duration_s"]})
     if out.returncode != 0 or not rows:
         print(out.stderr[-4000:], file=sys.stderr)
-    name = "rl-console (profiles/smollm2-gpu.toml" + (", training.overlap = true)" if overlap else ")")
+    name = "rl-console (profiles/smollm2-gpu.toml" + (", training.overlap = true" if overlap else "") + \
+        (f", engine.core = {core}" if core else "") + ")"
     return {"loop": name, "rows": rows, "peak_mb": peak or None, "wall_s": wall,
             "rc": out.returncode, "syncs": synced[:3] + synced[-2:], "gpu_util_mean": statistics.fmean(util) if util else None,
             "sync_bytes": synced[-1]["bytes"] if synced else None}
@@ -197,6 +205,9 @@ def main() -> int:
     ap.add_argument("--task", choices=list(REWARDS), default="chat")
     ap.add_argument("--only", default=None, help="comma-separated loops to run: trl, rl_console, rl_console_overlap")
     ap.add_argument("--overlap", action="store_true", help="also run rl-console with training.overlap = true")
+    ap.add_argument("--overlap-in-process", action="store_true",
+                    help="also run rl-console overlapped with engine.core = in_process")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="passed to every rl-console loop")
     ap.add_argument("--json-out")
     args = ap.parse_args()
     if args.child == "trl":
@@ -208,6 +219,8 @@ def main() -> int:
     only = set(args.only.split(",")) if args.only else None
     if args.overlap or (only and "rl_console_overlap" in only):
         loops.append(("rl_console_overlap", lambda a: run_console(a, overlap=True)))
+    if args.overlap_in_process or (only and "rl_console_overlap_inproc" in only):
+        loops.append(("rl_console_overlap_inproc", lambda a: run_console(a, overlap=True, core="in_process")))
     for name, fn in loops:
         if only and name not in only:
             continue
@@ -227,6 +240,10 @@ def main() -> int:
               f"IS ratio mean range {o.get('is_ratio_mean_range')}, clipped {o.get('is_clipped_frac_mean')}", flush=True)
     if a and c:
         print(f"overlap vs TRL colocate: ratio {c / a:.2f}x", flush=True)
+    d = results.get("rl_console_overlap_inproc", {}).get("summary", {}).get("median_step_s")
+    if b and d:
+        print(f"overlap with the engine core in-process: median step {d * 1000:.0f} ms: {b / d:.2f}x steps/s over "
+              f"synchronous" + (f"; own process {d / c:.2f}x its steps/s" if c else ""), flush=True)
     for name in results:
         print(f"reward per 10 steps, {name}: {results[name]['summary']['reward_per_10']}", flush=True)
     if args.json_out:

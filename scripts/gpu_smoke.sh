@@ -15,12 +15,13 @@
 #               and random Qwen2 of ~0.5B and ~1.5B shapes; the copy plan checked bit for bit against
 #               vLLM's load_weights after every push
 #   vs_trl_05b  bench/vs_trl.py on the random ~0.5B Qwen2 (plain-text prompts, char_match reward), 20 steps
-#   scale       rl-console alone (sync mode) on the random ~1.5B Qwen2, 20 steps: the third row of the
-#               scaling table (the 135M and ~0.5B rows come from `real` and `vs_trl_05b`)
+#   scale       bench/scale.py: rl-console alone on SmolLM2-135M-Instruct and random ~0.5B / ~1.5B Qwen2,
+#               16 and 64 prompts x 8, synchronous and overlapped, 20 steps each: the scaling table
 #   overlap     training.overlap = true: tests/integration/test_overlap.py on the GPU (staleness <= 1 in
 #               every group, importance ratios in every step, pause/resync/checkpoint/set at boundaries),
-#               then bench/vs_trl.py --overlap (TRL colocate, rl-console synchronous, rl-console overlapped;
-#               steps/s ratio and both reward curves) on SmolLM2-135M-Instruct (60 steps) and on the
+#               then bench/vs_trl.py --overlap --overlap-in-process (TRL colocate, rl-console synchronous,
+#               rl-console overlapped with the engine core in its own process and in-process; steps/s ratios
+#               and the reward curves) on SmolLM2-135M-Instruct (60 steps) and on the
 #               random ~0.5B Qwen2 (30 steps)
 #   two_gpu     (2+ GPUs; not part of `all`) profiles/two-gpu.toml: trainer on GPU 0, vLLM in a Ray
 #               actor on GPU 1, NCCL weight sync: tests/gpu/test_two_gpu.py, bench/two_gpu.py, and a
@@ -77,14 +78,16 @@ if want vs_trl_05b; then
   $PY bench/vs_trl.py --model-dir $M --task length --steps 20 --json-out "$OUT/vs_trl_05b.json" 2>&1 | tail -4
 fi
 if want scale; then
-  echo "== rl-console on the random ~1.5B Qwen2 (sync mode)"
+  echo "== how the step grows with the model and the batch (sync and overlap)"
+  prompts
   $PY bench/gpu_throughput.py --model-dir $M15 --size 1.5b --build-only
-  $PY bench/vs_trl.py --model-dir $M15 --task length --steps 20 --only rl_console --json-out "$OUT/scale_15b.json" 2>&1 | tail -4
+  cp $M/prompts.jsonl $M15/prompts.jsonl
+  $PY bench/scale.py --models ${SCALE_MODELS:-$SMOL,$M,$M15} --steps ${SCALE_STEPS:-20} --json-out "$OUT/scale.json" 2>&1 | tail -16
 fi
 if want overlap; then
   echo "== overlap: the next step's rollout behind this update"
   $PY -m pytest -q -p no:cacheprovider tests/integration/test_overlap.py -rs 2>&1 | tail -4
-  $PY bench/vs_trl.py --overlap --steps 60 --json-out "$OUT/overlap_real.json" 2>&1 | tail -6
+  $PY bench/vs_trl.py --overlap --overlap-in-process --steps 60 --json-out "$OUT/overlap_real.json" 2>&1 | tail -8
   prompts
   $PY bench/vs_trl.py --overlap --model-dir $M --task length --steps 30 --json-out "$OUT/overlap_05b.json" 2>&1 | tail -6
 fi

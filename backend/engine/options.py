@@ -29,6 +29,7 @@ NOT_ENGINE_OPTIONS = {
     "canary_tolerance": "the session's canary",
     "canary_noise_factor": "the session's canary",
     "canary_max_noise": "the session's canary",
+    "core": 'resolved first ("auto" -> in_process | own_process), then passed as EngineOptions.own_process',
 }
 
 
@@ -54,9 +55,33 @@ class EngineOptions(BaseModel):
         "crossed a process boundary (a Ray replica); in-process they are the trainer's own tensors",
     )
 
+    own_process: bool = Field(
+        False,
+        description="vLLM's engine core in a child process (engine.core resolved): the trainer's mirror is shared "
+        "with it by CUDA IPC once, and each push is one call that copies from it",
+    )
+
     @classmethod
     def from_profile(cls, profile: RunProfile, *, device: str, dtype: str, cache_root: str | None) -> EngineOptions:
         """The options a run's profile asks for; `device` and `dtype` already resolved."""
         e = profile.engine
         return cls(device=device, dtype=dtype, seed=profile.run.seed, cache_root=cache_root,
+                   own_process=resolve_core(profile, device) == "own_process",
                    **{name: getattr(e, name) for name in FROM_ENGINE_SECTION})
+
+
+def resolve_core(profile: RunProfile, device: str) -> str:
+    """engine.core with "auto" resolved for a run on `device` (already resolved); a choice that
+    cannot work is refused with the reason."""
+    core = profile.engine.core
+    if core == "auto":
+        own = device == "cuda" and profile.training.overlap and profile.engine.backend == "local"
+        return "own_process" if own else "in_process"
+    if core == "own_process":
+        if device != "cuda":
+            raise ValueError(f'engine.core = "own_process" needs a CUDA engine (weights reach it by CUDA IPC); this run\'s '
+                             f'engine device is {device}: set engine.core = "in_process" or "auto"')
+        if profile.engine.backend != "local":
+            raise ValueError('engine.core = "own_process" is for the local backend; a Ray replica already runs in its '
+                             'own process: set engine.core = "auto"')
+    return core

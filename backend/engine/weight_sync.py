@@ -273,6 +273,54 @@ def worker_load_path(worker, path: str) -> str:
     return "load_weights(path)"
 
 
+# ---- an engine core in its own process: the tensors by CUDA IPC ----
+NOT_MAPPED = "not mapped"
+_SHARED: dict[str, PushList] = {}  # in the engine core's process: the mirror mapped last, by its id
+
+
+def share_payload(named_tensors) -> bytes:
+    """In the trainer: CUDA IPC handles of `named_tensors` (torch's own `reduce_tensor`), pickled.
+    The tensors must stay alive (and keep their storage) while the other process uses them: a
+    `Mirror` does, for as long as it is valid."""
+    import pickle
+
+    from torch.multiprocessing.reductions import reduce_tensor
+
+    items = []
+    for name, t in named_tensors:
+        if not t.is_cuda:
+            raise ValueError(f"weight {name!r} is on {t.device}: only CUDA tensors cross to the engine core's process")
+        items.append((name, *reduce_tensor(t.detach())))
+    return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def worker_load_shared(worker, share_id: str, payload: bytes | None, method: str, verify: bool) -> tuple[str, str]:
+    """Runs in the vLLM worker of an engine core in its own process: map the trainer's tensors
+    from `payload` (kept under `share_id` when it is set: a mirror's later pushes send the id
+    only), load them in place, wait for the copies. Returns (method, checksum of what was read,
+    or "" without `verify`); (NOT_MAPPED, "") when the id is unknown and no payload came."""
+    import pickle
+
+    import torch
+
+    named = _SHARED.get(share_id) if share_id else None
+    if named is None:
+        if payload is None:
+            return NOT_MAPPED, ""
+        items = pickle.loads(payload)
+        token = object()
+        named = PushList([(name, rebuild(*args)) for name, rebuild, args in items], token)
+        if share_id:
+            _SHARED.clear()  # the previous mirror's mapping: that mirror is gone
+            _SHARED[share_id] = named
+        else:
+            named.stable = False  # one push only: no views kept
+    checksum = fingerprint(named)[0] if verify else ""
+    used = worker_load(worker, named, method)
+    torch.cuda.synchronize()  # the trainer may overwrite the tensors as soon as this returns
+    return used, checksum
+
+
 # ---- the copy plan: vLLM's per-parameter load, recorded once, replayed as fused copies ----
 class PlanError(RuntimeError):
     """The load could not be recorded as plain copies (a loader transformed the data)."""

@@ -64,3 +64,31 @@ def test_options_travel_to_a_ray_actor_unchanged():
 
     o = EngineOptions(device="cuda", dtype="float16", max_model_len=512, cache_root="/x")
     assert pickle.loads(pickle.dumps(o)) == o
+
+
+@pytest.mark.parametrize("core, device, overlap, backend, want", [
+    ("auto", "cuda", True, "local", True),  # an overlapped GPU run: the engine core leaves the trainer's interpreter
+    ("auto", "cuda", False, "local", False),
+    ("auto", "cpu", True, "local", False),
+    ("auto", "cuda", True, "ray", False),  # a Ray replica is its own process already
+    ("in_process", "cuda", True, "local", False),
+    ("own_process", "cuda", False, "local", True),
+])
+def test_engine_core_resolves(core, device, overlap, backend, want):
+    profile = RunProfile(engine={"core": core, "backend": backend}, training={"overlap": overlap})
+    assert EngineOptions.from_profile(profile, device=device, dtype="bfloat16", cache_root=None).own_process is want
+
+
+@pytest.mark.parametrize("device, backend, why", [("cpu", "local", "needs a CUDA engine"), ("cuda", "ray", "local backend")])
+def test_own_process_core_that_cannot_work_is_refused_with_the_reason(device, backend, why):
+    profile = RunProfile(engine={"core": "own_process", "backend": backend})
+    with pytest.raises(ValueError, match=why):
+        EngineOptions.from_profile(profile, device=device, dtype="float32", cache_root=None)
+
+
+def test_own_process_engine_off_cuda_is_refused_before_vllm_starts():
+    from backend.engine.base import EngineError
+    from backend.engine.local import LocalVLLMEngine
+
+    with pytest.raises(EngineError, match="CUDA IPC"):
+        LocalVLLMEngine("no-such-model", EngineOptions(device="cpu", own_process=True))
