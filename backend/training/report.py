@@ -167,16 +167,22 @@ class Signals:
 
 
 def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
-    """Per step, from the joined rows (token ids, totals, per-function rewards)."""
+    """Per step, from the joined rows (token ids, totals, per-function rewards): the in-group
+    diversity signals and the reward-hacking signals (two passes, so each one's cost can be
+    measured on its own: bench/feature_cost.py)."""
+    div, evidence = diversity(joined)
+    hack, more = hacking(joined, ground_truth)
+    return Signals(**div, **hack, evidence={k: v for k, v in {**evidence, **more}.items() if v})
+
+
+def diversity(joined: list[list[ScoredRow]]) -> tuple[dict[str, float | None], dict[str, list[int]]]:
+    """Distinct completions per group (all groups, and the groups below the batch's best),
+    mean pairwise trigram overlap inside groups, repetition inside completions; and the least
+    diverse unsolved groups as evidence."""
     distinct: list[float] = []
     overlap: list[float] = []
     repeats: list[float] = []
-    lengths: list[int] = []
-    totals: list[float] = []
-    gt: list[float] = []
     by_group_distinct: list[tuple[float, int]] = []
-    by_group_corr: list[tuple[float, int]] = []
-    by_group_gap: list[tuple[float, int]] = []
     # groups below the batch's best group mean: a group that converged on the best answer is
     # solved, not collapsed (its identical completions are the goal, and zero_std reports it)
     means = [statistics.fmean(t) if (t := [r.total for r in rows if r.total is not None]) else None for rows in joined]
@@ -199,6 +205,24 @@ def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
         for g, distinct_grams in zip(lists, grams):
             if g:
                 repeats.append(1 - len(distinct_grams) / len(g))
+    return ({
+        "distinct_ratio": statistics.fmean(distinct) if distinct else None,
+        "unsolved_distinct_ratio": statistics.fmean(unsolved) if unsolved else None,
+        "group_overlap": statistics.fmean(overlap) if overlap else None,
+        "repetition": statistics.fmean(repeats) if repeats else None,
+    }, {"diversity": [g for _, g in sorted(by_group_distinct)[:EVIDENCE_GROUPS]]})
+
+
+def hacking(joined: list[list[ScoredRow]], ground_truth: str = "") -> tuple[dict[str, float | None], dict[str, list[int]]]:
+    """Correlation of total reward with completion length (batch-wide; the most correlated
+    groups as evidence) and the ground-truth function's mean (the groups where the total runs
+    furthest above it as evidence)."""
+    lengths: list[int] = []
+    totals: list[float] = []
+    gt: list[float] = []
+    by_group_corr: list[tuple[float, int]] = []
+    by_group_gap: list[tuple[float, int]] = []
+    for gi, rows in enumerate(joined):
         scored = [(len(r.completion.token_ids), r.total) for r in rows if r.total is not None]
         lengths.extend(x for x, _ in scored)
         totals.extend(y for _, y in scored)
@@ -211,21 +235,13 @@ def signals(joined: list[list[ScoredRow]], ground_truth: str = "") -> Signals:
             gt.extend(v for _, v in known)
             if known:
                 by_group_gap.append((statistics.fmean(t - v for t, v in known), gi))
-    evidence = {
-        "diversity": [g for _, g in sorted(by_group_distinct)[:EVIDENCE_GROUPS]],
-        "length": [g for _, g in sorted(by_group_corr, reverse=True)[:EVIDENCE_GROUPS]],
-    }
+    evidence = {"length": [g for _, g in sorted(by_group_corr, reverse=True)[:EVIDENCE_GROUPS]]}
     if ground_truth:
         evidence["ground_truth"] = [g for _, g in sorted(by_group_gap, reverse=True)[:EVIDENCE_GROUPS]]
-    return Signals(
-        distinct_ratio=statistics.fmean(distinct) if distinct else None,
-        unsolved_distinct_ratio=statistics.fmean(unsolved) if unsolved else None,
-        group_overlap=statistics.fmean(overlap) if overlap else None,
-        repetition=statistics.fmean(repeats) if repeats else None,
-        reward_length_corr=_pearson([float(x) for x in lengths], totals),
-        ground_truth_mean=statistics.fmean(gt) if gt else None,
-        evidence={k: v for k, v in evidence.items() if v},
-    )
+    return ({
+        "reward_length_corr": _pearson([float(x) for x in lengths], totals),
+        "ground_truth_mean": statistics.fmean(gt) if gt else None,
+    }, evidence)
 
 
 def step_metrics(step: int, logs: dict[str, Any], batch: RolloutBatch | None, total_s: float, reward_names: list[str],
