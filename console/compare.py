@@ -10,6 +10,7 @@ JSON-ready report (`REPORT_VERSION`, documented in docs/protocol.md), and `rende
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ BASE_METRICS = (
     ("completion_length", "completion length", "tokens"),
     ("step_time", "step time", "s"),
 )
+#: each run's colour, by its position (A, B, ...), in the printed view and the interactive one
+COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 _KINDS = ("run_started", "step_metrics", "command_result", "params_applied", "run_resumed", "state_changed")
 
 
@@ -72,6 +75,10 @@ class RunCurves:
     commands: list[Command] = field(default_factory=list)
     resumes: list[int] = field(default_factory=list)  # steps a resumed backend continued from
     undecodable: int = 0  # events this version cannot decode (a newer backend's), left out
+    # where `update` goes on from: the next event to read, the commands by id, the log's newest state
+    next_seq: int = field(default=0, repr=False, compare=False)
+    by_id: dict[str, Command] = field(default_factory=dict, repr=False, compare=False)
+    last_state: str = field(default="", repr=False, compare=False)
 
     def values(self, key: str) -> dict[int, float | None]:
         """A curve: step -> value; None where the step has none (KL without beta, a skipped update)."""
@@ -100,41 +107,88 @@ def load(label: str, path: str | Path, *, state: str = "", live: bool = False) -
     """One run's curves and commands from its event log. A resume drops the steps (and the
     commands) of the timeline it replaced: steps after its checkpoint are run again."""
     run = RunCurves(label=label, path=str(path), state=state, live=live)
-    by_id: dict[str, Command] = {}
-    last_state = ""
+    update(run, state=state, live=live)
+    return run
+
+
+def update(run: RunCurves, *, state: str = "", live: bool | None = None) -> bool:
+    """Read the events appended to `run`'s log since it was loaded or last updated (a live run's
+    refresh costs what is new, not the whole log). `state` / `live`: its lifecycle as the
+    caller knows it now (state: "" = the log's newest state). Returns whether anything new
+    was read or the state changed."""
+    before = (run.state, run.live)
+    if live is not None:
+        run.live = live
     try:
-        log = EventLogReader(path)
+        log = EventLogReader(run.path)
     except EventLogMissing:  # a run that has not written its first event: no steps yet
         run.state = state or "starting"
-        return run
+        return (run.state, run.live) != before
+    new = 0
     with log:
-        for ev in log.read(kinds=_KINDS):
-            if ev.kind == "run_started":
-                run.profile, run.model, run.task = ev.profile, ev.model, ev.task
-                run.profile_data, run.reward_functions = dict(ev.profile_data), list(ev.reward_functions)
-            elif ev.kind == "step_metrics":
-                run.steps[ev.step] = ev
-            elif ev.kind == "run_resumed":
-                run.resumes.append(ev.step)
-                run.steps = {s: m for s, m in run.steps.items() if s <= ev.step}
-                run.commands = [c for c in run.commands if c.step <= ev.step]
-                by_id = {c.command_id: c for c in run.commands}
-            elif ev.kind == "command_result":
-                cmd = by_id.get(ev.command_id)
-                if cmd is None:
-                    cmd = by_id[ev.command_id] = Command(ev.command_id, ev.command, ev.status, ev.step, ev.reason)
-                    run.commands.append(cmd)
-                else:  # accepted -> applied/failed: the newest answer counts
-                    cmd.status, cmd.step, cmd.reason = ev.status, ev.step, ev.reason
-            elif ev.kind == "params_applied":
-                cmd = by_id.get(ev.command_id)
-                if cmd is not None:
-                    cmd.changed = dict(ev.changed)
-            elif ev.kind == "state_changed":
-                last_state = ev.state
-        run.undecodable = log.skipped
-    run.state = state or last_state or "unknown"
-    return run
+        end = log.last_seq() + 1  # first: an event appended while this reads is read next time
+        for ev in log.read(from_seq=run.next_seq, to_seq=end, kinds=_KINDS):
+            new += 1
+            _apply(run, ev)
+        run.next_seq = max(run.next_seq, end)
+        run.undecodable += log.skipped
+    run.state = state or run.last_state or "unknown"
+    return bool(new) or (run.state, run.live) != before
+
+
+def _apply(run: RunCurves, ev: Any) -> None:
+    by_id = run.by_id
+    if ev.kind == "run_started":
+        run.profile, run.model, run.task = ev.profile, ev.model, ev.task
+        run.profile_data, run.reward_functions = dict(ev.profile_data), list(ev.reward_functions)
+    elif ev.kind == "step_metrics":
+        run.steps[ev.step] = ev
+    elif ev.kind == "run_resumed":
+        run.resumes.append(ev.step)
+        run.steps = {s: m for s, m in run.steps.items() if s <= ev.step}
+        run.commands = [c for c in run.commands if c.step <= ev.step]
+        run.by_id = {c.command_id: c for c in run.commands}
+    elif ev.kind == "command_result":
+        cmd = by_id.get(ev.command_id)
+        if cmd is None:
+            cmd = by_id[ev.command_id] = Command(ev.command_id, ev.command, ev.status, ev.step, ev.reason)
+            run.commands.append(cmd)
+        else:  # accepted -> applied/failed: the newest answer counts
+            cmd.status, cmd.step, cmd.reason = ev.status, ev.step, ev.reason
+    elif ev.kind == "params_applied":
+        cmd = by_id.get(ev.command_id)
+        if cmd is not None:
+            cmd.changed = dict(ev.changed)
+    elif ev.kind == "state_changed":
+        run.last_state = ev.state
+
+
+@dataclass
+class Feed:
+    """The runs of one comparison, kept up to date: `status[i]()` says where run i stands now
+    (its state, whether its backend is alive); None for a log that is not a run of this
+    machine (a copied one: its state is the log's, and it is not live)."""
+
+    runs: list[RunCurves]
+    status: list[Callable[[], tuple[str, bool]] | None]
+
+    @property
+    def live(self) -> bool:
+        return any(r.live for r in self.runs)
+
+    def report(self) -> dict[str, Any]:
+        return build(self.runs)
+
+    def refresh(self) -> dict[str, Any] | None:
+        """Read what the live runs appended since the last look; the new report, or None when
+        nothing changed. A run that ended is read one last time, then no more."""
+        changed = False
+        for run, status in zip(self.runs, self.status):
+            if not run.live:
+                continue
+            state, live = status() if status is not None else ("", False)
+            changed |= update(run, state=state, live=live)
+        return build(self.runs) if changed else None
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -337,8 +391,7 @@ def render_rich(report: dict[str, Any], console: Any) -> None:
     from rich.text import Text
 
     letters = _letters(report)
-    colors = ["cyan", "magenta", "green", "yellow", "blue", "red"]
-    color = {r["run"]: colors[i % len(colors)] for i, r in enumerate(report["runs"])}
+    color = {r["run"]: COLORS[i % len(COLORS)] for i, r in enumerate(report["runs"])}
     axis = report["steps"]
     room = max(10, console.size.width - 40)
     rep = max(1, min(4, room // len(axis)))  # a short run gets up to 4 columns a step
