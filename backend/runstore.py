@@ -25,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backend.protocol.eventlog import INSERT, EventLogReader, init_writer, to_row
+from backend.protocol.codec import encode_event
+from backend.protocol.eventlog import INSERT, EventLogReader, init_writer
 
 
 class RunStore(EventLogReader):
@@ -58,6 +59,7 @@ class RunStore(EventLogReader):
         self._file = self._identity()
         self._ready = True
         self._next = self.last_seq() + 1
+        self._frames: dict[int, tuple[Any, bytes]] = {}  # seq -> (event, wire frame) of the newest append
 
     def _identity(self) -> tuple[int, int] | None:
         """(device, inode) of the file at the path; None when there is none."""
@@ -128,11 +130,15 @@ class RunStore(EventLogReader):
         return self.append_many([event])[0]
 
     def append_many(self, events: list[Any]) -> list[Any]:
-        """Store several events in one transaction (a step's sample groups): one commit, not N."""
+        """Store several events in one transaction (a step's sample groups): one commit, not N.
+        Each event is encoded once: the row's body is its wire frame, which `frame` hands to the
+        listeners of this batch (the server's fan-out) instead of encoding it again."""
         with self._lock:
             self._ensure_file()
             stored = [event.model_copy(update={"seq": self._next + i}) for i, event in enumerate(events)]
-            rows = [to_row(ev) for ev in stored]
+            frames = [encode_event(ev) for ev in stored]
+            # the row as backend.protocol.eventlog.to_row builds it, from the frame already encoded
+            rows = [(ev.seq, ev.ts, ev.kind, frame.decode().rstrip("\n")) for ev, frame in zip(stored, frames)]
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(INSERT, rows)
@@ -141,7 +147,16 @@ class RunStore(EventLogReader):
                 self._db.execute("ROLLBACK")
                 raise
             self._next += len(stored)
+            self._frames = {ev.seq: (ev, frame) for ev, frame in zip(stored, frames)}
             return stored
+
+    def frame(self, event: Any) -> bytes:
+        """The wire frame of `event`: the one stored for it when it is an event of the newest
+        append (the bus hands those to its listeners right after appending), else encoded now."""
+        hit = self._frames.get(getattr(event, "seq", None))
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        return encode_event(event)
 
 
 _META_LOCK = threading.Lock()

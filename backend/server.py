@@ -172,6 +172,7 @@ class ControlServer:
         self._pages: OrderedDict[int, tuple[bytes, int]] = OrderedDict()  # start seq -> (page, next seq)
         self._page_reads: dict[int, asyncio.Future] = {}  # pages being read now, by start seq
         self._reading: asyncio.Semaphore | None = None
+        self._frame = encode_event  # event -> its wire frame (start() takes the log's, encoded once)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -194,6 +195,8 @@ class ControlServer:
                 lambda r, w: self._handle(r, w, tcp=True), host, port, limit=MAX_FRAME_BYTES + 1024, backlog=BACKLOG
             )
             self.tcp_address = self._tcp_server.sockets[0].getsockname()[:2]
+        frame = getattr(getattr(self.c.bus, "store", None), "frame", None)
+        self._frame = frame if callable(frame) else encode_event  # RunStore.frame: the frame it stored
         self.c.bus.subscribe(self._on_event)
 
     async def stop(self) -> None:
@@ -214,13 +217,16 @@ class ControlServer:
                 reader.close()
         self._readers.clear()
 
-    # called from any thread, under the bus lock: encode once, append, wake the loop once per batch
+    # called from any thread, under the bus lock: take the frame the log stored (encoded once for
+    # the log and the clients), append it, wake the loop once per batch, and only when a client
+    # is there to write to: a client that connects later takes the frames from the tail before
+    # it first waits (it is in `clients` before its writer looks), so no wake is lost
     def _on_event(self, event: Any) -> None:
-        frame = encode_event(event)
+        frame = self._frame(event)
         feed = self.feed
         with feed.lock:
             feed.append(event.seq, frame)
-            if self._wake_pending:
+            if self._wake_pending or not self.clients:
                 return
             self._wake_pending = True
         loop = self.loop
