@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -410,30 +411,51 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     return 0 if result.status in ("accepted", "applied") else 1
 
 
+class SameRun(ValueError):
+    """Two names given to `compare` are one run."""
+
+
+def compare_feed(names: list[str]) -> Any:
+    """The runs `names` name, loaded for `compare` (a `compare.Feed`: a run of this machine is
+    followed through its lifecycle while it is live; a copied log is read as it is).
+    Raises runs.RunNotFound, SameRun, runs.EventLogError."""
+    from console import compare
+
+    loaded: list[compare.RunCurves] = []
+    status: list[Callable[[], tuple[str, bool]] | None] = []
+    seen: dict[str, str] = {}
+    for name in names:
+        label, path = runs.locate(name)
+        where = str(Path(path).resolve())
+        if where in seen:
+            raise SameRun(f"{name!r} is the same run as {seen[where]!r}: give different runs")
+        seen[where] = name
+        probe: Callable[[], tuple[str, bool]] | None = None
+        state, live = "", False
+        if Path(path).resolve() == runs.db_path(label).resolve():  # a run of this machine: its lifecycle state
+            def probe(run_id: str = label) -> tuple[str, bool]:
+                info = runs.info(run_id)
+                return info.state, info.alive
+            try:
+                state, live = probe()
+            except runs.RunNotFound:
+                probe = None
+        while label in [r.label for r in loaded]:  # two copied logs from same-named run dirs
+            label += "'"
+        loaded.append(compare.load(label, path, state=state, live=live))
+        status.append(probe)
+    return compare.Feed(loaded, status)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from console import compare
 
     if len(args.runs) < 2:
         return _die(f"compare needs at least two runs (got {len(args.runs)}); see `rl-console ls`")
-    loaded, seen = [], {}
     try:
-        for name in args.runs:
-            label, path = runs.locate(name)
-            if str(Path(path).resolve()) in seen:
-                return _die(f"{name!r} is the same run as {seen[str(Path(path).resolve())]!r}: give different runs")
-            seen[str(Path(path).resolve())] = name
-            state, live = "", False
-            if Path(path).resolve() == runs.db_path(label).resolve():  # a run of this machine: its lifecycle state
-                try:
-                    info = runs.info(label)
-                    state, live = info.state, info.alive
-                except runs.RunNotFound:
-                    pass
-            while label in [r.label for r in loaded]:  # two copied logs from same-named run dirs
-                label += "'"
-            loaded.append(compare.load(label, path, state=state, live=live))
-        report = compare.build(loaded)
-    except runs.RunNotFound as exc:
+        feed = compare_feed(args.runs)
+        report = feed.report()
+    except (runs.RunNotFound, SameRun) as exc:
         return _die(str(exc))
     except (runs.EventLogError, compare.CompareError) as exc:
         return _die(str(exc), 1)
@@ -441,10 +463,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1))
     elif args.table or not sys.stdout.isatty() or os.environ.get("TERM", "") in ("dumb", "unknown"):
         print(compare.render_table(report))
-    else:
+    elif args.no_tui or not sys.stdin.isatty():
         from rich.console import Console
 
         compare.render_rich(report, Console())
+    else:  # a terminal: the interactive view (live runs refresh in it)
+        from console.compare_app import CompareApp
+
+        CompareApp(feed, report).run()
     return 0
 
 
@@ -517,9 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "they differ in, and the operator commands marked at the first step each affected.",
         epilog="RUN: a run id, a unique prefix or suffix of one, 'latest', or a path to a run directory or its\n"
                "events.db (e.g. copied from another machine).\n\n"
-               "output: on a terminal, a sparkline per metric with the runs on one scale (▲ = a command took\n"
-               "effect, ↻ = resumed); piped, or with --table, plain columns (one row per step and run); --json,\n"
-               "the report documented in docs/protocol.md ('compare' report, version 1).\n\n"
+               "output: on a terminal, an interactive view: one metric at a time with every run's curve\n"
+               "overlaid, the commands marked at the step they took effect, the profile diff; live runs\n"
+               "refresh (←/→ metric, z zoom, ? keys, q quit). --no-tui prints it instead: a sparkline per\n"
+               "metric with the runs on one scale (▲ = a command took effect, ↻ = resumed). Piped, or with\n"
+               "--table, plain columns (one row per step and run); --json, the report documented in\n"
+               "docs/protocol.md ('compare' report, version 1).\n\n"
                "exit status: 0 compared; 1 a run has no steps yet or its log is unreadable; 2 bad arguments\n"
                "(unknown run, fewer than two runs, a run given twice).\n\n"
                "examples:\n"
@@ -530,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = cmp.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="the whole comparison as one JSON object")
     out.add_argument("--table", action="store_true", help="plain columns even on a terminal")
+    out.add_argument("--no-tui", action="store_true", help="on a terminal: print the comparison (sparklines) "
+                     "instead of opening the interactive view")
     cmp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("replay", help="browse a run's recorded history in the same screens")
