@@ -130,6 +130,31 @@ def test_the_written_runs_load_as_the_view_expects(two_runs):
     assert report["metrics"]["reward"][RUN_B][15] == pytest.approx(0.25 + 0.008 * 16 + 0.02 * math.cos(16))
 
 
+def test_update_reads_only_what_the_log_gained_and_matches_a_fresh_load(home):
+    """A live run is followed by `compare.update` (the events after the last one read): after
+    new steps, a command and a resume it holds what a fresh `load` of the whole log holds."""
+    rdir = home / "runs" / RUN_A
+    store = RunStore(rdir / "events.db")
+    events = run_a(steps=30)
+    store.append_many(events[:20])
+    run = compare.load(RUN_A, rdir / "events.db")
+    seen = run.next_seq
+    assert compare.update(run) is False and run.next_seq == seen  # nothing new: nothing read
+    try:
+        for chunk in (events[20:30], events[30:], [E.RunResumed(step=20, checkpoint="checkpoint-20")],
+                      [_metrics(21, 0.9)] + _set(21, "c-after", temperature=0.3)):
+            store.append_many(chunk)
+            assert compare.update(run) is True
+            fresh = compare.load(RUN_A, rdir / "events.db")
+            assert (sorted(run.steps), run.commands, run.resumes, run.state) == \
+                   (sorted(fresh.steps), fresh.commands, fresh.resumes, fresh.state)
+            assert run.values("reward") == fresh.values("reward") and run.values("kl") == fresh.values("kl")
+        assert sorted(run.steps) == list(range(1, 22)) and run.resumes == [20]
+        assert [c.command_id for c in run.commands] == ["c-set", "c-bad", "c-after"]  # the pause after 24 was lost
+    finally:
+        store.close()
+
+
 # ---- pilot ---------------------------------------------------------------------------------
 async def test_metric_keys_overlay_each_metric_of_every_run(two_runs, kit):
     app = _app()
