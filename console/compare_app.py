@@ -284,6 +284,10 @@ class CompareApp(App[None]):
         live = [self.letters()[r["run"]] for r in report["runs"] if r["live"]]
         if live:
             text.append(f" · live: {' '.join(live)}, re-read every {self.refresh_s:g} s", style="green")
+        skipped = [f"{self.letters()[r['run']]}: {r['undecodable_events']}" for r in report["runs"]
+                   if r.get("undecodable_events")]
+        if skipped:
+            text.append(f" · events of a newer rl-console left out ({', '.join(skipped)})", style="yellow")
         if self.error:
             text.append(f" · {self.error}", style="bold red")
         return text

@@ -263,6 +263,18 @@ async def test_zoom_shows_the_last_steps_and_their_marks(home):
         assert chart.axis[0] == 1
 
 
+async def test_the_metric_list_on_a_wide_terminal_picks_by_click(two_runs):
+    app = _app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert app.query_one("#cmp-metrics").display
+        await pilot.click("#cmp-metrics", offset=(4, 4))  # border, then the 4th line: KL
+        assert app.metric == "kl" and str(_chart(app).border_title).startswith("KL · 4/6")
+    async with _app().run_test(size=(80, 24)) as pilot:  # narrow: the chart's title says where it is
+        await pilot.pause()
+        assert not pilot.app.query_one("#cmp-metrics").display
+
+
 async def test_help_lists_the_keys(two_runs):
     app = _app()
     async with app.run_test(size=(80, 24)) as pilot:
