@@ -212,8 +212,6 @@ class CompareApp(App[None]):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self.query_one("#cmp-commands", DataTable).add_columns("run", "step", "command")
-        self.query_one("#cmp-diff", DataTable).add_columns("field", *self.letters().values())
         self.redraw()
         if self.feed.live:
             self.timer = self.set_interval(self.refresh_s, self.poll)
@@ -328,14 +326,19 @@ class CompareApp(App[None]):
 
     def fill_tables(self) -> None:
         report = self.report
+        # the command column fits its half of the screen and wraps (a rejection's reason is read whole)
+        command_w = max(12, self.size.width // 2 - 2 - 1 - (3 + 2) - (4 + 2) - 2)
         sig = (tuple((c["run"], c["command_id"], c["status"], c["step"]) for c in report["commands"]),
-               tuple(tuple(r["resumed_from"]) for r in report["runs"]), repr(report["profile_diff"]))
+               tuple(tuple(r["resumed_from"]) for r in report["runs"]), repr(report["profile_diff"]), command_w)
         if sig == self._tables_sig:
             return
         self._tables_sig = sig
         letters, colors = self.letters(), self.run_colors()
         cmds = self.query_one("#cmp-commands", DataTable)
-        cmds.clear()
+        cmds.clear(columns=True)
+        cmds.add_column("run", width=3)
+        cmds.add_column("step", width=4)
+        cmds.add_column("command", width=command_w)
         rows = []
         for r in report["runs"]:
             for step in r["resumed_from"]:
@@ -347,11 +350,12 @@ class CompareApp(App[None]):
         order = {r["run"]: i for i, r in enumerate(report["runs"])}
         self.row_steps = {}
         for i, (step, run, what) in enumerate(sorted(rows, key=lambda x: (x[0], order[x[1]]))):
-            cmds.add_row(Text(letters[run], style=f"bold {colors[run]}"), str(step), what, key=str(i))
+            cmds.add_row(Text(letters[run], style=f"bold {colors[run]}"), str(step), what, key=str(i), height=None)
             self.row_steps[str(i)] = step
         cmds.border_title = f"commands · {len(rows)} · step: the first it affected"
         diff = self.query_one("#cmp-diff", DataTable)
-        diff.clear()
+        diff.clear(columns=True)
+        diff.add_columns("field", *letters.values())
         for d in report["profile_diff"]:
             cells = [Text(fmt(d["values"][r["run"]]), style=colors[r["run"]]) if r["run"] in d["values"]
                      else Text("(absent)", style="dim") for r in report["runs"]]
@@ -362,6 +366,7 @@ class CompareApp(App[None]):
     def on_resize(self) -> None:
         self.query_one("#cmp-legend", Static).update(self.legend(self.metric))
         self.fit_bottom()
+        self.fill_tables()
 
     def fit_bottom(self) -> None:
         """The chart first: the commands and the profile diff get what is left above its
