@@ -54,7 +54,8 @@ def test_the_engine_core_runs_in_another_process(engine):
     assert engine.llm.collective_rpc(_worker_pid)[0] != os.getpid()
     assert "own process" in engine.info.name
     out = engine.generate([[1, 2, 3]], Sampling(n=2, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=5, seed=0))
-    assert len(out[0]) == 2 and all(len(c.token_ids) == 5 for c in out[0])
+    assert len(out[0]) == 2 and all(1 <= len(c.token_ids) <= 5 for c in out[0])  # a random model may sample EOS
+    assert all(c.logprobs_known is False or len(c.logprobs) == len(c.token_ids) for c in out[0])
 
 
 def test_mirror_pushes_by_ipc_equal_load_weights_and_map_once(engine, model_dir):
