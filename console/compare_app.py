@@ -27,6 +27,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
+from textual.worker import Worker, WorkerState
 
 from backend.protocol.eventlog import EventLogError
 from console import compare, runs
@@ -151,7 +152,7 @@ class CompareApp(App[None]):
     CHART_MIN_ROWS = 10
     CSS = """
     Screen { layout: vertical; }
-    #cmp-head { height: 1; background: $boost; padding: 0 1; }
+    #cmp-head { height: 1; background: $boost; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     #cmp-legend { height: auto; padding: 0 1; }
     #cmp-middle { height: 1fr; }
     #cmp-metrics { display: none; }
@@ -277,8 +278,10 @@ class CompareApp(App[None]):
         report = self.report
         axis = report["steps"]
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        text.append("rl-console compare", style="bold")
+        text.append("compare", style="bold")
         text.append(f" · {len(report['runs'])} runs · steps {axis[0]}–{axis[-1]}")
+        if self.error:
+            text.append(f" · {self.error}", style="bold red")
         live = [self.letters()[r["run"]] for r in report["runs"] if r["live"]]
         if live:
             text.append(f" · live: {' '.join(live)}, re-read every {self.refresh_s:g} s", style="green")
@@ -286,8 +289,6 @@ class CompareApp(App[None]):
                    if r.get("undecodable_events")]
         if skipped:
             text.append(f" · events of a newer rl-console left out ({', '.join(skipped)})", style="yellow")
-        if self.error:
-            text.append(f" · {self.error}", style="bold red")
         return text
 
     def legend(self, key: str) -> Table:
@@ -448,9 +449,17 @@ class CompareApp(App[None]):
         except RuntimeError:  # the app is closing
             pass
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A read that failed in a way read_feed does not expect: say so, and keep looking."""
+        if event.worker.group == "feed" and event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.feed_read(None, f"read failed: {type(error).__name__}: {error}")
+
     def feed_read(self, report: dict[str, Any] | None, error: str) -> None:
         self._reading = False
         changed = report is not None or error != self.error
+        if error and error != self.error:
+            self.notify(error, title="reading the live logs", severity="error", timeout=8)
         self.error = error
         if report is not None:
             self.report = report

@@ -324,6 +324,38 @@ async def test_a_live_run_is_re_read_and_its_new_steps_drawn(home):
         store.close()
 
 
+async def test_a_failed_read_is_shown_and_the_next_one_recovers(home, monkeypatch, kit):
+    """A live run's read that fails (here: the first one raises) says so in the header; the
+    view keeps the curves it had and the next read brings the new steps."""
+    _write(home, RUN_B, run_b())
+    rdir = home / "runs" / RUN_A
+    store = RunStore(rdir / "events.db")
+    store.append_many(run_a(steps=3))
+    (rdir / "run.json").write_text(json.dumps({"run_id": RUN_A, "pid": os.getpid(), "created": time.time()}))
+    fd = lock_run(rdir)
+    real_update, calls = compare.update, []
+
+    def failing_once(run, **kw):
+        calls.append(run.label)
+        if len(calls) == 1:
+            raise RuntimeError("disk went away")
+        return real_update(run, **kw)
+
+    try:
+        app = _app(refresh_s=0.3)
+        monkeypatch.setattr(compare, "update", failing_once)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _wait(pilot, lambda: "disk went away" in app.error)
+            assert "disk went away" in kit.screen_text(app).splitlines()[0]
+            assert app.report["runs"][0]["steps"] == [1, 2, 3]
+            store.append(_metrics(4, 0.6))
+            await _wait(pilot, lambda: app.report["runs"][0]["steps"][-1] == 4)
+            await _wait(pilot, lambda: app.error == "")
+    finally:
+        os.close(fd)
+        store.close()
+
+
 async def _wait(pilot, pred, timeout=10.0):
     t0 = time.monotonic()
     while not pred():
