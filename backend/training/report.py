@@ -13,7 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from backend.protocol import events as E
 from backend.training.data import prompt_text
@@ -24,8 +24,10 @@ class ScoreJoinError(RuntimeError):
     """The rewards or advantages of a step do not line up with its completions."""
 
 
-@dataclass(frozen=True)
-class ScoredRow:
+class ScoredRow(NamedTuple):
+    """One completion with its scores (a tuple: 128 of them are built per step on the training
+    thread, ~4x faster than a frozen dataclass)."""
+
     group: int
     completion: Any  # GeneratedCompletion
     rewards: dict[str, float | None]
@@ -47,19 +49,18 @@ def join_scores(batch: RolloutBatch, rewards: dict[str, list[float | None]], adv
             raise ScoreJoinError(f"step {batch.step}: no rewards recorded for reward function {name}")
         if len(got) != n:
             raise ScoreJoinError(f"step {batch.step}: reward function {name} gave {len(got)} values for {n} completions")
-    cleaned = {name: [clean(v) for v in rewards[name]] for name in names}
+    cleaned = [[clean(v) for v in rewards[name]] for name in names]
     weighted = list(zip(weights, (rewards[name] for name in names)))
     adv = [clean(a) for a in advantages]
+    # per completion: its rewards by function, and the weighted total of the functions that gave one
+    by_name = [dict(zip(names, vals)) for vals in zip(*cleaned)] if names else [{} for _ in range(n)]
+    totals = [clean(sum(w * v for w, vals in weighted if (v := vals[i]) is not None)) for i in range(n)]
     out: list[list[ScoredRow]] = []
     i = 0
     for gi, group in enumerate(batch.groups):
-        rows = []
-        for c in group:
-            r = {name: cleaned[name][i] for name in names}
-            total = sum(w * v for w, vals in weighted if (v := vals[i]) is not None)
-            rows.append(ScoredRow(gi, c, r, clean(total), adv[i]))
-            i += 1
-        out.append(rows)
+        j = i + len(group)
+        out.append([ScoredRow(gi, c, by_name[k], totals[k], adv[k]) for k, c in enumerate(group, i)])
+        i = j
     return out
 
 
@@ -129,10 +130,6 @@ SIGNAL_TOKENS = 256  # n-grams over a completion's first tokens
 SIGNAL_PAIRS = 28  # completion pairs compared per group (all of them up to G = 8)
 
 
-def _ngrams(ids: list[int], n: int = 3) -> list[tuple[int, ...]]:
-    return list(zip(*(ids[k:] for k in range(n))))
-
-
 def _pstdev(xs: list[float]) -> float:
     """Population standard deviation in floats (statistics.pstdev computes it in exact
     fractions: ~60 us per group of 8, on the training thread; this agrees to ~1e-16)."""
@@ -191,20 +188,32 @@ def diversity(joined: list[list[ScoredRow]]) -> tuple[dict[str, float | None], d
     for gi, rows in enumerate(joined):
         if not rows:
             continue
-        d = len({tuple(r.completion.token_ids) for r in rows}) / len(rows)
+        ids = [r.completion.token_ids for r in rows]
+        d = len({tuple(t) for t in ids}) / len(rows)
         distinct.append(d)
         mean = means[gi]
         if best is not None and mean is not None and mean < best - 1e-9:
             unsolved.append(d)
             by_group_distinct.append((d, gi))
-        lists = [_ngrams(list(r.completion.token_ids[:SIGNAL_TOKENS])) for r in rows]
-        grams = [set(g) for g in lists]
-        pairs = [(a, b) for i, a in enumerate(grams) for b in grams[i + 1:] if a or b][:SIGNAL_PAIRS]
-        if pairs:
-            overlap.append(math.fsum([len(a & b) / len(a | b) for a, b in pairs]) / len(pairs))
-        for g, distinct_grams in zip(lists, grams):
-            if g:
-                repeats.append(1 - len(distinct_grams) / len(g))
+        grams = []  # each completion's distinct trigrams over its first SIGNAL_TOKENS tokens
+        for t in ids:
+            t = t[:SIGNAL_TOKENS]
+            g = set(zip(t, t[1:], t[2:]))
+            if g:  # repetition: the share of its trigrams that repeat an earlier one
+                repeats.append(1 - len(g) / (len(t) - 2))
+            grams.append(g)
+        jaccard: list[float] = []  # the first SIGNAL_PAIRS pairs of which one has a trigram
+        for i, a in enumerate(grams):
+            for b in grams[i + 1:]:
+                if a or b:
+                    common = len(a & b)
+                    jaccard.append(common / (len(a) + len(b) - common))
+                    if len(jaccard) == SIGNAL_PAIRS:
+                        break
+            if len(jaccard) == SIGNAL_PAIRS:
+                break
+        if jaccard:
+            overlap.append(math.fsum(jaccard) / len(jaccard))
     return ({
         "distinct_ratio": statistics.fmean(distinct) if distinct else None,
         "unsolved_distinct_ratio": statistics.fmean(unsolved) if unsolved else None,

@@ -100,7 +100,7 @@ async def test_a_client_connecting_while_events_are_logged_misses_none(tmp_path)
             delay = rng.uniform(0, 0.004)
             go = threading.Event()
 
-            def emit(i=i, delay=delay):
+            def emit(i=i, delay=delay, go=go):
                 go.wait(5)
                 threading.Event().wait(delay)
                 ctl.bus.emit(E.LogLine(message=f"event {i}"))
