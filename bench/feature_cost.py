@@ -236,8 +236,11 @@ def instrument(meter: Meter) -> None:
 
     W = meter.wrap
     W(step.StepLoop, "scored", "groups (join, SampleGroup events)")
-    W(report, "diversity", "signals: diversity/repetition")
-    W(report, "hacking", "signals: reward hacking")
+    if hasattr(report, "diversity"):
+        W(report, "diversity", "signals: diversity/repetition")
+        W(report, "hacking", "signals: reward hacking")
+    else:  # an older tree (one function for both): all of it under the first row
+        W(report, "signals", "signals: diversity/repetition")
     W(report, "_token_view", "token view (decode)")
     W(trainer, "logprob_gap", "log-prob agreement (trainer pass)")
     W(step.StepLoop, "probe", "policy probes", inclusive=True)
