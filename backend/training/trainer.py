@@ -167,14 +167,18 @@ def logprob_gap(trainer, out: dict[str, Any], rows: int = 0) -> tuple[float, flo
         return None
     prompt_ids, completion_ids = out["prompt_ids"], out["completion_ids"]
     mask = out["completion_mask"].bool()
-    with torch.no_grad():
-        trainer_lp = trl_compat.per_token_logps(
-            trainer,
-            torch.cat([prompt_ids, completion_ids], dim=1),
-            torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1),
-            completion_ids.size(1),
-            batch_size=trainer.args.per_device_train_batch_size,
-        )
+    # TRL made this very call before the update where it applies its importance-sampling
+    # correction (`old_per_token_logps`, e.g. training.overlap): reuse it, no second forward
+    trainer_lp = out.get("old_per_token_logps")
+    if trainer_lp is None:
+        with torch.no_grad():
+            trainer_lp = trl_compat.per_token_logps(
+                trainer,
+                torch.cat([prompt_ids, completion_ids], dim=1),
+                torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1),
+                completion_ids.size(1),
+                batch_size=trainer.args.per_device_train_batch_size,
+            )
     delta = (trainer_lp.float() - sampling.float()).abs()[mask]
     delta = delta[~torch.isnan(delta)]
     if delta.numel() == 0:
