@@ -30,11 +30,9 @@ def _wait_for(pred, timeout=240):
     raise AssertionError("timed out")
 
 
-def test_compare_two_real_runs_with_a_command_marked(rlc_home):
-    # B: a short finished run at temperature 0.5
-    out = rlc(["run", "--headless", "--max-steps", "3", "--set", "sampling.temperature=0.5"] + SMALL, rlc_home)
-    assert out.returncode == 0, out.stderr[-3000:]
-    run_b = next(l.split()[1].rstrip(":") for l in out.stdout.splitlines() if l.startswith("run "))
+def test_compare_two_real_runs_with_a_command_marked(rlc_home, finished_compare_run):
+    # B: a short finished run at temperature 0.5, 3 steps (shared with test_compare_view_live.py)
+    run_b = finished_compare_run
 
     # A: temperature 0.9, paused after step 2 or later, `ctl set temperature=0.7` there, resumed
     out = rlc(["run", "--detach", "--max-steps", "100000", "--set", "sampling.temperature=0.9"] + SMALL, rlc_home, timeout=180)

@@ -34,10 +34,8 @@ async def _until(pilot, pred, timeout=240.0, what="condition"):
         await pilot.pause(0.2)
 
 
-async def test_the_view_follows_a_live_real_run(rlc_home):
-    out = rlc(["run", "--headless", "--max-steps", "2", "--set", "sampling.temperature=0.5"] + SMALL, rlc_home)
-    assert out.returncode == 0, out.stderr[-3000:]
-    run_b = next(line.split()[1].rstrip(":") for line in out.stdout.splitlines() if line.startswith("run "))
+async def test_the_view_follows_a_live_real_run(rlc_home, finished_compare_run):
+    run_b = finished_compare_run  # finished, 3 steps at temperature 0.5 (shared with test_compare.py)
 
     out = rlc(["run", "--detach", "--max-steps", "100000", "--set", "sampling.temperature=0.9"] + SMALL, rlc_home,
               timeout=180)
