@@ -151,7 +151,7 @@ def test_overlap_keeps_staleness_bounded_and_commands_at_boundaries(rlc_home, tm
     assert not [t for t in threading.enumerate() if t.name.startswith("rlc-rollout")]  # nothing generates after the run
 
 
-def test_overlap_trains_on_the_same_prompts_as_synchronous_mode_through_a_kill_and_resume(rlc_home):
+def test_overlap_trains_on_the_same_prompts_as_synchronous_mode_through_a_kill_and_resume(rlc_home, sync_reference):
     """Reading the dataloader one batch ahead changes neither the data order nor what a resume
     skips: an overlapped run (killed after step 5, resumed from its step-3 checkpoint) trains
     step k on exactly the prompts a synchronous run with the same seed trains step k on."""
@@ -164,8 +164,7 @@ def test_overlap_trains_on_the_same_prompts_as_synchronous_mode_through_a_kill_a
     from tests.conftest import backend_env
 
     env = backend_env(rlc_home)
-    backend = [sys.executable, "-m", "backend", "run", "--headless", "--json", "--max-steps", "9",
-               "--set", "run.checkpoint_every=3", "--set", "training.prompts_per_step=4"]
+    backend = [sys.executable, "-m", "backend", "run", "--headless", "--json", *sync_reference.args]
     tag = str(time.time_ns())[-8:]
 
     def prompts(events):
@@ -175,9 +174,8 @@ def test_overlap_trains_on_the_same_prompts_as_synchronous_mode_through_a_kill_a
                 out.setdefault(e.step, []).append(e.prompt)
         return out
 
-    ref = subprocess.run(backend + ["--run-id", f"sync-{tag}"], env=env, capture_output=True, text=True, timeout=300)
-    assert ref.returncode == 0, ref.stderr[-3000:]
-    ref_prompts = prompts(decode_event(line) for line in ref.stdout.splitlines() if line.startswith("{"))
+    # the synchronous run with the same seed and settings (shared with test_resume.py)
+    ref_prompts = sync_reference.prompts
     assert sorted(ref_prompts) == list(range(1, 10)) and len({tuple(v) for v in ref_prompts.values()}) == 9
 
     run_id = f"overlap-{tag}"
