@@ -60,9 +60,18 @@ def test_user_task_plugs_in_local_model_jsonl_and_trl_reward(rlc_home, tmp_path)
     assert set(next(e for e in events if e.kind == "step_metrics").rewards_by_function) == {"short_answer", "think_format_reward"}
 
 
-def test_headless_lines_and_bad_profile(rlc_home, tmp_path):
-    out = rlc(["run", "--headless", "--max-steps", "4", "--set", "training.prompts_per_step=4"], rlc_home)
+@pytest.fixture(scope="module")
+def headless_run(rlc_home):
+    """One plain headless run of 4 steps with a checkpoint every 2: read by the two tests below."""
+    out = rlc(["run", "--headless", "--max-steps", "4", "--set", "training.prompts_per_step=4",
+               "--set", "run.checkpoint_every=2"], rlc_home)
     assert out.returncode == 0, out.stderr[-3000:]
+    run_id = next(l.split()[1].rstrip(":") for l in out.stdout.splitlines() if l.startswith("run "))
+    return out, run_id
+
+
+def test_headless_lines_and_bad_profile(rlc_home, tmp_path, headless_run):
+    out, run_id = headless_run
     lines = out.stdout.splitlines()
     steps = [l for l in lines if l.startswith("step ")]
     assert len(steps) == 4 and "reward" in steps[0] and "tok/s" in steps[0] and "[running]" in steps[0]
@@ -70,7 +79,6 @@ def test_headless_lines_and_bad_profile(rlc_home, tmp_path):
     assert lines[-1].startswith("[finished]")
     # library warnings go to the run's backend.log, not the operator's terminal
     assert "Warning" not in out.stderr and "Triton" not in out.stderr, out.stderr[-2000:]
-    run_id = next(l.split()[1].rstrip(":") for l in lines if l.startswith("run "))
     assert "rollout_func" in (rlc_home / "runs" / run_id / "backend.log").read_text()
 
     bad = tmp_path / "bad.toml"
@@ -119,9 +127,11 @@ def test_detach_ctl_ls_status(rlc_home):
     assert gone.returncode == 1 and f"cannot pause: {run_id} stopped at step" in gone.stderr and "--resume" in gone.stderr
 
 
-def test_one_checkpoint_per_step_when_a_scheduled_one_is_also_the_last(rlc_home):
+def test_one_checkpoint_per_step_when_a_scheduled_one_is_also_the_last(rlc_home, headless_run):
     """A scheduled checkpoint at the last step is the final one: saved (and reported) once."""
-    out = rlc(["run", "--headless", "--json", "--max-steps", "4", "--set", "run.checkpoint_every=2"], rlc_home)
-    assert out.returncode == 0, out.stderr[-3000:]
-    saved = [decode_event(line).step for line in out.stdout.splitlines() if '"checkpoint_saved"' in line]
+    from backend.protocol.eventlog import EventLogReader
+
+    _, run_id = headless_run  # 4 steps, a checkpoint every 2
+    with EventLogReader(rlc_home / "runs" / run_id / "events.db") as log:  # every event its clients got
+        saved = [e.step for e in log.read(kinds=("checkpoint_saved",))]
     assert saved == [2, 4]
