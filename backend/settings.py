@@ -201,6 +201,12 @@ class TelemetrySection(_Section):
         description="measure trainer-engine log-prob agreement every N steps (engine sampling log-probs + one "
         "trainer forward pass over the batch; 0 = never)",
     )
+    logprob_diff_prompts: int = Field(
+        4, ge=1, le=65_536,
+        description="the agreement is measured on the completions of the step's first N prompts (engine log-probs and "
+        "the trainer's forward pass for those only; at least token_view_groups); where TRL needs every completion's "
+        "log-probs anyway (overlap, off-policy masking) it uses them all",
+    )
     token_view_groups: int = Field(
         1, ge=0, le=1024,
         description="on the steps that measure trainer-engine agreement (logprob_diff_every), this many groups carry "

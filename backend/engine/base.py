@@ -24,20 +24,26 @@ class Sampling:
     seed: int | None = None  # the step's base seed; each prompt gets its own stream from it (request_seed)
     first_index: int = 0  # position of the first prompt of this call in the step's batch (a Ray replica's chunk)
     logprobs: bool = True  # per-token sampling log-probs (costs ~2x rollout time on GPU; TRL uses them only for off-policy masking)
+    logprobs_prompts: int | None = None  # with logprobs: only the step's first N prompts ask for them (None = every prompt)
 
     def __init__(self, n: int, params: Mapping[str, Any] | None = None, seed: int | None = None, first_index: int = 0,
-                 logprobs: bool = True, **fields: Any) -> None:
+                 logprobs: bool = True, logprobs_prompts: int | None = None, **fields: Any) -> None:
         for name, value in (("n", n), ("params", {**(params or {}), **fields}), ("seed", seed),
-                            ("first_index", first_index), ("logprobs", logprobs)):
+                            ("first_index", first_index), ("logprobs", logprobs), ("logprobs_prompts", logprobs_prompts)):
             object.__setattr__(self, name, value)
 
+    def wants_logprobs(self, index: int) -> bool:
+        """Whether prompt `index` of this call (0 = this call's first) asks for sampling log-probs."""
+        return self.logprobs and (self.logprobs_prompts is None or self.first_index + index < self.logprobs_prompts)
+
     @classmethod
-    def live(cls, values: Mapping[str, Any], *, n: int, seed: int | None, logprobs: bool = True) -> Sampling:
+    def live(cls, values: Mapping[str, Any], *, n: int, seed: int | None, logprobs: bool = True,
+             logprobs_prompts: int | None = None) -> Sampling:
         """The sampling of live parameter `values` (name -> value, every engine parameter of the
         registry among them): the one place a rollout's, a try's or a check's Sampling is made."""
         from backend.protocol.params import engine_sampling
 
-        return cls(n=n, params=engine_sampling(values), seed=seed, logprobs=logprobs)
+        return cls(n=n, params=engine_sampling(values), seed=seed, logprobs=logprobs, logprobs_prompts=logprobs_prompts)
 
     def __getattr__(self, name: str) -> Any:  # sampling.temperature: a SamplingParams field in `params`
         params = self.__dict__.get("params")  # absent while unpickling (a Ray replica's copy)

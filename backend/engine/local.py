@@ -71,10 +71,11 @@ def request_params(sampling: Sampling, count: int) -> list[Any]:
     prefill (a prompt is prefilled whole or waits for the next engine step), so that
     path is never reached and the seeds hold on CPU as on GPU.
     """
-    if sampling.seed is None:
+    if sampling.seed is None and sampling.logprobs_prompts is None:
         return [sampling_params(sampling, logprobs=sampling.logprobs)] * count
     return [
-        sampling_params(sampling, logprobs=sampling.logprobs, seed=request_seed(sampling.seed, sampling.first_index + i))
+        sampling_params(sampling, logprobs=sampling.wants_logprobs(i),
+                        seed=None if sampling.seed is None else request_seed(sampling.seed, sampling.first_index + i))
         for i in range(count)
     ]
 

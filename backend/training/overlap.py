@@ -187,7 +187,7 @@ def _first_difference(ahead: list[Any], now: list[Any]) -> str:
 
 
 def _sampling_difference(ahead: Sampling, now: Sampling) -> str:
-    a, b = ({"n": s.n, **s.params, "seed": s.seed, "logprobs": s.logprobs} for s in (ahead, now))
+    a, b = ({"n": s.n, **s.params, "seed": s.seed, "logprobs": s.logprobs, "logprobs_prompts": s.logprobs_prompts} for s in (ahead, now))
     return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k))
 
 

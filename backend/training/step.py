@@ -156,16 +156,29 @@ class StepLoop:
     def sampling(self, trainer, done: int) -> Sampling:
         """The rollout of the step after `done` completed steps, from the live parameters."""
         prm = self.params
+        trl_needs = self.prefetch is not None or getattr(trainer.args, "off_policy_mask_threshold", None) is not None
         return Sampling.live(
             prm,
             n=prm["num_generations"],
             seed=self.profile.run.seed * 1_000_003 + done,  # each prompt's own seed derives from it
             # engine sampling log-probs cost rollout time: asked for where TRL's off-policy mask or
-            # importance-sampling correction (overlap) needs them, and on the steps that measure
-            # trainer-engine agreement
-            logprobs=self.measuring_logprobs or self.prefetch is not None
-            or getattr(trainer.args, "off_policy_mask_threshold", None) is not None,
+            # importance-sampling correction (overlap) needs them (every prompt), and on the steps
+            # that measure trainer-engine agreement (the first `measure_prompts` prompts)
+            logprobs=self.measuring_logprobs or trl_needs,
+            logprobs_prompts=None if trl_needs else self.measure_prompts,
         )
+
+    @property
+    def measure_prompts(self) -> int:
+        """Prompts at the head of a measuring step's batch whose completions the agreement reads."""
+        t = self.profile.telemetry
+        return max(t.logprob_diff_prompts, t.token_view_groups)
+
+    @property
+    def measure_rows(self) -> int | None:
+        """Completions at the head of the batch the agreement reads (None: all, where TRL asked
+        the engine for every completion's log-probs)."""
+        return None if self.prefetch is not None else self.measure_prompts * self.params["num_generations"]
 
     def boundary(self) -> None:
         """Apply the operator's queued commands; while paused, stay here applying them."""

@@ -72,7 +72,8 @@ def make_trainer_class():
     def scored(self, inputs):
         out = getattr(super(ConsoleGRPOTrainer, self), trl_compat.SCORE_HOOK)(inputs)
         if self.rlc_hooks is not None:
-            gap = logprob_gap(self, out, rows=self.rlc_hooks.token_rows) if self.rlc_hooks.measuring_logprobs else None
+            gap = (logprob_gap(self, out, rows=self.rlc_hooks.token_rows, limit=self.rlc_hooks.measure_rows)
+                   if self.rlc_hooks.measuring_logprobs else None)
             self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist(), gap,
                                   is_clipped=importance_clipped(self, out))
         return out
@@ -155,9 +156,10 @@ class RolloutFunc:
         }
 
 
-def logprob_gap(trainer, out: dict[str, Any], rows: int = 0) -> tuple[float, float, list[list[float]]] | None:
-    """(mean, max) |trainer log-prob - engine sampling log-prob| over the sampled tokens, the
-    trainer's log-probs computed as TRL computes them for its own importance sampling
+def logprob_gap(trainer, out: dict[str, Any], rows: int = 0, limit: int | None = None) -> tuple[float, float, list[list[float]]] | None:
+    """(mean, max) |trainer log-prob - engine sampling log-prob| over the sampled tokens of the
+    batch's first `limit` completions (all with None: the engine returned log-probs for those
+    only), the trainer's log-probs computed as TRL computes them for its own importance sampling
     (`trl_compat.per_token_logps`, at the loss temperature), before the update; and the
     trainer's per-token log-probs of the batch's first `rows` completions (the token view)."""
     import torch
@@ -165,17 +167,21 @@ def logprob_gap(trainer, out: dict[str, Any], rows: int = 0) -> tuple[float, flo
     sampling = out.get("sampling_per_token_logps")
     if sampling is None:
         return None
-    prompt_ids, completion_ids = out["prompt_ids"], out["completion_ids"]
-    mask = out["completion_mask"].bool()
+    head = slice(None, limit)
+    sampling = sampling[head]
+    prompt_ids, completion_ids = out["prompt_ids"][head], out["completion_ids"][head]
+    mask = out["completion_mask"][head].bool()
     # TRL made this very call before the update where it applies its importance-sampling
     # correction (`old_per_token_logps`, e.g. training.overlap): reuse it, no second forward
     trainer_lp = out.get("old_per_token_logps")
-    if trainer_lp is None:
+    if trainer_lp is not None:
+        trainer_lp = trainer_lp[head]
+    else:
         with torch.no_grad():
             trainer_lp = trl_compat.per_token_logps(
                 trainer,
                 torch.cat([prompt_ids, completion_ids], dim=1),
-                torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1),
+                torch.cat([out["prompt_mask"][head], out["completion_mask"][head]], dim=1),
                 completion_ids.size(1),
                 batch_size=trainer.args.per_device_train_batch_size,
             )

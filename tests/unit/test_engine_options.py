@@ -2,6 +2,8 @@
 knob is either an engine option (and reaches it) or named as used elsewhere; unknown options and
 out-of-range values are refused with the field named."""
 
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
@@ -92,3 +94,21 @@ def test_own_process_engine_off_cuda_is_refused_before_vllm_starts():
 
     with pytest.raises(EngineError, match="CUDA IPC"):
         LocalVLLMEngine("no-such-model", EngineOptions(device="cpu", own_process=True))
+
+
+def test_a_measuring_step_asks_log_probs_of_its_first_prompts_only():
+    """`Sampling.logprobs_prompts`: the step's first N prompts ask vLLM for sampling log-probs,
+    counted across a Ray replica's chunk (`first_index`); seeds per prompt are unchanged."""
+    from backend.engine.base import Sampling
+    from backend.engine.local import request_params
+
+    s = Sampling(n=2, temperature=1.0, max_tokens=4, seed=7, logprobs=True, logprobs_prompts=2)
+    assert [p.logprobs for p in request_params(s, 4)] == [0, 0, None, None]
+    chunk = dataclasses.replace(s, first_index=1)  # prompts 1..3 of the step on a second replica
+    assert [p.logprobs for p in request_params(chunk, 3)] == [0, None, None]
+    assert [p.seed for p in request_params(chunk, 3)] == [p.seed for p in request_params(s, 4)][1:]
+    everyone = Sampling(n=2, temperature=1.0, max_tokens=4, seed=None, logprobs=True)
+    assert [p.logprobs for p in request_params(everyone, 3)] == [0, 0, 0]
+    unseeded = dataclasses.replace(everyone, logprobs_prompts=1)
+    assert [(p.logprobs, p.seed) for p in request_params(unseeded, 2)] == [(0, None), (None, None)]
+    assert [p.logprobs for p in request_params(dataclasses.replace(s, logprobs=False), 2)] == [None, None]

@@ -22,14 +22,16 @@ class _Trainer:
 
     def forward(self, model, ids, mask, keep, batch_size):
         self.calls += 1
-        return self._logps, None
+        self.rows = ids.size(0)
+        return self._logps[:ids.size(0)], None
 
 
 def _out(sampling, old=None):
     b, t = sampling.shape
     out = {"prompt_ids": torch.ones(b, 3, dtype=torch.long), "prompt_mask": torch.ones(b, 3, dtype=torch.long),
            "completion_ids": torch.ones(b, t, dtype=torch.long),
-           "completion_mask": torch.tensor([[1] * t, [1] * (t - 1) + [0]]), "sampling_per_token_logps": sampling}
+           "completion_mask": torch.tensor([[1] * t, [1] * (t - 1) + [0]] + [[1] * t] * (b - 2)),
+           "sampling_per_token_logps": sampling}
     if old is not None:
         out["old_per_token_logps"] = old
     return out
@@ -37,7 +39,7 @@ def _out(sampling, old=None):
 
 @pytest.fixture
 def trainer(monkeypatch):
-    own = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -9.0]])
+    own = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -9.0], [-4.0, -4.0, -4.0]])
     t = _Trainer(own)
     t.model = None
     monkeypatch.setattr(trl_compat, "LOGPS", "forward")
@@ -59,3 +61,14 @@ def test_with_trls_pre_update_logprobs_no_second_forward(trainer):
     assert trainer.calls == 0
     assert (mean, mx) == pytest.approx((1.0 / 5, 0.5))
     assert rows == [[-1.0, -2.5, -3.0], [-1.0, -2.0]]
+
+
+def test_limited_to_the_head_rows_the_engine_returned_log_probs_for(trainer):
+    """A measuring step asks the engine for the first prompts' log-probs only: the rest are
+    zeros, never compared, and the trainer's forward runs on the head rows alone."""
+    sampling = torch.tensor([[-1.5, -2.0, -3.0], [-1.0, -2.0, 0.0], [0.0, 0.0, 0.0]])
+    mean, mx, rows = logprob_gap(trainer, _out(sampling), rows=1, limit=2)
+    assert trainer.calls == 1 and trainer.rows == 2
+    assert (mean, mx) == pytest.approx((1.5 / 5, 1.0))  # row 3's |-4 - 0| would raise both
+    old = torch.tensor([[-1.0, -2.5, -3.0], [-1.0, -2.0, -7.0], [-9.0, -9.0, -9.0]])
+    assert logprob_gap(trainer, _out(sampling, old), limit=2)[:2] == pytest.approx((1.0 / 5, 0.5))

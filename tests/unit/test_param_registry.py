@@ -148,7 +148,7 @@ from backend.training.step import APPLY, StepLoop
 profile = load_profile(None, sampling={"min_p": 0.05})
 live = {**profile.live_params(), "min_p": 0.1}
 # the step's rollout: StepLoop.sampling (the step seam's own code) -> the engine's SamplingParams
-loop = SimpleNamespace(params=live, profile=profile, measuring_logprobs=False, prefetch=None)
+loop = SimpleNamespace(params=live, profile=profile, measuring_logprobs=False, prefetch=None, measure_prompts=4)
 rollout = StepLoop.sampling(loop, SimpleNamespace(args=SimpleNamespace(off_policy_mask_threshold=None)), 4)
 assert rollout.params["min_p"] == 0.1, rollout
 sent = local.LocalVLLMEngine.request_params(rollout, 2)           # what generate() passes to vLLM
