@@ -49,3 +49,89 @@ def sync_reference(rlc_home) -> SyncReference:
     assert sorted(out) == list(range(1, 10))
     assert len({tuple(v) for v in out.values()}) == 9, "steps must see different prompts for the check to mean anything"
     return SyncReference(list(REFERENCE), out)
+
+
+def _rlc(args, home, timeout=300):
+    return subprocess.run(RLC + args, env=backend_env(home), capture_output=True, text=True, timeout=timeout)
+
+
+async def _steer_with_the_view_open(home, run_b) -> dict:
+    """A: temperature 0.9, detached; after step 2 the compare view of A and B opens, A is paused,
+    `ctl set temperature=0.7`, resumed, `compare --json` read while A trains, then A is stopped.
+    Returns what the view and the CLI saw on the way (test_compare_view_live.py and
+    test_compare.py assert on it)."""
+    import asyncio
+    import json
+
+    from console import cli
+    from console.compare_app import CompareApp
+    from console.widgets.overlay_chart import OverlayChart
+
+    async def until(pilot, pred, timeout=240.0, what="condition"):
+        t0 = time.monotonic()
+        while not pred():
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"timed out waiting for {what}")
+            await pilot.pause(0.2)
+
+    out = _rlc(["run", "--detach", "--max-steps", "100000", "--set", "sampling.temperature=0.9"] + SMALL, home, timeout=180)
+    assert out.returncode == 0, out.stderr
+    run_a = out.stdout.split()[1]
+    seen: dict = {"run_a": run_a, "run_b": run_b}
+    status = lambda: json.loads(_rlc(["status", run_a, "--json"], home).stdout)  # noqa: E731
+    ctl = lambda *args: asyncio.to_thread(_rlc, ["ctl", run_a, *args], home)  # noqa: E731
+    try:
+        t0 = time.monotonic()
+        while status()["step"] < 2:
+            assert time.monotonic() - t0 < 240, "the live run made no 2 steps"
+            time.sleep(0.3)
+        app = CompareApp(cli.compare_feed([run_a, run_b]), refresh_s=0.5)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            seen["opened"] = dict(app.report["runs"][0])
+            assert (await ctl("pause")).returncode == 0
+            await until(pilot, lambda: app.report["runs"][0]["state"] == "paused", what="paused, in the view")
+            seen["paused_at_view"] = app.report["runs"][0]["steps"][-1]
+            st = status()
+            seen["paused_status"] = (st["state"], st["step"])
+            answer = await ctl("set", "temperature=0.7", "--json")
+            assert answer.returncode == 0, answer.stdout + answer.stderr
+            seen["set_id"] = set_id = json.loads(answer.stdout)["command_id"]
+            assert (await ctl("resume")).returncode == 0
+
+            def applied():
+                return next((c for c in app.report["commands"] if c["command_id"] == set_id and c["status"] == "applied"),
+                            None)
+
+            paused_at = seen["paused_at_view"]
+            await until(pilot, lambda: applied() is not None and app.report["runs"][0]["steps"][-1] >= paused_at + 2,
+                        what="the set and two new steps in the view")
+            seen["applied"] = applied()
+            chart = app.query_one(OverlayChart)
+            seen["marks"] = {(m.letter, m.step) for m in chart.marks}
+            seen["axis"], seen["axis_steps"] = list(chart.axis), list(app.report["steps"])
+            live = await asyncio.to_thread(_rlc, ["compare", run_a, run_b, "--json"], home)  # A is still training
+            seen["live_compare"] = (live.returncode, live.stdout, live.stderr)
+            assert (await ctl("stop")).returncode == 0
+            await until(pilot, lambda: not app.report["runs"][0]["live"], what="the run's end")
+            seen["ended"] = dict(app.report["runs"][0])
+            reads = app.reads
+            await pilot.pause(1.5)
+            seen["reads"] = (reads, app.reads)  # no live run: no more reading
+            seen["shown"] = app.report
+    finally:
+        _rlc(["ctl", run_a, "stop"], home)
+    t0 = time.monotonic()
+    while status()["alive"] is not False:
+        assert time.monotonic() - t0 < 120, "the stopped run's process did not exit"
+        time.sleep(0.3)
+    return seen
+
+
+@pytest.fixture(scope="session")
+def steered_compare_pair(rlc_home, finished_compare_run) -> dict:
+    """One live run steered while the compare view is open (see _steer_with_the_view_open), next
+    to the finished B: test_compare.py and test_compare_view_live.py both read it."""
+    import asyncio
+
+    return asyncio.run(_steer_with_the_view_open(rlc_home, finished_compare_run))

@@ -5,7 +5,6 @@ it stopped."""
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -14,50 +13,27 @@ from tests.conftest import backend_env
 
 pytestmark = pytest.mark.integration
 RLC = [sys.executable, "-m", "console.cli"]
-SMALL = ["--set", "training.prompts_per_step=2", "--set", "task.warmup_steps=0"]
 
 
 def rlc(args, home, timeout=300):
     return subprocess.run(RLC + args, env=backend_env(home), capture_output=True, text=True, timeout=timeout)
 
 
-def _wait_for(pred, timeout=240):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if value := pred():
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out")
+def test_compare_two_real_runs_with_a_command_marked(rlc_home, steered_compare_pair):
+    # B: a short finished run at temperature 0.5, 3 steps; A: temperature 0.9, paused after step 2
+    # or later, `ctl set temperature=0.7` there, resumed, compared while it trains, then stopped
+    # (the A of test_compare_view_live.py too: the same run, steered while the view was open)
+    seen = steered_compare_pair
+    run_a, run_b, set_id = seen["run_a"], seen["run_b"], seen["set_id"]
+    state, paused_at = seen["paused_status"]
+    assert state == "paused"
 
-
-def test_compare_two_real_runs_with_a_command_marked(rlc_home, finished_compare_run):
-    # B: a short finished run at temperature 0.5, 3 steps (shared with test_compare_view_live.py)
-    run_b = finished_compare_run
-
-    # A: temperature 0.9, paused after step 2 or later, `ctl set temperature=0.7` there, resumed
-    out = rlc(["run", "--detach", "--max-steps", "100000", "--set", "sampling.temperature=0.9"] + SMALL, rlc_home, timeout=180)
-    assert out.returncode == 0, out.stderr
-    run_a = out.stdout.split()[1]
-    status = lambda: json.loads(rlc(["status", run_a, "--json"], rlc_home).stdout)  # noqa: E731
-    try:
-        _wait_for(lambda: status()["step"] >= 2)
-        assert rlc(["ctl", run_a, "pause"], rlc_home).returncode == 0
-        _wait_for(lambda: status()["state"] == "paused")
-        paused_at = status()["step"]
-        ok = rlc(["ctl", run_a, "set", "temperature=0.7", "--json"], rlc_home)
-        assert ok.returncode == 0, ok.stdout + ok.stderr
-        set_id = json.loads(ok.stdout)["command_id"]
-        assert rlc(["ctl", run_a, "resume"], rlc_home).returncode == 0
-        _wait_for(lambda: status()["step"] >= paused_at + 2)
-
-        live = rlc(["compare", run_a, run_b, "--json"], rlc_home)  # A is still training
-        assert live.returncode == 0, live.stderr
-        report = json.loads(live.stdout)
-        a, b = report["runs"]
-        assert (a["run"], a["live"], a["state"]) == (run_a, True, "running") and b["live"] is False
-    finally:
-        rlc(["ctl", run_a, "stop"], rlc_home)
-    _wait_for(lambda: status()["alive"] is False, timeout=120)
+    code, stdout, stderr = seen["live_compare"]  # read while A was still training, 2+ steps after the set
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    a, b = report["runs"]
+    assert (a["run"], a["live"], a["state"]) == (run_a, True, "running") and b["live"] is False
+    assert a["steps"][-1] >= paused_at + 2
 
     out = rlc(["compare", run_a, run_b, "--json"], rlc_home)
     assert out.returncode == 0, out.stderr
