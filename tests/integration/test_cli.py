@@ -98,10 +98,38 @@ def _wait_for(pred, timeout=180):
     raise AssertionError("timed out")
 
 
-def test_detach_ctl_ls_status(rlc_home):
+@pytest.fixture(scope="module")
+def detached_run(rlc_home):
+    """One detached run: `ctl try` asks it while it trains, then the detach test pauses, steers
+    and stops it (both below, in this order)."""
     out = rlc(["run", "--detach", "--max-steps", "100000", "--set", "training.prompts_per_step=4"], rlc_home, timeout=120)
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.split()[1]
+    yield run_id
+    rlc(["ctl", run_id, "stop"], rlc_home, timeout=60)  # (refused, harmlessly, once the detach test stopped it)
+
+
+def test_ctl_try_prints_completions_with_their_weight_version(rlc_home, detached_run):
+    """The playground against the live engine of a detached run, from the CLI."""
+    run_id = detached_run
+    deadline = time.monotonic() + 240
+    while True:  # wait for steps (the engine starts first)
+        st = rlc(["status", run_id, "--json"], rlc_home, timeout=60)
+        info = json.loads(st.stdout) if st.returncode == 0 else {}
+        if info.get("state") == "running" and info.get("step", 0) >= 1:
+            break
+        assert time.monotonic() < deadline, st.stdout + st.stderr
+        time.sleep(0.3)
+    got = rlc(["ctl", run_id, "try", "b>", "--n", "2", "--set", "temperature=0.5"], rlc_home, timeout=180)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert f"{run_id}: weight version" in got.stdout and "temperature=0.5" in got.stdout
+    assert got.stdout.count("--- [") == 2
+    bad = rlc(["ctl", run_id, "try", "b>", "--set", "temperature=9"], rlc_home, timeout=60)
+    assert bad.returncode == 2 and "temperature" in bad.stderr
+
+
+def test_detach_ctl_ls_status(rlc_home, detached_run):
+    run_id = detached_run  # `rl-console run --detach`: the newest run here, so `latest` too
     status = lambda: json.loads(rlc(["status", run_id, "--json"], rlc_home).stdout)  # noqa: E731
     try:
         _wait_for(lambda: status()["step"] >= 3)
