@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,7 @@ def finished_compare_run(rlc_home) -> str:
 class SyncReference:
     args: list[str]  # `backend run` arguments after `--headless --json --run-id ID`
     prompts: dict[int, list[str]]  # step -> the prompts the run trained that step on
+    run_dir: Path  # the finished run's directory (test_data_dir.py copies it: a cleanly closed log)
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +50,7 @@ def sync_reference(rlc_home) -> SyncReference:
             out.setdefault(e.step, []).append(e.prompt)
     assert sorted(out) == list(range(1, 10))
     assert len({tuple(v) for v in out.values()}) == 9, "steps must see different prompts for the check to mean anything"
-    return SyncReference(list(REFERENCE), out)
+    return SyncReference(list(REFERENCE), out, rlc_home / "runs" / run_id)
 
 
 def _rlc(args, home, timeout=300):
@@ -135,3 +137,41 @@ def steered_compare_pair(rlc_home, finished_compare_run) -> dict:
     import asyncio
 
     return asyncio.run(_steer_with_the_view_open(rlc_home, finished_compare_run))
+
+
+@pytest.fixture(scope="session")
+def killed_run():
+    """A run (`killed`) SIGKILLed after step 3, before any checkpoint (checkpoint_every=0): its
+    -wal holds events the main file does not have. In a data dir of its own; users copy the run's
+    directory (files as they are, WAL included; not its dead socket) and work on the copy."""
+    import shutil
+    import tempfile
+
+    from backend.protocol.eventlog import EventLogError, EventLogReader
+
+    home = Path(tempfile.mkdtemp(prefix="rlc-killed-"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend", "run", "--run-id", "killed", "--max-steps", "100000",
+         "--set", "run.checkpoint_every=0", "--set", "task.warmup_steps=5"],
+        env=backend_env(home), stdout=subprocess.DEVNULL, stderr=open(home / "killed.err", "wb"), start_new_session=True)
+    db = home / "runs" / "killed" / "events.db"
+
+    def step() -> int:
+        try:
+            with EventLogReader(db) as r:
+                m = r.last("step_metrics")
+                return m.step if m else 0
+        except EventLogError:
+            return 0
+
+    try:
+        t0 = time.monotonic()
+        while step() < 3:
+            assert proc.poll() is None, (home / "killed.err").read_text()[-2000:]
+            assert time.monotonic() - t0 < 300, "the run did not reach step 3"
+            time.sleep(0.3)
+    finally:
+        proc.kill()
+    proc.wait(30)
+    yield home / "runs" / "killed"
+    shutil.rmtree(home, ignore_errors=True)

