@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
-from console.widgets.reward_chart import _AXIS_W, _DOT, AXIS, MARKER_SHIFT, SEVERAL, nice_ticks, tick_label, tick_priority
+from console.widgets.reward_chart import (
+    _AXIS_W, _DOT, AXIS, MARKER_SHIFT, SEVERAL, drawn_line, nice_ticks, tick_label, tick_priority,
+)
 
 SHARED = Style(color="white", bold=True)  # a cell with dots of more than one run
 CURSOR = Style(bgcolor="grey35")  # the column of the step the legend reads out
@@ -101,15 +102,7 @@ class OverlayChart(Widget):
         self.refresh()
 
     def render_line(self, y: int) -> Strip:
-        width, height = self.size
-        base = self.rich_style
-        if self._lines is None or self._drawn_size != (width, height):
-            self._lines, self._drawn_size = self.draw(width, height), (width, height)
-        if y >= len(self._lines):
-            return Strip.blank(width, base)
-        runs = self._lines[y]
-        return Strip([Segment(text, base + style) for text, style in runs],
-                     sum(len(text) for text, _ in runs)).crop_extend(0, width, base)
+        return drawn_line(self, y, self.draw)
 
     def plain_lines(self, width: int, height: int) -> list[str]:
         """The chart as text (tests, and a check of what a size shows)."""

@@ -26,6 +26,20 @@ from textual.widget import Widget
 
 from console.state import Marker
 
+
+def drawn_line(widget, y: int, draw) -> Strip:
+    """Line `y` of a chart drawn whole as lines of (text, style) runs by `draw(width, height)`,
+    kept in `widget._lines` until its size changes (`widget._drawn_size`) or it is reset to None."""
+    width, height = widget.size
+    base = widget.rich_style
+    if widget._lines is None or widget._drawn_size != (width, height):
+        widget._lines, widget._drawn_size = draw(width, height), (width, height)
+    if y >= len(widget._lines):
+        return Strip.blank(width, base)
+    runs = widget._lines[y]
+    return Strip([Segment(text, base + style) for text, style in runs],
+                 sum(len(text) for text, _ in runs)).crop_extend(0, width, base)
+
 # braille dot bits indexed [row 0..3][col 0..1]
 _DOT = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
 _AXIS_W = 8  # "-12.345┤"
@@ -210,15 +224,7 @@ class RewardChart(Widget):
         self.refresh()
 
     def render_line(self, y: int) -> Strip:
-        width, height = self.size
-        base = self.rich_style
-        if self._lines is None or self._drawn_size != (width, height):
-            self._lines, self._drawn_size = self._draw(width, height), (width, height)
-        if y >= len(self._lines):
-            return Strip.blank(width, base)
-        runs = self._lines[y]
-        return Strip([Segment(text, base + style) for text, style in runs],
-                     sum(len(text) for text, _ in runs)).crop_extend(0, width, base)
+        return drawn_line(self, y, self._draw)
 
     def _draw(self, width: int, height: int) -> list[list[tuple[str, Style]]]:
         """Each line as runs of (text, style); every character is one cell wide."""
