@@ -12,12 +12,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device: scripts/gpu_smoke.sh)"),
 ]
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from backend.training.tiny_model import TinyModelSpec, build_model
-
-    return build_model(tmp_path_factory.mktemp("m") / "tiny", TinyModelSpec(hidden_size=256, num_heads=4, num_kv_heads=2))
+from tests.gpu.test_gpu_engine import _digest  # noqa: E402  (the same parameter digest)
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +25,6 @@ def engine(model_dir):
                                                         gpu_memory_utilization=0.2, own_process=True))
     yield eng
     eng.shutdown()
-
-
-def _digest(worker):
-    """In the worker: per engine parameter, its sum and a position-weighted sum (float64)."""
-    from backend.engine import vllm_compat
-
-    out = []
-    for name, p in vllm_compat.engine_model(worker).named_parameters():
-        flat = p.detach().reshape(-1).double()
-        w = torch.arange(flat.numel(), device=flat.device, dtype=torch.float64).remainder_(9973).add_(1)
-        out.append((name, flat.sum().item(), (flat * w).sum().item()))
-    return out
 
 
 def _worker_pid(worker):

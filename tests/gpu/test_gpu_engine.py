@@ -13,14 +13,6 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from backend.training.tiny_model import TinyModelSpec, build_model
-
-    # head size 64: supported by every CUDA attention backend
-    return build_model(tmp_path_factory.mktemp("m") / "tiny", TinyModelSpec(hidden_size=256, num_heads=4, num_kv_heads=2))
-
-
-@pytest.fixture(scope="module")
 def engine(model_dir):
     os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
     from backend.engine.local import LocalVLLMEngine
