@@ -103,6 +103,19 @@ async def _next(client: BackendClient, it, kind: str, timeout: float = 30.0, whe
     return await asyncio.wait_for(find(), timeout)
 
 
+def _diagnose(live_run) -> str:
+    """What the run logged last (states, command results, steps) and its stderr's tail, for a
+    test that timed out waiting for the run."""
+    with EventLogReader(live_run["home"] / "runs" / RUN_ID / "events.db") as r:
+        last = list(r.read(max(0, r.next_seq() - 400), kinds=("state_changed", "command_result", "step_metrics",
+                                                                "alert", "log")))
+    lines = [f"{e.seq} {e.kind} " + " ".join(f"{k}={getattr(e, k)!r}" for k in ("state", "message", "command",
+             "status", "reason", "step") if getattr(e, k, None) not in (None, "")) for e in last[-25:]]
+    alive = "running" if live_run["proc"].poll() is None else f"exited {live_run['proc'].returncode}"
+    err = (live_run["home"] / "backend.err").read_text(errors="replace")[-3000:]
+    return "\n".join(lines) + f"\nbackend {alive}; stderr tail:\n{err}"
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -191,6 +204,13 @@ def test_one_controller_at_a_time(live_run):
         a = BackendClient(sock, from_seq=-1, client="console-A")
         b = BackendClient(sock, from_seq=-1, client="console-B")
         v = BackendClient(sock, from_seq=-1, role="view", client="viewer-V")
+        try:
+            await steps(a, b, v)
+        finally:  # a failure here must not leave B holding the run for the next tests
+            for c in (a, b, v):
+                await c.close()
+
+    async def steps(a, b, v):
         await a.connect()
         ai = a.events().__aiter__()
         assert (await _next(a, ai, "control")).role == "controller"
@@ -235,10 +255,11 @@ def test_one_controller_at_a_time(live_run):
         cmd = C.Resume()
         await b.send(cmd)
         assert (await _next(b, bi, "command_result", where=lambda e: e.command_id == cmd.id)).status == "accepted"
-        await b.close()
-        await v.close()
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        raise AssertionError(f"timed out; the run's side of it:\n{_diagnose(live_run)}") from exc
     rejected = [e for e in _store(live_run["home"]).read(0, kinds=("command_result",)) if e.status == "rejected"]
     assert any("read-only" in e.reason for e in rejected), "rejections are in the run's log"
 
