@@ -28,8 +28,9 @@ def prepare_env(device: str, kv_cache_gb: float, cache_root: str | None = None, 
     if own_process:  # engine.core = "own_process": the engine core in a child, started fresh (no forked CUDA state)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
         os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
-    else:
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: 4-10 s start, weights pushed in-place
+    else:  # one process: 4-10 s start, weights pushed in place. Set, not defaulted: the push path
+        # depends on it, whatever the shell (or an earlier own-process engine here) left in it
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # callables through collective_rpc
     if device == "cpu":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gb)))))
@@ -113,6 +114,7 @@ class LocalVLLMEngine:
         import vllm
         from vllm import LLM
 
+        vllm_compat.fresh_env()
         kwargs: dict[str, Any] = dict(
             model=str(model_path),
             dtype=o.dtype,

@@ -251,6 +251,18 @@ def safetensors_iterator(files: list[str]) -> Iterable[tuple[str, Any]]:
     return fn(files, use_tqdm_on_load=False)
 
 
+def fresh_env() -> None:
+    """vLLM caches its environment variables once an engine core has started in a process
+    (`vllm.envs.enable_envs_cache`); a later engine here (a test, a bench) would then start with
+    the first one's settings, e.g. its core in a child process while this side pushes weights as
+    if in-process. Drop that cache so the engine about to start reads what `prepare_env` set."""
+    import vllm.envs as envs
+
+    disable = getattr(envs, "disable_envs_cache", None)
+    if callable(disable):
+        disable()
+
+
 def shutdown_engine(llm) -> str | None:
     """Close an in-process engine's core (shim `engine_core_shutdown`). Returns None when it
     closed, else what failed (also logged): the caller drops the engine either way."""

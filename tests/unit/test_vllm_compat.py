@@ -290,3 +290,31 @@ def test_state_tensors_cast_matches_per_tensor_cast_and_fingerprint():
         lin[0].weight.add_(1.0)
     weight_sync.state_tensors(lin, "bfloat16")
     assert all(torch.equal(a, b) for a, (_, b) in zip(before, got))  # an earlier call's tensors keep their values
+
+
+def test_an_engine_started_after_another_reads_its_own_environment(monkeypatch):
+    """An in-process engine after an own-process one (or a shell with the variable set) must
+    start in-process: vLLM's cached environment and a leftover VLLM_ENABLE_V1_MULTIPROCESSING=1
+    would otherwise put its core in a child while weights are pushed as if in-process."""
+    import os
+
+    import vllm.envs as envs
+
+    from backend.engine.local import prepare_env
+
+    saved = dict(os.environ)  # prepare_env sets more than these; later tests' backends inherit os.environ
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    envs.enable_envs_cache()  # what vLLM does once an engine core has started in this process
+    try:
+        assert envs.VLLM_ENABLE_V1_MULTIPROCESSING is True
+        prepare_env("cpu", 1.0)  # the next engine: in-process
+        assert envs.VLLM_ENABLE_V1_MULTIPROCESSING is True, "cached: still the first engine's value"
+        vllm_compat.fresh_env()
+        assert envs.VLLM_ENABLE_V1_MULTIPROCESSING is False
+        prepare_env("cuda", 1.0, own_process=True)
+        assert envs.VLLM_ENABLE_V1_MULTIPROCESSING is True
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        vllm_compat.fresh_env()
