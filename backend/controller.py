@@ -159,6 +159,11 @@ class Controller:
                     f"max_tokens={new['max_tokens']} + longest prompt ({s.max_prompt_tokens} tokens) exceeds "
                     f"engine.max_model_len={self.profile.engine.max_model_len}"
                 )
+            t: Any = self.profile.training  # (a section built from the parameter registry)
+            k = t.micro_batches
+            if "num_generations" in changes and (t.prompts_per_step * new["num_generations"]) % k:
+                return (f"num_generations={new['num_generations']}: the step's batch (prompts_per_step "
+                        f"{t.prompts_per_step} × G) must divide by training.micro_batches = {k}")
             if "beta" in changes and changes["beta"] > 0 and not s.has_ref_model:
                 return "beta > 0 needs a reference model, which is loaded only when the run starts with training.beta > 0"
             if changes.keys() & SAMPLING_PARAMS:
@@ -285,11 +290,22 @@ class Controller:
             code = 3
         except Exception as exc:
             traceback.print_exc()
-            self.set_state("failed", f"{type(exc).__name__}: {exc}")
+            self.set_state("failed", f"{type(exc).__name__}: {exc}{self._hint(exc)}")
             code = 1
         finally:
             self._teardown()
         return code
+
+    def _hint(self, exc: BaseException) -> str:
+        """What an operator can change for a failure with a known remedy."""
+        if type(exc).__name__ != "OutOfMemoryError":
+            return ""
+        t: Any = self.profile.training
+        g = self.params["num_generations"]
+        rows = t.prompts_per_step * g // t.micro_batches
+        return (f" — each update pass holds {rows} sequences (prompts_per_step {t.prompts_per_step} × G {g} / "
+                f"training.micro_batches {t.micro_batches}): raise training.micro_batches to split the update into "
+                "more passes, or lower sampling.max_tokens, training.prompts_per_step or engine.gpu_memory_utilization")
 
     def request_pause(self, reason: str) -> None:
         """From a command or an alert rule: pause at the next step boundary."""

@@ -183,6 +183,12 @@ class _TrainingFixed(_Section):
         description="dtype of the trainer's master weights: float32 as TRL's GRPOTrainer (bf16 autocast on GPU); "
         "the engine serves model.dtype and every weight sync casts. bfloat16 halves memory but small updates round away",
     )
+    micro_batches: int = Field(
+        1, ge=1, le=4096,
+        description="split each step's update into this many forward/backward passes (TRL's gradient accumulation "
+        "inside the step: still one generation and one optimizer step per step) for a batch whose update does not fit "
+        "in memory at once; prompts_per_step × sampling.num_generations must divide by it",
+    )
     overlap: bool = Field(
         False,
         description="generate step s+1's rollouts with the weights of step s while the trainer runs step s's update: "
@@ -302,6 +308,17 @@ class RunProfile(BaseSettings):
         description="passed through to trl.GRPOConfig (e.g. report_to, loss_type, scale_rewards)",
     )
 
+    @model_validator(mode="after")
+    def _micro_batches_divide_the_batch(self) -> "RunProfile":
+        k, batch = self.training.micro_batches, self.training.prompts_per_step * self.sampling.num_generations
+        if batch % k:
+            raise ValueError(f"training.micro_batches = {k} must divide the step's batch: prompts_per_step × "
+                             f"num_generations = {self.training.prompts_per_step} × {self.sampling.num_generations} = {batch}")
+        if k > 1 and self.training.overlap:
+            raise ValueError("training.overlap generates the next step during one update pass; it does not work with "
+                             f"training.micro_batches = {k} yet: set one of them back (micro_batches = 1 or overlap = false)")
+        return self
+
     @field_validator("trl")
     @classmethod
     def _trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +327,11 @@ class RunProfile(BaseSettings):
         if unknown:
             raise ValueError(f"unknown GRPOConfig field(s) {unknown}; see trl.GRPOConfig for the allowed names")
         owned = sorted(set(value) & OWNED_TRL_FIELDS)
+        batching = [f for f in owned if f in BATCH_TRL_FIELDS]
+        if batching:
+            raise ValueError(f"{batching}: rl-console generates once per step and steps the optimizer once per step; "
+                             "the step's batch is training.prompts_per_step × sampling.num_generations, and "
+                             "training.micro_batches splits its update into passes (gradient accumulation): set those")
         if owned:
             raise ValueError(f"{owned} are set by rl-console's own sections ([sampling]/[training]/[run]); set them there")
         return value
@@ -358,8 +380,14 @@ OWNED_TRL_FIELDS = frozenset(
         "seed",
         "use_vllm",
         "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "steps_per_generation",
+        "generation_batch_size",
     }
 )
+#: the owned fields that size the batch: training.prompts_per_step and training.micro_batches
+BATCH_TRL_FIELDS = frozenset({"per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
+                              "generation_batch_size"})
 
 _TRL_FIELDS: set[str] | None = None
 
@@ -384,6 +412,8 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
         return f"{field}: unknown field" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
     msg = err["msg"]
     ctx = err.get("ctx") or {}
+    if not loc and err["type"] == "value_error":  # a rule across sections: its message names the fields
+        return msg.removeprefix("Value error, ")
     if "input" in err and err["type"] not in ("missing",):
         shown = repr(err["input"])
         if len(shown) > 60:

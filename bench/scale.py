@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vs_trl  # noqa: E402
 
 
-def cell(model: str, prompts: int, mode: str, steps: int) -> dict:
+def cell(model: str, prompts: int, mode: str, steps: int, extra: list[str] | None = None) -> dict:
     path = vs_trl.model_dir(model)
     task = "length" if (Path(path) / "prompts.jsonl").exists() else "chat"
-    args = SimpleNamespace(model_dir=path, prompts=prompts, G=8, max_tokens=32, lr=3e-5, seed=0, steps=steps, task=task, set=None)
+    args = SimpleNamespace(model_dir=path, prompts=prompts, G=8, max_tokens=32, lr=3e-5, seed=0, steps=steps, task=task,
+                           set=extra)
     res = vs_trl.run_console(args, overlap=mode == "overlap")
     res["summary"] = vs_trl.summarize(res, vs_trl.REWARDS[task])
     res["cell"] = {"model": Path(model).name, "prompts": prompts, "mode": mode, "task": task}
@@ -61,6 +62,8 @@ def main() -> int:
     ap.add_argument("--modes", default="sync,overlap")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json-out")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a profile override for every cell, e.g. training.micro_batches=4 (repeatable)")
     args = ap.parse_args()
     header = ("| model | batch | mode | step ms | generate ms | train ms | sync ms | sync share | sync GB/s | "
               "tokens/s | GPU util | vs sync |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -70,7 +73,7 @@ def main() -> int:
             sync_step = None
             for mode in args.modes.split(","):
                 print(f"== {Path(model).name} {prompts}x8 {mode}", flush=True)
-                res = cell(model, prompts, mode, args.steps)
+                res = cell(model, prompts, mode, args.steps, args.set)
                 if res["rc"] != 0 or not res["rows"]:
                     failed += 1
                     print(f"   failed (rc {res['rc']}, {len(res['rows'])} steps)", flush=True)

@@ -149,7 +149,10 @@ def grpo_config(profile: RunProfile, output_dir: Path, device: str, reward_weigh
     s, t = profile.sampling, profile.training
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
-        per_device_train_batch_size=t.prompts_per_step * s.num_generations,
+        # one generation of prompts × G per step, its update in `micro_batches` passes, one optimizer step
+        per_device_train_batch_size=t.prompts_per_step * s.num_generations // t.micro_batches,
+        gradient_accumulation_steps=t.micro_batches,
+        steps_per_generation=t.micro_batches,
         num_generations=s.num_generations,
         max_completion_length=s.max_tokens,
         temperature=s.temperature,
@@ -180,8 +183,6 @@ def check_overlap(kwargs: dict[str, Any]) -> None:
     one generation per optimizer step, and TRL's importance-sampling correction on."""
     once = {"gradient_accumulation_steps": 1, "steps_per_generation": 1, "num_iterations": 1}
     bad = [f"{k} = {kwargs[k]}" for k, ok in once.items() if kwargs.get(k) not in (None, ok)]
-    if kwargs.get("generation_batch_size") not in (None, kwargs["per_device_train_batch_size"]):
-        bad.append(f"generation_batch_size = {kwargs['generation_batch_size']}")
     if bad:
         raise ValueError(f"training.overlap needs one generation per optimizer step; the [trl] table sets {', '.join(bad)}: "
                          "remove them or set training.overlap = false")

@@ -110,7 +110,8 @@ class StepLoop:
                 if remaining <= 0:
                     return
                 self.step_offset = self.step
-                trl_compat.set_group_size(trainer, self.params["num_generations"], self.profile.training.prompts_per_step, remaining)
+                trl_compat.set_group_size(trainer, self.params["num_generations"], self.profile.training.prompts_per_step, remaining,
+                                          self.profile.training.micro_batches)
         finally:
             if self.prefetch is not None:
                 self.prefetch.close()  # nothing generates once training ends (the engine shuts down next)

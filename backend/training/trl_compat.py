@@ -109,15 +109,16 @@ def set_loss_temperature(trainer: Any, temperature: float) -> None:
     trainer.args.temperature = temperature
 
 
-def set_group_size(trainer: Any, g: int, prompts_per_step: int, max_steps: int) -> None:
+def set_group_size(trainer: Any, g: int, prompts_per_step: int, max_steps: int, micro_batches: int = 1) -> None:
     """Prepare a stopped trainer for `train()` again with group size `g`: TRL builds G into
     its sampler and batch sizes at init (`_train_batch_size` is transformers' private copy of
-    the batch size its dataloader uses), and `global_step` restarts at 0 for the new call."""
+    the batch size its dataloader uses; the dataloader's batch is that × steps_per_generation,
+    one generation), and `global_step` restarts at 0 for the new call."""
     trainer.num_generations = g
     trainer.args.num_generations = g
-    trainer.args.per_device_train_batch_size = prompts_per_step * g
+    trainer.args.per_device_train_batch_size = prompts_per_step * g // micro_batches
     trainer.args.generation_batch_size = prompts_per_step * g
-    trainer._train_batch_size = prompts_per_step * g
+    trainer._train_batch_size = prompts_per_step * g // micro_batches
     trainer.args.max_steps = max_steps
     trainer.state.global_step = 0
 
