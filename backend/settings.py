@@ -314,9 +314,6 @@ class RunProfile(BaseSettings):
         if batch % k:
             raise ValueError(f"training.micro_batches = {k} must divide the step's batch: prompts_per_step × "
                              f"num_generations = {self.training.prompts_per_step} × {self.sampling.num_generations} = {batch}")
-        if k > 1 and self.training.overlap:
-            raise ValueError("training.overlap generates the next step during one update pass; it does not work with "
-                             f"training.micro_batches = {k} yet: set one of them back (micro_batches = 1 or overlap = false)")
         return self
 
     @field_validator("trl")

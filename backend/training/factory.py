@@ -181,7 +181,9 @@ def grpo_config(profile: RunProfile, output_dir: Path, device: str, reward_weigh
 def check_overlap(kwargs: dict[str, Any]) -> None:
     """`training.overlap` generates the next step's rollout during this step's update: it needs
     one generation per optimizer step, and TRL's importance-sampling correction on."""
-    once = {"gradient_accumulation_steps": 1, "steps_per_generation": 1, "num_iterations": 1}
+    # (steps_per_generation = gradient_accumulation_steps = training.micro_batches: one generation
+    # per optimizer step whatever the number of update passes)
+    once = {"num_iterations": 1}
     bad = [f"{k} = {kwargs[k]}" for k, ok in once.items() if kwargs.get(k) not in (None, ok)]
     if bad:
         raise ValueError(f"training.overlap needs one generation per optimizer step; the [trl] table sets {', '.join(bad)}: "

