@@ -107,10 +107,8 @@ def run_trl(args) -> dict:
     rows = [json.loads(l[4:]) for l in out.stdout.splitlines() if l.startswith("TRL ")]
     peak = next((float(l.split()[1]) for l in out.stdout.splitlines() if l.startswith("TRL_PEAK_MB ")), None)
     dtype = next((l.split()[1] for l in out.stdout.splitlines() if l.startswith("TRL_DTYPE ")), None)
-    if out.returncode != 0 or not rows:  # why: its stderr, and the run's own account (--json: on stdout)
-        told = [line for line in out.stdout.splitlines() if '"state_changed"' in line or '"alert"' in line
-                or '"log"' in line]
-        print(out.stderr[-4000:] + "\n" + "\n".join(told[-8:])[-4000:], file=sys.stderr)
+    if out.returncode != 0 or not rows:
+        print(out.stderr[-4000:], file=sys.stderr)
     return {"loop": "TRL GRPOTrainer + vLLM colocate", "rows": rows, "peak_mb": peak, "policy_dtype": dtype,
             "wall_s": wall, "rc": out.returncode}
 
