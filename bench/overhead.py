@@ -8,16 +8,21 @@
 Same tiny model (built locally), task, rewards, batch, G, max_tokens, lr, seed, and the same
 engine: (a) builds `vllm.LLM` with rl-console's engine options (no prefix caching, no chunked
 prefill on CPU, processed log-probs) and samples each prompt with its own seed as rl-console
-does (`request_seed`), so the ratio holds only what the console adds. Step times: (a) from a
-callback, (b) and (c) from the run's event log (`StepMetrics.times.total`). Reports the median
-step time over steps after the warm-up and the ratios b/a and c/b, per round and over rounds.
+does (`request_seed`), so the ratio holds only what the console adds.
 
-On a shared machine the wall times move with the other load. So for (a) and (b) the bench also
-reads, at each step's line on the child's stdout, the CPU time of all the child's threads
-(`/proc/PID/task/*/schedstat`) and the time they waited for a core: the CPU per step (median)
-is the console's cost with the machine's load mostly taken out, the wait says how loaded it was.
+(a) and (b) take turns on the machine: both are started (one after the other), then each runs
+for `--block-s` seconds while the other is stopped (SIGSTOP/SIGCONT on its process group), until
+both have finished. So their steps come from the same minutes and drift of a shared machine lands
+in both alike. A step's time is the interval between two of its step lines on the child's stdout
+(the same clock and definition for both; (a) prints one from a TrainerCallback, (b) is
+`rl-console run --headless`, one line per step); steps cut by a turn are dropped, and so are the
+first 20 (warm-up). At each step line the bench also reads the CPU time of all the child's
+threads (`/proc/PID/task/*/schedstat`) and the time they waited for a core. Reported: the median
+step of each mode per round, b/a and CPU b/a, and their median and range over rounds. (c), the
+TUI attached, runs after each round on its own and is compared with (b) by the runs' logged step
+times (`StepMetrics.times.total`).
 
-  .venv/bin/python bench/overhead.py [--steps 120] [--rounds 3] [--skip-tui]
+  .venv/bin/python bench/overhead.py [--steps 200] [--rounds 3] [--block-s 2] [--skip-tui]
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -135,42 +142,92 @@ def _schedstat(pid: int) -> tuple[int, int]:
     return run, wait
 
 
-def run_child(cmd: list[str], env, is_step) -> tuple[list[float], list[float], list[float]]:
-    """Run `cmd`; at each stdout line `is_step` accepts, read the child's CPU and run-queue wait.
-    Returns (stdout lines, CPU seconds per step, wait seconds per step)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    lines, marks = [], []
-    for line in proc.stdout:
-        lines.append(line)
-        if is_step(line):
+def _start(cmd: list[str], env) -> subprocess.Popen:
+    # its own process group: SIGSTOP/SIGCONT reach every process it starts
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+
+
+class Child:
+    """One mode's process: its stdout read on a thread; at each step line, the parent's clock and the
+    process's CPU time and run-queue wait are recorded."""
+
+    def __init__(self, name: str, cmd: list[str], env, is_step) -> None:
+        self.name, self.is_step = name, is_step
+        self.proc = _start(cmd, env)
+        self.lines: list[str] = []
+        self.marks: list[tuple[float, int, int]] = []  # (monotonic time of the line, CPU ns, wait ns)
+        self.windows: list[tuple[float, float]] = []  # when it was allowed to run
+        self.first_step = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if self.is_step(line):
+                now = time.monotonic()
+                try:
+                    self.marks.append((now, *_schedstat(self.proc.pid)))
+                except OSError:  # exiting
+                    pass
+                self.first_step.set()
+        self.first_step.set()
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def finish(self) -> None:
+        self.reader.join()
+        if self.proc.wait() != 0:
+            raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {''.join(self.lines[-20:])}")
+
+    def steps(self) -> tuple[list[float], list[float], list[float]]:
+        """Wall, CPU and wait per step, for the steps that ran wholly inside one of its windows
+        (a step the other mode's turn cut in two is dropped); the first WARMUP steps are dropped."""
+        wall, cpu, wait = [], [], []
+        for i in range(max(1, WARMUP), len(self.marks)):
+            (t0, c0, w0), (t1, c1, w1) = self.marks[i - 1], self.marks[i]
+            if any(a <= t0 and t1 <= b for a, b in self.windows):
+                wall.append(t1 - t0)
+                cpu.append((c1 - c0) / 1e9)
+                wait.append((w1 - w0) / 1e9)
+        return wall, cpu, wait
+
+
+def interleaved(children: list[Child], block_s: float) -> None:
+    """Let the modes take turns on the machine, `block_s` each, so that every mode's steps come
+    from the same minutes: each is started alone and stopped at its first step, then they
+    alternate (SIGCONT one, wait, SIGSTOP it) until all have finished; the last one left runs on."""
+    for c in children:
+        c.first_step.wait()
+        c.signal(signal.SIGSTOP)
+    while True:
+        live = [c for c in children if c.proc.poll() is None]
+        if not live:
+            return
+        for c in live:
+            start = time.monotonic()
+            c.signal(signal.SIGCONT)
             try:
-                marks.append(_schedstat(proc.pid))
-            except OSError:  # exiting
+                c.proc.wait(timeout=None if len(live) == 1 else block_s)
+            except subprocess.TimeoutExpired:
                 pass
-    if proc.wait() != 0:
-        raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}: {''.join(lines[-20:])}")
-    cpu = [(b[0] - a[0]) / 1e9 for a, b in zip(marks, marks[1:])]
-    wait = [(b[1] - a[1]) / 1e9 for a, b in zip(marks, marks[1:])]
-    return lines, cpu, wait
+            if c.proc.poll() is None:
+                c.signal(signal.SIGSTOP)
+            c.windows.append((start, time.monotonic()))
 
 
-def run_bare(steps: int, env) -> tuple[list[float], list[float], list[float]]:
-    res_file = Path(tempfile.mkdtemp()) / "bare.json"
-    _, cpu, wait = run_child([sys.executable, __file__, "--steps", str(steps), "--bare-child", str(res_file)], env,
-                             lambda line: line.startswith("@@step "))
-    return json.loads(res_file.read_text()), cpu, wait
+def bare_cmd(steps: int, res_file: Path) -> list[str]:
+    return [sys.executable, __file__, "--steps", str(steps), "--bare-child", str(res_file)]
 
 
-def run_headless(steps: int, env) -> tuple[list[float], list[float], list[float]]:
-    """rl-console headless as `rl-console run --headless` starts it (its backend, one line per step
-    on stdout); the step times from the run's log."""
-    from backend.protocol.paths import new_run_id
-
-    run_id = new_run_id("bench-overhead")
-    _, cpu, wait = run_child([sys.executable, "-m", "backend", "run", "--run-id", run_id, "--headless", "--max-steps", str(steps)],
-                             env, lambda line: line.startswith("step "))
-    return logged_times(run_id), cpu, wait
+def headless_cmd(steps: int, run_id: str) -> list[str]:
+    """rl-console headless as `rl-console run --headless` starts it: its backend, one line per step on stdout."""
+    return [sys.executable, "-m", "backend", "run", "--run-id", run_id, "--headless", "--max-steps", str(steps)]
 
 
 def run_tui(steps: int, env) -> list[float]:
@@ -201,39 +258,46 @@ def run_tui(steps: int, env) -> list[float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--skip-tui", action="store_true")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating a/b(/c) blocks; the ratio's median and range are reported")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of interleaved a/b (then c); the ratio's median and range are reported")
+    ap.add_argument("--block-s", type=float, default=2.0, help="seconds each mode runs before the other takes its turn")
     ap.add_argument("--bare-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_child:
         bare(args.steps, Path(args.bare_child))
         return 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "PYTHONUNBUFFERED": "1"}
-    rounds: list[dict[str, float]] = []
+    from backend.protocol.paths import new_run_id
+
+    ba: list[float] = []
     cpu_ratios: list[float] = []
-    for r in range(args.rounds):  # alternating blocks: drift of a shared box lands in every mode alike
-        a_wall, a_cpu, a_wait = run_bare(args.steps, env)
-        b_wall, b_cpu, b_wait = run_headless(args.steps, env)
-        results = {"(a) bare TRL + vLLM": a_wall, "(b) rl-console headless": b_wall}
-        if not args.skip_tui and shutil.which("tmux"):
-            results["(c) rl-console + TUI"] = run_tui(args.steps, env)
-        med = {k: statistics.median(v[WARMUP:]) for k, v in results.items()}
-        rounds.append(med)
-        keys = list(med)
-        cpu = [statistics.median(x[WARMUP:]) for x in (a_cpu, b_cpu)]
-        wait = [statistics.median(x[WARMUP:]) for x in (a_wait, b_wait)]
-        cpu_ratios.append(cpu[1] / cpu[0])
-        print(f"round {r + 1}: " + ", ".join(f"{k} {m * 1000:.1f} ms" for k, m in med.items())
-              + f"; b/a {med[keys[1]] / med[keys[0]]:.3f}" + (f", c/b {med[keys[2]] / med[keys[1]]:.3f}" if len(keys) > 2 else "")
-              + f" | CPU per step a {cpu[0] * 1000:.1f} ms, b {cpu[1] * 1000:.1f} ms, b/a {cpu[1] / cpu[0]:.3f}"
-              + f" | waiting for a core a {wait[0] * 1000:.1f} ms, b {wait[1] * 1000:.1f} ms", flush=True)
-    keys = list(rounds[0])
-    ba = [m[keys[1]] / m[keys[0]] for m in rounds]
+    cb: list[float] = []
+    for r in range(args.rounds):
+        run_id = new_run_id("bench-overhead")
+        a = Child("(a) bare TRL + vLLM", bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json"), env, lambda line: line.startswith("@@step "))
+        a.first_step.wait()  # started one after the other: their start-ups do not share the machine
+        a.signal(signal.SIGSTOP)
+        b = Child("(b) rl-console headless", headless_cmd(args.steps, run_id), env, lambda line: line.startswith("step "))
+        interleaved([a, b], args.block_s)
+        a.finish()
+        b.finish()
+        (a_wall, a_cpu, a_wait), (b_wall, b_cpu, b_wait) = a.steps(), b.steps()
+        med = [statistics.median(x) for x in (a_wall, b_wall, a_cpu, b_cpu, a_wait, b_wait)]
+        ba.append(med[1] / med[0])
+        cpu_ratios.append(med[3] / med[2])
+        line = (f"round {r + 1}: (a) bare TRL + vLLM {med[0] * 1000:.1f} ms, (b) rl-console headless {med[1] * 1000:.1f} ms"
+                f" (medians of {len(a_wall)} / {len(b_wall)} steps in {len(a.windows)} / {len(b.windows)} turns); b/a {ba[-1]:.3f}"
+                f" | CPU per step a {med[2] * 1000:.1f} ms, b {med[3] * 1000:.1f} ms, b/a {cpu_ratios[-1]:.3f}"
+                f" | waiting for a core a {med[4] * 1000:.1f} ms, b {med[5] * 1000:.1f} ms")
+        if not args.skip_tui and shutil.which("tmux"):  # the TUI's cost against (b), both from the runs' logs
+            c_med, b_med = statistics.median(run_tui(args.steps, env)[WARMUP:]), statistics.median(logged_times(run_id)[WARMUP:])
+            cb.append(c_med / b_med)
+            line += f" | (c) rl-console + TUI {c_med * 1000:.1f} ms (logged), (b) {b_med * 1000:.1f} ms (logged), c/b {cb[-1]:.3f}"
+        print(line, flush=True)
     line = f"b/a = {statistics.median(ba):.3f} (range {min(ba):.3f}-{max(ba):.3f} over {len(ba)} rounds; goal <= 1.03)"
     line += f"   CPU b/a = {statistics.median(cpu_ratios):.3f} (range {min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})"
-    if len(keys) > 2:
-        cb = [m[keys[2]] / m[keys[1]] for m in rounds]
+    if cb:
         line += f"   c/b = {statistics.median(cb):.3f} (range {min(cb):.3f}-{max(cb):.3f}; goal <= 1.01)"
     print(line)
     return 0
