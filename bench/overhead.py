@@ -22,7 +22,7 @@ step of each mode per round, b/a and CPU b/a, and their median and range over ro
 TUI attached, runs after each round on its own and is compared with (b) by the runs' logged step
 times (`StepMetrics.times.total`).
 
-  .venv/bin/python bench/overhead.py [--steps 200] [--rounds 3] [--block-s 2] [--skip-tui]
+  .venv/bin/python bench/overhead.py [--steps 200] [--rounds 3] [--block-s 2] [--skip-tui] [--variant NAME=SECTION.FIELD=VALUE,...]
 """
 
 from __future__ import annotations
@@ -151,8 +151,13 @@ class Child:
     """One mode's process: its stdout read on a thread; at each step line, the parent's clock and the
     process's CPU time and run-queue wait are recorded."""
 
-    def __init__(self, name: str, cmd: list[str], env, is_step) -> None:
+    def __init__(self, name: str, cmd: list[str], env, is_step, phases: bool = False) -> None:
         self.name, self.is_step = name, is_step
+        self.phases_file = None
+        if phases:  # the same program under bench/phases.py: its shared work timed per call
+            self.phases_file = Path(tempfile.mkdtemp()) / "phases.json"
+            env = {**env, "RLC_BENCH_PHASES": str(self.phases_file)}
+            cmd = [cmd[0], str(ROOT / "bench" / "phases.py"), *cmd[1:]]
         self.proc = _start(cmd, env)
         self.lines: list[str] = []
         self.marks: list[tuple[float, int, int]] = []  # (monotonic time of the line, CPU ns, wait ns)
@@ -197,6 +202,27 @@ class Child:
                 wait.append((w1 - w0) / 1e9)
         return wall, cpu, wait
 
+    def phase_medians(self) -> dict[str, tuple[float, float]]:
+        """Per shared phase: median wall and CPU seconds of its calls inside this child's turns
+        (after the warm-up; `generate`: the rollout calls only, i.e. those with the commonest
+        prompt count, not the probes or the canary)."""
+        if self.phases_file is None:
+            return {}
+        out = {}
+        start = self.marks[min(WARMUP, len(self.marks) - 1)][0] if self.marks else 0.0
+        for key, calls in json.loads(self.phases_file.read_text()).items():
+            calls = [c for c in calls if c[0] >= start and any(a <= c[0] and c[1] <= b for a, b in self.windows)]
+            if key == "gc":  # its time per step: all collections in the turns over the steps counted there
+                steps = len(self.steps()[0])
+                out["gc per step"] = (sum(c[1] - c[0] for c in calls) / max(steps, 1), sum(c[2] for c in calls) / max(steps, 1))
+                continue
+            if key == "generate" and calls:
+                common = statistics.mode(c[3] for c in calls)
+                calls = [c for c in calls if c[3] == common]
+            if calls:
+                out[key] = (statistics.median(c[1] - c[0] for c in calls), statistics.median(c[2] for c in calls))
+        return out
+
 
 def interleaved(children: list[Child], block_s: float) -> None:
     """Let the modes take turns on the machine, `block_s` each, so that every mode's steps come
@@ -225,9 +251,18 @@ def bare_cmd(steps: int, res_file: Path) -> list[str]:
     return [sys.executable, __file__, "--steps", str(steps), "--bare-child", str(res_file)]
 
 
-def headless_cmd(steps: int, run_id: str) -> list[str]:
+def headless_cmd(steps: int, run_id: str, sets: list[str] = ()) -> list[str]:
     """rl-console headless as `rl-console run --headless` starts it: its backend, one line per step on stdout."""
-    return [sys.executable, "-m", "backend", "run", "--run-id", run_id, "--headless", "--max-steps", str(steps)]
+    return [sys.executable, "-m", "backend", "run", "--run-id", run_id, "--headless", "--max-steps", str(steps),
+            *(x for kv in sets for x in ("--set", kv))]
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """'NAME=SECTION.FIELD=VALUE,SECTION.FIELD=VALUE' -> (NAME, ['SECTION.FIELD=VALUE', ...])"""
+    name, _, sets = text.partition("=")
+    if not name or not sets:
+        raise argparse.ArgumentTypeError(f"--variant wants NAME=SECTION.FIELD=VALUE[,...], got {text!r}")
+    return name, sets.split(",")
 
 
 def run_tui(steps: int, env) -> list[float]:
@@ -262,6 +297,11 @@ def main() -> int:
     ap.add_argument("--skip-tui", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of interleaved a/b (then c); the ratio's median and range are reported")
     ap.add_argument("--block-s", type=float, default=2.0, help="seconds each mode runs before the other takes its turn")
+    ap.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="NAME=SECTION.FIELD=VALUE[,...]",
+                    help="also run rl-console headless with these profile overrides (env:VAR=VALUE: an environment variable), in "
+                         "the same turns (e.g. lean=telemetry.probe_every=0,telemetry.logprob_diff_every=0); reported as NAME/a")
+    ap.add_argument("--phases", action="store_true",
+                    help="time the work every loop shares (generate, loss forward, backward, optimizer) in each mode (bench/phases.py)")
     ap.add_argument("--bare-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_child:
@@ -273,15 +313,24 @@ def main() -> int:
     ba: list[float] = []
     cpu_ratios: list[float] = []
     cb: list[float] = []
+    ratios: dict[str, list[float]] = {}
     for r in range(args.rounds):
         run_id = new_run_id("bench-overhead")
-        a = Child("(a) bare TRL + vLLM", bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json"), env, lambda line: line.startswith("@@step "))
+        a = Child("(a) bare TRL + vLLM", bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json"), env, lambda line: line.startswith("@@step "),
+                  args.phases)
         a.first_step.wait()  # started one after the other: their start-ups do not share the machine
         a.signal(signal.SIGSTOP)
-        b = Child("(b) rl-console headless", headless_cmd(args.steps, run_id), env, lambda line: line.startswith("step "))
-        interleaved([a, b], args.block_s)
-        a.finish()
-        b.finish()
+        b = Child("(b) rl-console headless", headless_cmd(args.steps, run_id), env, lambda line: line.startswith("step "), args.phases)
+        extra = []
+        for name, sets in args.variant:
+            b.first_step.wait()
+            b.signal(signal.SIGSTOP)
+            env_v = {**env, **dict(kv[4:].split("=", 1) for kv in sets if kv.startswith("env:"))}
+            extra.append(Child(name, headless_cmd(args.steps, new_run_id("bench-overhead"), [kv for kv in sets if not kv.startswith("env:")]),
+                               env_v, lambda line: line.startswith("step "), args.phases))
+        interleaved([a, b, *extra], args.block_s)
+        for c in (a, b, *extra):
+            c.finish()
         (a_wall, a_cpu, a_wait), (b_wall, b_cpu, b_wait) = a.steps(), b.steps()
         med = [statistics.median(x) for x in (a_wall, b_wall, a_cpu, b_cpu, a_wait, b_wait)]
         ba.append(med[1] / med[0])
@@ -290,13 +339,24 @@ def main() -> int:
                 f" (medians of {len(a_wall)} / {len(b_wall)} steps in {len(a.windows)} / {len(b.windows)} turns); b/a {ba[-1]:.3f}"
                 f" | CPU per step a {med[2] * 1000:.1f} ms, b {med[3] * 1000:.1f} ms, b/a {cpu_ratios[-1]:.3f}"
                 f" | waiting for a core a {med[4] * 1000:.1f} ms, b {med[5] * 1000:.1f} ms")
+        for c in extra:
+            wall, cpu, _ = c.steps()
+            ratios.setdefault(c.name, []).append(statistics.median(wall) / med[0])
+            line += f" | {c.name} {statistics.median(wall) * 1000:.1f} ms, {c.name}/a {ratios[c.name][-1]:.3f}, CPU {statistics.median(cpu) / med[2]:.3f}"
         if not args.skip_tui and shutil.which("tmux"):  # the TUI's cost against (b), both from the runs' logs
             c_med, b_med = statistics.median(run_tui(args.steps, env)[WARMUP:]), statistics.median(logged_times(run_id)[WARMUP:])
             cb.append(c_med / b_med)
             line += f" | (c) rl-console + TUI {c_med * 1000:.1f} ms (logged), (b) {b_med * 1000:.1f} ms (logged), c/b {cb[-1]:.3f}"
         print(line, flush=True)
+        if args.phases:
+            pm = {c.name: c.phase_medians() for c in (a, b, *extra)}
+            for key in pm[a.name]:
+                print(f"    {key:13s} " + "   ".join(f"{n.split(' ')[0]} {v[key][0] * 1000:6.2f} ms wall {v[key][1] * 1000:6.2f} ms CPU"
+                                                 for n, v in pm.items() if key in v), flush=True)
     line = f"b/a = {statistics.median(ba):.3f} (range {min(ba):.3f}-{max(ba):.3f} over {len(ba)} rounds; goal <= 1.03)"
     line += f"   CPU b/a = {statistics.median(cpu_ratios):.3f} (range {min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})"
+    for name, v in ratios.items():
+        line += f"   {name}/a = {statistics.median(v):.3f} (range {min(v):.3f}-{max(v):.3f})"
     if cb:
         line += f"   c/b = {statistics.median(cb):.3f} (range {min(cb):.3f}-{max(cb):.3f}; goal <= 1.01)"
     print(line)
