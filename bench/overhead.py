@@ -46,8 +46,10 @@ sys.path.insert(0, str(ROOT))
 WARMUP = 20
 
 
-def bare(steps: int, out: Path) -> None:
-    """(a) The baseline, in its own process: no controller, no events, no console."""
+def bare(steps: int, out: Path, on_thread: bool = False) -> None:
+    """(a) The baseline, in its own process: no controller, no events, no console. `on_thread`:
+    TRL's loop runs on a second thread, as rl-console's backend runs it (its main thread serves
+    the clients)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import torch
@@ -116,7 +118,12 @@ def bare(steps: int, out: Path) -> None:
     trainer.remove_callback(PrinterCallback)  # as rl-console does: no dict printed per step
     push()
     Clock.t = time.perf_counter()
-    trainer.train()
+    if on_thread:
+        t = threading.Thread(target=trainer.train, name="bare-train")
+        t.start()
+        t.join()
+    else:
+        trainer.train()
     out.write_text(json.dumps(times))
 
 
@@ -247,8 +254,8 @@ def interleaved(children: list[Child], block_s: float) -> None:
             c.windows.append((start, time.monotonic()))
 
 
-def bare_cmd(steps: int, res_file: Path) -> list[str]:
-    return [sys.executable, __file__, "--steps", str(steps), "--bare-child", str(res_file)]
+def bare_cmd(steps: int, res_file: Path, on_thread: bool = False) -> list[str]:
+    return [sys.executable, __file__, "--steps", str(steps), "--bare-child", str(res_file), *(["--bare-thread"] if on_thread else [])]
 
 
 def headless_cmd(steps: int, run_id: str, sets: list[str] = ()) -> list[str]:
@@ -299,13 +306,15 @@ def main() -> int:
     ap.add_argument("--block-s", type=float, default=2.0, help="seconds each mode runs before the other takes its turn")
     ap.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="NAME=SECTION.FIELD=VALUE[,...]",
                     help="also run rl-console headless with these profile overrides (env:VAR=VALUE: an environment variable), in "
-                         "the same turns (e.g. lean=telemetry.probe_every=0,telemetry.logprob_diff_every=0); reported as NAME/a")
+                         "the same turns (e.g. lean=telemetry.probe_every=0,telemetry.logprob_diff_every=0); reported as NAME/a. "
+                         "NAME=bare:thread runs (a) with TRL's loop on a second thread, as rl-console runs it")
     ap.add_argument("--phases", action="store_true",
                     help="time the work every loop shares (generate, loss forward, backward, optimizer) in each mode (bench/phases.py)")
     ap.add_argument("--bare-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--bare-thread", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_child:
-        bare(args.steps, Path(args.bare_child))
+        bare(args.steps, Path(args.bare_child), args.bare_thread)
         return 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "PYTHONUNBUFFERED": "1"}
     from backend.protocol.paths import new_run_id
@@ -326,6 +335,10 @@ def main() -> int:
             b.first_step.wait()
             b.signal(signal.SIGSTOP)
             env_v = {**env, **dict(kv[4:].split("=", 1) for kv in sets if kv.startswith("env:"))}
+            if sets == ["bare:thread"]:  # (a) with TRL's loop on a second thread
+                extra.append(Child(name, bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json", on_thread=True), env_v,
+                                   lambda line: line.startswith("@@step "), args.phases))
+                continue
             extra.append(Child(name, headless_cmd(args.steps, new_run_id("bench-overhead"), [kv for kv in sets if not kv.startswith("env:")]),
                                env_v, lambda line: line.startswith("step "), args.phases))
         interleaved([a, b, *extra], args.block_s)
