@@ -71,7 +71,9 @@ def bare(steps: int, out: Path, on_thread: bool = False) -> None:
     path, _ = ensure_model(home() / "models", TinyModelSpec(e.hidden_size, e.num_layers, e.num_heads, e.num_kv_heads, e.intermediate_size, 64, e.seed))
     # rl-console's engine options on CPU (backend/engine/local.py): the same engine, so its cost is not counted as the console's
     llm = LLM(model=str(path), dtype="float32", max_model_len=64, enforce_eager=True, seed=0, enable_prefix_caching=False,
-              logprobs_mode="processed_logprobs", enable_chunked_prefill=False, max_num_batched_tokens=4096)
+              logprobs_mode="processed_logprobs", enable_chunked_prefill=False, max_num_batched_tokens=4096,
+              # on a GPU, rl-console's share of its memory: the modes take turns alive, side by side
+              **({"gpu_memory_utilization": p.engine.gpu_memory_utilization} if torch.cuda.is_available() else {}))
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     supervised_warmup(model, tok, p.task.warmup_steps, p.task.warmup_learning_rate, 0, lambda *a: None, p.task.warmup_correct_fraction)
