@@ -13,7 +13,13 @@ after a few small updates may differ by less. So the canary
    `max(canary_tolerance, canary_noise_factor × floor)`;
 3. when the trainer's log-probs of the previously verified weights are known, reports how
    far the engine is from those too, and refuses an engine that is not closer to the new
-   weights than to the old ones once the weights moved more than the tolerance.
+   weights than to the old ones once the weights moved more than the tolerance;
+4. once the weights moved that far, also passes an engine above the tolerance but within
+   `MOVED_FRACTION` (1%) of the move: the floor was measured on the untrained model, and a
+   bf16 engine's rounding grows as the policy sharpens (the embedded default on an H200,
+   step 50: mean |Δ| 4.7e-3 against a start tolerance of 3.8e-3, with the weights moved 3.9
+   since the last check). A stale engine sits ~100% of the move away, one with a layer
+   corrupted or missing a large share of it.
 
 What it cannot do: in bf16 the noise floor (mean ~0.04 on SmolLM2-135M, max ~0.5) hides
 updates that move the log-probs less than that (measured: a push after a 0.3% weight
@@ -31,6 +37,10 @@ import math
 from dataclasses import dataclass
 
 LogProbs = list[list[float]]
+
+#: how close to the new weights, as a share of how far they moved since the last verified push,
+#: an engine above the calibrated tolerance may be and still pass (see 4. above)
+MOVED_FRACTION = 0.01
 
 
 def mean_abs_diff(a: LogProbs, b: LogProbs) -> float:
@@ -119,6 +129,12 @@ class Canary:
                 if not d_new < d_prev:
                     ok = False
                     detail += ": the engine is not closer to the new weights than to the old"
+                elif not ok and d_new <= MOVED_FRACTION * moved:
+                    # the floor was measured on the untrained model; as the policy sharpens, a
+                    # bf16 engine's rounding moves its log-probs more with correct weights
+                    ok = True
+                    detail += (f": above the start's tolerance, but {d_new / moved:.2%} of how far the weights moved "
+                               f"(within {MOVED_FRACTION:.0%}): the engine holds the new weights")
             else:  # bf16 noise hides small moves: what the engine received is proven by the checksum
                 detail += f"; the weights moved {moved:.2e} since the last check, within the tolerance"
         if ok:

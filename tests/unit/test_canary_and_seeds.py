@@ -37,6 +37,28 @@ def test_canary_calibrates_then_passes_the_right_weights_and_refuses_stale_ones(
     assert c.judge(_noisy(w2, 0.08, 6), w2).ok
 
 
+def test_dtype_noise_grown_with_training_passes_when_tiny_against_the_move_but_not_a_partial_push():
+    """The embedded default on an H200 at the step-50 check: floor 1.26e-3 at start (tolerance
+    3.77e-3), then a correct bf16 engine 4.68e-3 from the new weights after they moved 3.87."""
+    c = Canary([[1]], tolerance=1e-3, noise_factor=3.0, max_noise=0.5)
+    w0 = _lp(20)
+    c.calibrate(_noisy(w0, 2.52e-3, 21), w0)  # uniform noise of amplitude a: mean |Δ| ~ a/2
+    tol = c.tolerance
+    w1 = _noisy(w0, 7.7, 22)  # the policy moved far (mean |Δ| ~3.9)
+    moved = mean_abs_diff(w0, w1)
+    grown = c.judge(_noisy(w1, 2.5 * tol, 23), w1)  # noise above the start's tolerance, ~0.1-0.2% of the move
+    assert grown.distance > tol and grown.ok, grown.detail
+    assert "of how far the weights moved" in grown.detail
+    assert grown.distance < 0.01 * moved
+    # a push that left part of the model behind: half-way between the old and the new log-probs
+    w2 = _noisy(w1, 7.7, 24)
+    half = [[(a + b) / 2 for a, b in zip(ra, rb)] for ra, rb in zip(w2, w1)]
+    assert not c.judge(half, w2).ok
+    # and the stale engine is still refused
+    w3 = _noisy(w2, 7.7, 25)
+    assert not c.judge(_noisy(w2, 2.5 * tol, 26), w3).ok
+
+
 def test_canary_catches_a_perturbed_push_and_a_missing_value():
     c = Canary([[1, 2]], tolerance=1e-3, noise_factor=3.0, max_noise=0.5)
     w0 = _lp(7)
