@@ -15,11 +15,11 @@ after a few small updates may differ by less. So the canary
    far the engine is from those too, and refuses an engine that is not closer to the new
    weights than to the old ones once the weights moved more than the tolerance;
 4. once the weights moved that far, also passes an engine above the tolerance but within
-   `MOVED_FRACTION` (1%) of the move: the floor was measured on the untrained model, and a
-   bf16 engine's rounding grows as the policy sharpens (the embedded default on an H200,
-   step 50: mean |Δ| 4.7e-3 against a start tolerance of 3.8e-3, with the weights moved 3.9
-   since the last check). A stale engine sits ~100% of the move away, one with a layer
-   corrupted or missing a large share of it.
+   `MOVED_FRACTION` (10%) of the move: the floor was measured on the untrained model, and a
+   bf16 engine's rounding grows as the policy sharpens (the embedded default on an H200 with
+   correct weights: mean |Δ| 4.7e-3 at step 50 after a move of 3.9, 9.1e-3 at step 10 after a
+   move of 0.65 (1.4%), against a start tolerance of 3.8e-3). A stale engine sits ~100% of the
+   move away, a half-applied push ~50%.
 
 What it cannot do: in bf16 the noise floor (mean ~0.04 on SmolLM2-135M, max ~0.5) hides
 updates that move the log-probs less than that (measured: a push after a 0.3% weight
@@ -40,7 +40,7 @@ LogProbs = list[list[float]]
 
 #: how close to the new weights, as a share of how far they moved since the last verified push,
 #: an engine above the calibrated tolerance may be and still pass (see 4. above)
-MOVED_FRACTION = 0.01
+MOVED_FRACTION = 0.1
 
 
 def mean_abs_diff(a: LogProbs, b: LogProbs) -> float:

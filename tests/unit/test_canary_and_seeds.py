@@ -58,6 +58,14 @@ def test_dtype_noise_grown_with_training_passes_when_tiny_against_the_move_but_n
     w3 = _noisy(w2, 7.7, 25)
     assert not c.judge(_noisy(w2, 2.5 * tol, 26), w3).ok
 
+    # checking every 5 syncs, step 10: 9.07e-3 from the new weights after a move of 0.65 (1.4%)
+    c2 = Canary([[1]], tolerance=1e-3, noise_factor=3.0, max_noise=0.5)
+    c2.calibrate(_noisy(w0, 2.52e-3, 27), w0)
+    v1 = _noisy(w0, 1.3, 28)  # mean |Δ| ~0.65
+    early = c2.judge(_noisy(v1, 1.8e-2, 29), v1)
+    assert early.distance > c2.tolerance and 0.01 * mean_abs_diff(w0, v1) < early.distance, early.detail
+    assert early.ok, early.detail
+
 
 def test_canary_catches_a_perturbed_push_and_a_missing_value():
     c = Canary([[1, 2]], tolerance=1e-3, noise_factor=3.0, max_noise=0.5)
