@@ -23,7 +23,7 @@ def test_two_processes_take_turns_and_cut_steps_are_dropped(monkeypatch):
     b.finish()
     assert len(a.windows) >= 3 and len(b.windows) >= 3, "each ran in several turns"
     turns = sorted([(s, e, "a") for s, e in a.windows] + [(s, e, "b") for s, e in b.windows])
-    for (s1, e1, n1), (s2, _, n2) in zip(turns, turns[1:]):
+    for (_, e1, n1), (s2, _, n2) in zip(turns, turns[1:]):
         assert e1 <= s2, f"{n1}'s turn ran into {n2}'s"
     names = [n for _, _, n in turns]
     assert all(x != y for x, y in zip(names[:-2], names[1:-1])), f"turns alternate while both are alive: {names}"
