@@ -327,25 +327,30 @@ def main() -> int:
     ratios: dict[str, list[float]] = {}
     for r in range(args.rounds):
         run_id = new_run_id("bench-overhead")
-        a = Child("(a) bare TRL + vLLM", bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json"), env, lambda line: line.startswith("@@step "),
-                  args.phases)
-        a.first_step.wait()  # started one after the other: their start-ups do not share the machine
-        a.signal(signal.SIGSTOP)
-        b = Child("(b) rl-console headless", headless_cmd(args.steps, run_id), env, lambda line: line.startswith("step "), args.phases)
-        extra = []
-        for name, sets in args.variant:
-            b.first_step.wait()
-            b.signal(signal.SIGSTOP)
-            env_v = {**env, **dict(kv[4:].split("=", 1) for kv in sets if kv.startswith("env:"))}
-            if sets == ["bare:thread"]:  # (a) with TRL's loop on a second thread
-                extra.append(Child(name, bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json", on_thread=True), env_v,
-                                   lambda line: line.startswith("@@step "), args.phases))
-                continue
-            extra.append(Child(name, headless_cmd(args.steps, new_run_id("bench-overhead"), [kv for kv in sets if not kv.startswith("env:")]),
-                               env_v, lambda line: line.startswith("step "), args.phases))
-        interleaved([a, b, *extra], args.block_s)
-        for c in (a, b, *extra):
-            c.finish()
+        started: list[Child] = []
+        try:
+            a = Child("(a) bare TRL + vLLM", bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json"), env,
+                      lambda line: line.startswith("@@step "), args.phases)
+            started.append(a)
+            for name, sets in [("(b) rl-console headless", []), *args.variant]:
+                started[-1].first_step.wait()  # started one after the other: their start-ups do not share the machine
+                started[-1].signal(signal.SIGSTOP)
+                env_v = {**env, **dict(kv[4:].split("=", 1) for kv in sets if kv.startswith("env:"))}
+                if sets == ["bare:thread"]:  # (a) with TRL's loop on a second thread
+                    cmd, is_step = bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json", on_thread=True), "@@step "
+                else:
+                    cmd = headless_cmd(args.steps, run_id if not started[1:] else new_run_id("bench-overhead"),
+                                       [kv for kv in sets if not kv.startswith("env:")])
+                    is_step = "step "
+                started.append(Child(name, cmd, env_v, lambda line, p=is_step: line.startswith(p), args.phases))
+            interleaved(started, args.block_s)
+            for c in started:
+                c.finish()
+        finally:  # on a failure or Ctrl-C, no mode is left stopped or running behind the bench
+            for c in started:
+                if c.proc.poll() is None:
+                    c.signal(signal.SIGKILL)
+        a, b, extra = started[0], started[1], started[2:]
         (a_wall, a_cpu, a_wait), (b_wall, b_cpu, b_wait) = a.steps(), b.steps()
         med = [statistics.median(x) for x in (a_wall, b_wall, a_cpu, b_cpu, a_wait, b_wait)]
         ba.append(med[1] / med[0])
