@@ -188,6 +188,10 @@ class Child:
                 self.first_step.set()
         self.first_step.set()
 
+    def wait_first_step(self) -> None:
+        while not self.first_step.wait(0.2):  # in slices: a blocking wait would hold off Ctrl-C
+            pass
+
     def signal(self, sig: int) -> None:
         try:
             os.killpg(self.proc.pid, sig)
@@ -238,7 +242,7 @@ def interleaved(children: list[Child], block_s: float) -> None:
     from the same minutes: each is started alone and stopped at its first step, then they
     alternate (SIGCONT one, wait, SIGSTOP it) until all have finished; the last one left runs on."""
     for c in children:
-        c.first_step.wait()
+        c.wait_first_step()
         c.signal(signal.SIGSTOP)
     while True:
         live = [c for c in children if c.proc.poll() is None]
@@ -247,10 +251,9 @@ def interleaved(children: list[Child], block_s: float) -> None:
         for c in live:
             start = time.monotonic()
             c.signal(signal.SIGCONT)
-            try:
-                c.proc.wait(timeout=None if len(live) == 1 else block_s)
-            except subprocess.TimeoutExpired:
-                pass
+            end = None if len(live) == 1 else start + block_s
+            while c.proc.poll() is None and (end is None or time.monotonic() < end):
+                time.sleep(0.01)  # short sleeps, not one blocking wait: Ctrl-C reaches the bench at once
             if c.proc.poll() is None:
                 c.signal(signal.SIGSTOP)
             c.windows.append((start, time.monotonic()))
@@ -333,7 +336,7 @@ def main() -> int:
                       lambda line: line.startswith("@@step "), args.phases)
             started.append(a)
             for name, sets in [("(b) rl-console headless", []), *args.variant]:
-                started[-1].first_step.wait()  # started one after the other: their start-ups do not share the machine
+                started[-1].wait_first_step()  # started one after the other: their start-ups do not share the machine
                 started[-1].signal(signal.SIGSTOP)
                 env_v = {**env, **dict(kv[4:].split("=", 1) for kv in sets if kv.startswith("env:"))}
                 if sets == ["bare:thread"]:  # (a) with TRL's loop on a second thread
