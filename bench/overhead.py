@@ -259,6 +259,17 @@ def interleaved(children: list[Child], block_s: float) -> None:
             c.windows.append((start, time.monotonic()))
 
 
+def run_bare(steps: int, env, cmd: list[str] | None = None) -> tuple[list[float], list[float], list[float]]:
+    """(a) alone, start to finish (bench/feature_cost.py compares against it without turns):
+    wall, CPU and wait per step after the warm-up. `cmd`: another program printing '@@step' lines."""
+    with tempfile.TemporaryDirectory() as tmp:
+        child = Child("bare", cmd or bare_cmd(steps, Path(tmp) / "bare.json"), env, is_step=lambda line: line.startswith("@@step "))
+        start = time.monotonic()
+        child.finish()
+        child.windows.append((start, time.monotonic()))
+        return child.steps()
+
+
 def bare_cmd(steps: int, res_file: Path, on_thread: bool = False) -> list[str]:
     return [sys.executable, __file__, "--steps", str(steps), "--bare-child", str(res_file), *(["--bare-thread"] if on_thread else [])]
 

@@ -40,3 +40,11 @@ def test_variant_arguments_parse_and_refuse_clearly():
         "lean", ["telemetry.probe_every=0", "run.checkpoint_every=0"])
     with pytest.raises(Exception, match="NAME=SECTION.FIELD=VALUE"):
         overhead.parse_variant("lean")
+
+
+def test_the_bare_loop_alone_reports_its_steps_after_the_warm_up(monkeypatch):
+    # bench/feature_cost.py runs (a) on its own through this
+    monkeypatch.setattr(overhead, "WARMUP", 3)
+    wall, cpu, wait = overhead.run_bare(12, None, cmd=[sys.executable, "-c", STEPPER.format(n=12, dt=0.02)])
+    assert len(wall) == len(cpu) == len(wait) == 12 - 3
+    assert all(0.018 <= w < 0.2 for w in wall), wall
