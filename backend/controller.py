@@ -15,6 +15,7 @@ import os
 import queue
 import shutil
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -58,6 +59,8 @@ class Controller:
         self._start_step = resume.step if resume is not None else 0
         self._checkpoint_at_stop = True
         self._disk_low = False
+        self._intake = threading.Lock()  # a command is checked and queued, or the run's end is declared: not both at once
+        self._closed = ""  # why no command is taken any more (the run ended), once it has
 
     @property
     def step(self) -> int:
@@ -117,22 +120,46 @@ class Controller:
     # ---- commands (server thread) ---------------------------------------
     def submit(self, cmd: Any) -> E.CommandResult:
         """Validate now, answer now, apply at the next boundary."""
-        reason = self._reject_reason(cmd)
-        if reason:
-            return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="rejected", reason=reason, step=self.step))
-        if isinstance(cmd, C.Pause):
-            self.request_pause("pause requested; takes effect at the next step boundary")
-        elif isinstance(cmd, C.Stop):
-            self._stop_requested = True
-            self._checkpoint_at_stop = cmd.checkpoint
-        self._queue.put(cmd)
-        return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="accepted", step=self.step))
+        with self._intake:
+            reason = self._closed or self._reject_reason(cmd)
+            if reason:
+                return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="rejected", reason=reason, step=self.step))
+            if isinstance(cmd, C.Pause):
+                self.request_pause("pause requested; takes effect at the next step boundary")
+            elif isinstance(cmd, C.Stop):
+                self._stop_requested = True
+                self._checkpoint_at_stop = cmd.checkpoint
+                self.set_state("stopping", "stop requested; takes effect at the next step boundary"
+                               + (" (checkpoint first)" if cmd.checkpoint else " (no checkpoint)"))
+            self._queue.put(cmd)
+            return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="accepted", step=self.step))
+
+    def _close_intake(self) -> None:
+        """The run has ended: refuse commands from now on, and answer those it accepted but
+        never reached a step boundary to apply (sent during the last step), so that nobody
+        waits for them."""
+        with self._intake:
+            self._closed = f"the run is {self.state} (step {self.step})"
+            left = []
+            while True:
+                try:
+                    left.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+        for cmd in left:
+            if isinstance(cmd, C.Stop):  # the run stopped anyway
+                self.done(cmd)
+            else:
+                self.failed(cmd, f"not applied: the run ended ({self.state}, step {self.step}) before the next step "
+                                 "boundary, where commands apply")
 
     def reject(self, command_id: str, kind: str, reason: str) -> E.CommandResult:
         """A command that failed validation before it could be built (e.g. out of range)."""
         return self.emit(E.CommandResult(command_id=command_id, command=kind, status="rejected", reason=reason, step=self.step))
 
     def _reject_reason(self, cmd: Any) -> str:
+        if isinstance(cmd, C.Stop) and self._stop_requested and self.state not in ("finished", "failed"):
+            return "a stop is already pending (it takes effect at the next step boundary)"
         done = self.state in ("finished", "failed", "stopping")
         if done:
             return f"the run is {self.state}"
@@ -186,6 +213,14 @@ class Controller:
         why = sampling_error(Sampling.live(new, n=cmd.n, seed=0))
         if why:
             return why
+        if cmd.columns and s.task is not None:
+            from backend.training.probes import dataset_columns
+
+            known = dataset_columns(s.task.dataset)
+            unknown = [c for c in cmd.columns if c not in known]
+            if unknown:
+                return (f"column {unknown[0]!r} is not a column of the task's dataset (the reward functions get only "
+                        f"those: {', '.join(known) if known else 'it has none besides the prompt'})")
         prompt = [{"role": "user", "content": cmd.prompt}] if s.conversational else cmd.prompt
         try:
             length = len(s.encode(prompt))
@@ -268,12 +303,16 @@ class Controller:
         except Exception as exc:
             self.set_state("failed", f"setup failed: {type(exc).__name__}: {exc}")
             traceback.print_exc()
+            with contextlib.suppress(LogUnwritable):
+                self._close_intake()
             self._teardown()
             return 4 if self.log_broken else 2
-        self.set_state("running", "training")
+        if not self._stop_requested:  # (a stop accepted while starting keeps saying so)
+            self.set_state("running", "training")
         code = 0
         try:
             self.loop.train()
+            self._final_probe()
             if self._stop_requested:
                 self.set_state("stopping", "stop requested" + (": checkpointing" if self._checkpoint_at_stop else " without a checkpoint"))
             if self._checkpoint_at_stop and self.loop.checkpointed_step != self.step:  # not twice for one step
@@ -293,8 +332,22 @@ class Controller:
             self.set_state("failed", f"{type(exc).__name__}: {exc}{self._hint(exc)}")
             code = 1
         finally:
+            with contextlib.suppress(LogUnwritable):
+                self._close_intake()
             self._teardown()
         return code
+
+    def _final_probe(self) -> None:
+        """The policy probe on the weights the run ends with (the last scheduled one is up to
+        `telemetry.probe_every` - 1 steps older). A failure here costs the probe, not the run."""
+        if self.loop is None:
+            return
+        try:
+            self.loop.final_probe()
+        except LogUnwritable:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self.emit(E.LogLine(level="warning", message=f"the final policy probe failed: {type(exc).__name__}: {exc}"))
 
     def _hint(self, exc: BaseException) -> str:
         """What an operator can change for a failure with a known remedy."""

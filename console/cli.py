@@ -358,10 +358,13 @@ def print_try(run_id: str, result: Any) -> None:
           f"{len(result.completions)} completion(s) in {result.duration_s:.2f} s; "
           + ", ".join(f"{k}={v}" for k, v in p.items()))
     for i, c in enumerate(result.completions, 1):
-        scored = ", ".join(f"{k} {v:.3g}" for k, v in c.rewards.items() if v is not None)
+        scored = ", ".join([f"{k} {v:.3g}" for k, v in c.rewards.items() if v is not None]
+                           + [f"{k} not scored" for k, v in c.rewards.items() if v is None])
         print(f"--- [{i}] reward {c.reward:.3g}" + (f" ({scored})" if scored else " (not scored)")
               + f", {c.length} tokens" + (", cut at max_tokens" if c.truncated else ""))
-        print(c.text)
+        print(c.text if c.text.strip() else f"(empty: the completion ended after {c.length} token{'s' * (c.length != 1)})")
+    for name, why in result.unscored.items():
+        print(f"not scored by {name}: {why}")
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:

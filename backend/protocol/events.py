@@ -146,6 +146,7 @@ class TryResult(_Event):
     params: dict[str, Any] = Field(default_factory=dict)
     completions: list[Completion]
     duration_s: float = 0.0
+    unscored: dict[str, str] = Field(default_factory=dict)  # reward function -> why it gave no reward
 
 
 class StepTimes(BaseModel):

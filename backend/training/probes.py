@@ -49,11 +49,12 @@ def probe_rows(dataset: Any, count: int, prompts: list[str]) -> list[Row]:
 
 
 def score(rows: list[Row], groups: list[list[GeneratedCompletion]], reward_funcs: list[Any], names: list[str],
-          weights: list[float]) -> list[list[tuple[dict[str, float | None], float | None]]]:
+          weights: list[float], why: dict[str, str] | None = None) -> list[list[tuple[dict[str, float | None], float | None]]]:
     """Per row, per completion: ({function: reward}, weighted total). Each reward function gets
     what TRL would give it: prompts, completions (chat messages for a conversational prompt) and
     the row's columns, each repeated per completion. A function that fails (or needs a column
-    this row does not have) gives None for that function, not an error."""
+    this row does not have) gives None for that function, not an error; `why`, when given, is
+    filled with the reason per function that gave nothing."""
     prompts, completions, ids, cols = [], [], [], {}
     keys = set().union(*(r.columns.keys() for r in rows)) if rows else set()
     for row, group in zip(rows, groups, strict=True):
@@ -67,9 +68,13 @@ def score(rows: list[Row], groups: list[list[GeneratedCompletion]], reward_funcs
     for name, func in zip(names, reward_funcs, strict=True):
         try:
             out = func(prompts=prompts, completions=completions, completion_ids=ids, **cols)
-        except Exception:  # noqa: BLE001 - a probe is not worth a failure; the step's own scoring reports it
+        except Exception as exc:  # noqa: BLE001 - a probe is not worth a failure; the step's own scoring reports it
             out = None
+            if why is not None:
+                why[name] = f"raised {type(exc).__name__}: {str(exc)[:300]}"
         ok = out is not None and hasattr(out, "__len__") and len(out) == len(prompts)
+        if not ok and why is not None and name not in why:
+            why[name] = "returned no list of rewards" if out is None else f"returned {type(out).__name__}, not one reward per completion"
         values[name] = [clean(v) if ok else None for v in (out if ok else prompts)]
     result, i = [], 0
     for group in groups:
@@ -106,15 +111,29 @@ def run_probe(session: Any, rows: list[Row], max_tokens: int, *, step: int, weig
     )
 
 
-def run_try(session: Any, prompt: str, sampling: Sampling, columns: dict[str, Any], *, conversational: bool) -> list[E.Completion]:
+def run_try(session: Any, prompt: str, sampling: Sampling, columns: dict[str, Any], *,
+            conversational: bool) -> tuple[list[E.Completion], dict[str, str]]:
     """An operator's prompt (as a user message when the task is conversational) sampled `n`
-    times with `sampling`, scored where the reward functions find what they need."""
+    times with `sampling`, scored where the reward functions find what they need; and why each
+    function that gave no reward gave none (with the dataset columns the request left out)."""
     row = Row([{"role": "user", "content": prompt}] if conversational else prompt, dict(columns))
     groups = session.engine.generate([session.encode(row.prompt)], sampling)
     task = session.task
-    scored = score([row], groups, task.reward_funcs, task.reward_names, task.reward_weights)[0]
-    return [
+    why: dict[str, str] = {}
+    scored = score([row], groups, task.reward_funcs, task.reward_names, task.reward_weights, why)[0]
+    missing = [c for c in dataset_columns(task.dataset) if c not in columns]
+    if why and missing:
+        hint = f"; the request gave no {', '.join(missing)} (add --column {missing[0]}=VALUE)"
+        why = {name: reason + hint for name, reason in why.items()}
+    completions = [
         E.Completion(text=c.text, rewards=r, reward=total if total is not None else 0.0, advantage=0.0,
                      length=len(c.token_ids), truncated=c.truncated)
         for c, (r, total) in zip(groups[0], scored, strict=True)
     ]
+    return completions, why
+
+
+def dataset_columns(dataset: Any) -> list[str]:
+    """The columns TRL hands the reward functions besides the prompt."""
+    names = getattr(dataset, "column_names", None) or (list(dataset[0]) if len(dataset) else [])
+    return [c for c in names if c != "prompt"]

@@ -152,17 +152,7 @@ class StepLoop:
         if self._pending_restart:
             self._pending_restart = False
             raise StopTraining("group size changed", restart=True)
-        sync_s = 0.0
-        if self._synced_step != self.step_now:
-            every = self.profile.engine.verify_every
-            try:
-                sync_s = self.sync(verify=every > 0 and self._syncs % every == 0, reason="step")
-            except EngineError as exc:  # a Ray replica died between steps: same recovery as mid-rollout
-                if not self.session.can_restart_engine:
-                    raise
-                t1 = time.perf_counter()
-                self.recover_engine(exc)
-                sync_s = time.perf_counter() - t1
+        sync_s = self.catch_up("step")
         if (every := self.profile.telemetry.probe_every) and self.step % every == 0:
             t1 = time.perf_counter()
             self.probe()  # its own cost is in the PolicyProbe event, not in this step's times
@@ -172,6 +162,22 @@ class StepLoop:
         sampling = self.sampling(trainer, self.step_now)
         self.session.recorder.reset()
         return sampling, sync_s, self.weight_version, self.step_now + 1
+
+    def catch_up(self, reason: str) -> float:
+        """Push the trainer's weights if the engine does not serve them yet (once per step:
+        the boundary's push, or an earlier one that a playground request at this boundary
+        needed); returns the seconds it took."""
+        if self._synced_step == self.step_now:
+            return 0.0
+        every = self.profile.engine.verify_every
+        try:
+            return self.sync(verify=every > 0 and self._syncs % every == 0, reason=reason)
+        except EngineError as exc:  # a Ray replica died between steps: same recovery as mid-rollout
+            if not self.session.can_restart_engine:
+                raise
+            t1 = time.perf_counter()
+            self.recover_engine(exc)
+            return time.perf_counter() - t1
 
     def sampling(self, trainer, done: int) -> Sampling:
         """The rollout of the step after `done` completed steps, from the live parameters."""
@@ -284,17 +290,32 @@ class StepLoop:
         self.bus.emit(run_probe(self.session, self._probe_rows, t.probe_max_tokens or self.params["max_tokens"],
                                 step=self.step, weight_version=self.weight_version))
 
+    def final_probe(self) -> None:
+        """After the last step: push the final weights (if steps ran since the last push) and
+        probe them, so the policy diff ends on what the run ends with."""
+        if not self.profile.telemetry.probe_every or self.session.trainer is None or self.step == 0:
+            return
+        if self._synced_step != self.step_now:
+            self.catch_up("final weights, for the last policy probe")
+        self.probe()
+
     def try_prompt(self, cmd: Any) -> None:
         """The playground: the operator's prompt on the live engine, between steps."""
         from backend.training.probes import run_try
 
         t0 = time.perf_counter()
+        if self.session.trainer is not None:
+            # the engine serves the weights of the last completed step, as the try reports: at
+            # a boundary it still holds the previous step's until this step's push, done here
+            self.catch_up("step (pushed early for a playground request)")
         params = {**{k: self.params[k] for k in ENGINE_PARAMS}, **cmd.overrides()}
         sampling = Sampling.live(params, n=cmd.n, seed=self.profile.run.seed * 1_000_003 + 7919 * (self.step + 1),
                                  logprobs=False)
-        completions = run_try(self.session, cmd.prompt, sampling, dict(cmd.columns), conversational=self.session.conversational)
+        completions, unscored = run_try(self.session, cmd.prompt, sampling, dict(cmd.columns),
+                                        conversational=self.session.conversational)
         self.bus.emit(E.TryResult(command_id=cmd.id, step=self.step, weight_version=self.weight_version, prompt=cmd.prompt,
-                                  params=params, completions=completions, duration_s=time.perf_counter() - t0))
+                                  params=params, completions=completions, unscored=unscored,
+                                  duration_s=time.perf_counter() - t0))
 
     def checkpoint(self, reason: str = "on demand") -> None:
         self.session.checkpoint(step=self.step, step_offset=self.step_offset, weight_version=self.weight_version,

@@ -268,5 +268,7 @@ class PlaygroundScreen(LiveScreen):
         if c.truncated:
             body.append(" · cut at max_tokens", style="bold yellow")
         body.append(" · " + (scored or "not scored") + "\n", style="dim")
+        for name, why in result.unscored.items():
+            body.append(f"{name} not scored: {why}\n", style="yellow")
         body.append(c.text)
         text.update(body)

@@ -44,7 +44,9 @@ def completions(columns: dict, n: int) -> list[Completion]:
 def result_for(command: TryPrompt, ts: float, *, weight_version: int = 24, step: int = 24) -> TryResult:
     params = {"temperature": 0.9, "top_p": 1.0, "top_k": -1, "max_tokens": 64, **command.overrides()}
     return TryResult(ts=ts, command_id=command.id, step=step, weight_version=weight_version, prompt=command.prompt,
-                     params=params, completions=completions(dict(command.columns), command.n), duration_s=0.84)
+                     params=params, completions=completions(dict(command.columns), command.n), duration_s=0.84,
+                     unscored={} if command.columns else {f: "raised KeyError: 'answer'; the request gave no answer"
+                                                          for f in ("char_match", "first_char")})
 
 
 def answered(kit):
@@ -175,6 +177,7 @@ async def test_unscored_without_columns_and_tries_of_other_consoles_show_too(kit
         table = app.screen.query_one(TryCompletions)
         assert table.get_row_at(0)[:4] == ["0", "0.000", "–", "–"]  # the reward functions had no `answer`
         assert "char_match –  first_char –" in kit.screen_text(app)
+        assert "char_match not scored: raised KeyError: 'answer'" in kit.screen_text(app)  # and why
         other = TryPrompt(prompt=PROMPT, n=2, columns={"answer": "olleh"})
         source.push(result_for(other, kit.TS0 + 950, weight_version=25, step=25))
         await kit.wait_for(pilot, lambda: len(app.state.tries) == 2)

@@ -86,17 +86,20 @@ async def test_probes_show_the_policy_change_and_try_answers_between_steps(rlc_h
             per_step[g.step] = per_step.get(g.step, 0) + 1
         assert set(per_step.values()) == {4}  # the try added no sample groups to any step
 
-        # paused: the engine serves the newest probe's weights; greedy `try` says exactly what it said
+        # paused: a try is served by the weights of the last completed step (pushed for it if the
+        # boundary had not pushed them yet), labelled as the probe of those weights is labelled,
+        # and greedy `try` says exactly what that probe says
         pause = C.Pause()
         await client.send(pause)
         await rec.wait(lambda e: e.kind == "state_changed" and e.state == "paused", what="paused")
-        probe = rec.of("policy_probe")[-1]
-        greedy = C.TryPrompt(prompt=probe.probes[1].prompt, temperature=0.0, max_tokens=profile.sampling.max_tokens)
+        before = rec.of("policy_probe")[-1]
+        greedy = C.TryPrompt(prompt=first.probes[1].prompt, temperature=0.0, max_tokens=profile.sampling.max_tokens)
         await client.send(greedy)
         res = await rec.wait(lambda e: e.kind == "try_result" and e.command_id == greedy.id, what="greedy try while paused")
-        assert res.weight_version == probe.weight_version
-        assert res.completions[0].text == probe.probes[1].output
         assert ctl.state == "paused"
+        assert (res.step, res.weight_version) == (before.step + 1, before.weight_version + 1), (res, before)
+        pushed = rec.of("weights_synced")[-1]
+        assert pushed.version == res.weight_version and "playground" in pushed.detail
 
         # refused before it could hurt the engine: too long for the context, bad sampling
         too_long = C.TryPrompt(prompt="x " * 5000)
@@ -106,6 +109,10 @@ async def test_probes_show_the_policy_change_and_try_answers_between_steps(rlc_h
         resume = C.Resume()
         await client.send(resume)
         await rec.wait(lambda e: e.kind == "state_changed" and e.state == "running" and e.reason == "resumed")
+        probe = await rec.wait(lambda e: e.kind == "policy_probe" and e.weight_version == res.weight_version,
+                               what="the probe of the weights the try saw")
+        assert probe.step == res.step and probe.probes[1].output == res.completions[0].text
+        assert [e.version for e in rec.of("weights_synced")].count(res.weight_version) == 1  # not pushed twice
         steps = max(e.step for e in rec.of("step_metrics"))
         await rec.wait(lambda e: e.kind == "step_metrics" and e.step > steps, what="a step after the rejected try")
         # the log holds the probes and the tries (replay shows them)

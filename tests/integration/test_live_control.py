@@ -134,6 +134,8 @@ async def test_live_run_obeys_every_control(rlc_home, tmp_path):
         assert meta["step"] == saved.step and meta["reason"] == "on demand" and meta["params"]["temperature"] == 0.5
         stop = C.Stop()
         await client.send(stop)
+        stopping = await rec.wait(lambda e: e.kind == "state_changed" and e.state == "stopping", what="stopping")
+        assert "takes effect at the next step boundary" in stopping.reason  # said when accepted, not after the step
         await rec.wait(lambda e: e.kind == "state_changed" and e.state == "finished", what="finished")
     finally:
         worker.join(timeout=60)

@@ -92,6 +92,9 @@ def test_packaged_chat_model_trains_through_its_chat_template(rlc_home, smollm2)
     assert [e.kind for e in events].count("step_metrics") == 2 and events[-1].state == "finished"
     synced = [e for e in events if e.kind == "weights_synced"]
     assert synced[0].verified and "noise floor" in synced[0].detail
+    # the policy diff ends on the weights the run ends with: the last push and probe come after step 2
+    probes = [(e.step, e.weight_version) for e in events if e.kind == "policy_probe"]
+    assert probes == [(0, 1), (2, synced[-1].version)] and synced[-1].detail.startswith("final weights")
     groups = [e for e in events if e.kind == "sample_group"]
     assert len(groups) == 4 and all(len(g.completions) == 4 for g in groups)
     for g in groups:

@@ -1,0 +1,57 @@
+"""The controller's command intake at the run's edges (pure logic: no engine, no trainer): a
+stop reads as `stopping` from the moment it is accepted, and commands accepted during the last
+step, which never reach a step boundary, are answered when the run ends instead of leaving
+their senders waiting on a closed connection."""
+
+from backend.protocol import commands as C
+
+
+def _controller(tmp_path):
+    from backend.controller import Controller
+    from backend.runstore import RunStore
+    from backend.settings import load_profile
+
+    store = RunStore(tmp_path / "events.db")
+    ctl = Controller(load_profile(None), run_id="intake", run_dir=tmp_path, profile_name="embedded default", store=store)
+    ctl.set_state("running", "training")
+    return ctl, store
+
+
+def _answers(store, command_id):
+    return [e for e in store.read(0) if e.kind == "command_result" and e.command_id == command_id]
+
+
+def test_an_accepted_stop_reads_stopping_at_once_and_a_second_is_refused(tmp_path):
+    ctl, store = _controller(tmp_path)
+    stop = C.Stop()
+    assert ctl.submit(stop).status == "accepted"
+    assert ctl.state == "stopping"
+    last = [e for e in store.read(0) if e.kind == "state_changed"][-1]
+    assert last.state == "stopping" and "next step boundary" in last.reason and "checkpoint first" in last.reason
+    again = ctl.submit(C.Stop())
+    assert again.status == "rejected" and "a stop is already pending" in again.reason
+    pause = ctl.submit(C.Pause())
+    assert pause.status == "rejected" and "stopping" in pause.reason
+
+
+def test_commands_left_when_the_run_ends_are_answered_not_dropped(tmp_path):
+    ctl, store = _controller(tmp_path)
+    ck, sp = C.Checkpoint(), C.SetParams(temperature=0.5)
+    assert ctl.submit(ck).status == "accepted" and ctl.submit(sp).status == "accepted"
+    ctl.set_state("finished", "completed 0 steps")  # the last step ended before a boundary took them
+    ctl._close_intake()
+    for cmd in (ck, sp):
+        final = _answers(store, cmd.id)[-1]
+        assert final.status == "failed" and "the run ended (finished, step 0) before the next step boundary" in final.reason
+    late = ctl.submit(C.Checkpoint())
+    assert late.status == "rejected" and late.reason == "the run is finished (step 0)"
+    assert ctl._queue.empty()
+
+
+def test_a_stop_still_queued_when_the_run_ends_is_applied(tmp_path):
+    ctl, store = _controller(tmp_path)
+    stop = C.Stop(checkpoint=False)
+    ctl.submit(stop)
+    ctl.set_state("finished", "completed 0 steps")
+    ctl._close_intake()
+    assert [a.status for a in _answers(store, stop.id)] == ["accepted", "applied"]
