@@ -121,16 +121,22 @@ def run_try(session: Any, prompt: str, sampling: Sampling, columns: dict[str, An
     task = session.task
     why: dict[str, str] = {}
     scored = score([row], groups, task.reward_funcs, task.reward_names, task.reward_weights, why)[0]
-    missing = [c for c in dataset_columns(task.dataset) if c not in columns]
-    if why and missing:
-        hint = f"; the request gave no {', '.join(missing)} (add --column {missing[0]}=VALUE)"
-        why = {name: reason + hint for name, reason in why.items()}
     completions = [
         E.Completion(text=c.text, rewards=r, reward=total if total is not None else 0.0, advantage=0.0,
                      length=len(c.token_ids), truncated=c.truncated)
         for c, (r, total) in zip(groups[0], scored, strict=True)
     ]
-    return completions, why
+    return completions, with_column_hint(why, dataset_columns(task.dataset), columns)
+
+
+def with_column_hint(why: dict[str, str], known: list[str], given: dict[str, Any]) -> dict[str, str]:
+    """Reasons a try went unscored, with the dataset columns the request left out (the usual
+    cause: a reward function reads a column, e.g. the answer, that only the dataset has)."""
+    missing = [c for c in known if c not in given]
+    if not why or not missing:
+        return why
+    hint = f"; the request gave no {', '.join(missing)} (add --column {missing[0]}=VALUE)"
+    return {name: reason + hint for name, reason in why.items()}
 
 
 def dataset_columns(dataset: Any) -> list[str]:

@@ -126,6 +126,9 @@ def test_ctl_try_prints_completions_with_their_weight_version(rlc_home, detached
     assert got.stdout.count("--- [") == 2
     bad = rlc(["ctl", run_id, "try", "b>", "--set", "temperature=9"], rlc_home, timeout=60)
     assert bad.returncode == 2 and "temperature" in bad.stderr
+    # a column the reward functions could never receive (the embedded dataset has only prompts)
+    nosuch = rlc(["ctl", run_id, "try", "b>", "--column", "nosuch=3"], rlc_home, timeout=60)
+    assert nosuch.returncode == 1 and "'nosuch' is not a column of the task's dataset" in nosuch.stderr
 
 
 def test_detach_ctl_ls_status(rlc_home, detached_run):
