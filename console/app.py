@@ -12,6 +12,7 @@ Imports only `backend.protocol`, the standard library, Textual and Rich.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections import deque
@@ -176,8 +177,29 @@ class RLConsoleApp(ShimmedApp):
         return self.read_only_requested or self.state.control_role == "viewer"
 
     # -- lifecycle ----------------------------------------------------------------------
+    def wall_now(self) -> float | None:
+        """The time now for the header's run clock while a live backend feeds this console (it
+        runs on between events: a step can take minutes); None for a replay or a scripted feed,
+        whose clock is their events' times."""
+        clock = getattr(self.source, "wall_clock", None)
+        return clock() if clock is not None and not self.replay else None
+
+    def tick_clock(self) -> None:
+        """Once a second: the header's clock moves on though no event came (the rest of the
+        screen repaints only on news)."""
+        if self.wall_now() is None or not self.state.connected or self.input_busy():
+            return
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return
+        if isinstance(screen, LiveScreen) and screen.is_mounted:
+            with contextlib.suppress(NoMatches):
+                screen.show_header(self.state)
+
     def on_mount(self) -> None:
         self._repaint_timer = self.set_interval(1.0 / self.REFRESH_HZ, self.repaint)
+        self._clock_timer = self.set_interval(1.0, self.tick_clock)
         self.read_events()
         self.call_after_refresh(self._compose_modes)
 

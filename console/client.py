@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ class ClientError(RuntimeError):
 
 
 class BackendClient:
+    @staticmethod
+    def wall_clock() -> float:
+        """A live feed: the console's run clock runs on between its events (`RLConsoleApp.wall_now`)."""
+        return time.time()
+
     def __init__(
         self, socket_path: str | Path, *, from_seq: int = 0, role: str = "control", take: bool = False, client: str = "",
         token: str = "",

@@ -104,7 +104,7 @@ def info(run_id: str) -> RunInfo:
         meta = json.loads((rdir / "run.json").read_text())
     except (OSError, json.JSONDecodeError):
         meta = {}
-    state_ev = metrics = reward_from = started = newest = None
+    state_ev = metrics = reward_from = started = newest = ran = None
     log_error = ""
     try:
         log = open_log(run_id)
@@ -121,6 +121,7 @@ def info(run_id: str) -> RunInfo:
                     reward_from = metrics
                 started = log.last("run_started")
                 newest = log.newest_ts()
+                ran = log.ran_s()
         except EventLogError as exc:
             log_error = str(exc)
     max_steps = int((((started.profile_data or {}).get("run") or {}).get("max_steps") or 0)) if started else 0
@@ -163,13 +164,17 @@ def info(run_id: str) -> RunInfo:
         reason=reason,
         next=nxt,
         max_steps=max_steps,
-        duration_s=_duration(meta.get("created"), newest, alive),
+        duration_s=_duration(meta.get("created"), newest, ran, alive),
     )
 
 
-def _duration(created: float | None, newest: float | None, alive: bool) -> float | None:
+def _duration(created: float | None, newest: float | None, ran: float | None, alive: bool) -> float | None:
+    """How long the run has run: its backends' time by the log (the gaps between a stop and a
+    resume left out), on to now while one is alive; from run.json's creation without a log."""
     import time
 
+    if ran is not None and newest is not None:
+        return ran + (max(0.0, time.time() - newest) if alive else 0.0)
     if not created:
         return None
     end = time.time() if alive else newest

@@ -193,6 +193,9 @@ def fmt_num(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+LIVE_STATES = ("starting", "running", "pausing", "paused", "stopping")  # a backend is working on the run
+
+
 def fmt_elapsed(seconds: float) -> str:
     seconds = max(int(seconds), 0)
     h, rest = divmod(seconds, 3600)
@@ -330,8 +333,11 @@ class RunState:
         self.applied: dict[str, tuple[Any, int, int]] = {}  # field -> (value, step, order)
         self.markers: deque[Marker] = deque(maxlen=max_markers)
         self.sent_ids: deque[str] = deque(maxlen=500)
-        self.first_ts: float | None = None
+        self.first_ts: float | None = None  # the first and newest run event's time (not this connection's frames)
         self.last_ts: float | None = None
+        self._ran_before = 0.0  # seconds the run's earlier backends ran (a resumed run starts a new one)
+        self._backend_start: float | None = None  # when the newest backend began (RunStarted / RunResumed)
+        self._resuming = False  # the last event was a RunResumed: its backend's RunStarted follows
         self.last_seq = -1
         self.events_seen = 0
         self.version = 0  # bumps on every change; views repaint only when it moved
@@ -412,9 +418,8 @@ class RunState:
             return
         if event.seq >= 0:
             self.last_seq = event.seq
-        if self.first_ts is None:
-            self.first_ts = event.ts
-        self.last_ts = max(self.last_ts or event.ts, event.ts)
+        if not isinstance(event, ControlStatus):  # this connection's frame, sent at attach: not the run's time
+            self._clock(event)
         self._add_log(event.ts, *describe(event), kind=log_kind(event))
         handler = getattr(self, f"_on_{event.kind}", None)
         if handler is not None:
@@ -559,12 +564,37 @@ class RunState:
             return
         self.markers.append(Marker(step, kind, label))
 
+    def _clock(self, event: Any) -> None:
+        # a new backend begins with RunResumed (then its own RunStarted) or, fresh, with RunStarted
+        begins = isinstance(event, RunResumed) or (isinstance(event, RunStarted) and not self._resuming)
+        if isinstance(event, (RunStarted, RunResumed)):
+            self._resuming = isinstance(event, RunResumed)
+        if begins and self._backend_start is not None and self.last_ts is not None:
+            # the time between the last backend's newest event and this start did not run
+            self._ran_before += max(0.0, self.last_ts - self._backend_start)
+            self._backend_start = event.ts
+        if self.first_ts is None:
+            self.first_ts = event.ts
+        if self._backend_start is None:
+            self._backend_start = event.ts
+        self.last_ts = max(self.last_ts or event.ts, event.ts)
+
     # -- derived views ----------------------------------------------------------------------
     @property
     def elapsed(self) -> float:
-        if self.first_ts is None or self.last_ts is None:
+        """Seconds the run has run, by its events' times: each backend's from its start to its
+        newest event, summed over the backends of a resumed run (the gaps between them are not
+        counted)."""
+        if self._backend_start is None or self.last_ts is None:
             return 0.0
-        return self.last_ts - self.first_ts
+        return self._ran_before + self.last_ts - self._backend_start
+
+    def elapsed_at(self, now: float | None) -> float:
+        """`elapsed`, running on to `now` while the run's backend is live (between events too);
+        `now` None (a replay, a test's feed): by the events' times only."""
+        if now is None or not self.connected or self.state not in LIVE_STATES or self._backend_start is None:
+            return self.elapsed
+        return self._ran_before + max(now, self.last_ts or now) - self._backend_start
 
     def log_since(self, index: int) -> list[LogEntry]:
         """Log entries with `entry.index >= index` still held in the ring."""

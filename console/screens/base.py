@@ -42,10 +42,14 @@ class LiveScreen(ShimmedScreen):
 
     def refresh_view(self, state: RunState) -> None:
         app = self.console_app
-        self.query_one(RunHeader).show(state, screen_name=self.SCREEN_NAME, replay=app.replay, read_only=app.read_only,
-                                       replay_at=app.replay_position())
+        self.show_header(state)
         self.query_one(KeyFooter).update_keys()  # a control that can no longer act is dimmed
         self.query_one(StatusLine).show(*app.status)
+
+    def show_header(self, state: RunState) -> None:
+        app = self.console_app
+        self.query_one(RunHeader).show(state, screen_name=self.SCREEN_NAME, replay=app.replay, read_only=app.read_only,
+                                       replay_at=app.replay_position(), now=app.wall_now())
 
     def state_replaced(self) -> None:
         """The app swapped in a rebuilt RunState (replay scrubbed back): drop view caches."""

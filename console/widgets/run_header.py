@@ -102,7 +102,8 @@ class RunHeader(Widget):
         self._fitted_width = -1
 
     def show(
-        self, state: RunState, *, screen_name: str = "", replay: bool = False, read_only: bool = False, replay_at: str = ""
+        self, state: RunState, *, screen_name: str = "", replay: bool = False, read_only: bool = False, replay_at: str = "",
+        now: float | None = None,
     ) -> None:
         parts: list[Part] = []
         add = parts.append
@@ -125,7 +126,7 @@ class RunHeader(Widget):
         if not (replay and replay_at):  # the replay position already says the step
             of = f"/{state.max_steps}" if state.max_steps else ""
             add(Part([(f" step {state.step}{of}", "bold"), (f" {state.step}{of}", "bold"), (f" {state.step}", "bold")], 70))
-        add(Part([(f"  {fmt_elapsed(state.elapsed)}", "")], 50))
+        add(Part([(f"  {fmt_elapsed(state.elapsed_at(now))}", "")], 50))
         add(Part([(f"  {rid}", "bold") for rid in short_run_ids(state.run_id or "…")], 40))
         if screen_name:
             add(Part([(f"  {screen_name}", "bold cyan")], 30))

@@ -49,6 +49,30 @@ def test_elapsed_comes_from_event_timestamps_only(kit):
     assert fmt_elapsed(3725) == "1:02:05"
 
 
+def test_the_run_clock_counts_running_time_not_the_gaps_nor_this_connection(kit):
+    from backend.protocol.events import ControlStatus, RunResumed, RunStarted
+
+    run = kit.make_run(steps=4)
+    last = max(e.ts for e in run)
+    # a console attaching late gets its connection's frame first: it is not the run's start
+    state = fed([ControlStatus(ts=kit.TS0 + 5_000, role="controller")] + run)
+    assert state.first_ts == kit.TS0 and state.elapsed == pytest.approx(last - kit.TS0)
+    # while its backend is live the clock runs on between events (a step can take minutes) ...
+    state.on_hello(Hello(protocol=PROTOCOL_VERSION, ts=last))
+    assert state.state == "running" and state.elapsed_at(last + 40) == pytest.approx(last + 40 - kit.TS0)
+    assert state.elapsed_at(None) == pytest.approx(last - kit.TS0)  # a replay or a scripted feed: events only
+    # ... and stops with the run
+    state.apply(StateChanged(ts=last + 1, state="finished", reason="completed 4 steps", seq=10_000))
+    assert state.elapsed_at(last + 999) == pytest.approx(last + 1 - kit.TS0)
+    # resumed an hour later: the hour it lay still is not run time
+    later = last + 3600
+    state.apply(RunResumed(ts=later, step=4, checkpoint="step-4", seq=10_001))
+    state.apply(StateChanged(ts=later + 1, state="starting", reason="resuming", seq=10_004))  # as the backend says it
+    state.apply(RunStarted(ts=later + 2, run_id=kit.RUN_ID, profile="default", model="m", task="t", engine="e", seq=10_002))
+    state.apply(StateChanged(ts=later + 30, state="running", reason="training", seq=10_003))
+    assert state.elapsed == pytest.approx((last + 1 - kit.TS0) + 30)
+
+
 def test_ring_buffers_are_bounded_and_index_follows_evictions(kit):
     state = RunState(max_groups=10, max_steps=5, max_log=20, max_alerts=3)
     for i in range(200):

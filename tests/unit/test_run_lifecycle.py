@@ -101,3 +101,24 @@ def test_cli_edges_version_unknown_parameter_and_a_dumb_terminal(home):
     dumb = run("run", TERM="dumb")
     assert dumb.returncode == 2 and "TERM=dumb" in dumb.stderr and "nothing started" in dumb.stderr
     assert sorted(p.name for p in (home / "runs").iterdir()) == ["r-live"]  # no run was started
+
+
+def test_how_long_a_run_ran_leaves_out_the_time_between_a_stop_and_its_resume(home):
+    from console import runs
+
+    rdir = home / "runs" / "r-twice"
+    rdir.mkdir(parents=True)
+    store = RunStore(rdir / "events.db")
+    t0 = 1_700_000_000.0
+    store.append_many([E.StateChanged(ts=t0, state="starting", reason="building", step=0),
+                       E.StepMetrics(ts=t0 + 100, step=5, reward_mean=0.5, reward_std=0.1),
+                       E.StateChanged(ts=t0 + 101, state="finished", reason="stopped at step 5", step=5)])
+    # resumed a day later, ran 30 s more
+    store.append_many([E.RunResumed(ts=t0 + 86_400, step=5, checkpoint="step-5"),
+                       E.StepMetrics(ts=t0 + 86_420, step=7, reward_mean=0.6, reward_std=0.1),
+                       E.StateChanged(ts=t0 + 86_430, state="finished", reason="completed 7 steps", step=7)])
+    store.close()
+    write_run_meta(rdir, run_id="r-twice", pid=999_999, profile="p", state="finished", created=t0)
+    info = runs.info("r-twice")
+    assert info.state == "completed" and info.duration_s == pytest.approx(101 + 30)
+    assert runs.fmt_duration(info.duration_s) == "2m11s"
