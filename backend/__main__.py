@@ -30,8 +30,8 @@ def _parse_set(values: list[str]) -> dict:
     out: dict = {}
     for item in values:
         key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected SECTION.FIELD=VALUE")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE (e.g. --set sampling.temperature=0.7)")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -289,7 +289,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if why := data_dir_error():
         print(f"rl-console: {why}", file=sys.stderr)
         return 2
-    overrides = _parse_set(args.set or [])
+    try:
+        overrides = _parse_set(args.set or [])
+    except ValueError as exc:
+        print(f"rl-console: {exc}", file=sys.stderr)
+        return 2
     if args.max_steps is not None:
         overrides.setdefault("run", {})["max_steps"] = args.max_steps
     resume = _lock = None  # `_lock`: the run's lock descriptor, held open until this process exits

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -296,9 +297,32 @@ def _parse_value(raw: str):
     except ValueError:
         pass
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         return raw
+    if not math.isfinite(value):  # (NaN passes no range check and reads as out of range)
+        raise ValueError(f"{raw!r} is not a finite number")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return value
+
+
+def _assign(out: dict[str, Any], key: str, raw: str, where: str) -> None:
+    """One KEY=VALUE of `where` into `out`: a key given twice is refused, not resolved silently."""
+    if key in out:
+        raise ValueError(f"{where}: {key!r} is given twice ({out[key]!r} and {raw!r}); give each once")
+    try:
+        out[key] = _parse_value(raw)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {key}={raw}: {exc}") from None
 
 
 def build_command(action: str, assignments: list[str]):
@@ -318,7 +342,7 @@ def build_command(action: str, assignments: list[str]):
             if key.strip() not in LIVE_PARAMS:
                 raise ValueError(f"unknown parameter {key.strip()!r}; settable: "
                                  + ", ".join(f"{p.name} ({param_range(p.name)})" for p in PARAMS))
-            changes[key.strip()] = _parse_value(raw.strip())
+            _assign(changes, key.strip(), raw.strip(), "set")
         from pydantic import ValidationError
 
         try:
@@ -334,7 +358,9 @@ TRY_SETTABLE: tuple[str, ...] = tuple(k for k in C.TryPrompt.model_fields if k i
 
 def build_try(assignments: list[str], n: int, sets: list[str], columns: list[str]):
     """`try PROMPT [--n N] [--set KEY=VALUE]... [--column NAME=VALUE]...` as a TryPrompt."""
-    if len(assignments) != 1 or not assignments[0].strip():
+    if len(assignments) == 1 and not assignments[0].strip():
+        raise ValueError('try: the prompt is empty; give the text to sample, quoted: try "What is 2+3?"')
+    if len(assignments) != 1:
         raise ValueError('try needs exactly one prompt, quoted: try "What is 2+3?"')
     settable = TRY_SETTABLE
     fields: dict[str, Any] = {}
@@ -342,7 +368,7 @@ def build_try(assignments: list[str], n: int, sets: list[str], columns: list[str
         key, sep, raw = item.partition("=")
         if not sep or key.strip() not in settable:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(settable)}")
-        fields[key.strip()] = _parse_value(raw.strip())
+        _assign(fields, key.strip(), raw.strip(), "--set")
     cols = C.parse_columns(columns)
     from pydantic import ValidationError
 
@@ -530,10 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("action", choices=["pause", "resume", "resync", "checkpoint", "stop", "set", "try"])
     ctl.add_argument("assignments", nargs="*", metavar="KEY=VALUE|PROMPT")
     ctl.add_argument("--json", action="store_true", help="print the backend's answer as JSON (CommandResult; TryResult for try)")
-    ctl.add_argument("--timeout", type=float, default=None, help="seconds to wait for the answer (default 10; try: 120)")
+    ctl.add_argument("--timeout", type=_positive_seconds, default=None,
+                     help="seconds to wait for the answer (default 10; try: 120)")
     ctl.add_argument("--n", type=int, default=1, help="try: completions to sample (1-64, default 1)")
     ctl.add_argument("--set", action="append", metavar="KEY=VALUE", help="try: " + "|".join(TRY_SETTABLE) + " "
-                     "for this request only (temperature=0: greedy); default: the run's live values")
+                     "for this request only (temperature=0: greedy, which gives one answer: --n 1); "
+                     "default: the run's live values")
     ctl.add_argument("--column", action="append", metavar="NAME=VALUE", help="try: a dataset column the reward functions read")
     ctl.add_argument("--take", action="store_true",
                      help="send even while a console controls the run (it gets control back right after)")

@@ -100,6 +100,8 @@ def test_cli_edges_version_unknown_parameter_and_a_dumb_terminal(home):
     assert "learning_rate" in run("ctl", "--help").stdout  # every settable key, with its range
     dumb = run("run", TERM="dumb")
     assert dumb.returncode == 2 and "TERM=dumb" in dumb.stderr and "nothing started" in dumb.stderr
+    noeq = run("run", "--headless", "--set", "sampling.temperature")
+    assert noeq.returncode == 2 and noeq.stderr.startswith("rl-console: --set 'sampling.temperature': expected SECTION.FIELD=VALUE")
     assert sorted(p.name for p in (home / "runs").iterdir()) == ["r-live"]  # no run was started
 
 

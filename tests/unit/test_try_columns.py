@@ -52,3 +52,29 @@ def test_the_cli_and_the_console_use_it():
         cli.build_try(["What is 2+3?"], 1, [], ["answer=5", "answer=6"])
     with pytest.raises(ValueError, match="columns: 'answer' is not NAME=VALUE"):
         cli.build_try(["What is 2+3?"], 1, [], ["answer"])
+
+
+@pytest.mark.parametrize("action, args, sets, error", [
+    ("set", ["temperature=nan"], [], "temperature=nan: 'nan' is not a finite number"),
+    ("set", ["top_p=inf"], [], "top_p=inf: 'inf' is not a finite number"),
+    ("set", ["temperature=0.7", "temperature=0.9"], [], "'temperature' is given twice"),
+    ("try", ["hi"], ["temperature=0.5", "temperature=0.6"], "'temperature' is given twice"),
+    ("try", ["hi"], ["temperature=nan"], "'nan' is not a finite number"),
+    ("try", [" "], [], "the prompt is empty"),
+])
+def test_ctl_values_that_would_mislead_are_refused_with_the_real_reason(action, args, sets, error):
+    from console import cli
+
+    with pytest.raises(ValueError, match=error):
+        if action == "try":
+            cli.build_try(args, 1, sets, [])
+        else:
+            cli.build_command(action, args)
+
+
+def test_ctl_timeout_must_be_positive_seconds(capsys):
+    from console import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["ctl", "latest", "try", "hi", "--timeout", "-3"])
+    assert exc.value.code == 2 and "give a positive number of seconds" in capsys.readouterr().err
