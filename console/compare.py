@@ -207,6 +207,9 @@ def profile_diff(runs: list[RunCurves]) -> list[dict[str, Any]]:
     """The profile fields whose values differ between the runs, sorted by name. A field a run's
     profile does not have is listed in `absent` (and left out of `values`)."""
     flat = [flatten(r.profile_data) for r in runs]
+    for r, f in zip(runs, flat):
+        if f.get("task.reward_funcs") == [] and r.reward_functions:  # none listed: the task's built-in ones ran
+            f["task.reward_funcs"] = [f"{name} (built in)" for name in r.reward_functions]
     keys = sorted(set().union(*flat))
     diff = []
     for key in keys:
@@ -257,7 +260,10 @@ def build(runs: list[RunCurves]) -> dict[str, Any]:
         "metrics": metrics,
         "summary": summary,
         "profile_diff": profile_diff(runs),
-        "commands": [{"run": r.label, **c.as_dict()} for r in runs for c in r.commands],
+        # per run in the order of the steps they acted at (a command answered at a later
+        # boundary than one sent after it, e.g. a pause applied after a rejected one, sorts after it)
+        "commands": [{"run": r.label, **c.as_dict()} for r in runs
+                     for _, c in sorted(enumerate(r.commands), key=lambda ic: (ic[1].step, ic[0]))],
     }
 
 
@@ -295,9 +301,13 @@ def _marks(report: dict[str, Any]) -> dict[tuple[str, int], list[dict[str, Any]]
         for step in r["resumed_from"]:
             marks.setdefault((r["run"], step + 1), []).append({"resumed_from": step})
     for c in report["commands"]:
-        if c["status"] in ("applied", "failed", "accepted"):
+        if c["status"] in ("applied", "failed", "accepted") and c["command"] not in UNMARKED:
             marks.setdefault((c["run"], c["first_step_affected"]), []).append(c)
     return marks
+
+
+#: operator activity that leaves training as it was: listed with the commands, not marked on the curves
+UNMARKED = ("try", "checkpoint")
 
 
 def _command_text(c: dict[str, Any]) -> str:

@@ -345,7 +345,7 @@ class CompareApp(App[None]):
             for step in r["resumed_from"]:
                 rows.append((step + 1, r["run"], Text(f"resumed from step {step}", style="italic")))
         for c in report["commands"]:
-            marked = c["status"] in ("applied", "failed", "accepted")
+            marked = c["status"] in ("applied", "failed", "accepted") and c["command"] not in compare.UNMARKED
             rows.append((c["first_step_affected"], c["run"],
                          Text(compare._command_text(c), style="" if marked else "dim")))
         order = {r["run"]: i for i, r in enumerate(report["runs"])}

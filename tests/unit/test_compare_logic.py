@@ -262,3 +262,25 @@ def test_a_resume_is_marked_where_the_resumed_timeline_starts(home):
     out = io.StringIO()
     compare.render_rich(report, Console(file=out, width=100, color_system=None))
     assert "\n" + " " * 11 + "↻\n" in out.getvalue()  # under step 3: 4 columns a step
+
+
+def test_tries_are_listed_not_marked_built_in_rewards_are_named_commands_follow_their_steps(home):
+    events = [_started("a", 0.9), _metrics(1, 0.1)]
+    events += [E.CommandResult(command_id="p1", command="pause", status="accepted", step=1),
+               E.CommandResult(command_id="p2", command="pause", status="rejected", reason="a pause is already pending", step=1),
+               _metrics(2, 0.2),
+               E.CommandResult(command_id="p1", command="pause", status="applied", step=2),
+               E.CommandResult(command_id="t1", command="try", status="accepted", step=2),
+               E.CommandResult(command_id="t1", command="try", status="applied", step=2), _metrics(3, 0.3)]
+    _write_run(home, "a", events)
+    b = _started("b", 0.9)
+    b.profile_data["task"] = {"reward_funcs": ["mytask:score"]}
+    _write_run(home, "b", [b] + [_metrics(s, 0.1, fns=("score",)) for s in range(1, 4)])
+    a_run, b_run = _load(home, "a"), _load(home, "b")
+    a_run.profile_data["task"] = {"reward_funcs": []}  # the embedded default lists none: its task's own ran
+    report = compare.build([a_run, b_run])
+    assert [(c["command_id"], c["step"]) for c in report["commands"]] == [("p2", 1), ("p1", 2), ("t1", 2)]
+    marks = compare._marks(report)
+    assert [c["command_id"] for c in marks[("a", 3)]] == ["p1"]  # the try is operator activity, not a change
+    diff = {d["key"]: d["values"] for d in report["profile_diff"]}
+    assert diff["task.reward_funcs"] == {"a": ["char_match (built in)", "clean_stop (built in)"], "b": ["mytask:score"]}
