@@ -528,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     att = sub.add_parser("attach", help="re-attach to a live run (newest by default) with its full history")
-    att.add_argument("run", nargs="?", help="run id, unique prefix/suffix, 'latest', or tcp://HOST:PORT (a run started with --listen)")
+    att.add_argument("run", nargs="?", help="run id, unique prefix/suffix/piece, 'latest', or tcp://HOST:PORT (a run started with --listen)")
     att.add_argument("--token-file", metavar="FILE", help="for tcp://: the run's token file (default: $RLC_TOKEN)")
     att.add_argument("--read-only", action="store_true",
                      help="watch only: the backend refuses this console's commands, and it never takes control")
@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "completions, scored by the run's reward functions (--column gives the dataset columns they\n"
                            "read, e.g. --column answer=5). The run's steps and data are not touched; it is logged.",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    ctl.add_argument("run", help="run id, unique prefix/suffix, 'latest', or tcp://HOST:PORT")
+    ctl.add_argument("run", help="run id, unique prefix/suffix/piece, 'latest', or tcp://HOST:PORT")
     ctl.add_argument("--token-file", metavar="FILE", help="for tcp://: the run's token file (default: $RLC_TOKEN)")
     ctl.add_argument("action", choices=["pause", "resume", "resync", "checkpoint", "stop", "set", "try"])
     ctl.add_argument("assignments", nargs="*", metavar="KEY=VALUE|PROMPT")
@@ -572,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare two or more runs from their event logs (finished or live): reward (total and per\n"
                     "reward function), KL, completion length and step time on one step axis, the profile fields\n"
                     "they differ in, and the operator commands marked at the first step each affected.",
-        epilog="RUN: a run id, a unique prefix or suffix of one, 'latest', or a path to a run directory or its\n"
+        epilog="RUN: a run id, a unique prefix, suffix or piece of one, 'latest', or a path to a run directory or its\n"
                "events.db (e.g. copied from another machine).\n\n"
                "output: on a terminal, an interactive view: one metric at a time with every run's curve\n"
                "overlaid, the commands marked at the step they took effect, the profile diff; live runs\n"

@@ -199,7 +199,8 @@ def all_runs() -> list[RunInfo]:
 
 
 def resolve(name: str | None) -> str:
-    """A run id from a name: None/'latest' = newest; else an exact id or a unique prefix/suffix."""
+    """A run id from a name: None/'latest' = newest; else an exact id, a unique prefix or suffix,
+    or else a unique piece of one."""
     ids = list_run_ids()
     if not ids:
         raise RunNotFound("no runs yet — start one with `rl-console` or `rl-console run --detach`")
@@ -208,6 +209,8 @@ def resolve(name: str | None) -> str:
     if name in ids:
         return name
     matches = [r for r in ids if r.startswith(name) or r.endswith(name)]
+    if not matches:  # a piece from the middle (e.g. the time in demo-20261202-041515-ab12), if it names one run
+        matches = [r for r in ids if name in r]
     if len(matches) == 1:
         return matches[0]
     if not matches:

@@ -124,3 +124,17 @@ def test_how_long_a_run_ran_leaves_out_the_time_between_a_stop_and_its_resume(ho
     info = runs.info("r-twice")
     assert info.state == "completed" and info.duration_s == pytest.approx(101 + 30)
     assert runs.fmt_duration(info.duration_s) == "2m11s"
+
+
+def test_a_run_is_named_by_its_id_a_prefix_a_suffix_or_a_unique_piece(home):
+    from console import runs
+
+    for rid in ("demo-20261202-041515-ab12", "demo-20261202-050000-cd34", "chat-20261203-041515-ef56"):
+        make_run(home, rid, ("running", "training"), ("finished", "completed 7 steps"))
+    assert runs.resolve("chat") == "chat-20261203-041515-ef56"  # prefix
+    assert runs.resolve("cd34") == "demo-20261202-050000-cd34"  # suffix
+    assert runs.resolve("050000") == "demo-20261202-050000-cd34"  # a piece from the middle
+    with pytest.raises(runs.RunNotFound, match="'041515' matches 2 runs"):
+        runs.resolve("041515")
+    with pytest.raises(runs.RunNotFound, match="no run matches 'zzz'"):
+        runs.resolve("zzz")
