@@ -482,8 +482,7 @@ class RunState:
                     del self.groups_by_step[old.step]
         self.groups.append(ev)
         self.groups_by_step.setdefault(ev.step, []).append(ev)
-        self.groups_total += 1
-        self.step = max(self.step, ev.step)
+        self.groups_total += 1  # (`step` counts completed steps, as `status` does: this one is still training)
         self.prompts.add(ev)
 
     def _on_step_metrics(self, ev: StepMetrics) -> None:

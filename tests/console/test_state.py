@@ -271,3 +271,12 @@ def test_a_skipped_steps_rewards_stay_out_of_the_curve():
                                 rewards_by_function={"judge": 0.5}))
     assert [s for s, _, _ in state.reward_series()] == [1, 3]
     assert [s for s, _, _ in state.reward_series("judge")] == [1, 3]
+
+
+def test_the_step_is_the_completed_steps_as_status_says_not_the_one_training(kit):
+    run = kit.make_run(steps=5)
+    cut = next(i for i, e in enumerate(run) if e.kind == "step_metrics" and e.step == 5)
+    state = fed(run[:cut])  # step 5's groups are in, its update is not done
+    assert 5 in state.groups_by_step and state.step == 4
+    state.apply(run[cut])
+    assert state.step == 5
