@@ -35,7 +35,12 @@ def test_replicas_on_two_nodes_one_node_lost_restarted_on_the_other(tmp_path, mo
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     from ray.cluster_utils import Cluster
 
+    from ray._common.utils import get_ray_address_file
+
     temp = Path(tempfile.mkdtemp(prefix="rlc-mn-", dir="/tmp"))  # short: Ray's socket paths are length-limited
+    # Cluster() writes the head's address to Ray's default temp dir (/tmp/ray), which it does
+    # not create while the head uses its own: on a machine that never ran Ray it is not there
+    Path(get_ray_address_file(None)).parent.mkdir(parents=True, exist_ok=True)
     # fast failure detection: a dead node is declared dead in ~2 s instead of ~15 s
     system = {"health_check_period_ms": 500, "health_check_failure_threshold": 4, "health_check_timeout_ms": 500}
     cluster = Cluster(initialize_head=True, head_node_args=dict(
