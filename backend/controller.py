@@ -337,6 +337,19 @@ class Controller:
             self._teardown()
         return code
 
+    def abort(self, reason: str, *, code: int) -> None:
+        """End the process now, from a thread other than the training thread (which is stuck):
+        the run is recorded as failed with `reason` (log and run.json), then the process exits;
+        the OS releases the run's lock, and a client sees its connection close."""
+        with contextlib.suppress(Exception):
+            with self._intake:
+                self._closed = f"the run failed: {reason}"
+            self.set_state("failed", reason)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
     def _final_probe(self) -> None:
         """The policy probe on the weights the run ends with (the last scheduled one is up to
         `telemetry.probe_every` - 1 steps older). A failure here costs the probe, not the run."""

@@ -130,7 +130,8 @@ class EngineSection(_Section):
         '(training.overlap), in_process otherwise',
     )
     verify_every: int = Field(50, ge=0, description="log-prob canary check of synced weights every N syncs (0 = only at start and on resync)")
-    sync_deadline_s: float = Field(60.0, gt=0, description="a weight sync taking longer raises instead of hanging")
+    sync_deadline_s: float = Field(60.0, ge=0, le=86_400, description="a weight sync taking longer raises instead of hanging "
+                                   "(0 = no deadline: the push runs on the training thread, and a hung engine hangs the run)")
     canary_tolerance: float = Field(
         1e-3, gt=0, le=10,
         description="smallest tolerance of the weight canary: mean |Δ log-prob| between engine and trainer over the canary tokens",

@@ -25,7 +25,7 @@ Features and where they are timed:
   headless printer                    HeadlessPrinter.__call__
   event bus                           EventBus.emit_many minus the three above
   sync: fingerprint                   weight_sync.fingerprint
-  sync: deadline thread hand-off      TrainingSession._push_with_deadline minus the engine's load
+  sync: deadline (watchdog)           TrainingSession._push_with_deadline minus the engine's load
   sync: bookkeeping                   StepLoop.sync minus the rows above, the canary, the load
   sync: canary                        TrainingSession.verify_canary (every engine.verify_every syncs)
   reward: timeout thread hand-off     RewardRecorder._run minus the reward function
@@ -90,7 +90,7 @@ ORDER = [
     "headless printer",
     "event bus",
     "sync: fingerprint",
-    "sync: deadline thread hand-off",
+    "sync: deadline (watchdog)",
     "sync: bookkeeping",
     "sync: canary",
     "reward: timeout thread hand-off",
@@ -251,7 +251,7 @@ def instrument(meter: Meter) -> None:
     W(cli.HeadlessPrinter, "__call__", "headless printer")
     W(bus.EventBus, "emit_many", "event bus")
     W(weight_sync, "fingerprint", "sync: fingerprint")
-    W(session.TrainingSession, "_push_with_deadline", "sync: deadline thread hand-off", minus_worker="push")
+    W(session.TrainingSession, "_push_with_deadline", "sync: deadline (watchdog)")
     W(step.StepLoop, "sync", "sync: bookkeeping")
     W(session.TrainingSession, "verify_canary", "sync: canary", inclusive=True)
     W(step.StepLoop, "boundary", "boundary (commands, disk check)")
@@ -261,7 +261,7 @@ def instrument(meter: Meter) -> None:
     W(step.StepLoop, "checkpoint", "checkpoints (scheduled)", inclusive=True)
     # the bare loop's own work under the features above: subtracted, never counted
     W(LocalVLLMEngine, "generate", "(engine: generate)")
-    meter.worker(LocalVLLMEngine, "push_weights", "push")
+    W(LocalVLLMEngine, "push_weights", "(engine: weight load)")
 
     orig_wrap = rewards.RewardRecorder.wrap
 

@@ -7,7 +7,9 @@ as arguments. The session never reaches up: it gets the bus to record facts on.
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from backend.telemetry.gpu import GpuPoller
 from backend.training import checkpoints, factory, trl_compat
 from backend.training.rewards import RewardRecorder
 from backend.training.trainer import RolloutFunc, make_callback, make_trainer_class
+from backend.training.watchdog import Watchdog
 
 PROMPTS_CHECKED = 5000  # prompts tokenized at start for the length check (the rest are checked by vLLM)
 CANARY_PROMPTS = 8
@@ -54,7 +57,8 @@ class TrainingSession:
         self.gpu: GpuPoller | None = None
         self.max_prompt_tokens = 0
         self.has_ref_model = profile.training.beta > 0
-        self._sync_pool = None
+        self._watchdog: Watchdog | None = None  # engine.sync_deadline_s on the push (made on the training thread)
+        self.on_sync_hang: Callable[[str], None] | None = None  # the step loop's report of a hung push (then the process ends)
         self._mirror: weight_sync.Mirror | None = None
         self.encoder: RolloutFunc | None = None
         self.checkpoint_root = checkpoints.root_for(profile.run.output_dir, run_dir, run_id)
@@ -237,7 +241,7 @@ class TrainingSession:
         """The policy's persistent copy in the engine's dtype (`weight_sync.Mirror`), for a CUDA
         policy pushing into the in-process engine, which has copied the tensors when its push
         returns; None otherwise (each push casts into fresh tensors). Rebuilt when a parameter's
-        storage changed, or after a push that missed its deadline (its thread may still read it)."""
+        storage changed."""
         from backend.engine.local import LocalVLLMEngine
 
         if not (getattr(self.model, "device", None) is not None and self.model.device.type == "cuda"
@@ -248,18 +252,31 @@ class TrainingSession:
         return self._mirror
 
     def _push_with_deadline(self, tensors, version: int, checksum: str):
-        import concurrent.futures
-
-        if self._sync_pool is None:  # one long-lived thread: per-sync threads cost ~100 ms on CUDA
-            self._sync_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlc-sync")
+        """The push, on this (the training) thread, under `engine.sync_deadline_s`: one that
+        returns late raises TimeoutError here; one that hangs is caught by the watchdog, which
+        reports it through `on_sync_hang` and ends the process (a hung engine cannot be
+        abandoned from inside: it holds the training thread)."""
         deadline = self.profile.engine.sync_deadline_s
-        future = self._sync_pool.submit(self.engine.push_weights, tensors, version, checksum)
-        try:
-            return future.result(timeout=deadline)
-        except concurrent.futures.TimeoutError:
-            self._sync_pool = None  # abandon the stuck thread; a later sync gets a fresh one
-            self._mirror = None  # which may still read the mirror
-            raise TimeoutError(f"weight sync v{version} still running after its {deadline:g} s deadline") from None
+        if not deadline:  # no deadline: a hung engine hangs the step
+            return self.engine.push_weights(tensors, version, checksum)
+        if self._watchdog is None:
+            self._watchdog = Watchdog(self._sync_hung)
+        t0 = time.monotonic()
+        with self._watchdog.guard(deadline, f"weight sync v{version}"):
+            report = self.engine.push_weights(tensors, version, checksum)
+        took = time.monotonic() - t0
+        if took > deadline:
+            raise TimeoutError(f"weight sync v{version} took {took:.3g} s, past its {deadline:g} s deadline")
+        return report
+
+    def _sync_hung(self, what: str, seconds: float) -> None:
+        message = (f"{what} still running after {seconds:.3g} s, past its {self.profile.engine.sync_deadline_s:g} s "
+                   "deadline (engine.sync_deadline_s): the engine is stuck")
+        if self.on_sync_hang is not None:
+            self.on_sync_hang(message)
+        else:
+            print(f"rl-console: {message}", file=sys.stderr, flush=True)
+            os._exit(3)
 
     def verify_canary(self) -> tuple[bool, str]:
         """The engine's log-probs of the canary sequences must match the trainer's new weights

@@ -90,6 +90,7 @@ class StepLoop:
     # ---- start and the outer loop ----------------------------------------------
     def start(self) -> None:
         """Build everything (the session), then serve the engine the trainer's weights, verified."""
+        self.session.on_sync_hang = self.sync_hung
         self.session.setup(self, self.params, max_steps=self.profile.run.max_steps - self.step_offset)
         if self.profile.training.overlap:
             trainer = self.session.trainer
@@ -274,6 +275,15 @@ class StepLoop:
             )
         )
         return done.duration_s
+
+    def sync_hung(self, message: str) -> None:
+        """From the watchdog's thread: a push hangs in the engine and holds the training thread.
+        Say so as a late push would be said, then end the process (nothing can unstick it)."""
+        self.alerts.raise_alert(Finding("sync_deadline", "critical", message, "sync_s", None,
+                                        self.profile.engine.sync_deadline_s,
+                                        "check the engine (backend.log); resume from the last checkpoint", "alert"),
+                                self.step_now if self.session.trainer is not None else self.step)
+        self.desk.abort(f"engine: {message}", code=3)
 
     def probe(self) -> None:
         """Greedy outputs of the probe prompts at the engine's current weights (once per version)."""

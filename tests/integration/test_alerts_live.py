@@ -79,3 +79,45 @@ def test_sync_past_its_deadline_fails_loudly_not_hangs(rlc_home):
     assert alert.severity == "critical" and "deadline" in alert.message
     assert events[-1].kind == "state_changed" and events[-1].state == "failed" and "deadline" in events[-1].reason
     assert out.returncode != 0 and time.monotonic() - t0 < 200
+
+
+HANG = '''
+import runpy, sys, threading, time
+import backend.engine.local as local
+
+pushes = []
+push = local.LocalVLLMEngine.push_weights
+
+def hanging(self, *args, **kwargs):  # the engine sticks in the third push (step 2's)
+    pushes.append(time.monotonic())
+    if len(pushes) == 3:
+        print("HANGING", file=sys.stderr, flush=True)
+        threading.Event().wait()
+    return push(self, *args, **kwargs)
+
+local.LocalVLLMEngine.push_weights = hanging
+sys.argv = ["backend", "run", "--headless", "--json", "--max-steps", "50", "--set", "engine.sync_deadline_s=3",
+            "--set", "training.prompts_per_step=2", "--set", "task.warmup_steps=0"]
+runpy.run_module("backend", run_name="__main__")
+'''
+
+
+def test_a_push_that_hangs_in_the_engine_fails_the_run_at_its_deadline(rlc_home, tmp_path):
+    """The push runs on the training thread; when the engine never returns, the watchdog reports
+    the hang as a late push is reported (critical sync_deadline alert, run failed) and ends the
+    process, instead of leaving a run that looks alive and does nothing."""
+    script = tmp_path / "hang.py"
+    script.write_text(HANG)
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, str(script)], env=backend_env(rlc_home), capture_output=True, text=True,
+                         timeout=240)
+    events = [decode_event(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    run_id = next(e.run_id for e in events if e.kind == "run_started")
+    assert "HANGING" in (rlc_home / "runs" / run_id / "backend.log").read_text()  # (the backend's stderr goes there)
+    assert out.returncode == 3, out.stderr[-3000:]
+    alert = next(e for e in events if e.kind == "alert" and e.rule == "sync_deadline")
+    assert alert.severity == "critical" and "weight sync v3 still running after" in alert.message
+    assert "the engine is stuck" in alert.message
+    assert events[-1].kind == "state_changed" and events[-1].state == "failed" and events[-1].reason.startswith("engine: weight sync v3")
+    assert [e.step for e in events if e.kind == "step_metrics"] == [1, 2]  # nothing after the hang
+    assert time.monotonic() - t0 < 200
