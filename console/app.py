@@ -24,7 +24,7 @@ from textual import events, work
 from textual.app import ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights, Stop
 from backend.protocol.events import CommandResult, ControlStatus
@@ -162,6 +162,7 @@ class RLConsoleApp(ShimmedApp):
         self._holding = False  # the reader stands back for input now
         self._gc_held = False  # automatic GC is off until the input is painted
         self._repaint_after_input = False  # a screen shown by the input wants its data repaint
+        self._under_modal: tuple[int, int] = (0, -1)  # (screen, state version) whose header was painted under a dialog
 
     #: Textual hides every mode switch for 50 ms (`switch_mode` calls `delay_update()`) to mask
     #: screens that are still mounting; ours are mounted once and painted from state, so that
@@ -193,9 +194,15 @@ class RLConsoleApp(ShimmedApp):
             screen = self.screen
         except ScreenStackError:
             return
+        if isinstance(screen, ModalScreen):  # the clock of the screen beneath a dialog
+            screen = self._live_below()
         if isinstance(screen, LiveScreen) and screen.is_mounted:
             with contextlib.suppress(NoMatches):
                 screen.show_header(self.state)
+
+    def _live_below(self) -> LiveScreen | None:
+        """The live screen beneath the dialog on top (None if there is none)."""
+        return next((s for s in reversed(self.screen_stack[:-1]) if isinstance(s, LiveScreen)), None)
 
     def on_mount(self) -> None:
         self._repaint_timer = self.set_interval(1.0 / self.REFRESH_HZ, self.repaint)
@@ -364,6 +371,9 @@ class RLConsoleApp(ShimmedApp):
             screen = self.screen
         except ScreenStackError:  # shutting down
             return
+        if isinstance(screen, ModalScreen):  # a dialog over a live screen: the run goes on beneath it
+            self._follow_under_modal(screen)
+            return
         if not isinstance(screen, LiveScreen) or not screen.is_mounted:
             return
         if not force and (screen.rendered_version == self.state.version or self.input_busy()):
@@ -374,6 +384,23 @@ class RLConsoleApp(ShimmedApp):
         except NoMatches:  # the screen is still composing or already torn down (exit): next tick
             return
         screen.rendered_version = self.state.version
+
+    def _follow_under_modal(self, modal: ModalScreen) -> None:
+        """While a dialog (stop, alerts, the palette, a completion) is open, the screen beneath
+        keeps its header current (state, step, clock), and the stop dialog its step: an operator
+        deciding must not read a step the run left behind."""
+        if self.input_busy():
+            return
+        below = self._live_below()
+        state = self.state
+        if below is not None and below.is_mounted and self._under_modal != (id(below), state.version):
+            self._under_modal = (id(below), state.version)
+            with contextlib.suppress(NoMatches):
+                below.show_header(state)
+                below.rendered_version = -1  # its body repaints once it is on top again
+        if isinstance(modal, StopModal) and modal.is_mounted:
+            with contextlib.suppress(NoMatches):
+                modal.follow(state.step, state.last_checkpoint.step if state.last_checkpoint is not None else None)
 
     def cycle_chart_window(self) -> None:
         """z on a chart: the whole run -> the last 200 steps -> the last 50 (those shorter than

@@ -156,8 +156,12 @@ def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False, addr
         info = None if address else runs.info(run_id)
     except runs.RunNotFound:
         info = None
-    if info is None or info.alive:
-        print(f"detached from {run_id}; it keeps running. Re-attach: rl-console attach {run_id}")
+    if info is None:
+        print(f"detached from {run_id}. Re-attach: rl-console attach {run_id}")
+    elif info.alive:  # it goes on as it stands: running, or held at a boundary until someone resumes it
+        held = info.state in ("paused", "pausing")
+        print(f"detached from {run_id}; it {'stays ' + info.state + ' at step ' + str(info.step) if held else 'keeps running'}. "
+              + (f"Resume: rl-console ctl {run_id} resume; re-attach" if held else "Re-attach") + f": rl-console attach {run_id}")
     else:  # say what is true: it ended while we watched, or before
         print(info.describe())
     return 0
@@ -214,9 +218,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         return _die(str(exc))
     if args.detach:
-        print(f"run {run_id} started in the background (log: {run_dir(run_id) / 'backend.log'})")
+        how = "resumed" if args.resume else "started"
+        print(f"run {run_id} {how} in the background (log: {run_dir(run_id) / 'backend.log'})")
         print(f"  attach:  rl-console attach {run_id}")
         print(f"  control: rl-console ctl {run_id} pause|resume|resync|checkpoint|stop|set KEY=VALUE")
+        if getattr(args, "listen", None):
+            print(f"  remote:  rl-console attach tcp://{args.listen} --token-file {run_dir(run_id) / 'token'}"
+                  "   (from another machine: the host's address, and a copy of the token file)")
         return 0
     return open_tui(run_id)
 

@@ -115,8 +115,15 @@ def info(run_id: str) -> RunInfo:
             with log:
                 state_ev = log.last("state_changed")
                 metrics = log.last("step_metrics")
+                resumed = log.last("run_resumed")
+                if metrics is not None and resumed is not None and metrics.seq < resumed.seq and metrics.step > resumed.step:
+                    # the newest steps belong to a crashed backend's lost timeline: the run stands at the checkpoint
+                    lost = metrics.step - resumed.step  # the lost steps' metrics come last before the resume
+                    metrics = next((m for m in log.latest("step_metrics", lost + 8, before_seq=resumed.seq)
+                                    if m.step <= resumed.step), None)
                 if metrics is not None and metrics.update_skipped:  # its reward measures nothing: the last real one
-                    reward_from = next((m for m in log.latest("step_metrics", 20) if not m.update_skipped), None)
+                    reward_from = next((m for m in log.latest("step_metrics", 20)
+                                        if not m.update_skipped and m.step <= metrics.step), None)
                 else:
                     reward_from = metrics
                 started = log.last("run_started")

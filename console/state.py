@@ -448,6 +448,10 @@ class RunState:
         belong to the lost timeline and are about to be run again, so drop them."""
         keep = [m for m in self.steps if m.step <= ev.step]
         self.steps = deque(keep, maxlen=self.steps.maxlen)
+        # the weights of the lost steps are gone too: the version is the checkpoint's until the
+        # new backend's first push says otherwise (not the lost timeline's newest, far ahead)
+        self.weight_version = max((m.weight_version for m in keep), default=0)
+        self.last_sync = None
         groups = [g for g in self.groups if g.step <= ev.step]
         self.groups = deque(groups, maxlen=self.groups.maxlen)
         self.groups_by_step = {}

@@ -99,7 +99,9 @@ def progress_heading(state: RunState) -> str:
     text = f"step {state.step}/{total}"
     recent = [m.times.total for m in list(state.steps)[-20:] if m.times.total > 0]
     left = total - state.step
-    if recent and left > 0 and state.state in ("running", "pausing", "paused"):
+    if state.state == "paused" and left > 0:
+        text += " · paused"  # no ETA while nothing moves
+    elif recent and left > 0 and state.state in ("running", "pausing"):
         secs = int(statistics.median(recent) * left)
         text += f" · ETA {secs // 3600}h{secs % 3600 // 60:02d}m" if secs >= 3600 else f" · ETA {secs // 60}m{secs % 60:02d}s"
     return text

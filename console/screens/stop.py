@@ -45,22 +45,32 @@ class StopModal(ModalScreen[bool | None]):
         self.run_id, self.step, self.last_checkpoint = run_id, step, last_checkpoint
 
     def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = "stop the run"
+            yield Static(self._text(), id="stop-text")
+            with Horizontal():
+                yield Button("stop, checkpoint first", id="stop-checkpoint", variant="error", compact=True)
+                yield Button("stop, no checkpoint", id="stop-now", compact=True)
+                yield Button("cancel", id="stop-cancel", variant="primary", compact=True)
+
+    def follow(self, step: int, last_checkpoint: int | None) -> None:
+        """The run goes on while the dialog is open: keep its step (and last checkpoint) current."""
+        if (step, last_checkpoint) != (self.step, self.last_checkpoint):
+            self.step, self.last_checkpoint = step, last_checkpoint
+            self.query_one("#stop-text", Static).update(self._text())
+
+    def _text(self) -> Text:
         since = f"step {self.last_checkpoint}" if self.last_checkpoint is not None else "the start (no checkpoint yet)"
         text = Text()
-        text.append(f"Stop {self.run_id or 'this run'} at the next step boundary (now step {self.step})?\n\n", style="bold")
+        text.append(f"Stop {self.run_id or 'this run'} at the next step boundary (now step {self.step}, still training)?\n\n",
+                    style="bold")
         text.append(" y ", style="bold reverse")
         text.append(f" save a checkpoint first, then stop; continue later with rl-console run --resume {self.run_id or 'RUN'}\n")
         text.append(" ! ", style="bold reverse")
         text.append(f" stop without a checkpoint: the steps since {since} are lost\n")
         text.append(" esc ", style="bold reverse")
         text.append(" keep the run going")
-        with Vertical() as box:
-            box.border_title = "stop the run"
-            yield Static(text, id="stop-text")
-            with Horizontal():
-                yield Button("stop, checkpoint first", id="stop-checkpoint", variant="error", compact=True)
-                yield Button("stop, no checkpoint", id="stop-now", compact=True)
-                yield Button("cancel", id="stop-cancel", variant="primary", compact=True)
+        return text
 
     def on_mount(self) -> None:
         self.query_one("#stop-cancel", Button).focus()  # Enter on its own never stops a run

@@ -524,6 +524,7 @@ async def test_controls_of_a_live_run_are_offered(kit):
 
 async def test_stop_asks_first_then_sends_stop_with_or_without_a_checkpoint(kit):
     from console.screens.stop import StopModal
+    from console.widgets.run_header import RunHeader
 
     events = kit.make_run(steps=4)
     from backend.protocol.events import CheckpointSaved
@@ -538,6 +539,13 @@ async def test_stop_asks_first_then_sends_stop_with_or_without_a_checkpoint(kit)
         await kit.wait_for(pilot, lambda: isinstance(app.screen, StopModal), what="stop dialog")
         text = kit.screen_text(app)
         assert "now step 4" in text and "save a checkpoint first" in text and "the steps since step 2 are lost" in text
+        # the run goes on while the dialog is open: the dialog and the header beneath follow it
+        more = [e for e in kit.make_run(steps=6) if getattr(e, "step", 0) in (5, 6) and e.kind in ("step_metrics", "weights_synced")]
+        for i, e in enumerate(more):
+            source.push(e.model_copy(update={"seq": 20_000 + i}))
+        await kit.wait_for(pilot, lambda: app.screen.step == 6, what="the dialog's step follows the run")
+        await kit.wait_for(pilot, lambda: " step 6 " in app.screen_stack[-2].query_one(RunHeader).render().plain + " ",
+                           what="the header beneath follows the run")
         await pilot.press("enter")  # the dialog opens on cancel: Enter alone never stops a run
         await kit.wait_for(pilot, lambda: not isinstance(app.screen, StopModal), what="dialog closed")
         assert source.sent == [] and "stop cancelled" in app.status_history[-1][1]

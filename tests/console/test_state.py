@@ -280,3 +280,25 @@ def test_the_step_is_the_completed_steps_as_status_says_not_the_one_training(kit
     assert 5 in state.groups_by_step and state.step == 4
     state.apply(run[cut])
     assert state.step == 5
+
+
+def test_a_resume_takes_the_weight_version_back_to_the_checkpoint(kit):
+    from backend.protocol.events import RunResumed
+
+    state = fed(kit.make_run(steps=6))
+    assert state.weight_version == 6
+    state.apply(RunResumed(ts=kit.TS0 + 500, step=3, checkpoint="step-3", seq=9_000))
+    assert state.weight_version == 3 and state.last_sync is None  # not the lost timeline's v6
+    state.apply(WeightsSynced(ts=kit.TS0 + 510, version=4, step=3, duration_s=0.1, bytes=1, checksum="x", verified=True,
+                              method="load_weights", seq=9_001))
+    assert state.weight_version == 4
+
+
+def test_no_eta_while_paused(kit):
+    from console.screens.metrics import progress_heading
+
+    state = fed(kit.make_run(steps=6))
+    state.max_steps = 300
+    assert "ETA" in progress_heading(state)
+    state.apply(StateChanged(ts=kit.TS0 + 900, state="paused", reason="pause requested", step=6, seq=50_000))
+    assert progress_heading(state) == "step 6/300 · paused"

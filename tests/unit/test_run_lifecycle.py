@@ -138,3 +138,18 @@ def test_a_run_is_named_by_its_id_a_prefix_a_suffix_or_a_unique_piece(home):
         runs.resolve("041515")
     with pytest.raises(runs.RunNotFound, match="no run matches 'zzz'"):
         runs.resolve("zzz")
+
+
+def test_after_a_crash_and_resume_status_stands_at_the_checkpoint_not_the_lost_steps(home):
+    from console import runs
+
+    rdir = home / "runs" / "r-crash"
+    rdir.mkdir(parents=True)
+    store = RunStore(rdir / "events.db")
+    store.append_many([E.StepMetrics(step=s, reward_mean=0.1 * s, reward_std=0.1) for s in range(1, 53)])  # died after 52
+    store.append_many([E.RunResumed(step=50, checkpoint="step-50"),
+                       E.StateChanged(state="paused", reason="paused at step 50", step=50)])
+    store.close()
+    write_run_meta(rdir, run_id="r-crash", pid=999_999, profile="p", state="paused")
+    info = runs.info("r-crash")
+    assert info.step == 50 and info.reward == pytest.approx(5.0)  # the checkpoint's step, not the dead backend's 52
