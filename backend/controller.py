@@ -237,6 +237,7 @@ class Controller:
         `idle()` the engine, report paused and go on yielding commands as they arrive until a
         Resume, then `wake()` it. Pause and Resume are the desk's own; it answers them."""
         self.check_disk()
+        pauses: list[Any] = []  # answered "applied" once the run is paused (not before: the header would still say running)
         while True:
             try:
                 cmd = self._queue.get_nowait()
@@ -246,18 +247,25 @@ class Controller:
                 if self._pause_requested:
                     self._pause_requested = False
                     self.set_state("running", "pause called off by resume")
+                for p in pauses:
+                    self.done(p)
+                pauses.clear()
                 self.done(cmd)
             elif isinstance(cmd, C.Pause):
-                self.done(cmd)  # the pause itself is entered below
+                pauses.append(cmd)  # the pause itself is entered below
             else:
                 yield cmd
         if not self._pause_requested:
+            for p in pauses:
+                self.done(p)
             return
         self._pause_requested = False
         t0 = time.perf_counter()
         idle()
         why = self._pause_reason.split(";")[0]
         self.set_state("paused", f"paused at step {self.step} ({(time.perf_counter() - t0) * 1000:.0f} ms to idle the engine): {why}")
+        for p in pauses:
+            self.done(p)
         while True:
             try:
                 cmd = self._queue.get(timeout=0.5)

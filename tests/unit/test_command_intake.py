@@ -55,3 +55,26 @@ def test_a_stop_still_queued_when_the_run_ends_is_applied(tmp_path):
     ctl.set_state("finished", "completed 0 steps")
     ctl._close_intake()
     assert [a.status for a in _answers(store, stop.id)] == ["accepted", "applied"]
+
+
+def test_a_pause_is_answered_applied_once_the_run_is_paused(tmp_path):
+    import threading
+    import time
+
+    ctl, store = _controller(tmp_path)
+    pause = C.Pause()
+    assert ctl.submit(pause).status == "accepted"
+    boundary = threading.Thread(target=lambda: list(ctl.at_boundary(idle=lambda: None, wake=lambda: None)), daemon=True)
+    boundary.start()  # the step loop's boundary: takes the pause, stays paused until a resume
+    deadline = time.monotonic() + 10
+    while ctl.state != "paused":
+        assert time.monotonic() < deadline, ctl.state
+        time.sleep(0.01)
+    events = list(store.read(0))
+    paused_at = next(i for i, e in enumerate(events) if e.kind == "state_changed" and e.state == "paused")
+    applied_at = next(i for i, e in enumerate(events)
+                      if e.kind == "command_result" and e.command_id == pause.id and e.status == "applied")
+    assert applied_at > paused_at  # "pause applied" never reaches a console before PAUSED does
+    assert ctl.submit(C.Resume()).status == "accepted"
+    boundary.join(10)
+    assert not boundary.is_alive() and ctl.state == "running"
