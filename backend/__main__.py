@@ -98,6 +98,8 @@ class HeadlessPrinter:
         if isinstance(ev, E.ParamsApplied):
             return f"  params applied at step {ev.step}: {ev.changed}"
         if isinstance(ev, E.Alert):
+            if ev.state == "cleared":  # the end of an alert is news, not a warning
+                return f"  alert {ev.message}"
             return f"  ALERT [{ev.severity}] {ev.rule}: {ev.message}"
         if isinstance(ev, E.CheckpointSaved):
             return f"  checkpoint at step {ev.step}: {ev.path}"

@@ -126,6 +126,18 @@ def test_a_skipped_step_prints_why_not_a_reward():
     assert "update skipped: reward function f raised ValueError: x" in line and "reward 0.000" not in line
 
 
+def test_a_cleared_alert_prints_as_news_not_as_a_warning():
+    from backend.__main__ import HeadlessPrinter
+    from backend.protocol import events as E
+
+    printer = HeadlessPrinter(False)
+    raised = printer.render(E.Alert(rule="zero_std", severity="warning", message="88% of groups have all-equal rewards", step=3))
+    cleared = printer.render(E.Alert(rule="zero_std", severity="warning", state="cleared", lasting=True, since=3, step=9,
+                                     message="zero_std cleared: not seen for 3 steps (raised at step 3)"))
+    assert raised == "  ALERT [warning] zero_std: 88% of groups have all-equal rewards"
+    assert cleared == "  alert zero_std cleared: not seen for 3 steps (raised at step 3)"
+
+
 def test_runs_started_together_on_a_fresh_data_dir_build_the_embedded_model_once_without_clashing(tmp_path):
     """Two backends starting at once used to build into (and delete) one temporary folder: one
     of them died with an I/O error. Each builds in its own folder and renames it into place."""
