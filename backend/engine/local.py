@@ -79,7 +79,7 @@ def _has_flat_logprobs() -> bool:
 _FLAT_LOGPROBS = _has_flat_logprobs()
 
 
-def sampled_logprobs(logprobs: Any, count: int) -> list[float] | None:
+def sampled_logprobs(logprobs: Any) -> list[float] | None:
     """The sampled token's log-prob at each position (vLLM puts it first), from either of
     vLLM's containers: `FlatLogprobs` or a list of {token id: Logprob}; None if not asked."""
     if logprobs is None:
@@ -87,7 +87,7 @@ def sampled_logprobs(logprobs: Any, count: int) -> list[float] | None:
     if hasattr(logprobs, "start_indices"):  # FlatLogprobs
         flat = logprobs.logprobs
         return [flat[a] if b > a else 0.0 for a, b in zip(logprobs.start_indices, logprobs.end_indices)]
-    return [next(iter(d.values())).logprob if d else 0.0 for d in logprobs][:count]
+    return [next(iter(d.values())).logprob if d else 0.0 for d in logprobs]
 
 
 def decode_texts(tokenizer: Any, token_ids: list[list[int]]) -> list[str]:
@@ -225,7 +225,7 @@ class LocalVLLMEngine:
         for out, group_ids in zip(outs, ids):
             group = []
             for c, token_ids in zip(out.outputs, group_ids):
-                lps = sampled_logprobs(c.logprobs, len(token_ids))
+                lps = sampled_logprobs(c.logprobs)
                 group.append(
                     GeneratedCompletion(
                         # not requested: zeros (TRL reads sampling log-probs only for off-policy masking)

@@ -223,22 +223,21 @@ class EventLogReader:
         rows = self._rows(f"SELECT MAX(ts) FROM {TABLE}")
         return rows[0][0] if rows else None
 
-    def ran_s(self, now: float | None = None) -> float | None:
+    def ran_s(self) -> float | None:
         """Seconds the run's backends ran: from the first event to the newest, less the gaps
         between a backend's last event and the next one's `run_resumed` (a run resumed a day
-        later did not run that day). `now`: the live backend's time, for its open end."""
-        first = self._rows(f"SELECT MIN(ts) FROM {TABLE}")
-        start = first[0][0] if first else None
-        if start is None:
+        later did not run that day). Reads by seq (the primary key), not by scanning for ts."""
+        first = self._rows(f"SELECT ts FROM {TABLE} ORDER BY seq LIMIT 1")
+        if not first:
             return None
+        start = first[0][0]
         total = 0.0
         for seq, ts in self._rows(f"SELECT seq, ts FROM {TABLE} WHERE kind = 'run_resumed' ORDER BY seq"):
-            prev = self._rows(f"SELECT MAX(ts) FROM {TABLE} WHERE seq < ?", (seq,))
-            end = prev[0][0] if prev and prev[0][0] is not None else start
-            total += max(0.0, end - start)
+            prev = self._rows(f"SELECT ts FROM {TABLE} WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
+            total += max(0.0, (prev[0][0] if prev else start) - start)
             start = ts
         newest = self.newest_ts() or start
-        return total + max(0.0, max(now or newest, newest) - start)
+        return total + max(0.0, newest - start)
 
     def read(self, from_seq: int = 0, to_seq: int | None = None, kinds: tuple[str, ...] = (),
              limit: int | None = None) -> Iterator[Any]:

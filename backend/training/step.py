@@ -305,8 +305,7 @@ class StepLoop:
         probe them, so the policy diff ends on what the run ends with."""
         if not self.profile.telemetry.probe_every or self.session.trainer is None or self.step == 0:
             return
-        if self._synced_step != self.step_now:
-            self.catch_up("final weights, for the last policy probe")
+        self.catch_up("final weights, for the last policy probe")
         self.probe()
 
     def try_prompt(self, cmd: Any) -> None:

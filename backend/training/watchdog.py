@@ -24,7 +24,6 @@ class Watchdog:
         self._poll_s = poll_s
         self._armed: tuple[float, float, str] | None = None  # (start, deadline, what), monotonic
         self._thread: threading.Thread | None = None
-        self.fired = False
 
     @contextlib.contextmanager
     def guard(self, seconds: float, what: str) -> Iterator[None]:
@@ -46,6 +45,5 @@ class Watchdog:
                 continue
             if self._armed is not armed:  # it returned meanwhile: the caller judges a late return
                 continue
-            self.fired = True
             self._on_expired(armed[2], time.monotonic() - armed[0])
             return
