@@ -67,7 +67,10 @@ def test_a_pause_is_answered_applied_once_the_run_is_paused(tmp_path):
     boundary = threading.Thread(target=lambda: list(ctl.at_boundary(idle=lambda: None, wake=lambda: None)), daemon=True)
     boundary.start()  # the step loop's boundary: takes the pause, stays paused until a resume
     deadline = time.monotonic() + 10
-    while ctl.state != "paused":
+    def answered() -> bool:  # (the state turns paused a moment before the answer is logged)
+        return any(e.kind == "command_result" and e.command_id == pause.id and e.status == "applied" for e in store.read(0))
+
+    while not answered():
         assert time.monotonic() < deadline, ctl.state
         time.sleep(0.01)
     events = list(store.read(0))
