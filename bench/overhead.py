@@ -3,24 +3,24 @@
   (a) bare: TRL's GRPOTrainer + a hand-written rollout_func on vllm.LLM + reload_weights
       every step — what a user would write with TRL and vLLM and no console;
   (b) rl-console headless (`rl-console run --headless`, its default output: one line per step);
-  (c) rl-console with the TUI attached (`rl-console run` in tmux, 120x40).
+  (c) (b) with the TUI attached to its run (`rl-console attach RUN` in tmux, 120x40).
 
 Same tiny model (built locally), task, rewards, batch, G, max_tokens, lr, seed, and the same
 engine: (a) builds `vllm.LLM` with rl-console's engine options (no prefix caching, no chunked
 prefill on CPU, processed log-probs) and samples each prompt with its own seed as rl-console
 does (`request_seed`), so the ratio holds only what the console adds.
 
-(a) and (b) take turns on the machine: both are started (one after the other), then each runs
-for `--block-s` seconds while the other is stopped (SIGSTOP/SIGCONT on its process group), until
-both have finished. So their steps come from the same minutes and drift of a shared machine lands
+(a), (b) and (c) take turns on the machine: all are started (one after the other), then each runs
+for `--block-s` seconds while the others are stopped (SIGSTOP/SIGCONT on its process group; for
+(c) the backend's and the TUI's), until all have finished. So their steps come from the same minutes and drift of a shared machine lands
 in both alike. A step's time is the interval between two of its step lines on the child's stdout
 (the same clock and definition for both; (a) prints one from a TrainerCallback, (b) is
 `rl-console run --headless`, one line per step); steps cut by a turn are dropped, and so are the
 first 20 (warm-up). At each step line the bench also reads the CPU time of all the child's
 threads (`/proc/PID/task/*/schedstat`) and the time they waited for a core. Reported: the median
-step of each mode per round, b/a and CPU b/a, and their median and range over rounds. (c), the
-TUI attached, runs after each round on its own and is compared with (b) by the runs' logged step
-times (`StepMetrics.times.total`).
+step of each mode per round, b/a, CPU b/a and c/b (with the backend's CPU c/b and the TUI
+process's own CPU per step), and their median and range over rounds. Without tmux, (c) is
+skipped.
 
   .venv/bin/python bench/overhead.py [--steps 200] [--rounds 3] [--block-s 2] [--skip-tui] [--variant NAME=SECTION.FIELD=VALUE,...]
 """
@@ -127,15 +127,6 @@ def bare(steps: int, out: Path, on_thread: bool = False) -> None:
     else:
         trainer.train()
     out.write_text(json.dumps(times))
-
-
-def logged_times(run_id: str) -> list[float]:
-    """StepMetrics.times.total of a run, from its event log."""
-    from backend.protocol.eventlog import EventLogReader
-    from backend.protocol.paths import db_path
-
-    with EventLogReader(db_path(run_id)) as log:
-        return [m.times.total for m in log.read(kinds=("step_metrics",))]
 
 
 def _schedstat(pid: int) -> tuple[int, int]:
@@ -288,30 +279,61 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, sets.split(",")
 
 
-def run_tui(steps: int, env) -> list[float]:
-    from backend.protocol.paths import db_path, list_run_ids
+class TuiChild(Child):
+    """(c): rl-console headless as (b), with the TUI attached to it (`rl-console attach RUN` in a
+    tmux pane, 120x40) from its first step on. Its turns stop and continue the backend and the
+    TUI together, so (c) takes turns with (a) and (b) and c/b comes from the same minutes."""
 
-    before = set(list_run_ids())
-    exports = " ".join(f"{k}={v}" for k, v in env.items() if k in ("RLC_HOME", "PYTHONPATH"))
-    subprocess.run(["tmux", "new-session", "-d", "-s", "rlc-bench", "-x", "120", "-y", "40",
-                    f"cd {ROOT} && env {exports} {sys.executable} -m console.cli run --max-steps {steps}; sleep 600"], check=True)
-    try:
-        run_id = None
-        for _ in range(600):
-            time.sleep(0.5)
-            new = set(list_run_ids()) - before
-            if new:
-                run_id = new.pop()
-                import sqlite3
+    def __init__(self, name: str, cmd: list[str], env, is_step, run_id: str, phases: bool = False) -> None:
+        super().__init__(name, cmd, env, is_step, phases)
+        self.run_id, self.env, self.tui_pid = run_id, env, None
+        self.tui_marks: list[int] = []  # the TUI's CPU ns at each of the backend's step lines
 
-                db = sqlite3.connect(f"file:{db_path(run_id)}?mode=ro", uri=True)
-                state = db.execute("SELECT body FROM events WHERE kind='state_changed' ORDER BY seq DESC LIMIT 1").fetchone()
-                db.close()
-                if state and json.loads(state[0])["state"] in ("finished", "failed"):
-                    return logged_times(run_id)
-        raise RuntimeError("TUI run did not finish")
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", "rlc-bench"], capture_output=True)
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if self.is_step(line):
+                now = time.monotonic()
+                try:
+                    mark, tui = (now, *_schedstat(self.proc.pid)), _schedstat(self.tui_pid)[0] if self.tui_pid else 0
+                    self.marks.append(mark)
+                    self.tui_marks.append(tui)
+                except OSError:  # exiting
+                    pass
+                self.first_step.set()
+        self.first_step.set()
+
+    def wait_first_step(self) -> None:
+        super().wait_first_step()
+        if self.tui_pid is None and self.proc.poll() is None:
+            exports = " ".join(f"{k}={v}" for k, v in self.env.items() if k in ("RLC_HOME", "PYTHONPATH"))
+            done = subprocess.run(["tmux", "new-session", "-d", "-P", "-F", "#{pane_pid}", "-s", f"rlc-bench-{os.getpid()}",
+                                   "-x", "120", "-y", "40",
+                                   f"cd {ROOT} && exec env {exports} {sys.executable} -m console.cli attach {self.run_id}"],
+                                  check=True, capture_output=True, text=True)
+            self.tui_pid = int(done.stdout.strip())  # the pane's process (exec: the console itself), its own session
+            time.sleep(3.0)  # the console connects and reads the history while the backend runs on
+
+    def signal(self, sig: int) -> None:
+        super().signal(sig)
+        if self.tui_pid:
+            try:
+                os.killpg(self.tui_pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", f"rlc-bench-{os.getpid()}"], capture_output=True)
+
+    def tui_cpu(self) -> float:
+        """The TUI's median CPU seconds per step (the steps counted in `steps`)."""
+        per = [(self.tui_marks[i] - self.tui_marks[i - 1]) / 1e9 for i in range(max(1, WARMUP), len(self.marks))
+               if any(a <= self.marks[i - 1][0] and self.marks[i][0] <= b for a, b in self.windows)]
+        return statistics.median(per) if per else 0.0
 
 
 def main() -> int:
@@ -339,6 +361,9 @@ def main() -> int:
     cpu_ratios: list[float] = []
     cb: list[float] = []
     ratios: dict[str, list[float]] = {}
+    with_tui = not args.skip_tui and shutil.which("tmux") is not None
+    if not args.skip_tui and not with_tui:
+        print("tmux not found: (c), the TUI attached, is skipped", flush=True)
     for r in range(args.rounds):
         run_id = new_run_id("bench-overhead")
         started: list[Child] = []
@@ -357,6 +382,12 @@ def main() -> int:
                                        [kv for kv in sets if not kv.startswith("env:")])
                     is_step = "step "
                 started.append(Child(name, cmd, env_v, lambda line, p=is_step: line.startswith(p), args.phases))
+            if with_tui:  # (c): (b) with the TUI attached, in the same turns
+                started[-1].wait_first_step()
+                started[-1].signal(signal.SIGSTOP)
+                tui_run = new_run_id("bench-overhead")
+                started.append(TuiChild("(c) rl-console + TUI", headless_cmd(args.steps, tui_run), env,
+                                        lambda line: line.startswith("step "), tui_run, args.phases))
             interleaved(started, args.block_s)
             for c in started:
                 c.finish()
@@ -364,6 +395,7 @@ def main() -> int:
             for c in started:
                 if c.proc.poll() is None:
                     c.signal(signal.SIGKILL)
+        tui = started.pop() if with_tui else None
         a, b, extra = started[0], started[1], started[2:]
         (a_wall, a_cpu, a_wait), (b_wall, b_cpu, b_wait) = a.steps(), b.steps()
         med = [statistics.median(x) for x in (a_wall, b_wall, a_cpu, b_cpu, a_wait, b_wait)]
@@ -377,10 +409,11 @@ def main() -> int:
             wall, cpu, _ = c.steps()
             ratios.setdefault(c.name, []).append(statistics.median(wall) / med[0])
             line += f" | {c.name} {statistics.median(wall) * 1000:.1f} ms, {c.name}/a {ratios[c.name][-1]:.3f}, CPU {statistics.median(cpu) / med[2]:.3f}"
-        if not args.skip_tui and shutil.which("tmux"):  # the TUI's cost against (b), both from the runs' logs
-            c_med, b_med = statistics.median(run_tui(args.steps, env)[WARMUP:]), statistics.median(logged_times(run_id)[WARMUP:])
-            cb.append(c_med / b_med)
-            line += f" | (c) rl-console + TUI {c_med * 1000:.1f} ms (logged), (b) {b_med * 1000:.1f} ms (logged), c/b {cb[-1]:.3f}"
+        if tui is not None:  # the TUI's cost against (b), from the same turns
+            c_wall, c_cpu, _ = tui.steps()
+            cb.append(statistics.median(c_wall) / med[1])
+            line += (f" | (c) rl-console + TUI {statistics.median(c_wall) * 1000:.1f} ms ({len(c_wall)} steps in {len(tui.windows)} turns),"
+                     f" c/b {cb[-1]:.3f}, backend CPU c/b {statistics.median(c_cpu) / med[3]:.3f}, the TUI's own CPU {tui.tui_cpu() * 1000:.1f} ms per step")
         print(line, flush=True)
         if args.phases:
             pm = {c.name: c.phase_medians() for c in (a, b, *extra)}
