@@ -20,7 +20,8 @@ Who may connect and who may steer: the kernel's peer credentials (SO_PEERCRED) m
 the run's owner (or root) even if the socket's file modes were loosened. One connection
 controls the run at a time; the others are viewers whose commands are rejected (and
 logged) with the controller's name. A viewer that asked for control is promoted, first
-come first served, when the controller leaves; `Subscribe(take=True)` takes it over.
+come first served, when the controller leaves; `Subscribe(take=True)` takes it over (also sent
+again on a subscribed connection: a waiting console takes control without re-attaching).
 
 A TCP listener exists only when asked for (`run --listen HOST:PORT`), and a TCP connection
 must open with `Subscribe(token=...)` carrying the run's token (`<run dir>/token`, 0600):
@@ -315,7 +316,12 @@ class ControlServer:
                     continue
                 if isinstance(cmd, Subscribe):
                     if pump is not None:
-                        await self._send(writer, ErrorReply(message="already subscribed"))
+                        if cmd.take and client.role == "control":  # a waiting console takes control, same stream
+                            self._join(client, cmd)
+                        elif cmd.take:
+                            self._tell(client, "attached --read-only: attach again without --read-only to take control")
+                        else:
+                            await self._send(writer, ErrorReply(message="already subscribed"))
                         continue
                     if client.tcp:  # authenticated now: the real hello
                         await self._send(writer, Hello(protocol=PROTOCOL_VERSION, run_id=self.c.run_id, last_seq=self.c.bus.last_seq))
@@ -391,6 +397,11 @@ class ControlServer:
         if sub.role == "view":
             self._tell(client)
             return
+        if client is self.holder:
+            self._tell(client)
+            return
+        if client in self.waiting:  # a waiting console that takes control now
+            self.waiting.remove(client)
         if self.holder is None or sub.take:
             previous, self.holder = self.holder, client
             if previous is not None:

@@ -26,7 +26,7 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 
-from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights, Stop
+from backend.protocol.commands import Checkpoint, Pause, Resume, ResyncWeights, Stop, Subscribe
 from backend.protocol.events import CommandResult, ControlStatus
 from backend.protocol.paths import LOCK_NAME, run_dir, run_locked
 from console import textual_compat
@@ -128,6 +128,8 @@ class RLConsoleApp(ShimmedApp):
         Binding("a", "alerts", "alerts", show=False, tooltip="alerts; enter: a signal alert's evidence groups"),
         Binding("slash", "filter", "filter", tooltip="search samples (opens samples, focuses the filter)"),
         Binding("q", "detach", "detach", tooltip="detach: leave the console, the run keeps going"),
+        Binding("T", "take_control", "take control", show=False,
+                tooltip="take control of the run from the console that holds it (it turns read-only)"),
         Binding("left_square_bracket", "scrub(-1)", "◀ step", tooltip="replay: one step back"),
         Binding("right_square_bracket", "scrub(1)", "step ▶", tooltip="replay: one step forward"),
         Binding("left_curly_bracket", "scrub(-10)", "-10", show=False, tooltip="replay: ten steps back"),
@@ -141,6 +143,7 @@ class RLConsoleApp(ShimmedApp):
         textual_compat.start(self)  # the Textual shims: checked, then applied (never on import)
         self.source = source
         self.read_only_requested = read_only  # attach --read-only
+        self._lost_control = False  # it controlled the run and another client took control
         self.replay = replay
         self.state = RunState()
         self.state.run_id = run_id
@@ -439,9 +442,17 @@ class RLConsoleApp(ShimmedApp):
 
     def _announce_control(self, was_role: str, status: ControlStatus) -> None:
         if status.role == "controller" and was_role == "viewer":
-            self.say("this console now controls the run", "information")
+            if self._lost_control:  # it had control, another client took it, and it came back
+                self.say(f"this console controls the run again ({status.reason or 'the other client left'})", "information")
+            else:
+                self.say("this console now controls the run", "information")
+            self._lost_control = False
         elif status.role == "viewer" and was_role != "viewer":
-            self.say(f"read-only: {status.holder or 'another client'} controls this run", "warning")
+            self._lost_control = was_role == "controller"
+            take = "" if self.read_only_requested else "; T: take control"
+            self.say(f"read-only: {status.holder or 'another client'} controls this run{take}", "warning")
+        elif status.role == "viewer" and status.reason.startswith("attached --read-only"):
+            self.say(f"read-only: {status.reason}", "warning")
 
     def _announce(self, result: CommandResult) -> None:
         if result.status in ("rejected", "failed"):
@@ -465,7 +476,8 @@ class RLConsoleApp(ShimmedApp):
                 why += f"; to train further: rl-console run --resume {state.run_id} --max-steps N"
             return "warning", why
         if self.read_only:
-            holder = "" if self.read_only_requested else f" ({state.control_holder or 'another console'} controls the run)"
+            holder = ("" if self.read_only_requested
+                      else f" ({state.control_holder or 'another console'} controls the run; T: take control)")
             return "warning", f"read-only: {kind} not sent{holder}"
         if not state.connected:
             return "error", f"{state.connection}: {kind} not sent"
@@ -534,6 +546,22 @@ class RLConsoleApp(ShimmedApp):
         return [screen for screen in screens if isinstance(screen, LiveScreen)]
 
     # -- actions ------------------------------------------------------------------------
+    def action_take_control(self) -> None:
+        """T: take control from the client that holds it (another console, `ctl`); that one
+        turns read-only and gets control back when this console leaves."""
+        state = self.state
+        if self.replay:
+            self.say("replay: there is no run to control", "warning")
+        elif self.read_only_requested:
+            self.say("attached --read-only: attach again without --read-only to take control", "warning")
+        elif state.ended or not state.connected:
+            self.say(f"take control: {'the run ' + state.lifecycle if state.ended else state.connection}", "warning")
+        elif state.control_role == "controller":
+            self.say("this console already controls the run", "information")
+        else:
+            self.run_worker(self._send(Subscribe(take=True, client=getattr(self.source, "client", ""))),
+                            group="send", exit_on_error=False)
+
     def action_pause_resume(self) -> None:
         self.send_command(Resume() if self.state.state in ("paused", "pausing") else Pause())
 

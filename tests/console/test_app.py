@@ -306,7 +306,8 @@ async def test_backend_says_viewer_then_controller(kit):
         await pilot.press("p")
         await kit.settle(pilot)
         assert source.sent == []
-        assert app.status_history[-1] == ("warning", "read-only: pause not sent (rl-console alice@pts/1 (pid 42, uid 0) controls the run)")
+        assert app.status_history[-1] == ("warning", "read-only: pause not sent (rl-console alice@pts/1 (pid 42, uid 0) controls "
+                                                 "the run; T: take control)")
         await pilot.press("e")
         await kit.settle(pilot)
         assert app.screen.query_one("#param-apply").disabled
@@ -321,6 +322,50 @@ async def test_backend_says_viewer_then_controller(kit):
         await pilot.press("p")
         await kit.wait_for(pilot, lambda: len(source.sent) == 1, what="pause sent")
         assert source.sent[0].kind == "pause"
+
+
+async def test_take_control_from_the_console_and_the_hand_back_said_as_such(kit):
+    """T on a read-only console (another console controls the run) sends `subscribe` with take
+    on its connection; a console whose control a `ctl --take` borrowed says it lost it and, when
+    it comes back, that it is back (and from whom), not "now controls"."""
+    from backend.protocol.events import ControlStatus
+
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        source.push(ControlStatus(role="viewer", holder="rl-console bob (pid 7, uid 0)"))
+        await kit.wait_for(pilot, lambda: app.read_only, what="viewer role")
+        assert app.status_history[-1] == ("warning", "read-only: rl-console bob (pid 7, uid 0) controls this run; T: take control")
+        await pilot.press("T")
+        await kit.wait_for(pilot, lambda: len(source.sent) == 1, what="take sent")
+        assert source.sent[0].kind == "subscribe" and source.sent[0].take
+        source.push(ControlStatus(role="controller", holder="rl-console me", reason="control taken by rl-console me"))
+        await kit.wait_for(pilot, lambda: not app.read_only, what="controller role")
+        assert app.status_history[-1] == ("information", "this console now controls the run")
+        await pilot.press("T")
+        await kit.settle(pilot)
+        assert len(source.sent) == 1 and app.status_history[-1] == ("information", "this console already controls the run")
+
+        # `rl-console ctl RUN pause --take` borrows control for one command
+        source.push(ControlStatus(role="viewer", holder="rl-console ctl (pid 9, uid 0)", reason="control taken by rl-console ctl (pid 9, uid 0)"))
+        await kit.wait_for(pilot, lambda: app.read_only, what="taken")
+        source.push(ControlStatus(role="controller", holder="rl-console me", reason="rl-console ctl (pid 9, uid 0) released control"))
+        await kit.wait_for(pilot, lambda: not app.read_only, what="back")
+        assert list(app.status_history)[-2:] == [
+            ("warning", "read-only: rl-console ctl (pid 9, uid 0) controls this run; T: take control"),
+            ("information", "this console controls the run again (rl-console ctl (pid 9, uid 0) released control)")]
+
+
+async def test_a_read_only_attach_cannot_take_control(kit):
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source, read_only=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("T")
+        await kit.settle(pilot)
+        assert source.sent == []
+        assert app.status_history[-1] == ("warning", "attached --read-only: attach again without --read-only to take control")
 
 
 async def test_run_resumed_drops_the_lost_steps(kit):

@@ -90,3 +90,64 @@ async def test_the_client_skips_event_kinds_it_does_not_know(tmp_path):
         await client.close()
     finally:
         server.close()
+
+
+async def test_a_waiting_console_takes_control_on_its_own_connection(tmp_path):
+    """A console that waits as a viewer sends `subscribe` with take again on its connection: it
+    controls the run from then on (same event stream), the holder turns viewer and is told
+    by whom, and gets control back when the taker leaves. A --read-only viewer cannot take."""
+    ctl, store, server, sock = await _server(tmp_path)
+
+    async def connect(name, **sub):
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        assert (await _read(reader)).kind == "hello"
+        writer.write((json.dumps({"v": PROTOCOL_VERSION, "kind": "subscribe", "id": f"sub-{name}", "from_seq": -1,
+                                  "client": name, **sub}) + "\n").encode())
+        return reader, writer
+
+    async def control(reader):
+        while True:
+            ev = await _read(reader)
+            if ev.kind == "control":
+                return ev
+
+    def send(writer, frame):
+        writer.write((json.dumps({"v": PROTOCOL_VERSION, **frame}) + "\n").encode())
+
+    try:
+        r1, w1 = await connect("one")
+        assert (await control(r1)).role == "controller"
+        r2, w2 = await connect("two")
+        waiting = await control(r2)
+        assert waiting.role == "viewer" and waiting.holder.startswith("one")
+        rv, wv = await connect("watcher", role="view")
+        assert (await control(rv)).role == "viewer"
+
+        send(w2, {"kind": "subscribe", "id": "take-2", "take": True})
+        now = await control(r2)
+        assert now.role == "controller"
+        lost = await control(r1)
+        assert lost.role == "viewer" and lost.holder.startswith("two") and "control taken by two" in lost.reason
+        send(w2, {"kind": "pause", "id": "p2"})  # the taker's commands are accepted on the same stream
+        while not ((ev := await _read(r2)).kind == "command_result" and ev.command_id == "p2"):
+            pass
+        assert ev.status == "accepted"
+        send(w1, {"kind": "resume", "id": "r1"})  # the old holder's are not
+        while not ((ev := await _read(r1)).kind == "command_result" and ev.command_id == "r1"):
+            pass
+        assert ev.status == "rejected" and "two" in ev.reason
+
+        send(wv, {"kind": "subscribe", "id": "take-v", "take": True})
+        told = await control(rv)
+        assert told.role == "viewer" and "control taken by two" in told.reason  # (every console hears of the take)
+        refused = await control(rv)
+        assert refused.role == "viewer" and "attached --read-only" in refused.reason
+
+        w2.close()  # the taker leaves: control goes back to the console it was taken from
+        back = await control(r1)
+        assert back.role == "controller" and "two" in back.reason and "released control" in back.reason
+        for w in (w1, wv):
+            w.close()
+    finally:
+        await server.stop()
+        store.close()
