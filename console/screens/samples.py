@@ -38,8 +38,8 @@ class SamplesScreen(LiveScreen):
         Binding("o", "cycle_sort", "sort", tooltip="sort: newest, largest |advantage|, lowest reward mean"),
         Binding("h", "prompt_history", "prompt", show=False, tooltip="the selected group's prompt on the prompts screen: its "
                 "reward history and status (a zero-std group: always or never solved?)"),
-        Binding("escape", "leave_filter", "groups", show=False, tooltip="leave the filter input; "
-                "then clear an alert's evidence filter"),
+        Binding("escape", "leave_filter", "groups", show=False, tooltip="in the filter input: clear it and leave it "
+                "(enter keeps it); on the groups: clear an alert's evidence filter, then the text filter"),
         Binding("b", "older", "older", show=False, tooltip="older groups: the previous 500 of the run, read from its "
                 "events.db (a run on this machine)"),
         Binding("n", "newer", "newer", show=False, tooltip="newer groups: the next page, then back to the newest (live)"),
@@ -83,8 +83,16 @@ class SamplesScreen(LiveScreen):
         self.query_one("#filter", Input).focus()
 
     def action_leave_filter(self) -> None:
+        """esc: in the filter input, clear the search and go back to the groups (enter keeps
+        it); on the groups, drop an alert's evidence filter first, then the search."""
         table = self.query_one(GroupsTable)
-        if self.evidence is not None and table.has_focus:
+        box = self.query_one("#filter", Input)
+        if box.has_focus or (table.has_focus and self.evidence is None):
+            if box.value:
+                box.value = ""  # (Input.Changed clears query_text and repaints)
+                self.query_text = ""
+                self.console_app.repaint(force=True)
+        elif self.evidence is not None and table.has_focus:
             self.evidence = None
             self.console_app.repaint(force=True)
         table.focus()

@@ -13,6 +13,14 @@ from backend.protocol.events import Alert
 SEVERITY_STYLES = {"critical": "bold white on red", "warning": "bold black on yellow", "info": "bold black on cyan"}
 
 
+#: alert metrics that are shares (0..1): their messages say them in percent, so the current value does too
+SHARES = frozenset({"frac_reward_zero_std", "truncated_ratio", "unsolved_distinct_ratio", "reward_share"})
+
+
+def metric_value(metric: str, value: float) -> str:
+    return f"{value:.0%}" if metric in SHARES else f"{value:.3g}"
+
+
 def alert_line(alert: Alert, *, active: bool = False, now: float | None = None) -> Text:
     line = Text(no_wrap=True, overflow="ellipsis", end="")
     if alert.state == "cleared":
@@ -24,7 +32,7 @@ def alert_line(alert: Alert, *, active: bool = False, now: float | None = None) 
     if active:
         line.append(f" since {alert.since if alert.since is not None else alert.step}", style="bold")
         if now is not None:
-            line.append(f" · now {now:.3g}", style="bold")
+            line.append(f" · now {metric_value(alert.metric, now)}", style="bold")
         line.append(" │ ", style="dim")
     else:
         line.append(f" step {alert.step} ", style="bold")

@@ -197,8 +197,9 @@ async def test_throughput_lines_never_wrap(kit):
 
 
 async def test_alerts_strip_shows_active_conditions_first_with_their_current_value(kit):
-    """A lasting alert stays on top while it holds (since when, the metric's value now); its
-    cleared event takes it off the active list; single-event alerts follow, newest first."""
+    """A lasting alert stays on top while it holds (since when, the metric's value now, in the
+    message's unit); its cleared event takes it off the active list; single-event alerts
+    follow, newest first."""
     from backend.protocol.events import Alert, StepMetrics
 
     run = kit.make_run(steps=6)
@@ -212,7 +213,7 @@ async def test_alerts_strip_shows_active_conditions_first_with_their_current_val
         await kit.settle(pilot, source)
         text = kit.screen_text(app)
         active = next(line for line in text.splitlines() if "90% of groups" in line)
-        assert "since 3 · now 0.81" in active
+        assert "since 3 · now 81%" in active  # a share, said in percent as its message says it
         assert text.index("90% of groups") < text.index("replica 1 died")  # active first
         assert list(app.state.active_alerts) == ["zero_std"]
         source.push(Alert(ts=kit.TS0 + 600, rule="zero_std", severity="warning", message="zero_std cleared: not seen for 3 steps",

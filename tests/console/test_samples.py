@@ -137,6 +137,30 @@ async def test_slash_from_dashboard_focuses_filter_and_searches(kit):
         assert app.current_mode == "dashboard"
 
 
+async def test_escape_clears_the_search_enter_keeps_it(kit):
+    """esc in the filter input clears the search and goes back to the groups; enter keeps it
+    (and then esc on the groups clears it)."""
+    source = kit.Source(kit.make_run(steps=8))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_samples(kit, pilot, source)
+        groups = screen.query_one(GroupsTable)
+        everything = groups.row_count
+        for leave in ("escape", "enter"):
+            await pilot.press("slash", *"river")
+            await kit.settle(pilot)
+            assert 0 < groups.row_count < everything
+            await pilot.press(leave)
+            await kit.settle(pilot)
+            assert app.focused is groups
+            if leave == "escape":
+                assert screen.query_one("#filter", Input).value == "" and groups.row_count == everything
+        assert screen.query_one("#filter", Input).value == "river" and groups.row_count < everything
+        await pilot.press("escape")  # on the groups: the search goes too
+        await kit.settle(pilot)
+        assert screen.query_one("#filter", Input).value == "" and groups.row_count == everything
+
+
 async def test_cursor_stays_on_group_while_new_groups_arrive(kit):
     source = kit.Source(kit.make_run(steps=3))
     app = RLConsoleApp(source)
