@@ -460,6 +460,11 @@ class RunState:
         self.markers = deque((m for m in self.markers if m.step <= ev.step), maxlen=self.markers.maxlen)
         self.probes = deque((p for p in self.probes if p.step <= ev.step), maxlen=self.probes.maxlen)
         self.prompts.drop_after(ev.step)
+        # alerts of the lost steps go (the events log keeps them); the new backend watches the
+        # conditions afresh: one that still holds is raised again, so none stays active from
+        # the old backend (it would never be cleared: that backend is gone)
+        self.alerts = deque((a for a in self.alerts if a.step <= ev.step), maxlen=self.alerts.maxlen)
+        self.active_alerts = {}
         self.step = ev.step
         self.pending.clear()
         self._mark(ev.step, "resume", "R")

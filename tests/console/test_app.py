@@ -369,21 +369,31 @@ async def test_a_read_only_attach_cannot_take_control(kit):
 
 
 async def test_run_resumed_drops_the_lost_steps(kit):
-    from backend.protocol.events import RunResumed
+    from backend.protocol.events import Alert, RunResumed
 
     events = kit.make_run(steps=8)
+    last = events[-1].seq
+    # an alert of a kept step, and a lasting condition raised in a lost one (its backend died
+    # before it could clear it)
+    early = Alert(seq=last + 1, ts=kit.TS0 + 800, rule="truncation", severity="warning", message="50% hit max_tokens",
+                  step=4, metric="truncated_ratio", value=0.5, threshold=0.5)
+    lost = Alert(seq=last + 2, ts=kit.TS0 + 801, rule="zero_std", severity="warning", message="90% of groups",
+                 step=7, metric="frac_reward_zero_std", value=0.9, threshold=0.75, lasting=True, since=7)
+    events += [early, lost]
     source = kit.Source(events)
     app = RLConsoleApp(source)
     async with app.run_test(size=(100, 30)) as pilot:
         await kit.settle(pilot, source)
-        assert app.state.step == 8
+        assert app.state.step == 8 and list(app.state.active_alerts) == ["zero_std"]
         source.push(RunResumed(seq=events[-1].seq + 1, ts=kit.TS0 + 900, step=5, checkpoint="/r/checkpoints/step-000005"))
         await kit.wait_for(pilot, lambda: app.state.step == 5, what="resumed step")
         assert [m.step for m in app.state.steps] == [1, 2, 3, 4, 5]
         assert all(g.step <= 5 for g in app.state.groups) and max(app.state.groups_by_step) == 5
         assert any(m.kind == "resume" and m.step == 5 for m in app.state.markers)
+        assert not app.state.active_alerts and [a.rule for a in app.state.alerts] == ["truncation"]
         await kit.settle(pilot)
         assert "run resumed from step 5" in " ".join(e.text for e in app.state.log)
+        assert "90% of groups" not in kit.screen_text(app)
 
 
 async def test_replay_step_scrubber(kit, tmp_path, monkeypatch):
