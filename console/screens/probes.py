@@ -170,7 +170,7 @@ class ProbesScreen(LiveScreen):
         super().refresh_view(state)
         rows = probe_rows(state)
         plist = self.query_one(ProbeList)
-        plist.set_rows(rows, max((plist.size.width or self.size.width) - 28, 16))
+        plist.set_rows(rows, max((plist.size.width or self.size.width) - 29, 16))
         self.prompt = plist.selected_prompt
         title = self.query_one("#probes-title", Static)
         diff = self.query_one("#probe-diff")

@@ -18,7 +18,9 @@ from console.widgets.line_table import LineTable
 from console.widgets.rows import BOLD, DIM, Cell
 
 GREEN, RED = Style.parse("green"), Style.parse("red")
-COLUMNS = ("#", "reward", "Δ first", "changed", "prompt")
+#: "≠ before": in how many of the versions compared the output differed from the version before
+#: (the "≠" marks of the versions table below, counted)
+COLUMNS = ("#", "reward", "Δ first", "≠ before", "prompt")
 RIGHT = (0, 1, 2, 3)
 
 
@@ -56,7 +58,7 @@ class ProbeList(LineTable):
         prompts = [r.prompt for r in rows]
         if selected in prompts:
             self.cursor_row = prompts.index(selected)  # the cursor stays on its prompt
-        self.set_shape(len(rows), COLUMNS, (2, 6, 7, 7, max(prompt_width, 8)), RIGHT)
+        self.set_shape(len(rows), COLUMNS, (2, 6, 7, 8, max(prompt_width, 8)), RIGHT)
 
     def row_cells(self, row: int) -> list[Cell]:
         r = self._rows[row]
