@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from backend.engine.gpus import pin_trainer_gpu
 from backend.protocol import encode_event
@@ -201,6 +202,7 @@ def prepare_resume(run_id: str, overrides: dict):
     try:
         started = store.last("run_started")
         synced = store.last("weights_synced")
+        last_state, last_metrics = store.last("state_changed"), store.last("step_metrics")
     finally:
         store.close()
     if started is None or not started.profile_data:
@@ -232,7 +234,21 @@ def prepare_resume(run_id: str, overrides: dict):
     if synced is not None:
         point.weight_version = max(point.weight_version, synced.version)
     point.previous_pid = int(read_run_meta(rdir).get("pid") or 0)
+    point.previous_end = previous_end(last_state, last_metrics, point.previous_pid)
     return profile, started.profile, point
+
+
+def previous_end(state: Any, metrics: Any, pid: int) -> str:
+    """How the backend before a resume ended, in words, when it did not end cleanly (its log's
+    last state and step); "" after a clean stop or finish, which the log already says."""
+    who = f"the previous backend (pid {pid})" if pid else "the previous backend"
+    step = metrics.step if metrics is not None else 0
+    if state is None or state.state == "finished":  # (a stop finishes the run too)
+        return ""
+    if state.state == "failed":
+        return f"{who} failed after step {step}: {state.reason or 'no reason logged'}"
+    return (f"{who} ended without a word after step {step} (its last logged state: {state.state}): killed, out of "
+            "memory, or the machine went down")
 
 
 def quiet_library_warnings(log_path: Path) -> None:

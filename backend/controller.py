@@ -297,6 +297,8 @@ class Controller:
         write_run_meta(self.run_dir, run_id=self.run_id, pid=os.getpid(), profile=self.profile_name, state="starting", **meta)
         if self.resume is not None:
             r = self.resume
+            if r.previous_end:  # the crash itself, said in the run's log (its backend could not)
+                self.emit(E.LogLine(level="warning", message=f"{r.previous_end}; resuming from step {r.step}"))
             self.emit(E.RunResumed(step=r.step, checkpoint=str(r.path), previous_pid=r.previous_pid, checksum=r.checksum))
             self.set_state("starting", f"resuming from {r.path.name} (step {r.step}): building model and engine")
         else:

@@ -34,6 +34,7 @@ class ResumePoint:
     reason: str = ""
     saved_at: float = field(default_factory=time.time)
     previous_pid: int = 0  # set when resuming: the backend process that wrote the log before
+    previous_end: str = ""  # set when resuming: how that backend ended, when not cleanly (for the run's log)
     fingerprint: int = 1  # version of weight_sync's checksum that wrote `checksum` (absent = 1)
 
     def to_json(self) -> str:

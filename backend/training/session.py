@@ -6,6 +6,7 @@ as arguments. The session never reaches up: it gets the bus to record facts on.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -26,6 +27,19 @@ from backend.training.watchdog import Watchdog
 PROMPTS_CHECKED = 5000  # prompts tokenized at start for the length check (the rest are checked by vLLM)
 CANARY_PROMPTS = 8
 CANARY_TOKENS = 32
+
+
+class TiedHeadNotice(logging.Filter):
+    """Drops transformers' "There were missing keys in the checkpoint model loaded:
+    ['lm_head.weight']" on a resume: a model whose head is tied to its embeddings saves no
+    head, and the Trainer re-ties it. Harmless, and alarming in backend.log; the resume has
+    already checked the loaded weights (a missing untied head stops it, and the checksum of
+    every tensor must match the checkpoint's, `_load_resume_weights`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("There were missing keys in the checkpoint model loaded")
+                    and msg.rstrip(". ").endswith("['lm_head.weight']"))
 
 
 @dataclass
@@ -79,6 +93,9 @@ class TrainingSession:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint
+        trainer_log = logging.getLogger("transformers.trainer")
+        if not any(isinstance(f, TiedHeadNotice) for f in trainer_log.filters):
+            trainer_log.addFilter(TiedHeadNotice())
         torch.set_num_threads(p.run.num_threads)
         torch.manual_seed(p.run.seed)
         say = lambda msg: self.progress("model", msg)  # noqa: E731

@@ -70,8 +70,14 @@ def test_kill9_mid_run_then_resume(rlc_home, sync_reference):
     assert res.returncode == 0, res.stderr[-3000:]
     after = _events(res.stdout)
     resumed = next(e for e in after if e.kind == "run_resumed")
-    assert resumed.step == 3 and resumed.checkpoint.endswith("step-000003") and resumed.seq == seq_before
+    # (the new backend's first event says how the old one ended; its second is the resume)
+    assert resumed.step == 3 and resumed.checkpoint.endswith("step-000003") and resumed.seq == seq_before + 1
     assert resumed.previous_pid == proc.pid
+    # the kill itself has a line in the run's log, just before the resume
+    said = after[after.index(resumed) - 1]
+    assert said.kind == "log" and said.level == "warning", said
+    assert f"the previous backend (pid {proc.pid}) ended without a word after step " in said.message
+    assert "resuming from step 3" in said.message
 
     # the engine serves the checkpoint's weights, verified, before the first resumed step
     first_sync = next(e for e in after if e.kind == "weights_synced")
@@ -87,6 +93,9 @@ def test_kill9_mid_run_then_resume(rlc_home, sync_reference):
     metrics = [e.step for e in after if e.kind == "step_metrics"]
     assert metrics == list(range(4, 10))
     assert after[-1].kind == "state_changed" and after[-1].state == "finished"
+    # the embedded model ties its head to its embeddings: transformers' reload of the checkpoint
+    # does not log the untied-looking "missing keys ['lm_head.weight']" (the resume checked them)
+    assert "missing keys" not in (rdir / "backend.log").read_text()
 
     # one log: contiguous seq across both processes, and the live params kept
     store = RunStore(rdir / "events.db", readonly=True)

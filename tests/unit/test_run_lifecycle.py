@@ -153,3 +153,17 @@ def test_after_a_crash_and_resume_status_stands_at_the_checkpoint_not_the_lost_s
     write_run_meta(rdir, run_id="r-crash", pid=999_999, profile="p", state="paused")
     info = runs.info("r-crash")
     assert info.step == 50 and info.reward == pytest.approx(5.0)  # the checkpoint's step, not the dead backend's 52
+
+
+def test_how_the_previous_backend_ended_is_said_unless_it_ended_cleanly():
+    from backend.__main__ import previous_end
+    from backend.protocol.events import StateChanged, StepMetrics
+
+    m = StepMetrics(step=51, reward_mean=0.5, reward_std=0.1)
+    assert previous_end(StateChanged(state="finished", reason="stopped"), m, 7) == ""
+    assert previous_end(None, None, 7) == ""
+    assert previous_end(StateChanged(state="failed", reason="engine: vLLM died"), m, 7) == \
+        "the previous backend (pid 7) failed after step 51: engine: vLLM died"
+    said = previous_end(StateChanged(state="running"), m, 7)
+    assert said.startswith("the previous backend (pid 7) ended without a word after step 51 (its last logged state: running)")
+    assert previous_end(StateChanged(state="paused"), None, 0).startswith("the previous backend ended without a word after step 0")
