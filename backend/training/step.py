@@ -76,6 +76,7 @@ class StepLoop:
         self._synced_step = -1
         self._syncs = 0
         self._batch: RolloutBatch | None = None
+        self._joined: Any = None  # the scored batch's rows, until its groups are logged
         self._last_step_end = time.perf_counter()
         self._step_wall: dict[int, float] = {}
         self._skip_update: str | None = None  # why this step's update is dropped (set by a guard)
@@ -392,7 +393,10 @@ class StepLoop:
         return self.profile.telemetry.token_view_groups * self.params["num_generations"]
 
     def scored(self, trainer, advantages: list[float], logprob_gap: tuple[float, float, list[list[float]]] | None = None,
-               is_clipped: float | None = None) -> None:
+               is_clipped: float | None = None, agreement_pending: bool = False) -> None:
+        """The batch is scored: record its rewards and advantages and log its groups. With
+        `agreement_pending` (a measuring step whose trainer log-probs come from the loss's own
+        forward pass) the groups wait for `agreement`, which carries the token view's rows."""
         b = self._batch
         if b is None:
             return
@@ -412,6 +416,21 @@ class StepLoop:
         joined = report.join_scores(b, rewards, advantages, task.reward_names, task.reward_weights)
         b.reward_finished, b.reward_truncated = report.reward_by_ending(joined)
         self._signals = report.signals(joined, self.profile.task.ground_truth)
+        self._joined = joined
+        if not agreement_pending:
+            self._log_groups()
+
+    def agreement(self, logprob_gap: tuple[float, float, list[list[float]]] | None) -> None:
+        """A measuring step's trainer-engine agreement, from the loss's forward pass (None: it
+        could not be read, e.g. the loss failed): then its groups are logged."""
+        if self._batch is not None and self._joined is not None:
+            self._batch.logprob_gap = logprob_gap
+            self._log_groups()
+
+    def _log_groups(self) -> None:
+        b, joined, self._joined = self._batch, self._joined, None
+        if b is None or joined is None:
+            return
         # the token view rides on the steps that measure trainer-engine agreement: the engine
         # returns every sampled token's log-prob there anyway, so it costs only the decoding
         groups = report.sample_groups(b, joined, decode=self.session.decode_token,
@@ -431,6 +450,7 @@ class StepLoop:
         with the last good weights checkpointed."""
         import torch
 
+        self._log_groups()  # a measuring step whose loss gave no log-probs for its rows: its groups, without them
         grads = [prm.grad for prm in model.parameters() if prm.grad is not None]
         # one fused norm over all gradients (non-finite when any element is NaN/Inf): a single
         # check per step; the per-tensor pass that names them runs only when it is not finite

@@ -68,15 +68,48 @@ def make_trainer_class():
 
         rlc_hooks: Any = None
         rlc_lookahead: Any = None  # overlap.Lookahead when training.overlap: the next batch is known a step early
+        rlc_loss_logps: Any = None  # LossLogps: a measuring step's trainer log-probs, read from the loss's forward
+        rlc_loss_inputs: Any = None  # the micro-batch whose loss is being computed (while it is)
 
     def scored(self, inputs):
         out = getattr(super(ConsoleGRPOTrainer, self), trl_compat.SCORE_HOOK)(inputs)
-        if self.rlc_hooks is not None:
-            gap = (logprob_gap(self, out, rows=self.rlc_hooks.token_rows, limit=self.rlc_hooks.measure_rows)
-                   if self.rlc_hooks.measuring_logprobs else None)
-            self.rlc_hooks.scored(self, out["advantages"].detach().float().cpu().tolist(), gap,
-                                  is_clipped=importance_clipped(self, out))
+        hooks = self.rlc_hooks
+        if hooks is not None:
+            advantages, clipped = out["advantages"].detach().float().cpu().tolist(), importance_clipped(self, out)
+            pending = LossLogps.start(out, rows=hooks.token_rows, limit=hooks.measure_rows) if hooks.measuring_logprobs else None
+            if pending is not None:  # the loss's own forward gives the trainer's log-probs: the groups wait for it
+                self.rlc_loss_logps = pending
+                hooks.scored(self, advantages, None, is_clipped=clipped, agreement_pending=True)
+            else:
+                gap = (logprob_gap(self, out, rows=hooks.token_rows, limit=hooks.measure_rows)
+                       if hooks.measuring_logprobs else None)
+                hooks.scored(self, advantages, gap, is_clipped=clipped)
         return out
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        pending = self.rlc_loss_logps
+        if pending is None:
+            return super(ConsoleGRPOTrainer, self).compute_loss(model, inputs, *args, **kwargs)
+        self.rlc_loss_inputs = inputs
+        try:
+            loss = super(ConsoleGRPOTrainer, self).compute_loss(model, inputs, *args, **kwargs)
+        except BaseException:  # the step's groups are logged all the same, without the trainer's part
+            self.rlc_loss_logps = None
+            self.rlc_hooks.agreement(None)
+            raise
+        finally:
+            self.rlc_loss_inputs = None
+        if pending.complete():
+            self.rlc_loss_logps = None
+            self.rlc_hooks.agreement(pending.gap(self))
+        return loss
+
+    def per_token_logps(self, *args, **kwargs):
+        result = getattr(super(ConsoleGRPOTrainer, self), trl_compat.LOGPS)(*args, **kwargs)
+        if self.rlc_loss_inputs is not None and self.rlc_loss_logps is not None:  # the loss's forward (once per micro-batch)
+            self.rlc_loss_logps.add(self.rlc_loss_inputs, result[0])
+            self.rlc_loss_inputs = None
+        return result
 
     def batch_samples(self, epoch_iterator, num_batches, device):
         if self.rlc_lookahead is not None:
@@ -84,6 +117,8 @@ def make_trainer_class():
         return getattr(super(ConsoleGRPOTrainer, self), trl_compat.BATCH_HOOK)(epoch_iterator, num_batches, device)
 
     setattr(ConsoleGRPOTrainer, trl_compat.SCORE_HOOK, scored)  # see trl_compat.SCORE_HOOK
+    setattr(ConsoleGRPOTrainer, trl_compat.LOGPS, per_token_logps)  # see trl_compat.LOGPS
+    ConsoleGRPOTrainer.compute_loss = compute_loss
     setattr(ConsoleGRPOTrainer, trl_compat.BATCH_HOOK, batch_samples)  # see trl_compat.BATCH_HOOK
     return ConsoleGRPOTrainer
 
@@ -156,7 +191,52 @@ class RolloutFunc:
         }
 
 
-def logprob_gap(trainer, out: dict[str, Any], rows: int = 0, limit: int | None = None) -> tuple[float, float, list[list[float]]] | None:
+ROW_KEY = "rlc_row"  # each completion's row in the scored batch, through TRL's shuffle and split
+
+
+class LossLogps:
+    """A measuring step's trainer log-probs, taken from the loss's own forward pass instead of
+    a second one: with one optimizer step per generation batch and no reuse of a rollout
+    (`num_iterations` 1), TRL skips `old_per_token_logps` because the loss's log-probs are the
+    pre-update policy's (its `per_token_logps.detach()`). TRL shuffles the batch and splits it
+    into micro-batches; a row index rides along (`ROW_KEY`) so each completion's log-probs find
+    their row again."""
+
+    def __init__(self, out: dict[str, Any], rows: int, limit: int | None) -> None:
+        import torch
+
+        self.out, self.rows, self.limit = out, rows, limit
+        n = out["completion_ids"].size(0)
+        self.need = n if limit is None else min(limit, n)
+        self.logps = torch.full(out["completion_ids"].shape, float("nan"), dtype=torch.float32, device=out["completion_ids"].device)
+        self.seen = torch.zeros(n, dtype=torch.bool, device=self.logps.device)
+        out[ROW_KEY] = torch.arange(n, device=self.logps.device)
+
+    @classmethod
+    def start(cls, out: dict[str, Any], rows: int, limit: int | None) -> LossLogps | None:
+        """None where TRL computed the pre-update log-probs itself (`old_per_token_logps`:
+        importance sampling, overlap, rollout reuse) or the engine gave none: the scoring step
+        reads them there, as before."""
+        if out.get("sampling_per_token_logps") is None or out.get("old_per_token_logps") is not None:
+            return None
+        return cls(out, rows, limit)
+
+    def add(self, inputs: dict[str, Any], logps: Any) -> None:
+        idx = inputs.get(ROW_KEY)
+        if idx is None or logps.size(1) != self.logps.size(1):
+            return
+        self.logps[idx] = logps.detach().float()
+        self.seen[idx] = True
+
+    def complete(self) -> bool:
+        return bool(self.seen[: self.need].all())
+
+    def gap(self, trainer) -> tuple[float, float, list[list[float]]] | None:
+        return logprob_gap(trainer, self.out, rows=self.rows, limit=self.limit, trainer_lp=self.logps)
+
+
+def logprob_gap(trainer, out: dict[str, Any], rows: int = 0, limit: int | None = None,
+                trainer_lp: Any = None) -> tuple[float, float, list[list[float]]] | None:
     """(mean, max) |trainer log-prob - engine sampling log-prob| over the sampled tokens of the
     batch's first `limit` completions (all with None: the engine returned log-probs for those
     only), the trainer's log-probs computed as TRL computes them for its own importance sampling
@@ -172,8 +252,10 @@ def logprob_gap(trainer, out: dict[str, Any], rows: int = 0, limit: int | None =
     prompt_ids, completion_ids = out["prompt_ids"][head], out["completion_ids"][head]
     mask = out["completion_mask"][head].bool()
     # TRL made this very call before the update where it applies its importance-sampling
-    # correction (`old_per_token_logps`, e.g. training.overlap): reuse it, no second forward
-    trainer_lp = out.get("old_per_token_logps")
+    # correction (`old_per_token_logps`, e.g. training.overlap): reuse it, no second forward;
+    # otherwise the loss's own forward gave them (`LossLogps`), or one forward here
+    if trainer_lp is None:
+        trainer_lp = out.get("old_per_token_logps")
     if trainer_lp is not None:
         trainer_lp = trainer_lp[head]
     else:
