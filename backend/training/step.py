@@ -483,6 +483,11 @@ class StepLoop:
 
     # ---- 5. metrics -> alerts ----------------------------------------------------------
     def on_log(self, state, logs: dict[str, Any]) -> None:
+        # transformers keeps every logged dict in `state.log_history` and writes all of it into
+        # each checkpoint's trainer_state.json: memory and checkpoint time growing with the run
+        # (~1 MB at step 1,000). The run's own log holds every step's metrics; keep the newest.
+        if len(state.log_history) > LOG_HISTORY_KEPT:
+            del state.log_history[:-LOG_HISTORY_KEPT]
         step = self.step_now
         metrics = report.step_metrics(
             step, logs, self._batch, self._step_wall.pop(step, 0.0), self.session.task.reward_names,
@@ -491,6 +496,10 @@ class StepLoop:
         metrics = self.bus.emit(metrics.model_copy(update=overlap.metric_fields(
             self._batch, logs, metrics.times, self.prefetch is not None)))
         self.alerts.on_metrics(metrics)
+
+
+#: TRL's logged dicts kept in `TrainerState.log_history` (see `StepLoop.on_log`)
+LOG_HISTORY_KEPT = 4
 
 
 # ---- how each live parameter takes effect at a step boundary ------------------------------

@@ -93,6 +93,13 @@ def test_kill9_mid_run_then_resume(rlc_home, sync_reference):
     metrics = [e.step for e in after if e.kind == "step_metrics"]
     assert metrics == list(range(4, 10))
     assert after[-1].kind == "state_changed" and after[-1].state == "finished"
+    # transformers' own log history does not grow with the run in every checkpoint (the run's
+    # log keeps the metrics): the final checkpoint holds the newest few entries
+    from backend.training.step import LOG_HISTORY_KEPT
+
+    final = checkpoints.latest(rdir / "checkpoints")
+    assert final.step == 9
+    assert 0 < len(json.loads((final.path / "trainer_state.json").read_text())["log_history"]) <= LOG_HISTORY_KEPT
     # the embedded model ties its head to its embeddings: transformers' reload of the checkpoint
     # does not log the untied-looking "missing keys ['lm_head.weight']" (the resume checked them)
     assert "missing keys" not in (rdir / "backend.log").read_text()
