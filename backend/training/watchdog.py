@@ -1,8 +1,8 @@
 """Deadlines for calls made on the calling thread, without handing the call to another thread.
 
-`with watchdog.guard(seconds, what):` costs two attribute writes. A daemon thread wakes every
-`poll_s` and, when a guarded call is still running past its deadline, calls `on_expired(what,
-seconds_so_far)` once. It cannot stop the call (nothing can stop a thread stuck in C code): the
+`with watchdog.guard(seconds, what):` costs three attribute writes. A daemon thread wakes every
+quarter of the deadline (0.25-2 s) and, when a guarded call is still running past its deadline,
+calls `on_expired(what, seconds_so_far)` once. It cannot stop the call (nothing can stop a thread stuck in C code): the
 callback reports and ends the process. A call that returns late is the caller's to judge.
 
 The weight push used to run on its own thread so that a deadline could abandon it: a hand-off
@@ -19,8 +19,13 @@ from collections.abc import Callable, Iterator
 
 
 class Watchdog:
-    def __init__(self, on_expired: Callable[[str, float], None], poll_s: float = 0.25) -> None:
+    """`poll_s`: the shortest wake-up interval; each guard wakes the thread every quarter of its
+    deadline, at most every `poll_s` and at least every `max_poll_s` (a 60 s deadline: every 2 s),
+    so a deadline is noticed within a quarter of itself and the thread rarely takes the GIL."""
+
+    def __init__(self, on_expired: Callable[[str, float], None], poll_s: float = 0.25, max_poll_s: float = 2.0) -> None:
         self._on_expired = on_expired
+        self._min_poll_s, self._max_poll_s = poll_s, max_poll_s
         self._poll_s = poll_s
         self._armed: tuple[float, float, str] | None = None  # (start, deadline, what), monotonic
         self._thread: threading.Thread | None = None
@@ -30,6 +35,7 @@ class Watchdog:
         if self._thread is None:
             self._thread = threading.Thread(target=self._watch, name="rlc-watchdog", daemon=True)
             self._thread.start()
+        self._poll_s = min(max(seconds / 4, self._min_poll_s), self._max_poll_s)
         start = time.monotonic()
         self._armed = (start, start + seconds, what)
         try:
