@@ -11,11 +11,11 @@ scoring and update, the reward functions, the engine's weight load) is not count
 
 Features and where they are timed:
 
-  groups (join, SampleGroup events)   StepLoop.scored minus the rows below
+  groups (join, SampleGroup events)   StepLoop.scored and .agreement minus the rows below
   signals: diversity/repetition       report.diversity
   signals: reward hacking             report.hacking
   token view (decode)                 report._token_view (steps that measure agreement)
-  log-prob agreement (trainer pass)   trainer.logprob_gap (every telemetry.logprob_diff_every steps)
+  log-prob agreement (trainer pass)   trainer.logprob_gap and LossLogps.add (every telemetry.logprob_diff_every steps)
   log-prob agreement (engine)         generate time on measuring steps minus the others' (from the log)
   policy probes                       StepLoop.probe, everything in it (every telemetry.probe_every steps)
   step metrics                        StepLoop.on_log minus alerts and events
@@ -236,6 +236,8 @@ def instrument(meter: Meter) -> None:
 
     W = meter.wrap
     W(step.StepLoop, "scored", "groups (join, SampleGroup events)")
+    if hasattr(step.StepLoop, "agreement"):  # a measuring step's groups, logged once the loss gave its log-probs
+        W(step.StepLoop, "agreement", "groups (join, SampleGroup events)")
     if hasattr(report, "diversity"):
         W(report, "diversity", "signals: diversity/repetition")
         W(report, "hacking", "signals: reward hacking")
@@ -243,6 +245,8 @@ def instrument(meter: Meter) -> None:
         W(report, "signals", "signals: diversity/repetition")
     W(report, "_token_view", "token view (decode)")
     W(trainer, "logprob_gap", "log-prob agreement (trainer pass)")
+    if hasattr(trainer, "LossLogps"):  # the trainer's log-probs read from the loss's forward: the copy into place
+        W(trainer.LossLogps, "add", "log-prob agreement (trainer pass)")
     W(step.StepLoop, "probe", "policy probes", inclusive=True)
     W(step.StepLoop, "on_log", "step metrics")
     W(AlertMonitor, "on_metrics", "alerts")
