@@ -77,8 +77,8 @@ def make_trainer_class():
         if hooks is not None:
             advantages, clipped = out["advantages"].detach().float().cpu().tolist(), importance_clipped(self, out)
             pending = LossLogps.start(out, rows=hooks.token_rows, limit=hooks.measure_rows) if hooks.measuring_logprobs else None
+            self.rlc_loss_logps = pending  # (a capture the last step's loss left incomplete goes)
             if pending is not None:  # the loss's own forward gives the trainer's log-probs: the groups wait for it
-                self.rlc_loss_logps = pending
                 hooks.scored(self, advantages, None, is_clipped=clipped, agreement_pending=True)
             else:
                 gap = (logprob_gap(self, out, rows=hooks.token_rows, limit=hooks.measure_rows)
