@@ -129,7 +129,7 @@ class RLConsoleApp(ShimmedApp):
         Binding("slash", "filter", "filter", tooltip="search samples (opens samples, focuses the filter)"),
         Binding("q", "detach", "detach", tooltip="detach: leave the console, the run keeps going"),
         Binding("T", "take_control", "take control", show=False,
-                tooltip="take control of the run from the console that holds it (it turns read-only)"),
+                tooltip="take control from the console that holds it"),
         Binding("left_square_bracket", "scrub(-1)", "◀ step", tooltip="replay: one step back"),
         Binding("right_square_bracket", "scrub(1)", "step ▶", tooltip="replay: one step forward"),
         Binding("left_curly_bracket", "scrub(-10)", "-10", show=False, tooltip="replay: ten steps back"),

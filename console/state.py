@@ -326,6 +326,11 @@ class RunState:
         self.alerts: deque[Alert] = deque(maxlen=max_alerts)
         self.active_alerts: dict[str, Alert] = {}  # rule -> its raised lasting alert, until cleared
         self.log: deque[LogEntry] = deque(maxlen=max_log)
+        # the same entries, one ring per kind (`LOG_KINDS`): a filtered view of the events log
+        # keeps its own history (the commands, alerts and state changes of the whole run), not
+        # what is left of them in the last `max_log` events of a fast run (a few seconds)
+        self.log_by_kind: dict[str, deque[LogEntry]] = {}
+        self._max_log = max_log
         self.log_total = 0
         self.live_params: dict[str, Any] = {}
         self.pending: dict[str, PendingCommand] = {}
@@ -564,7 +569,12 @@ class RunState:
         return value if isinstance(value, (int, float)) else None
 
     def _add_log(self, ts: float, text: str, level: str, kind: str = "other") -> None:
-        self.log.append(LogEntry(self.log_total, ts, level, text, kind))
+        entry = LogEntry(self.log_total, ts, level, text, kind)
+        self.log.append(entry)
+        ring = self.log_by_kind.get(kind)
+        if ring is None:
+            ring = self.log_by_kind[kind] = deque(maxlen=self._max_log)
+        ring.append(entry)
         self.log_total += 1
 
     def _mark(self, step: int, kind: str, label: str) -> None:
@@ -604,8 +614,20 @@ class RunState:
             return self.elapsed
         return self._ran_before + max(now, self.last_ts or now) - self._backend_start
 
-    def log_since(self, index: int) -> list[LogEntry]:
-        """Log entries with `entry.index >= index` still held in the ring."""
+    def log_since(self, index: int, kinds: frozenset[str] | None = None) -> list[LogEntry]:
+        """Log entries with `entry.index >= index` still held: of every kind from the shared
+        ring (`kinds` None), or of those kinds from their own rings, in order."""
+        if kinds is not None:
+            out: list[LogEntry] = []
+            for kind in kinds:
+                part = []
+                for entry in reversed(self.log_by_kind.get(kind, ())):
+                    if entry.index < index:
+                        break
+                    part.append(entry)
+                out.extend(part)
+            out.sort(key=lambda e: e.index)
+            return out
         if not self.log or index > self.log[-1].index:
             return []
         start = max(index - self.log[0].index, 0)

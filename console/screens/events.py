@@ -28,9 +28,10 @@ class EventsScreen(LiveScreen):
     def filter_name(self) -> str:
         return LOG_FILTERS[self.filter_index][0]
 
-    def shown(self, entries: list[LogEntry]) -> list[LogEntry]:
-        kinds = LOG_FILTERS[self.filter_index][1]
-        return entries if kinds is None else [e for e in entries if e.kind in kinds]
+    def shown(self, state: RunState, since: int) -> list[LogEntry]:
+        """The entries of this view from `since` on: a filtered view reads its kinds' own rings,
+        so it keeps the whole run's commands, alerts, state changes (within their bounds)."""
+        return state.log_since(since, LOG_FILTERS[self.filter_index][1])
 
     def compose_body(self) -> ComposeResult:
         yield EventLog(max_lines=1000, id="event-log")
@@ -53,8 +54,7 @@ class EventsScreen(LiveScreen):
     def refresh_view(self, state: RunState) -> None:
         super().refresh_view(state)
         log = self.query_one(EventLog)
-        new = state.log_since(log.next_index)
-        log.append_entries(self.shown(new), state.first_ts)
-        if new:
-            log.next_index = new[-1].index + 1  # past the entries the filter left out too
+        filling = log.next_index == 0  # opened, or the filter changed: the view's history first
+        log.append_entries(self.shown(state, log.next_index), state.first_ts, burst=log.FILL if filling else None)
+        log.next_index = state.log_total  # past the entries the filter left out too
         log.border_title = f"events · {self.filter_name} (k) · {state.events_seen} received · {len(state.alerts)} alerts"

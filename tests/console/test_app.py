@@ -183,6 +183,32 @@ async def test_events_log_is_bounded(kit):
         assert log.lines[-1].text.endswith("info: line 2499")
 
 
+async def test_a_fast_runs_flood_keeps_the_operators_history_in_the_log(kit):
+    """Commands and alerts early in a run stay in the operator's and the alerts' views when
+    thousands of per-step lines follow (a fast run logs ~20 events a step); the view opens
+    with its history, not with the few seconds left in the shared ring."""
+    from backend.protocol.events import CommandResult, LogLine
+
+    early = [CommandResult(ts=kit.TS0 + 1, command_id="c1", command="pause", status="applied", step=3),
+             Alert(ts=kit.TS0 + 2, rule="zero_std", severity="warning", message="90% of groups have all-equal rewards", step=4)]
+    flood = [LogLine(ts=kit.TS0 + 10 + i, message=f"line {i}") for i in range(3000)]
+    source = kit.Source([*early, *flood])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        assert len(app.state.log) == 1000  # the shared ring holds the newest only
+        await pilot.press("l")
+        await kit.settle(pilot)
+        assert app.screen.filter_name == "operator"
+        text = "\n".join(strip.text for strip in app.screen.query_one(EventLog).lines)
+        assert "command pause [c1] applied" in text and "[zero_std] step 4" in text
+        await pilot.press("k", "k", "k")  # all, commands, alerts
+        await kit.settle(pilot)
+        assert app.screen.filter_name == "alerts"
+        lines = [strip.text for strip in app.screen.query_one(EventLog).lines]
+        assert len(lines) == 1 and "[zero_std] step 4" in lines[0]
+
+
 async def test_help_lists_every_binding_and_escape_goes_back(kit):
     source = kit.Source(kit.make_run(steps=1))
     app = RLConsoleApp(source)
