@@ -483,6 +483,12 @@ class RLConsoleApp(ShimmedApp):
             return "error", f"{state.connection}: {kind} not sent"
         return None
 
+    def binding_description(self, action: str, description: str) -> str:
+        """A key's footer hint as it acts now: `p` resumes a paused run."""
+        if action == "pause_resume" and self.state.state in ("paused", "pausing"):
+            return "resume"
+        return description
+
     def control_blocked(self, action: str) -> bool:
         """A run control that cannot act now: the footer dims it, the palette leaves it out, and
         pressing it says why instead of sending (see `refusal`)."""
@@ -633,8 +639,13 @@ class RLConsoleApp(ShimmedApp):
         await self._close_source()
         self.exit()
 
+    #: Textual's own palette entries that say the console's things less clearly: "Quit" (leaves
+    #: the console as "Detach" does; an operator may read it as "stop the run") and "Keys" (a
+    #: widget panel; "Help: keys" lists every binding)
+    HIDDEN_SYSTEM_COMMANDS = frozenset({"Quit", "Keys"})
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        yield from (c for c in super().get_system_commands(screen) if c.title not in self.HIDDEN_SYSTEM_COMMANDS)
         for action, title, help_text in PALETTE:
             if not self.control_blocked(action):  # a control that cannot act now is not offered
                 yield SystemCommand(title, help_text, partial(self.run_action, action))

@@ -95,7 +95,9 @@ class KeyFooter(Widget):
             seen.add(binding.action)
             if enabled and blocked is not None and blocked(binding.action):
                 enabled = False  # it cannot act now: dimmed (pressing it says why)
-            out.append((key, shown, binding.description, enabled, KEEP.get(binding.action, 50)))
+            describe = getattr(self.app, "binding_description", None)  # e.g. "resume" while paused
+            description = describe(binding.action, binding.description) if describe is not None else binding.description
+            out.append((key, shown, description, enabled, KEEP.get(binding.action, 50)))
         if palette is not None:
             out.append(palette)
         return out

@@ -236,6 +236,7 @@ async def test_command_palette_offers_every_action(kit):
         commands = {c.title: c for c in app.get_system_commands(app.screen)}
         for _, title, _ in PALETTE:
             assert title in commands
+        assert "Quit" not in commands and "Keys" not in commands  # Detach and Help: keys say it for the console
         await commands["Samples"].callback()
         await kit.settle(pilot)
         assert app.current_mode == "samples"

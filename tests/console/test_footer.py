@@ -59,3 +59,17 @@ async def test_at_80x24_every_screen_keeps_the_keys_between_screens(kit):
         footer = app.screen.query_one(KeyFooter).plain
         for want in ("z zero-std", "t truncated", "o sort", "? help", "q detach", "p pause", "d dash"):
             assert want in footer, (want, footer)
+
+
+async def test_the_pause_key_says_resume_while_the_run_is_paused(kit):
+    from backend.protocol.events import StateChanged
+
+    source = kit.Source(kit.make_run(steps=2))
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await kit.settle(pilot, source)
+        assert "p pause" in app.screen.query_one(KeyFooter).plain
+        source.push(StateChanged(ts=kit.TS0 + 500, state="paused", step=2))
+        await kit.wait_for(pilot, lambda: "p resume" in app.screen.query_one(KeyFooter).plain, what="p resume")
+        source.push(StateChanged(ts=kit.TS0 + 501, state="running", step=2))
+        await kit.wait_for(pilot, lambda: "p pause" in app.screen.query_one(KeyFooter).plain, what="p pause")
