@@ -178,28 +178,31 @@ class Controller:
         return ""
 
     def _param_guardrails(self, changes: dict[str, Any]) -> str:
+        """Why the run cannot take these changes ("" when it can): every reason at once, so an
+        operator fixes them in one go, not one rejection at a time."""
         new = {**self.params, **changes}
         s = self.session
+        why: list[str] = []
         if s is not None:
             if new["max_tokens"] + s.max_prompt_tokens > self.profile.engine.max_model_len:
-                return (
+                why.append(
                     f"max_tokens={new['max_tokens']} + longest prompt ({s.max_prompt_tokens} tokens) exceeds "
                     f"engine.max_model_len={self.profile.engine.max_model_len}"
                 )
             t: Any = self.profile.training  # (a section built from the parameter registry)
             k = t.micro_batches
             if "num_generations" in changes and (t.prompts_per_step * new["num_generations"]) % k:
-                return (f"num_generations={new['num_generations']}: the step's batch (prompts_per_step "
-                        f"{t.prompts_per_step} × G) must divide by training.micro_batches = {k}")
+                why.append(f"num_generations={new['num_generations']}: the step's batch (prompts_per_step "
+                           f"{t.prompts_per_step} × G) must divide by training.micro_batches = {k}")
             if "beta" in changes and changes["beta"] > 0 and not s.has_ref_model:
-                return "beta > 0 needs a reference model, which is loaded only when the run starts with training.beta > 0"
+                why.append("beta > 0 needs a reference model, which is loaded only when the run starts with training.beta > 0")
             if changes.keys() & SAMPLING_PARAMS:
                 from backend.engine.local import sampling_error  # vLLM is loaded by now
 
-                why = sampling_error(Sampling.live(new, n=new["num_generations"], seed=0))
-                if why:
-                    return why
-        return ""
+                engine_says = sampling_error(Sampling.live(new, n=new["num_generations"], seed=0))
+                if engine_says:
+                    why.append(engine_says)
+        return "; ".join(why)
 
     def _try_guardrails(self, cmd: Any) -> str:
         """A playground request the engine would fail on is refused now: a failed generate takes

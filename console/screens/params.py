@@ -46,14 +46,24 @@ class ParamsScreen(LiveScreen):
         if not message.values:
             form.show_error(f"enter a new value in at least one field ({', '.join(LIVE_PARAMS)})")
             return
+        # every field's problem at once: the registry's ranges, then this run's limits for the
+        # fields within them (an operator fixes the form in one go, not one error at a time)
+        errors: list[str] = []
         try:
             command = SetParams(**message.values)
+            changes = command.changes()
         except ValidationError as exc:
-            form.show_error(explain(exc))
-            return
-        beyond = self._beyond_run_limits(command.changes())
+            errors.append(explain(exc))
+            bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+            try:
+                changes = SetParams(**{k: v for k, v in message.values.items() if k not in bad}).changes()
+            except ValidationError:
+                changes = {}
+        beyond = self._beyond_run_limits(changes)
         if beyond:  # the registry allows it, this run cannot: say so before sending
-            form.show_error(beyond)
+            errors.append(beyond)
+        if errors:
+            form.show_error("; ".join(errors))
             return
         if self.console_app.send_command(command):
             form.show_error("")
@@ -65,11 +75,12 @@ class ParamsScreen(LiveScreen):
 
     def _beyond_run_limits(self, changes: dict) -> str:
         limits = self.console_app.state.param_limits()
+        beyond = []
         for name, value in changes.items():
             _shown, hi, why = limits[name]
             if hi is not None and value > hi:
-                return f"{name}: {value} is above this run's limit {hi} ({why})"
-        return ""
+                beyond.append(f"{name}: {value} is above this run's limit {hi} ({why})")
+        return "; ".join(beyond)
 
     def _read_only_note(self) -> str:
         app = self.console_app

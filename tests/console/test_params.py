@@ -191,6 +191,16 @@ async def test_ranges_are_this_runs_effective_limits_and_a_value_beyond_them_is_
         await kit.settle(pilot)
         assert source.sent == [] and "beta: 0.1 is above this run's limit 0" in plain(screen.query_one("#param-error", Static))
         screen.query_one("#param-beta", Input).value = ""
+        # three problems at once (out of the registry's range, over the run's limits): all said
+        for field, value in (("num_generations", "1"), ("max_tokens", "600"), ("beta", "0.1")):
+            await type_into(pilot, field, value)
+        await pilot.press("enter")
+        await kit.settle(pilot)
+        error = plain(screen.query_one("#param-error", Static))
+        assert source.sent == [] and "num_generations: Input should be greater than or equal to 2" in error
+        assert "max_tokens: 600 is above this run's limit 511" in error and "beta: 0.1 is above this run's limit 0" in error
+        for field in ("num_generations", "max_tokens", "beta"):
+            screen.query_one(f"#param-{field}", Input).value = ""
         await type_into(pilot, "max_tokens", "200")
         await pilot.press("enter")
         await kit.wait_for(pilot, lambda: len(source.sent) == 1, what="an in-range value sent")

@@ -69,3 +69,20 @@ def test_out_of_memory_names_the_passes_and_what_to_change():
     hint = c._hint(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 588.00 MiB"))
     assert "each update pass holds 256 sequences" in hint and "raise training.micro_batches" in hint
     assert c._hint(ValueError("x")) == ""
+
+
+def test_every_reason_a_change_is_refused_is_said_at_once():
+    """max_tokens over the run's limit, a G the micro-batches do not divide and beta without a
+    reference model, in one change: one rejection naming all three, not three round trips."""
+    from types import SimpleNamespace
+
+    from backend.controller import Controller
+
+    profile = load_profile(None, training={"prompts_per_step": 2, "micro_batches": 4}, sampling={"num_generations": 4})
+    c = Controller.__new__(Controller)
+    c.profile, c.params = profile, profile.live_params()
+    c.session = SimpleNamespace(max_prompt_tokens=8, has_ref_model=False)
+    why = c._param_guardrails({"max_tokens": profile.engine.max_model_len, "num_generations": 5, "beta": 0.1})
+    parts = why.split("; ")
+    assert len(parts) == 3, why
+    assert "exceeds engine.max_model_len" in parts[0] and "micro_batches = 4" in parts[1] and "reference model" in parts[2]
