@@ -148,9 +148,20 @@ def describe_self() -> str:
     try:
         tty = os.ttyname(0).removeprefix("/dev/")
     except OSError:
-        tty = "no tty"
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or f"uid {os.getuid()}"
-    return f"{prog} {user}@{tty}"
+        tty = ""  # a script (e.g. `ctl` from cron): the server adds pid and uid
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or _user_name()
+    return f"{prog} {user}@{tty}" if tty else f"{prog} {user}" if user else prog
+
+
+def _user_name() -> str:
+    """The login name of this process's uid ("" when the system has none for it; the server
+    names the uid anyway)."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return ""
 
 
 async def call(socket_path: str | Path, command: Any, timeout: float = 10.0, *, take: bool = False, token: str = "") -> CommandResult:

@@ -54,3 +54,25 @@ async def test_app_over_real_client_and_socket(kit):
                 assert "DISCONNECTED" in kit.screen_text(app).splitlines()[0]
                 await pilot.press("q")
             assert app.return_code == 0
+
+
+def test_a_client_names_its_user_once_and_no_fake_terminal(monkeypatch):
+    """How other consoles see this one: 'rl-console alice@pts/3', or without a terminal
+    'rl-console alice' (the server adds pid and uid: the uid is not named twice)."""
+    import os
+
+    from console import client
+
+    monkeypatch.setattr(client.sys, "argv", ["/usr/bin/rl-console"])
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.setattr(os, "ttyname", lambda fd: "/dev/pts/3")
+    assert client.describe_self() == "rl-console alice@pts/3"
+
+    def no_tty(fd):
+        raise OSError("not a tty")
+
+    monkeypatch.setattr(os, "ttyname", no_tty)
+    assert client.describe_self() == "rl-console alice"
+    monkeypatch.delenv("USER")
+    monkeypatch.delenv("LOGNAME", raising=False)
+    assert "uid" not in client.describe_self()
