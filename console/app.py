@@ -320,6 +320,10 @@ class RLConsoleApp(ShimmedApp):
                     self.timeline.observe(event)
                 if isinstance(event, CommandResult) and state.is_ours(event.command_id):
                     self._announce(event)
+                elif (isinstance(event, CommandResult) and event.status in ("applied", "failed")
+                      and state.live_from is not None and event.seq >= state.live_from):
+                    # another console or `ctl` changed the run while this one watches: say what
+                    self.say(f"{event.command} {event.status} at step {event.step} (sent by another client)", "information")
                 elif isinstance(event, ControlStatus) and not self.read_only_requested:
                     self._announce_control(was_role, event)
                 stand_back = may_stand_back and self.input_busy()  # the operator pressed something

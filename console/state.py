@@ -349,6 +349,7 @@ class RunState:
         self.connection = "connecting"  # "connecting" | "live" | "disconnected" | "ended"
         self.connection_detail = ""
         self._resync_requested = False
+        self.live_from: int | None = None  # first seq logged after this console connected (None: a replay or a feed)
         self.control_role = ""  # "controller" | "viewer" | "" (not told yet)
         self.control_holder = ""
         # policy probes and playground tries (the policy diff and playground screens)
@@ -361,6 +362,7 @@ class RunState:
     # -- connection -------------------------------------------------------------------
     def on_hello(self, hello: Hello) -> None:
         self.connection = "live"
+        self.live_from = hello.last_seq + 1  # events from here on happen while this console watches
         self.run_id = self.run_id or hello.run_id
         self._add_log(hello.ts, *describe(hello), kind="state")
         self.version += 1

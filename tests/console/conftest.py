@@ -81,7 +81,11 @@ class ScriptedSource:
     async def connect(self) -> Hello:
         if self.connect_error is not None:
             raise self.connect_error
-        return Hello(protocol=PROTOCOL_VERSION, run_id=self.run_id, ts=TS0)
+        # the script is the run's history: the hello says where it ends (pushed events are live)
+        # (a generated flood is all history too; it is not read ahead to find its end)
+        last = (max((getattr(e, "seq", -1) for e in self.script), default=-1)
+                if isinstance(self.script, (list, tuple)) else 10**12)
+        return Hello(protocol=PROTOCOL_VERSION, run_id=self.run_id, ts=TS0, last_seq=last)
 
     async def events(self) -> AsyncIterator[Any]:
         for event in self.script:

@@ -384,6 +384,28 @@ async def test_take_control_from_the_console_and_the_hand_back_said_as_such(kit)
             ("information", "this console controls the run again (rl-console ctl (pid 9, uid 0) released control)")]
 
 
+async def test_a_command_another_client_applied_is_said_on_the_status_line(kit):
+    """`ctl RUN pause --take` from a shell while this console controls the run: the console
+    says what was done, not only that control came back. Commands of the history replayed on
+    attach are not announced."""
+    from backend.protocol.events import CommandResult
+
+    events = kit.make_run(steps=2)
+    old = CommandResult(ts=kit.TS0 + 100, command_id="old", command="checkpoint", status="applied", step=1)
+    old = old.model_copy(update={"seq": events[-1].seq + 1})
+    source = kit.Source([*events, old])  # the hello says where this history ends
+    last = old.seq
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        assert not any("sent by another client" in m for _, m in app.status_history)
+        source.push(CommandResult(seq=last + 1, ts=kit.TS0 + 200, command_id="x1", command="pause", status="accepted", step=2),
+                    CommandResult(seq=last + 2, ts=kit.TS0 + 201, command_id="x1", command="pause", status="applied", step=2))
+        await kit.wait_for(pilot, lambda: ("information", "pause applied at step 2 (sent by another client)")
+                           in app.status_history, what="announced")
+        assert not any("accepted" in m and "another client" in m for _, m in app.status_history)
+
+
 async def test_a_read_only_attach_cannot_take_control(kit):
     source = kit.Source(kit.make_run(steps=2))
     app = RLConsoleApp(source, read_only=True)
