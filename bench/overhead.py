@@ -171,13 +171,16 @@ class Child:
         for line in self.proc.stdout:
             self.lines.append(line)
             if self.is_step(line):
-                now = time.monotonic()
                 try:
-                    self.marks.append((now, *_schedstat(self.proc.pid)))
+                    self.mark(time.monotonic())
                 except OSError:  # exiting
                     pass
                 self.first_step.set()
         self.first_step.set()
+
+    def mark(self, now: float) -> None:
+        """At a step line: the time, and the process's CPU and run-queue wait so far."""
+        self.marks.append((now, *_schedstat(self.proc.pid)))
 
     def wait_first_step(self) -> None:
         while not self.first_step.wait(0.2):  # in slices: a blocking wait would hold off Ctrl-C
@@ -285,24 +288,14 @@ class TuiChild(Child):
     TUI together, so (c) takes turns with (a) and (b) and c/b comes from the same minutes."""
 
     def __init__(self, name: str, cmd: list[str], env, is_step, run_id: str, phases: bool = False) -> None:
-        super().__init__(name, cmd, env, is_step, phases)
-        self.run_id, self.env, self.tui_pid = run_id, env, None
+        self.run_id, self.env, self.tui_pid = run_id, env, None  # (before the reader thread starts)
         self.tui_marks: list[int] = []  # the TUI's CPU ns at each of the backend's step lines
+        super().__init__(name, cmd, env, is_step, phases)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if self.is_step(line):
-                now = time.monotonic()
-                try:
-                    mark, tui = (now, *_schedstat(self.proc.pid)), _schedstat(self.tui_pid)[0] if self.tui_pid else 0
-                    self.marks.append(mark)
-                    self.tui_marks.append(tui)
-                except OSError:  # exiting
-                    pass
-                self.first_step.set()
-        self.first_step.set()
+    def mark(self, now: float) -> None:
+        tui = _schedstat(self.tui_pid)[0] if self.tui_pid else 0  # (read first: an OSError drops both)
+        super().mark(now)
+        self.tui_marks.append(tui)
 
     def wait_first_step(self) -> None:
         super().wait_first_step()

@@ -2,8 +2,9 @@
 
 `with watchdog.guard(seconds, what):` costs three attribute writes. A daemon thread wakes every
 quarter of the deadline (0.25-2 s) and, when a guarded call is still running past its deadline,
-calls `on_expired(what, seconds_so_far)` once. It cannot stop the call (nothing can stop a thread stuck in C code): the
-callback reports and ends the process. A call that returns late is the caller's to judge.
+calls `on_expired(what, seconds_so_far)` once. It cannot stop the call (nothing can stop a
+thread stuck in C code): the callback reports and ends the process. A call that returns late
+is the caller's to judge.
 
 The weight push used to run on its own thread so that a deadline could abandon it: a hand-off
 and a wake-up per step, and the engine's load ran ~2 ms slower there than on the training

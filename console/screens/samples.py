@@ -88,10 +88,7 @@ class SamplesScreen(LiveScreen):
         table = self.query_one(GroupsTable)
         box = self.query_one("#filter", Input)
         if box.has_focus or (table.has_focus and self.evidence is None):
-            if box.value:
-                box.value = ""  # (Input.Changed clears query_text and repaints)
-                self.query_text = ""
-                self.console_app.repaint(force=True)
+            box.value = ""  # (its Input.Changed clears the search and repaints)
         elif self.evidence is not None and table.has_focus:
             self.evidence = None
             self.console_app.repaint(force=True)

@@ -3,8 +3,6 @@ the embedded model): on a measuring step the trainer's log-probs are the ones TR
 computed (through its shuffle and its micro-batches), equal to a separate forward pass on the
 same weights, and no separate forward runs; the step's groups carry the token view."""
 
-import threading
-
 import pytest
 
 from backend.training import trainer as trainer_mod
@@ -57,11 +55,7 @@ def test_the_losss_log_probs_are_the_agreements_and_no_second_forward_runs(rlc_h
                      store=RunStore(run_dir / "events.db"))
     events: list = []
     ctl.bus.subscribe(events.append)
-    code: dict = {}
-    worker = threading.Thread(target=lambda: code.setdefault("rc", ctl.run()), daemon=True)
-    worker.start()
-    worker.join(600)
-    assert not worker.is_alive() and code["rc"] == 0
+    assert ctl.run() == 0  # (to the end: nothing to steer here)
     assert forwards["separate"] == 0  # the agreement made no forward pass of its own
     assert len(checks) == 2  # steps 2 and 4 measure
     for max_logp_diff, gap_diff, token_rows in checks:
