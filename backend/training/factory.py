@@ -89,7 +89,7 @@ def load_task(profile: RunProfile, recorder: RewardRecorder) -> TaskParts:
     else:
         ds = demo_task.dataset(n=max(4096, profile.training.prompts_per_step * 64), seed=profile.run.seed)
     ranges = [declared_range(f, spec) for f, spec in zip(funcs, t.reward_funcs or [""] * len(funcs))]
-    wrapped = [recorder.wrap(f) for f in funcs]
+    wrapped = [recorder.wrap(f, bounded=bool(t.reward_funcs)) for f in funcs]  # the embedded task's run inline
     names = [w.__name__ for w in wrapped]
     return TaskParts(dataset=ds, reward_funcs=wrapped, reward_weights=weights, reward_names=names, embedded=embedded,
                      reward_ranges=ranges)

@@ -99,8 +99,8 @@ class RewardRecorder:
         self.values[name] = [math.nan] * n
         return [math.nan] * n
 
-    def _run(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        if not self.timeout_s:
+    def _run(self, func: Callable[..., Any], kwargs: dict[str, Any], bounded: bool) -> Any:
+        if not self.timeout_s or not bounded:
             return func(**kwargs)
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlc-reward")
@@ -111,7 +111,11 @@ class RewardRecorder:
             self._pool = None  # leave the stuck call behind; the next one gets a fresh thread
             raise TimeoutError(f"no answer within task.reward_timeout_s = {self.timeout_s:g} s") from None
 
-    def wrap(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, func: Callable[..., Any], *, bounded: bool = True) -> Callable[..., Any]:
+        """`func` recorded; with `bounded` (a user's function) it runs on a thread of its own so
+        `timeout_s` can abandon it. The embedded task's functions (`bounded=False`: a few
+        string comparisons per completion, no I/O) run inline: the hand-off to a thread and
+        back would cost more than they do (~0.5 ms a step)."""
         name = getattr(func, "__name__", None) or type(func).__name__
         recorder = self
 
@@ -138,7 +142,7 @@ class RewardRecorder:
             n = len(kwargs.get("completions") or [])
             t0 = time.perf_counter()
             try:
-                out = recorder._run(func, kwargs)
+                out = recorder._run(func, kwargs, bounded)
             except TimeoutError as exc:
                 return recorder._fail(name, str(exc), n)
             except Exception as exc:  # noqa: BLE001 - any failure of the user's function

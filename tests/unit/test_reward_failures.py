@@ -70,3 +70,32 @@ def test_async_functions_fail_the_same_way():
     run = lambda f: asyncio.run(rec.wrap(f)(prompts=["p"] * 3, completions=COMPLETIONS))  # noqa: E731
     assert all(math.isnan(v) for v in run(slow_judge)) and "timeout" in rec.failures["slow_judge"]
     assert run(ok_judge) == [0.5, 0.5, 0.5] and "ok_judge" not in rec.failures
+
+
+def _thread_of(prompts, completions, **kw):
+    import threading
+
+    return [float(threading.get_ident())] * len(completions)
+
+
+def test_a_users_function_runs_under_the_timeout_and_the_embedded_tasks_inline(monkeypatch):
+    """A user's reward function runs on a thread the timeout can abandon; the embedded task's
+    own functions (a few string comparisons) run on the caller's thread, no hand-off."""
+    import threading
+
+    from backend.settings import load_profile
+    from backend.training import demo_task
+    from backend.training.factory import load_task
+
+    caller = float(threading.get_ident())
+    rec = RewardRecorder(timeout_s=5)
+    assert _call(rec, _thread_of)[0] != caller  # bounded by default
+    assert rec.wrap(_thread_of, bounded=False)(prompts=["p"] * 3, completions=COMPLETIONS)[0] == caller
+
+    users = load_task(load_profile(None, task={"reward_funcs": [f"{__name__}:_thread_of"]}), RewardRecorder(timeout_s=5))
+    monkeypatch.setattr(demo_task, "REWARD_FUNCS", (_thread_of,))  # stands in for the embedded task's functions
+    monkeypatch.setattr(demo_task, "REWARD_WEIGHTS", (1.0,))
+    embedded = load_task(load_profile(None), RewardRecorder(timeout_s=5))
+    call = dict(prompts=["a>"] * 3, completions=COMPLETIONS, completion_ids=[[1]] * 3)
+    assert users.reward_funcs[0](**call)[0] != caller
+    assert embedded.embedded and embedded.reward_funcs[0](**call)[0] == caller
