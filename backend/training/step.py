@@ -451,10 +451,17 @@ class StepLoop:
         import torch
 
         self._log_groups()  # a measuring step whose loss gave no log-probs for its rows: its groups, without them
-        grads = [prm.grad for prm in model.parameters() if prm.grad is not None]
-        # one fused norm over all gradients (non-finite when any element is NaN/Inf): a single
-        # check per step; the per-tensor pass that names them runs only when it is not finite
-        finite = not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+        # the total gradient norm (non-finite when any element is NaN/Inf), as the trainer computed
+        # it for this step (trl_compat.GRAD_NORM), else one fused norm here: a single check per
+        # step; the per-tensor pass that names the tensors runs only when it is not finite
+        trainer = self.session.trainer
+        norm = getattr(trainer, "rlc_grad_norm", None)
+        if norm is not None:
+            trainer.rlc_grad_norm = None
+            finite = math.isfinite(float(norm))
+        else:
+            grads = [prm.grad for prm in model.parameters() if prm.grad is not None]
+            finite = not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
         bad = [] if finite else [n for n, prm in model.named_parameters()
                                  if prm.grad is not None and not torch.isfinite(prm.grad).all()]
         if bad and not self._skip_update:

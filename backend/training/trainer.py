@@ -70,6 +70,7 @@ def make_trainer_class():
         rlc_lookahead: Any = None  # overlap.Lookahead when training.overlap: the next batch is known a step early
         rlc_loss_logps: Any = None  # LossLogps: a measuring step's trainer log-probs, read from the loss's forward
         rlc_loss_inputs: Any = None  # the micro-batch whose loss is being computed (while it is)
+        rlc_grad_norm: Any = None  # this optimizer step's total gradient norm, as the trainer computed it
 
     def scored(self, inputs):
         out = getattr(super(ConsoleGRPOTrainer, self), trl_compat.SCORE_HOOK)(inputs)
@@ -116,7 +117,13 @@ def make_trainer_class():
             epoch_iterator = self.rlc_lookahead.wrap(epoch_iterator)
         return getattr(super(ConsoleGRPOTrainer, self), trl_compat.BATCH_HOOK)(epoch_iterator, num_batches, device)
 
+    def grad_norm(self, *args, **kwargs):
+        self.rlc_grad_norm = getattr(super(ConsoleGRPOTrainer, self), trl_compat.GRAD_NORM)(*args, **kwargs)
+        return self.rlc_grad_norm
+
     setattr(ConsoleGRPOTrainer, trl_compat.SCORE_HOOK, scored)  # see trl_compat.SCORE_HOOK
+    if callable(getattr(GRPOTrainer, trl_compat.GRAD_NORM, None)):  # see trl_compat.GRAD_NORM (optional)
+        setattr(ConsoleGRPOTrainer, trl_compat.GRAD_NORM, grad_norm)
     setattr(ConsoleGRPOTrainer, trl_compat.LOGPS, per_token_logps)  # see trl_compat.LOGPS
     ConsoleGRPOTrainer.compute_loss = compute_loss
     setattr(ConsoleGRPOTrainer, trl_compat.BATCH_HOOK, batch_samples)  # see trl_compat.BATCH_HOOK

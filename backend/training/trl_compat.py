@@ -41,6 +41,13 @@ IS_FLAG = "use_vllm"
 SAVE = "_save_checkpoint"
 
 
+#: transformers.Trainer's total gradient norm of each optimizer step (before clipping; it is
+#: computed every step, clipped or not). The console's NaN/Inf guard reads the value instead of
+#: a second pass over the gradients. Optional: where the method is gone the guard computes the
+#: norm itself. Can go when transformers hands the norm to `on_pre_optimizer_step`.
+GRAD_NORM = "_get_grad_norm"
+
+
 class TRLCompatError(RuntimeError):
     pass
 
