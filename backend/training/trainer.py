@@ -11,6 +11,7 @@ Stages per step, named as in the paper: generate -> score -> advantages -> updat
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -134,12 +135,26 @@ class RolloutFunc:
     """TRL `rollout_func`: prompts arrive repeated G times (RepeatSampler); we ask the
     engine once per distinct prompt with n=G and return per-completion rows."""
 
+    ENCODED_KEPT = 8192  # prompts whose token ids are kept (a dataset's prompts come back every epoch)
+
     def __init__(self, engine, tokenizer, hooks) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.hooks = hooks
+        self._encoded: dict[Any, tuple[int, ...]] = {}
 
     def encode(self, prompt: Any) -> list[int]:
+        """Token ids of a prompt (the chat template applied to messages), kept per prompt: the
+        tokenizer (or the template's Jinja) runs once per distinct prompt, not once a step."""
+        key = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+        ids = self._encoded.get(key)
+        if ids is None:
+            if len(self._encoded) >= self.ENCODED_KEPT:
+                self._encoded.clear()
+            ids = self._encoded[key] = tuple(self._encode(prompt))
+        return list(ids)
+
+    def _encode(self, prompt: Any) -> list[int]:
         if isinstance(prompt, list):  # conversational
             ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
             if hasattr(ids, "input_ids"):
