@@ -28,7 +28,8 @@ Features and where they are timed:
   sync: deadline (watchdog)           TrainingSession._push_with_deadline minus the engine's load
   sync: bookkeeping                   StepLoop.sync minus the rows above, the canary, the load
   sync: canary                        TrainingSession.verify_canary (every engine.verify_every syncs)
-  reward: timeout thread hand-off     RewardRecorder._run minus the reward function
+  reward: timeout thread hand-off     RewardRecorder._run minus the reward function (a user's functions;
+                                      the embedded task's run inline)
   reward: recording                   the recorder's wrapper minus the two above
   boundary (commands, disk check)     StepLoop.boundary
   step hooks (other)                  before_rollout, on_step_end minus the rows above
@@ -44,7 +45,7 @@ features a profile can switch off, the wall clock and CPU per step with the feat
 run alternately with the default in every round (on a shared machine, read those with the
 box's load: they move with it).
 
-  .venv/bin/python bench/feature_cost.py [--steps 100] [--rounds 3] [--ab probes,logprob,reward_timeout] [--no-bare]
+  .venv/bin/python bench/feature_cost.py [--steps 100] [--rounds 3] [--ab probes,logprob] [--no-bare]
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ SWITCHES = {
     "probes": ["telemetry.probe_every=0"],
     "logprob": ["telemetry.logprob_diff_every=0"],
     "token_view": ["telemetry.token_view_groups=0"],
-    "reward_timeout": ["task.reward_timeout_s=0"],
     "checkpoints": ["run.checkpoint_every=0"],
     "canary": ["engine.verify_every=0"],
 }
@@ -269,13 +269,13 @@ def instrument(meter: Meter) -> None:
 
     orig_wrap = rewards.RewardRecorder.wrap
 
-    def wrap(self, func):  # the recorder's wrapper around each reward function, timed
-        return meter.timed(orig_wrap(self, func), "reward: recording")
+    def wrap(self, func, **kw):  # the recorder's wrapper around each reward function, timed
+        return meter.timed(orig_wrap(self, func, **kw), "reward: recording")
 
     rewards.RewardRecorder.wrap = wrap
     orig_run = rewards.RewardRecorder._run
 
-    def run_timed(self, func, kwargs):
+    def run_timed(self, func, kwargs, bounded):
         caller = threading.get_ident()
         inner = meter.timed(func, "(reward functions)")
 
@@ -286,7 +286,7 @@ def instrument(meter: Meter) -> None:
             finally:
                 if threading.get_ident() != caller:
                     meter.worker_wall["reward"] = meter.worker_wall.get("reward", 0.0) + time.perf_counter() - w0
-        return orig_run(self, timed, kwargs)
+        return orig_run(self, timed, kwargs, bounded)
 
     rewards.RewardRecorder._run = meter.timed(run_timed, "reward: timeout thread hand-off", minus_worker="reward")
 
@@ -402,7 +402,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--ab", default="probes,logprob,reward_timeout",
+    ap.add_argument("--ab", default="probes,logprob",
                     help=f"features to also run switched off, alternating with the default (any of {','.join(SWITCHES)}; '' = none)")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare TRL loop (the shares are then of rl-console's step)")
     ap.add_argument("--json", default=None, help="also write every round's numbers here")
