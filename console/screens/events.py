@@ -2,13 +2,15 @@
 
 By default the log shows what an operator acts on (commands, state changes, alerts,
 checkpoints, the backend's warnings and errors), not the per-step and per-group lines that
-would drown them; `k` cycles the filter (all, commands, alerts, checkpoints & syncs).
+would drown them; `k` cycles the filter (all, commands, alerts, checkpoints & syncs); `/`
+searches the lines of the view (their text, any case); esc clears the search.
 """
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.widgets import Input
 
 from console.screens.base import LiveScreen
 from console.state import LOG_FILTERS, LogEntry, RunState
@@ -17,12 +19,19 @@ from console.widgets.event_log import EventLog
 
 class EventsScreen(LiveScreen):
     SCREEN_NAME = "events"
-    BINDINGS = [Binding("k", "cycle_kind", "kind", tooltip="which events: operator (commands, state, alerts, "
-                        "checkpoints; the default), all, commands, alerts, checkpoints & syncs")]
+    AUTO_FOCUS = "EventLog"  # not the search box: single-key commands work on opening
+    BINDINGS = [
+        Binding("k", "cycle_kind", "kind", tooltip="which events: operator (commands, state, alerts, "
+                "checkpoints; the default), all, commands, alerts, checkpoints & syncs"),
+        # (not in the footer: the search box above the log says "/ search the log")
+        Binding("slash", "search", "search", show=False, tooltip="search this log's lines (any case; enter keeps it, esc clears it)"),
+        Binding("escape", "leave_search", "clear search", show=False, tooltip="clear the log's search"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
         self.filter_index = 0  # LOG_FILTERS[0]: the operator's view
+        self.search = ""  # the lines shown contain this (casefolded); empty: all of the view's lines
 
     @property
     def filter_name(self) -> str:
@@ -31,10 +40,33 @@ class EventsScreen(LiveScreen):
     def shown(self, state: RunState, since: int) -> list[LogEntry]:
         """The entries of this view from `since` on: a filtered view reads its kinds' own rings,
         so it keeps the whole run's commands, alerts, state changes (within their bounds)."""
-        return state.log_since(since, LOG_FILTERS[self.filter_index][1])
+        entries = state.log_since(since, LOG_FILTERS[self.filter_index][1])
+        if self.search:
+            entries = [e for e in entries if self.search in e.text.casefold()]
+        return entries
 
     def compose_body(self) -> ComposeResult:
+        yield Input(placeholder="/ search the log", compact=True, id="log-search")
         yield EventLog(max_lines=1000, id="event-log")
+
+    def action_search(self) -> None:
+        self.query_one("#log-search", Input).focus()
+
+    def action_leave_search(self) -> None:
+        box = self.query_one("#log-search", Input)
+        if box.value:
+            box.value = ""  # (its Input.Changed rewrites the log unfiltered)
+        self.query_one(EventLog).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "log-search":
+            self.search = event.value.strip().casefold()
+            self._restart_log()
+            self.console_app.repaint(force=True)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "log-search":
+            self.query_one(EventLog).focus()
 
     def _restart_log(self) -> None:
         log = self.query_one(EventLog)
@@ -57,4 +89,5 @@ class EventsScreen(LiveScreen):
         filling = log.next_index == 0  # opened, or the filter changed: the view's history first
         log.append_entries(self.shown(state, log.next_index), state.first_ts, burst=log.FILL if filling else None)
         log.next_index = state.log_total  # past the entries the filter left out too
-        log.border_title = f"events · {self.filter_name} (k) · {state.events_seen} received · {len(state.alerts)} alerts"
+        found = f" · matching {self.search!r}" if self.search else ""
+        log.border_title = f"events · {self.filter_name} (k){found} · {state.events_seen} received · {len(state.alerts)} alerts"

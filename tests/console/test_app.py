@@ -742,3 +742,35 @@ async def test_events_log_filters_by_kind_operator_view_first(kit):
         await pilot.press("k")
         await kit.settle(pilot)
         assert screen.filter_name == "operator"
+
+
+async def test_events_log_search_shows_matching_lines_and_esc_clears_it(kit):
+    """`/` on the events log searches its lines (not the samples); single keys still work on
+    opening; esc clears the search and shows every line again."""
+    events = kit.make_run(steps=3, alert_at=2)
+    source = kit.Source(events)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("l", "k")  # k reaches the screen, not the search box: all events
+        await kit.settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, EventsScreen) and screen.filter_name == "all"
+        log = screen.query_one(EventLog)
+
+        def entries() -> list[str]:
+            return [s.text for s in log.lines if re.match(r"\d+:\d\d:\d\d ", s.text)]
+
+        everything = len(entries())
+        await pilot.press("slash", *"ZERO_std")
+        await kit.settle(pilot)
+        assert isinstance(app.screen, EventsScreen)  # the log's own search, not the samples'
+        shown = entries()
+        assert shown and all("zero_std" in line.casefold() for line in shown) and len(shown) < everything
+        assert "matching 'zero_std'" in str(log.border_title)
+        await pilot.press("enter", "k")  # enter keeps the search; the next key is a command again
+        await kit.settle(pilot)
+        assert screen.filter_name == "commands" and screen.search == "zero_std"
+        await pilot.press("escape")
+        await kit.settle(pilot)
+        assert screen.search == "" and "matching" not in str(log.border_title)
