@@ -465,7 +465,12 @@ class StepLoop:
         bad = [] if finite else [n for n, prm in model.named_parameters()
                                  if prm.grad is not None and not torch.isfinite(prm.grad).all()]
         if bad and not self._skip_update:
-            self._skip_update = f"non-finite gradients in {len(bad)} tensors (e.g. {bad[0]})"
+            with_grad = sum(1 for prm in model.parameters() if prm.grad is not None)
+            if len(bad) == with_grad > 1 and norm is not None:  # clipping by a NaN/Inf norm reached every tensor
+                self._skip_update = (f"non-finite gradients (the step's gradient norm is {float(norm)}; clipping by it "
+                                     f"made all {with_grad} tensors non-finite, so the first one is not known)")
+            else:
+                self._skip_update = f"non-finite gradients in {len(bad)} tensors (e.g. {bad[0]})"
             self.alerts.raise_alert(
                 Finding("non_finite", "critical", f"{self._skip_update}: update skipped", "grad", None, None,
                         "inspect the newest groups and rewards; lower the learning rate; then resume", "alert"),
