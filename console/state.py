@@ -40,6 +40,11 @@ SORT_LABELS = {"newest": "newest", "abs_advantage": "|adv| desc", "lowest_mean":
 _RESYNC_KINDS = ("resync", "resync_weights")
 
 
+#: said of a condition that was still raised when its backend ended: the resumed backend
+#: watches it afresh (and raises it again, as a new row, if it still holds)
+OPEN_AT_RESUME = "(still open when its backend ended; watched afresh since the resume)"
+
+
 @dataclass(frozen=True)
 class LogEntry:
     index: int  # position in the whole log (monotonic), so a view can append only what's new
@@ -470,7 +475,9 @@ class RunState:
         # alerts of the lost steps go (the events log keeps them); the new backend watches the
         # conditions afresh: one that still holds is raised again, so none stays active from
         # the old backend (it would never be cleared: that backend is gone)
-        self.alerts = deque((a for a in self.alerts if a.step <= ev.step), maxlen=self.alerts.maxlen)
+        open_then = {id(a) for a in self.active_alerts.values()}
+        self.alerts = deque((a.model_copy(update={"message": f"{a.message} {OPEN_AT_RESUME}"}) if id(a) in open_then else a
+                             for a in self.alerts if a.step <= ev.step), maxlen=self.alerts.maxlen)
         self.active_alerts = {}
         self.step = ev.step
         self.pending.clear()

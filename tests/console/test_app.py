@@ -428,18 +428,25 @@ async def test_run_resumed_drops_the_lost_steps(kit):
                   step=4, metric="truncated_ratio", value=0.5, threshold=0.5)
     lost = Alert(seq=last + 2, ts=kit.TS0 + 801, rule="zero_std", severity="warning", message="90% of groups",
                  step=7, metric="frac_reward_zero_std", value=0.9, threshold=0.75, lasting=True, since=7)
-    events += [early, lost]
+    # a condition raised at a kept step and still open when the backend died
+    still = Alert(seq=last + 3, ts=kit.TS0 + 802, rule="kl", severity="warning", message="kl 0.9 > 0.5",
+                  step=3, metric="kl", value=0.9, threshold=0.5, lasting=True, since=3)
+    events += [early, lost, still]
     source = kit.Source(events)
     app = RLConsoleApp(source)
     async with app.run_test(size=(100, 30)) as pilot:
         await kit.settle(pilot, source)
-        assert app.state.step == 8 and list(app.state.active_alerts) == ["zero_std"]
+        assert app.state.step == 8 and sorted(app.state.active_alerts) == ["kl", "zero_std"]
         source.push(RunResumed(seq=events[-1].seq + 1, ts=kit.TS0 + 900, step=5, checkpoint="/r/checkpoints/step-000005"))
         await kit.wait_for(pilot, lambda: app.state.step == 5, what="resumed step")
         assert [m.step for m in app.state.steps] == [1, 2, 3, 4, 5]
         assert all(g.step <= 5 for g in app.state.groups) and max(app.state.groups_by_step) == 5
         assert any(m.kind == "resume" and m.step == 5 for m in app.state.markers)
-        assert not app.state.active_alerts and [a.rule for a in app.state.alerts] == ["truncation"]
+        assert not app.state.active_alerts and [a.rule for a in app.state.alerts] == ["truncation", "kl"]
+        # the kept condition says it was open at the end of its backend (the new one raises it again if it holds)
+        kl = app.state.alerts[-1]
+        assert kl.message == "kl 0.9 > 0.5 (still open when its backend ended; watched afresh since the resume)"
+        assert app.state.alerts[0].message == "50% hit max_tokens"  # an alert of no lasting condition: as it was
         await kit.settle(pilot)
         assert "run resumed from step 5" in " ".join(e.text for e in app.state.log)
         assert "90% of groups" not in kit.screen_text(app)
