@@ -110,7 +110,8 @@ class HeadlessPrinter:
             return f"  GPU: none — {ev.reason}"
         if isinstance(ev, E.PolicyProbe):
             outs = " | ".join(repr(p.output[:40]) for p in ev.probes[:3]) + (" | …" if len(ev.probes) > 3 else "")
-            return f"  probe v{ev.weight_version} (step {ev.step}): {outs}"
+            unscored = "".join(f"\n    (not scored by {name}: {why})" for name, why in ev.unscored.items())
+            return f"  probe v{ev.weight_version} (step {ev.step}): {outs}{unscored}"
         if isinstance(ev, E.TryResult):
             return f"  try ({ev.command_id}) at v{ev.weight_version}: {len(ev.completions)} completion(s) for {ev.prompt[:40]!r}"
         return None

@@ -131,6 +131,7 @@ class PolicyProbe(_Event):
     weight_version: int
     probes: list[ProbeOutput]
     duration_s: float = 0.0
+    unscored: dict[str, str] = Field(default_factory=dict)  # reward function -> why it gave no reward (for some prompt)
 
 
 class TryResult(_Event):

@@ -10,6 +10,8 @@ prompt, `rl-console ctl RUN try`).
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,33 +51,61 @@ def probe_rows(dataset: Any, count: int, prompts: list[str]) -> list[Row]:
 
 
 def score(rows: list[Row], groups: list[list[GeneratedCompletion]], reward_funcs: list[Any], names: list[str],
-          weights: list[float], why: dict[str, str] | None = None) -> list[list[tuple[dict[str, float | None], float | None]]]:
+          weights: list[float], why: dict[str, str] | None = None,
+          timeout_s: float | None = None) -> list[list[tuple[dict[str, float | None], float | None]]]:
     """Per row, per completion: ({function: reward}, weighted total). Each reward function gets
     what TRL would give it: prompts, completions (chat messages for a conversational prompt) and
-    the row's columns, each repeated per completion. A function that fails (or needs a column
-    this row does not have) gives None for that function, not an error; `why`, when given, is
-    filled with the reason per function that gave nothing."""
-    prompts, completions, ids, cols = [], [], [], {}
+    the row's columns, each repeated per completion. A function that fails (raises, returns no
+    list of numbers, or takes longer than `timeout_s`) gives None, not an error; one that raised
+    on the whole batch is asked again row by row, so one row it cannot score does not cost the
+    others their rewards. `why`, when given, is filled with the reason per function that gave
+    nothing for some row.
+
+    The functions are called outside the training step's recorder (the step's own rewards
+    and failures stay the step's): their unwrapped originals, under a recorder of their own."""
+    from backend.training.rewards import RewardRecorder
+
+    prompts, completions, ids, cols, row_of = [], [], [], {}, []
     keys = set().union(*(r.columns.keys() for r in rows)) if rows else set()
-    for row, group in zip(rows, groups, strict=True):
+    for r_i, (row, group) in enumerate(zip(rows, groups, strict=True)):
         for c in group:
             prompts.append(row.prompt)
             completions.append([{"role": "assistant", "content": c.text}] if isinstance(row.prompt, list) else c.text)
             ids.append(list(c.token_ids))
+            row_of.append(r_i)
             for k in keys:
                 cols.setdefault(k, []).append(row.columns.get(k))
+    recorder = RewardRecorder(timeout_s=timeout_s)
+
+    def call(name: str, func: Any, picked: list[int]) -> tuple[list[float | None], str]:
+        """(values, why none) of `func` on the completions `picked`."""
+        recorder.reset()
+        out = func(prompts=[prompts[i] for i in picked], completions=[completions[i] for i in picked],
+                   completion_ids=[ids[i] for i in picked], **{k: [v[i] for i in picked] for k, v in cols.items()})
+        if inspect.isawaitable(out):  # an async reward function (its wrapper keeps the timeout)
+            out = asyncio.run(out)
+        failed = recorder.failures.get(name, "")
+        return [None if failed else clean(v) for v in out], failed
+
     values: dict[str, list[Any]] = {}
+    everything = list(range(len(prompts)))
     for name, func in zip(names, reward_funcs, strict=True):
-        try:
-            out = func(prompts=prompts, completions=completions, completion_ids=ids, **cols)
-        except Exception as exc:  # noqa: BLE001 - a probe is not worth a failure; the step's own scoring reports it
-            out = None
-            if why is not None:
-                why[name] = f"raised {type(exc).__name__}: {str(exc)[:300]}"
-        ok = out is not None and hasattr(out, "__len__") and len(out) == len(prompts)
-        if not ok and why is not None and name not in why:
-            why[name] = "returned no list of rewards" if out is None else f"returned {type(out).__name__}, not one reward per completion"
-        values[name] = [clean(v) if ok else None for v in (out if ok else prompts)]
+        wrapped = recorder.wrap(getattr(func, "__wrapped__", func))
+        wrapped_name = wrapped.__name__
+        vals, failed = call(wrapped_name, wrapped, everything)
+        if failed.startswith("raised") and len(rows) > 1:  # salvage the rows it can score
+            vals, reasons = [None] * len(prompts), []
+            for r_i in range(len(rows)):
+                picked = [i for i in everything if row_of[i] == r_i]
+                got, row_failed = call(wrapped_name, wrapped, picked)
+                for i, v in zip(picked, got):
+                    vals[i] = v
+                if row_failed:
+                    reasons.append(row_failed)
+            failed = reasons[0] + (f" (on {len(reasons)} of {len(rows)} prompts)" if len(rows) > 1 else "") if reasons else ""
+        if failed and why is not None:
+            why[name] = failed
+        values[name] = vals
     result, i = [], 0
     for group in groups:
         per = []
@@ -98,7 +128,9 @@ def run_probe(session: Any, rows: list[Row], max_tokens: int, *, step: int, weig
                                      Sampling(n=1, temperature=0.0, top_p=1.0, top_k=-1, max_tokens=max_tokens, seed=0,
                                               logprobs=False))
     task = session.task
-    scored = score(rows, groups, task.reward_funcs, task.reward_names, task.reward_weights)
+    unscored: dict[str, str] = {}
+    scored = score(rows, groups, task.reward_funcs, task.reward_names, task.reward_weights, unscored,
+                   timeout_s=session.recorder.timeout_s)
     return E.PolicyProbe(
         step=step,
         weight_version=weight_version,
@@ -108,6 +140,7 @@ def run_probe(session: Any, rows: list[Row], max_tokens: int, *, step: int, weig
             for row, g, s in zip(rows, groups, scored, strict=True)
         ],
         duration_s=time.perf_counter() - t0,
+        unscored=unscored,
     )
 
 
@@ -120,7 +153,8 @@ def run_try(session: Any, prompt: str, sampling: Sampling, columns: dict[str, An
     groups = session.engine.generate([session.encode(row.prompt)], sampling)
     task = session.task
     why: dict[str, str] = {}
-    scored = score([row], groups, task.reward_funcs, task.reward_names, task.reward_weights, why)[0]
+    scored = score([row], groups, task.reward_funcs, task.reward_names, task.reward_weights, why,
+                   timeout_s=session.recorder.timeout_s)[0]
     completions = [
         E.Completion(text=c.text, rewards=r, reward=total if total is not None else 0.0, advantage=0.0,
                      length=len(c.token_ids), truncated=c.truncated)

@@ -109,7 +109,7 @@ class RewardRecorder:
             return future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError:
             self._pool = None  # leave the stuck call behind; the next one gets a fresh thread
-            raise TimeoutError(f"no answer within task.reward_timeout_s = {self.timeout_s:g} s") from None
+            raise TimeoutError(f"gave no answer within task.reward_timeout_s = {self.timeout_s:g} s") from None
 
     def wrap(self, func: Callable[..., Any], *, bounded: bool = True) -> Callable[..., Any]:
         """`func` recorded; with `bounded` (a user's function) it runs on a thread of its own so
@@ -128,7 +128,7 @@ class RewardRecorder:
                 try:
                     out = await asyncio.wait_for(func(*args, **kwargs), recorder.timeout_s or None)
                 except asyncio.TimeoutError:
-                    return recorder._fail(name, f"no answer within task.reward_timeout_s = {recorder.timeout_s:g} s", n)
+                    return recorder._fail(name, f"gave no answer within task.reward_timeout_s = {recorder.timeout_s:g} s", n)
                 except Exception as exc:  # noqa: BLE001 - any failure of the user's function
                     return recorder._fail(name, f"raised {type(exc).__name__}: {exc}", n)
                 finally:

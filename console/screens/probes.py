@@ -187,6 +187,9 @@ class ProbesScreen(LiveScreen):
             head.append(f" · every {every} steps")
             if not state.ended:
                 head.append(f" · next after step {next_probe_step(state.step, every)}")
+        newest = state.probes[-1] if state.probes else None
+        if newest is not None and newest.unscored:  # a reward function that gave the newest probe nothing: why
+            head.append(" · not scored: " + "; ".join(f"{n} {why}" for n, why in newest.unscored.items()), style="yellow")
         title.update(head)
         vrows = version_rows(state, self.prompt or rows[0].prompt)
         frm, to = self.compared()

@@ -312,3 +312,16 @@ def test_snapshot_policy_diff_empty(snap_compare, kit, size):
         await kit.settle(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+async def test_a_reward_function_that_gave_the_newest_probe_nothing_is_named_with_why(kit):
+    events = run_with_probes(kit, steps=24)
+    last = max(i for i, e in enumerate(events) if e.kind == "policy_probe")
+    events[last] = events[last].model_copy(update={"unscored": {"first_char": "raised ValueError: no letters"}})
+    source = kit.Source(events)
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await kit.settle(pilot, source)
+        await pilot.press("v")
+        await kit.settle(pilot)
+        assert "not scored: first_char raised ValueError: no letters" in kit.screen_text(app)

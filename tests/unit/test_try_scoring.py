@@ -35,4 +35,51 @@ def test_a_reward_returning_the_wrong_shape_is_reported():
 
     why: dict[str, str] = {}
     score([Row("p")], [[_completion("a"), _completion("b")]], [broken], ["broken"], [1.0], why)
-    assert why == {"broken": "returned list, not one reward per completion"}
+    assert why == {"broken": "returned 1 values for 2 completions"}
+
+
+def _flaky(prompts, completions, kind, **kw):
+    if "boom" in kind:
+        raise ValueError("cannot score a 'boom' prompt")
+    return [float(len(c)) for c in completions]
+
+
+def _slow(prompts, completions, kind, **kw):
+    import time
+
+    if "slow" in kind:
+        time.sleep(3)
+    return [1.0] * len(completions)
+
+
+async def _async_judge(prompts, completions, **kw):
+    return [0.5] * len(completions)
+
+
+def test_probes_and_tries_say_why_a_users_function_gave_nothing_and_keep_the_rest():
+    """The run's reward functions as the trainer holds them (wrapped by the step's recorder):
+    one raising on one prompt, one past the timeout, an async one. The reasons are reported,
+    the prompts the raising one can score keep their rewards, and the step's recorder is not
+    touched (its failures would skip the next update)."""
+    import time
+
+    from backend.training.rewards import RewardRecorder
+
+    step_recorder = RewardRecorder(timeout_s=0.5)
+    funcs = [step_recorder.wrap(f) for f in (_flaky, _slow, _async_judge)]
+    names = ["_flaky", "_slow", "_async_judge"]
+    rows = [Row("a", {"kind": "ok"}), Row("b", {"kind": "boom"}), Row("c", {"kind": "ok"})]
+    groups = [[_completion("xx")], [_completion("yyy")], [_completion("z")]]
+    why: dict[str, str] = {}
+    out = score(rows, groups, funcs, names, [1.0, 1.0, 1.0], why, timeout_s=0.5)
+    assert [r[0][0]["_flaky"] for r in out] == [2.0, None, 1.0]  # only the 'boom' prompt lost its reward
+    assert [r[0][0]["_async_judge"] for r in out] == [0.5, 0.5, 0.5]
+    assert why == {"_flaky": "raised ValueError: cannot score a 'boom' prompt (on 1 of 3 prompts)"}
+    assert step_recorder.failures == {} and step_recorder.values == {}
+
+    t0 = time.perf_counter()
+    why = {}
+    out = score([Row("s", {"kind": "slow"})], [[_completion("q")]], funcs, names, [1.0, 1.0, 1.0], why, timeout_s=0.5)
+    assert time.perf_counter() - t0 < 2.5  # abandoned at the timeout
+    assert out[0][0][0]["_slow"] is None and why == {"_slow": "gave no answer within task.reward_timeout_s = 0.5 s"}
+    assert step_recorder.failures == {}
