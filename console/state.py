@@ -689,9 +689,14 @@ class RunState:
         return None
 
     def last_param_rejection(self) -> Rejection | None:
+        """This console's newest parameter change that did not go through, unless a change
+        applied since (another client's rejection is theirs: the form is this console's)."""
+        newest_applied = max((order for _, _, order in self.applied.values()), default=-1)
         for rejection in reversed(self.rejections):
+            if not self.is_ours(rejection.command_id):
+                continue
             if rejection.command == "set_params" or rejection.changes:
-                return rejection
+                return rejection if rejection.order > newest_applied else None
         return None
 
     def param_status(self, name: str) -> tuple[str, str]:

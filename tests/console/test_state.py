@@ -146,6 +146,17 @@ def test_rejected_command_records_reason_and_clears_pending(kit):
     state.record_sent(ok)
     state.apply(ParamsApplied(command_id=ok.id, step=2, changed={"num_generations": 8}, params={**kit.PARAMS}))
     assert state.param_status("num_generations")[1] == "applied"
+    assert state.last_param_rejection() is None  # the form's note goes once a change went through
+
+
+def test_another_clients_rejected_change_is_not_this_consoles_rejection(kit):
+    """`ctl set` from another terminal, rejected (this console holds control): the events log
+    says so, but the form does not tell this console that it was refused."""
+    state = fed(kit.make_run(steps=1))
+    state.apply(CommandResult(command_id="theirs-1", command="set_params", status="rejected",
+                              reason="read-only: rl-console alice@pts/0 controls this run"))
+    assert state.last_param_rejection() is None
+    assert any("read-only" in e.text for e in state.log)
 
 
 def test_send_failure_is_a_rejection():
