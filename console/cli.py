@@ -77,9 +77,19 @@ def _backend_cmd(args: argparse.Namespace, run_id: str, headless: bool) -> list[
 
 
 def _profile_name(args: argparse.Namespace) -> str:
-    if args.profile:
-        return Path(args.profile).stem
-    return "demo"
+    """The name in a new run's id: the profile's `run.name` where it sets one (in the file,
+    with --set or RLC_RUN__NAME), else the profile file's name, else "demo". A profile that
+    does not load falls back to the file's name: the backend reports what is wrong with it."""
+    stem = Path(args.profile).stem if args.profile else "demo"
+    try:
+        from backend.__main__ import _parse_set
+        from backend.settings import load_profile
+
+        overrides = _parse_set(args.set or [])
+        run = load_profile(args.profile, **overrides).run
+    except Exception:  # noqa: BLE001 - named by the backend, with its exit code
+        return stem
+    return run.name if "name" in run.model_fields_set else stem
 
 
 def start_detached(args: argparse.Namespace, run_id: str | None = None) -> str:
