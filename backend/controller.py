@@ -330,7 +330,8 @@ class Controller:
                 self.set_state("stopping", "stop requested" + (": checkpointing" if self._checkpoint_at_stop else " without a checkpoint"))
             if self._checkpoint_at_stop and self.loop.checkpointed_step != self.step:  # not twice for one step
                 self.loop.checkpoint("final")
-            self.set_state("finished", f"stopped at step {self.step}" if self._stop_requested else f"completed {self.step} steps")
+            self.set_state("finished", (f"stopped at step {self.step}" if self._stop_requested
+                                        else f"completed {self.step} step{'s' * (self.step != 1)}") + self._skipped_note())
         except LogUnwritable as exc:  # no event can be recorded any more: stop, reason in run.json
             print(f"rl-console: stopping: {exc}", file=sys.stderr, flush=True)
             self.set_state("failed")
@@ -385,6 +386,16 @@ class Controller:
         return (f" — each update pass holds {rows} sequences (prompts_per_step {t.prompts_per_step} × G {g} / "
                 f"training.micro_batches {t.micro_batches}): raise training.micro_batches to split the update into "
                 "more passes, or lower sampling.max_tokens, training.prompts_per_step or engine.gpu_memory_utilization")
+
+    def _skipped_note(self) -> str:
+        """How many of this backend's updates were skipped (a failed reward, NaN/Inf): a run
+        whose last step failed ends with a pause requested that no boundary will take."""
+        skipped = self.loop.skipped_steps if self.loop is not None else []
+        if not skipped:
+            return ""
+        steps = ", ".join(map(str, skipped[:8])) + (", …" if len(skipped) > 8 else "")
+        return (f" ({len(skipped)} update{'s' * (len(skipped) != 1)} skipped: step{'s' * (len(skipped) != 1)} {steps};"
+                " see the alerts)")
 
     def request_pause(self, reason: str) -> None:
         """From a command or an alert rule: pause at the next step boundary."""

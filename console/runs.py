@@ -62,6 +62,8 @@ class RunInfo:
         text = f"{self.run_id} {self.state} at step {self.step}"
         if self.reason and self.state not in ("completed",) and not self.reason.startswith(f"{self.state} at step"):
             text += f": {self.reason}"
+        elif self.state == "completed" and " (" in self.reason:  # what the end adds, e.g. updates skipped
+            text += " (" + self.reason.split(" (", 1)[1]
         if self.next:
             text += f". Next: {self.next}"
         return text

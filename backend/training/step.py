@@ -81,6 +81,7 @@ class StepLoop:
         self._step_wall: dict[int, float] = {}
         self._skip_update: str | None = None  # why this step's update is dropped (set by a guard)
         self._skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
+        self.skipped_steps: list[int] = []  # every step of this backend whose update was skipped (the end says so)
         self._pending_restart = False
         self._probe_rows: list[Any] | None = None
         self.checkpointed_step = -1  # the step of this process's newest checkpoint
@@ -488,6 +489,7 @@ class StepLoop:
         if self._skip_update:  # the weights are still the last good ones: keep them, then pause
             reason, self._skip_update = self._skip_update, None
             self._skipped[self.step] = reason
+            self.skipped_steps.append(self.step)
             self.checkpoint("last good state")
             self.desk.request_pause(f"{reason} at step {self.step}: update skipped, last good state checkpointed")
         elif (every := self.profile.run.checkpoint_every) and self.step % every == 0:
