@@ -40,7 +40,10 @@ class EventsScreen(LiveScreen):
     def shown(self, state: RunState, since: int) -> list[LogEntry]:
         """The entries of this view from `since` on: a filtered view reads its kinds' own rings,
         so it keeps the whole run's commands, alerts, state changes (within their bounds)."""
-        entries = state.log_since(since, LOG_FILTERS[self.filter_index][1])
+        kinds = LOG_FILTERS[self.filter_index][1]
+        if self.search and kinds is None:  # all: search every kind's own ring, not only the shared (recent) one
+            kinds = frozenset(state.log_by_kind)
+        entries = state.log_since(since, kinds)
         if self.search:
             entries = [e for e in entries if self.search in e.text.casefold()]
         return entries

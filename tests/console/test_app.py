@@ -207,6 +207,13 @@ async def test_a_fast_runs_flood_keeps_the_operators_history_in_the_log(kit):
         assert app.screen.filter_name == "alerts"
         lines = [strip.text for strip in app.screen.query_one(EventLog).lines]
         assert len(lines) == 1 and "[zero_std] step 4" in lines[0]
+        await pilot.press("k", "k", "k")  # checkpoints, operator, all: a search in "all" reaches past the shared ring
+        await kit.settle(pilot)
+        assert app.screen.filter_name == "all"
+        await pilot.press("slash", *"pause", "enter")
+        await kit.settle(pilot)
+        lines = [strip.text for strip in app.screen.query_one(EventLog).lines]
+        assert any("command pause [c1] applied" in line for line in lines), lines
 
 
 async def test_help_lists_every_binding_and_escape_goes_back(kit):
