@@ -81,6 +81,7 @@ class StepLoop:
         self._step_wall: dict[int, float] = {}
         self._skip_update: str | None = None  # why this step's update is dropped (set by a guard)
         self._skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
+        self._tries = 0  # playground requests answered by this backend (each its own seed)
         self.skipped_steps: list[int] = []  # every step of this backend whose update was skipped (the end says so)
         self._pending_restart = False
         self._probe_rows: list[Any] | None = None
@@ -320,8 +321,11 @@ class StepLoop:
             # a boundary it still holds the previous step's until this step's push, done here
             self.catch_up("step (pushed early for a playground request)")
         params = {**{k: self.params[k] for k in ENGINE_PARAMS}, **cmd.overrides()}
-        sampling = Sampling.live(params, n=cmd.n, seed=self.profile.run.seed * 1_000_003 + 7919 * (self.step + 1),
-                                 logprobs=False)
+        # each try samples afresh (two tries of one prompt at one step differ where the
+        # temperature lets them); reproducible from the run's seed, the step and the try's number
+        self._tries += 1
+        sampling = Sampling.live(params, n=cmd.n, logprobs=False,
+                                 seed=self.profile.run.seed * 1_000_003 + 7919 * (self.step + 1) + 104_729 * self._tries)
         completions, unscored = run_try(self.session, cmd.prompt, sampling, dict(cmd.columns),
                                         conversational=self.session.conversational)
         self.bus.emit(E.TryResult(command_id=cmd.id, step=self.step, weight_version=self.weight_version, prompt=cmd.prompt,
