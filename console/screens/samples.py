@@ -245,7 +245,7 @@ class SamplesScreen(LiveScreen):
         """What is listed, and so what a filter searches: every group of the run, the newest
         groups held, or one older page; and where the others are (`compact`: in fewer words)."""
         total, held = state.groups_total, len(state.groups)
-        match = (f"{shown} in " if compact else f"{shown} match in ") if filtered else ""
+        match = (f"{shown} in " if compact else f"{shown} {'match' if shown == 1 else 'matches'} in ") if filtered else ""
         if self.pages:
             first, last = (self.page[-1].step, self.page[0].step) if self.page else (0, 0)
             keys = ("b older" if self.older_exist(state) else "the run's start") + " · n newer"

@@ -217,7 +217,7 @@ async def test_sort_starts_at_the_top_and_the_status_says_what_a_filter_searches
         await pilot.press("t")
         await kit.settle(pilot)
         filtered = len(app.screen.shown_groups)
-        assert f" {filtered} match in the newest 20 of 48 groups · older: replay" in kit.screen_text(app)
+        assert f" {filtered} {'match' if filtered == 1 else 'matches'} in the newest 20 of 48 groups · older: replay" in kit.screen_text(app)
         await pilot.press("t")
         await pilot.press("ctrl+c")
         await kit.settle(pilot)
@@ -320,7 +320,8 @@ async def test_older_groups_page_from_the_runs_events_db_and_the_status_says_wha
             await kit.settle(pilot)
             assert screen.shown_groups and all("maple" in g.prompt for g in screen.shown_groups)
             status = str(screen.query_one("#filter-status").render())
-            assert f" {len(screen.shown_groups)} match in older page 2 (40 groups" in status  # what the filter searched
+            n = len(screen.shown_groups)
+            assert f" {n} {'match' if n == 1 else 'matches'} in older page 2 (40 groups" in status  # what the filter searched
             assert {g.step for g in screen.shown_groups} <= set(range(1, 11))
             await pilot.press("escape")
             await pilot.press("n")
