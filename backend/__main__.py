@@ -374,7 +374,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(on_signal, "seen", False):
             os._exit(130)
         on_signal.seen = True
-        controller.request_stop()
+        controller.request_stop(signal.Signals(signum).name)  # logged as 'command stop [SIGTERM] applied'
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)

@@ -405,11 +405,12 @@ class Controller:
         self._pause_reason = reason
         self.set_state("pausing", reason)
 
-    def request_stop(self) -> None:
-        """From a signal handler: stop at the next boundary (checkpoint first)."""
+    def request_stop(self, why: str = "signal") -> None:
+        """From a signal handler: stop at the next boundary (checkpoint first). `why` (e.g.
+        SIGTERM) is the command's id, so the log says what stopped the run."""
         if self.state not in ("finished", "failed", "stopping"):
             self._stop_requested = True
-            self._queue.put(C.Stop())
+            self._queue.put(C.Stop(id=why))
 
     def _teardown(self) -> None:
         if self.session is not None:
