@@ -441,8 +441,10 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         except (ClientError, OSError) as exc:
             return _die(f"{run_id}: {exc or type(exc).__name__}", 1)
         tried = next((a for a in answers if getattr(a, "kind", "") == "try_result"), None)
-        if result.status != "applied" or tried is None:
-            return _die(f"{run_id}: try {result.status}" + (f" — {result.reason}" if result.reason else ""), 1)
+        if result.status != "applied" or tried is None:  # the backend's answer, on stdout as for every command
+            print(result.model_dump_json() if args.json else
+                  f"{run_id}: try {result.status}" + (f" — {result.reason}" if result.reason else ""))
+            return 1
         print(tried.model_dump_json() if args.json else "", end="\n" if args.json else "")
         if not args.json:
             print_try(run_id, tried)

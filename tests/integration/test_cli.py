@@ -128,7 +128,9 @@ def test_ctl_try_prints_completions_with_their_weight_version(rlc_home, detached
     assert bad.returncode == 2 and "temperature" in bad.stderr
     # a column the reward functions could never receive (the embedded dataset has only prompts)
     nosuch = rlc(["ctl", run_id, "try", "b>", "--column", "nosuch=3"], rlc_home, timeout=60)
-    assert nosuch.returncode == 1 and "'nosuch' is not a column of the task's dataset" in nosuch.stderr
+    # the backend's rejection is its answer: on stdout, as a rejected `set` is
+    assert nosuch.returncode == 1 and "try rejected — " in nosuch.stdout, nosuch.stdout + nosuch.stderr
+    assert "'nosuch' is not a column of the task's dataset" in nosuch.stdout
 
 
 def test_detach_ctl_ls_status(rlc_home, detached_run):
