@@ -77,19 +77,27 @@ def _backend_cmd(args: argparse.Namespace, run_id: str, headless: bool) -> list[
 
 
 def _profile_name(args: argparse.Namespace) -> str:
-    """The name in a new run's id: the profile's `run.name` where it sets one (in the file,
-    with --set or RLC_RUN__NAME), else the profile file's name, else "demo". A profile that
-    does not load falls back to the file's name: the backend reports what is wrong with it."""
-    stem = Path(args.profile).stem if args.profile else "demo"
-    try:
-        from backend.__main__ import _parse_set
-        from backend.settings import load_profile
+    """The name in a new run's id: `run.name` where the run sets one (--set run.name=…, then
+    RLC_RUN__NAME, then the profile file's [run] name, the order the backend reads them in),
+    else the profile file's name, else "demo". Read here without loading the profile (the
+    console does not import the backend's settings): a file that does not parse falls back to
+    its name, and the backend reports what is wrong with it."""
+    import tomllib
 
-        overrides = _parse_set(args.set or [])
-        run = load_profile(args.profile, **overrides).run
-    except Exception:  # noqa: BLE001 - named by the backend, with its exit code
-        return stem
-    return run.name if "name" in run.model_fields_set else stem
+    for item in reversed(args.set or []):
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "run.name" and value.strip():
+            return value.strip().strip("'\"")
+    if os.environ.get("RLC_RUN__NAME", "").strip():
+        return os.environ["RLC_RUN__NAME"].strip()
+    if not args.profile:
+        return "demo"
+    try:
+        with open(args.profile, "rb") as fh:
+            name = tomllib.load(fh).get("run", {}).get("name")
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        name = None
+    return name.strip() if isinstance(name, str) and name.strip() else Path(args.profile).stem
 
 
 def start_detached(args: argparse.Namespace, run_id: str | None = None) -> str:
