@@ -3,6 +3,8 @@ the total gradient norm the trainer computed for the step (no second pass over t
 gradients), and a step whose gradients are not finite is skipped, named, checkpointed and
 paused, the weights those of the step before."""
 
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -19,8 +21,11 @@ def test_the_guard_reads_the_trainers_norm_and_a_nan_gradient_skips_the_step(rlc
     own_passes = {"n": 0}
     real_norm = torch.nn.utils.get_total_norm
 
-    def counted(*args, **kwargs):
-        own_passes["n"] += 1
+    def counted(*args, **kwargs):  # the guard's own passes only (accelerate's clipping calls it too, by version)
+        import sys
+
+        if sys._getframe(1).f_code.co_filename.endswith(str(Path("backend", "training", "step.py"))):
+            own_passes["n"] += 1
         return real_norm(*args, **kwargs)
 
     monkeypatch.setattr(torch.nn.utils, "get_total_norm", counted)
