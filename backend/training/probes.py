@@ -102,7 +102,7 @@ def score(rows: list[Row], groups: list[list[GeneratedCompletion]], reward_funcs
                     vals[i] = v
                 if row_failed:
                     reasons.append(row_failed)
-            failed = reasons[0] + (f" (on {len(reasons)} of {len(rows)} prompts)" if len(rows) > 1 else "") if reasons else ""
+            failed = f"{reasons[0]} (on {len(reasons)} of {len(rows)} prompts)" if reasons else ""
         if failed and why is not None:
             why[name] = failed
         values[name] = vals
