@@ -230,6 +230,12 @@ class TelemetrySection(_Section):
         description="probe prompts of your own instead of dataset rows (scored where the reward functions need no columns)",
     )
     probe_max_tokens: int = Field(0, ge=0, le=131_072, description="max tokens of a probe output (0 = the live max_tokens)")
+    report_behind_update: bool = Field(
+        True,
+        description="build and log a step's sample groups and signals on a worker thread while the trainer runs the "
+        "step's loss and backward (they are in the log before the optimizer step, in the same order); "
+        "false: on the training thread, before the loss",
+    )
 
 
 Action = Literal["alert", "pause"]

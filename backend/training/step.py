@@ -12,8 +12,10 @@ through the session, and the bus for facts. One step, top to bottom:
     [rollout_func]   generate on the engine                                  (trainer.py)
     [TRL]            score with the reward functions, compute advantages
     scored           join completions + rewards + advantages -> report the groups
+                     (built and logged on a worker thread while TRL runs the loss and backward)
     [TRL]            loss, backward
-    on_pre_optimizer_step   guard: non-finite gradients skip the update
+    on_pre_optimizer_step   the groups are logged (wait for the worker);
+                            guard: non-finite gradients skip the update
     [TRL]            optimizer step
     on_step_end      guards (skipped update: checkpoint the last good state, pause)
                      -> scheduled checkpoint
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from backend.bus import LogUnwritable
@@ -57,6 +61,38 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
+class BehindUpdate:
+    """Work of a step's report that needs nothing from the update (the sample groups, the
+    signals: pure Python over the scored batch, ~2-3 ms a step on the embedded default), done on
+    one worker thread while the training thread runs the loss and backward (torch releases the
+    GIL in its kernels). Jobs run in the order given; `wait` returns when all are done and raises
+    the first one's exception (e.g. `LogUnwritable`) on the training thread. `inline` runs each
+    job at once on the caller's thread (`telemetry.report_behind_update = false`)."""
+
+    def __init__(self, inline: bool = False) -> None:
+        self._pool = None if inline else ThreadPoolExecutor(1, thread_name_prefix="rlc-report")
+        self._pending: list[Future] = []
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._pool is None:
+            job()
+        else:
+            self._pending.append(self._pool.submit(job))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        error = None
+        for future in pending:
+            exc = future.exception()
+            error = error or exc
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 class StepLoop:
@@ -88,6 +124,7 @@ class StepLoop:
         self.checkpointed_step = -1  # the step of this process's newest checkpoint
         self._probed_version = -1
         self._signals: report.Signals | None = None
+        self.behind = BehindUpdate(inline=not profile.telemetry.report_behind_update)
         self.prefetch: overlap.Prefetcher | None = None  # training.overlap: the next step's rollout, in flight
 
     # ---- start and the outer loop ----------------------------------------------
@@ -138,6 +175,21 @@ class StepLoop:
         finally:
             if self.prefetch is not None:
                 self.prefetch.close()  # nothing generates once training ends (the engine shuts down next)
+            self._drain_behind()
+
+    def _drain_behind(self) -> None:
+        """At the end of train(): the last step's groups are in the log before anything after it
+        (a worker's failure is raised unless another one is already on its way)."""
+        import sys
+
+        unwinding = sys.exc_info()[1] is not None  # (in train()'s `finally`: its exception, if one ends it)
+        try:
+            self.behind.wait()
+        except Exception:
+            if not unwinding:
+                raise
+        finally:
+            self.behind.close()
 
     @property
     def step_now(self) -> int:
@@ -419,8 +471,14 @@ class StepLoop:
         elif bad:  # None means "not applicable" in TRL; NaN/Inf is a broken reward: keep it out of the weights
             self._skip(b.step, "non_finite", f"reward function {bad[0]} returned NaN/Inf", "fix the reward function, then resume")
         joined = report.join_scores(b, rewards, advantages, task.reward_names, task.reward_weights)
-        b.reward_finished, b.reward_truncated = report.reward_by_ending(joined)
-        self._signals = report.signals(joined, self.profile.task.ground_truth)
+        ground_truth = self.profile.task.ground_truth
+
+        def signals() -> None:  # read by on_log, after the worker is waited for
+            b.reward_finished, b.reward_truncated = report.reward_by_ending(joined)
+            self._signals = report.signals(joined, ground_truth)
+
+        self._signals = None
+        self.behind.submit(signals)
         self._joined = joined
         if not agreement_pending:
             self._log_groups()
@@ -438,11 +496,16 @@ class StepLoop:
             return
         # the token view rides on the steps that measure trainer-engine agreement: the engine
         # returns every sampled token's log-prob there anyway, so it costs only the decoding
-        groups = report.sample_groups(b, joined, decode=self.session.decode_token,
-                                      token_groups=self.profile.telemetry.token_view_groups if b.logprob_gap else 0)
-        if b.staleness:
-            groups = [g.model_copy(update={"staleness": b.staleness}) for g in groups]
-        self.bus.emit_many(groups)
+        token_groups = self.profile.telemetry.token_view_groups if b.logprob_gap else 0
+        decode = self.session.decode_token
+
+        def log() -> None:
+            groups = report.sample_groups(b, joined, decode=decode, token_groups=token_groups)
+            if b.staleness:
+                groups = [g.model_copy(update={"staleness": b.staleness}) for g in groups]
+            self.bus.emit_many(groups)
+
+        self.behind.submit(log)
 
     def _skip(self, step: int, rule: str, why: str, suggestion: str) -> None:
         self._skip_update = why
@@ -456,6 +519,7 @@ class StepLoop:
         import torch
 
         self._log_groups()  # a measuring step whose loss gave no log-probs for its rows: its groups, without them
+        self.behind.wait()  # the step's groups and signals are logged before its update is applied
         # the total gradient norm (non-finite when any element is NaN/Inf), as the trainer computed
         # it for this step (trl_compat.GRAD_NORM), else one fused norm here: a single check per
         # step; the per-tensor pass that names the tensors runs only when it is not finite
@@ -506,6 +570,7 @@ class StepLoop:
         # (~1 MB at step 1,000). The run's own log holds every step's metrics; keep the newest.
         if len(state.log_history) > LOG_HISTORY_KEPT:
             del state.log_history[:-LOG_HISTORY_KEPT]
+        self.behind.wait()  # (done at the optimizer step already, unless TRL skipped it)
         step = self.step_now
         metrics = report.step_metrics(
             step, logs, self._batch, self._step_wall.pop(step, 0.0), self.session.task.reward_names,

@@ -47,8 +47,8 @@ def test_a_log_that_cannot_be_written_stops_the_run_and_says_why(rlc_home):
     from console import runs
 
     ctl, store = _controller(rlc_home, "disk-full", FillingStore, run={"max_steps": 1000, "checkpoint_every": 0})
-    seen = []
-    ctl.bus.subscribe(seen.append)
+    seen, threads = [], {}
+    ctl.bus.subscribe(lambda e: (seen.append(e), threads.setdefault(e.kind, set()).add(threading.current_thread().name)))
     out = {}
     worker = threading.Thread(target=lambda: out.setdefault("rc", ctl.run()), daemon=True)
     worker.start()
@@ -56,6 +56,14 @@ def test_a_log_that_cannot_be_written_stops_the_run_and_says_why(rlc_home):
     store.room = 0  # the filesystem is full from now on
     worker.join(timeout=120)
     assert not worker.is_alive() and out["rc"] == 4
+    # the groups were built and logged on the report worker, behind the update, and each step's
+    # groups are in the log before its metrics (every group of a step: 4 prompts)
+    assert {n.split("_")[0] for n in threads["sample_group"]} == {"rlc-report"}, threads
+    assert not any(n.startswith("rlc-report") for n in threads["step_metrics"]), threads
+    done = [e.step for e in seen if e.kind == "step_metrics"]
+    for step in done:
+        at = next(i for i, e in enumerate(seen) if e.kind == "step_metrics" and e.step == step)
+        assert sum(1 for e in seen[:at] if e.kind == "sample_group" and e.step == step) == 4, step
     info = runs.info("disk-full")
     assert info.state == "failed" and "database or disk is full" in info.reason, info
     assert not info.alive
