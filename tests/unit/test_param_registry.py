@@ -108,9 +108,12 @@ def run_fresh(script: str, tmp_path, timeout: int = 120) -> str:
     import sys
     from pathlib import Path
 
+    import os
+
     root = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH", "")])])  # (packages staged beside the venv)
     out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=timeout,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "RLC_HOME": str(tmp_path)})
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "RLC_HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
