@@ -73,6 +73,8 @@ SWITCHES = {
     "token_view": ["telemetry.token_view_groups=0"],
     "checkpoints": ["run.checkpoint_every=0"],
     "canary": ["engine.verify_every=0"],
+    # not a feature: the step's report built inline on the training thread instead of beside the backward
+    "report_behind": ["telemetry.report_behind_update=false"],
 }
 
 ORDER = [

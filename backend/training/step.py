@@ -12,8 +12,7 @@ through the session, and the bus for facts. One step, top to bottom:
     [rollout_func]   generate on the engine                                  (trainer.py)
     [TRL]            score with the reward functions, compute advantages
     scored           join completions + rewards + advantages -> report the groups
-                     (built and logged on a worker thread while TRL runs the loss and backward)
-    [TRL]            loss, backward
+    [TRL]            loss, backward (the groups are built and logged on a worker thread meanwhile)
     on_pre_optimizer_step   the groups are logged (wait for the worker);
                             guard: non-finite gradients skip the update
     [TRL]            optimizer step
@@ -65,23 +64,33 @@ def settle_heap() -> None:
 
 class BehindUpdate:
     """Work of a step's report that needs nothing from the update (the sample groups, the
-    signals: pure Python over the scored batch, ~2-3 ms a step on the embedded default), done on
-    one worker thread while the training thread runs the loss and backward (torch releases the
-    GIL in its kernels). Jobs run in the order given; `wait` returns when all are done and raises
-    the first one's exception (e.g. `LogUnwritable`) on the training thread. `inline` runs each
-    job at once on the caller's thread (`telemetry.report_behind_update = false`)."""
+    signals: pure Python over the scored batch, ~2.5 ms a step on the embedded default), done on
+    one worker thread while the training thread is in the backward pass. Jobs are held until
+    `release()` (the trainer calls it when the loss is computed, just before backward: torch's
+    autograd engine runs the whole backward without the GIL; started earlier, during the loss's
+    forward, every op's return would wait for the worker's Python) and run in the order given;
+    `wait` releases what is held, returns when all are done and raises the first one's exception
+    (e.g. `LogUnwritable`) on the training thread. `inline` runs each job at once on the
+    caller's thread (`telemetry.report_behind_update = false`)."""
 
     def __init__(self, inline: bool = False) -> None:
         self._pool = None if inline else ThreadPoolExecutor(1, thread_name_prefix="rlc-report")
+        self._held: list[Callable[[], None]] = []
         self._pending: list[Future] = []
 
     def submit(self, job: Callable[[], None]) -> None:
         if self._pool is None:
             job()
         else:
-            self._pending.append(self._pool.submit(job))
+            self._held.append(job)
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        if self._pool is not None:
+            self._pending.extend(self._pool.submit(job) for job in held)
 
     def wait(self) -> None:
+        self.release()
         pending, self._pending = self._pending, []
         error = None
         for future in pending:

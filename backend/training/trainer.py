@@ -89,6 +89,12 @@ def make_trainer_class():
         return out
 
     def compute_loss(self, model, inputs, *args, **kwargs):
+        loss = _compute_loss(self, model, inputs, *args, **kwargs)
+        if self.rlc_hooks is not None:
+            self.rlc_hooks.behind.release()  # the backward comes next: the step's report runs beside it
+        return loss
+
+    def _compute_loss(self, model, inputs, *args, **kwargs):
         pending = self.rlc_loss_logps
         if pending is None:
             return super(ConsoleGRPOTrainer, self).compute_loss(model, inputs, *args, **kwargs)

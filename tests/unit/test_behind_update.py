@@ -50,3 +50,16 @@ def test_inline_runs_each_job_at_once_on_the_callers_thread():
         behind.submit(lambda: (_ for _ in ()).throw(ValueError("at once")))
     behind.wait()
     behind.close()
+
+
+def test_jobs_wait_for_release_which_the_trainer_gives_before_backward():
+    behind = BehindUpdate()
+    ran = []
+    behind.submit(lambda: ran.append("groups"))
+    time.sleep(0.05)
+    assert ran == []  # held: started during the loss's forward it would contend for the GIL op by op
+    behind.release()
+    behind.wait()
+    assert ran == ["groups"]
+    behind.close()
+
