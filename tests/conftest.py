@@ -46,3 +46,28 @@ class Recorder:
 
     def result(self, cmd_id, status):
         return lambda e: e.kind == "command_result" and e.command_id == cmd_id and e.status == status
+
+
+#: test files that read the same session-scoped run (tests/integration/conftest.py) or must not
+#: overlap (one local Ray cluster at a time): with `-n 2` each group runs in one worker
+GROUPS = {
+    "reference": ("test_resume.py", "test_overlap.py", "test_data_dir.py", "test_micro_batches_run.py"),
+    "compare": ("test_compare.py", "test_compare_view_live.py"),
+    "ray": ("test_ray_engine.py", "test_ray_multinode.py", "test_ray_recovery.py"),
+}
+
+
+#: groups whose tests are marked `serial`: the README's test command runs them after the others, alone
+SERIAL = ("ray",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, the README's test command): a file's tests
+    stay in one worker (its module fixtures are built once), and so do the files of a group
+    above; the `serial` ones are left to a run of their own."""
+    by_file = {f: g for g, files in GROUPS.items() for f in files}
+    for item in items:
+        group = by_file.get(item.path.name, str(item.path.relative_to(ROOT)))
+        item.add_marker(pytest.mark.xdist_group(group))
+        if group in SERIAL:
+            item.add_marker(pytest.mark.serial)
