@@ -36,6 +36,10 @@ Features and where they are timed:
   gradient guard                      StepLoop.on_pre_optimizer_step
   checkpoints (scheduled)             StepLoop.checkpoint, everything in it (every run.checkpoint_every steps)
 
+The sample groups' events, the signals and their share of the event log run on the `rlc-report`
+worker beside the backward (`telemetry.report_behind_update`); the total sums both threads,
+and "CPU per step by thread" shows the worker's part.
+
 Each feature's cost is its mean per step over the steps after the warm-up (features that run
 every N steps are spread over the steps), as the median and range over rounds, and as a share
 of the bare loop's median step (bench/overhead.py's (a), run in the same rounds). It also
@@ -220,7 +224,7 @@ def _thread_schedstat() -> dict[int, tuple[str, int]]:
 def _thread_group(name: str) -> str:
     if name == "MainThread":
         return "server event loop (MainThread)"
-    for prefix in ("rlc-train", "rlc-reward", "rlc-sync", "rlc-rollout"):
+    for prefix in ("rlc-train", "rlc-report", "rlc-reward", "rlc-sync", "rlc-rollout"):
         if name.startswith(prefix):
             return prefix
     if name.startswith("native: "):
@@ -470,7 +474,7 @@ def main() -> int:
             total_cpu[i] += cpu[i]
             total_wall[i] += wall[i]
         print(f"{f:40s} {fmt_range(cpu):>22s} {fmt_range(wall):>22s} {statistics.median(wall) / denom * 100:9.2f}%")
-    print(f"{'total (the console on the training thread)':40s} {fmt_range(total_cpu):>22s} {fmt_range(total_wall):>22s} "
+    print(f"{'total (training thread + report worker)':40s} {fmt_range(total_cpu):>22s} {fmt_range(total_wall):>22s} "
           f"{statistics.median(total_wall) / denom * 100:9.2f}%")
     print("\nCPU per step by thread (median step; median and range over rounds):")
     for k in sorted(thr, key=lambda k: -statistics.median(thr[k])):
