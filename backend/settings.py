@@ -233,7 +233,7 @@ class TelemetrySection(_Section):
     report_behind_update: bool = Field(
         True,
         description="build and log a step's sample groups and signals on a worker thread while the trainer runs the "
-        "step's loss and backward (they are in the log before the optimizer step, in the same order); "
+        "step's backward pass (they are in the log before the optimizer step, in the same order); "
         "false: on the training thread, before the loss",
     )
 
