@@ -35,6 +35,11 @@ class RunSection(_Section):
     )
     keep_checkpoints: int = Field(3, ge=0, description="scheduled checkpoints kept (newest); on-demand and final ones are always kept; 0 = keep all")
     num_threads: int = Field(1, ge=1, le=512, description="torch threads for the trainer (1 is fastest on a shared 2-core box)")
+    reuse_host_memory: bool = Field(
+        True,
+        description="keep freed host memory for the next step instead of returning it to the kernel (glibc's mmap and "
+        "trim thresholds fixed at 32 and 256 MiB): without it a CPU step can fault in thousands of fresh pages",
+    )
     output_dir: str | None = Field(None, description="where checkpoints go (under <output_dir>/<run id>); default: the run's directory")
     workdir: str | None = Field(
         None,

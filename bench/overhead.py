@@ -46,10 +46,13 @@ sys.path.insert(0, str(ROOT))
 WARMUP = 20
 
 
-def bare(steps: int, out: Path, on_thread: bool = False) -> None:
+def bare(steps: int, out: Path, on_thread: bool = False, tuned: bool = False) -> None:
     """(a) The baseline, in its own process: no controller, no events, no console. `on_thread`:
     TRL's loop runs on a second thread, as rl-console's backend runs it (its main thread serves
-    the clients)."""
+    the clients). `tuned`: with the two process settings rl-console makes at start-up that are
+    not console work (host memory kept for reuse, `backend.hostmem`; TRL's log-prob tile fitted to
+    the vocabulary, `trl_compat.fit_logprob_tile`), so against it the ratio holds the console's
+    own code alone."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import torch
@@ -65,6 +68,10 @@ def bare(steps: int, out: Path, on_thread: bool = False) -> None:
     from backend.training.tiny_model import TinyModelSpec, ensure_model
 
     p = load_profile(None)
+    if tuned:
+        from backend.hostmem import reuse_freed_memory
+
+        reuse_freed_memory()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     e = p.model.embedded
@@ -77,6 +84,10 @@ def bare(steps: int, out: Path, on_thread: bool = False) -> None:
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     supervised_warmup(model, tok, p.task.warmup_steps, p.task.warmup_learning_rate, 0, lambda *a: None, p.task.warmup_correct_fraction)
+    if tuned:
+        from backend.training import trl_compat
+
+        trl_compat.fit_logprob_tile(model.get_output_embeddings().weight.shape[0])
     G, P, s = p.sampling.num_generations, p.training.prompts_per_step, p.sampling
 
     def push():
@@ -264,8 +275,9 @@ def run_bare(steps: int, env, cmd: list[str] | None = None) -> tuple[list[float]
         return child.steps()
 
 
-def bare_cmd(steps: int, res_file: Path, on_thread: bool = False) -> list[str]:
-    return [sys.executable, __file__, "--steps", str(steps), "--bare-child", str(res_file), *(["--bare-thread"] if on_thread else [])]
+def bare_cmd(steps: int, res_file: Path, on_thread: bool = False, tuned: bool = False) -> list[str]:
+    return [sys.executable, __file__, "--steps", str(steps), "--bare-child", str(res_file), *(["--bare-thread"] if on_thread else []),
+            *(["--bare-tuned"] if tuned else [])]
 
 
 def headless_cmd(steps: int, run_id: str, sets: list[str] = ()) -> list[str]:
@@ -338,14 +350,16 @@ def main() -> int:
     ap.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="NAME=SECTION.FIELD=VALUE[,...]",
                     help="also run rl-console headless with these profile overrides (env:VAR=VALUE: an environment variable), in "
                          "the same turns (e.g. lean=telemetry.probe_every=0,telemetry.logprob_diff_every=0); reported as NAME/a. "
-                         "NAME=bare:thread runs (a) with TRL's loop on a second thread, as rl-console runs it")
+                         "NAME=bare:thread runs (a) with TRL's loop on a second thread, as rl-console runs it; NAME=bare:tuned runs "
+                         "(a) with rl-console's process settings (host memory reuse, TRL's log-prob tile fitted to the vocabulary)")
     ap.add_argument("--phases", action="store_true",
                     help="time the work every loop shares (generate, loss forward, backward, optimizer) in each mode (bench/phases.py)")
     ap.add_argument("--bare-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--bare-thread", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--bare-tuned", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_child:
-        bare(args.steps, Path(args.bare_child), args.bare_thread)
+        bare(args.steps, Path(args.bare_child), args.bare_thread, args.bare_tuned)
         return 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "PYTHONUNBUFFERED": "1"}
     from backend.protocol.paths import new_run_id
@@ -368,8 +382,10 @@ def main() -> int:
                 started[-1].wait_first_step()  # started one after the other: their start-ups do not share the machine
                 started[-1].signal(signal.SIGSTOP)
                 env_v = {**env, **dict(kv[4:].split("=", 1) for kv in sets if kv.startswith("env:"))}
-                if sets == ["bare:thread"]:  # (a) with TRL's loop on a second thread
-                    cmd, is_step = bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json", on_thread=True), "@@step "
+                if sets in (["bare:thread"], ["bare:tuned"]):  # (a) with TRL's loop on a second thread / rl-console's process settings
+                    cmd = bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json", on_thread=sets == ["bare:thread"],
+                                   tuned=sets == ["bare:tuned"])
+                    is_step = "@@step "
                 else:
                     cmd = headless_cmd(args.steps, run_id if not started[1:] else new_run_id("bench-overhead"),
                                        [kv for kv in sets if not kv.startswith("env:")])

@@ -99,6 +99,10 @@ class TrainingSession:
         torch.set_num_threads(p.run.num_threads)
         torch.manual_seed(p.run.seed)
         say = lambda msg: self.progress("model", msg)  # noqa: E731
+        if p.run.reuse_host_memory:
+            from backend.hostmem import reuse_freed_memory
+
+            say(reuse_freed_memory())
         device = resolve_device(p.engine.device)
         dtype = factory.resolve_dtype(p, device)
         model_path, embedded = factory.resolve_model(p, say, dtype)
@@ -192,6 +196,7 @@ class TrainingSession:
 
     def _build_trainer(self, hooks, max_steps: int) -> None:
         trl_compat.check()  # a TRL without what the hooks need stops here, named, not mid-run
+        trl_compat.fit_logprob_tile(self.model.get_output_embeddings().weight.shape[0])
         p = self.profile
         args = factory.grpo_config(p, self.checkpoint_root, self.device, self.task.reward_weights, max_steps)
         cls = make_trainer_class()

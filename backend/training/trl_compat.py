@@ -48,6 +48,16 @@ SAVE = "_save_checkpoint"
 GRAD_NORM = "_get_grad_norm"
 
 
+#: trl.trainer.utils' vocabulary tile of the fused LM head's log-prob (`add_fused_lm_head`): a
+#: [tokens, tile] buffer is allocated for every forward and backward. With a vocabulary smaller
+#: than the tile (the embedded default's 49 tokens against 32,768) the buffer is mostly unused,
+#: but at 112 MiB it is mapped fresh each time, and its rows, one 128 KiB stride apart, fault in
+#: one new page each: ~1,800 page faults a step on CPU. `fit_logprob_tile` narrows the tile to
+#: the vocabulary; a vocabulary as large as the tile or larger is left as TRL has it. Optional:
+#: where the constant is gone nothing is changed. Can go when TRL sizes the tile by the vocabulary.
+LOGPROB_TILE = "_CHUNKED_LOGPROB_CHUNK_SIZE"
+
+
 class TRLCompatError(RuntimeError):
     pass
 
@@ -142,3 +152,17 @@ def enable_sampling_correction(trainer: Any) -> None:
         cls._last_loaded_step = property(lambda self: self.state.global_step, lambda self, value: None)
     setattr(trainer, IS_FLAG, True)
     trainer.vllm_generation = None  # TRL's own engine does not exist: a path that reached it fails, named
+
+
+def fit_logprob_tile(vocab_size: int) -> int | None:
+    """Narrow TRL's fused log-prob vocabulary tile to `vocab_size` where the vocabulary is the
+    smaller (see `LOGPROB_TILE`); returns the tile now used (None where TRL has no such tile)."""
+    from trl.trainer import utils
+
+    tile = getattr(utils, LOGPROB_TILE, None)
+    if not isinstance(tile, int):
+        return None
+    if 0 < vocab_size < tile:
+        setattr(utils, LOGPROB_TILE, vocab_size)
+        return vocab_size
+    return tile
