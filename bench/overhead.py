@@ -351,7 +351,8 @@ def main() -> int:
                     help="also run rl-console headless with these profile overrides (env:VAR=VALUE: an environment variable), in "
                          "the same turns (e.g. lean=telemetry.probe_every=0,telemetry.logprob_diff_every=0); reported as NAME/a. "
                          "NAME=bare:thread runs (a) with TRL's loop on a second thread, as rl-console runs it; NAME=bare:tuned runs "
-                         "(a) with rl-console's process settings (host memory reuse, TRL's log-prob tile fitted to the vocabulary)")
+                         "(a) with rl-console's process settings (host memory reuse, TRL's log-prob tile fitted to the vocabulary); "
+                         "NAME=bare:thread,bare:tuned both")
     ap.add_argument("--phases", action="store_true",
                     help="time the work every loop shares (generate, loss forward, backward, optimizer) in each mode (bench/phases.py)")
     ap.add_argument("--bare-child", default=None, help=argparse.SUPPRESS)
@@ -382,9 +383,9 @@ def main() -> int:
                 started[-1].wait_first_step()  # started one after the other: their start-ups do not share the machine
                 started[-1].signal(signal.SIGSTOP)
                 env_v = {**env, **dict(kv[4:].split("=", 1) for kv in sets if kv.startswith("env:"))}
-                if sets in (["bare:thread"], ["bare:tuned"]):  # (a) with TRL's loop on a second thread / rl-console's process settings
-                    cmd = bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json", on_thread=sets == ["bare:thread"],
-                                   tuned=sets == ["bare:tuned"])
+                if sets and all(kv in ("bare:thread", "bare:tuned") for kv in sets):  # (a) with TRL's loop on a second thread / rl-console's process settings
+                    cmd = bare_cmd(args.steps, Path(tempfile.mkdtemp()) / "bare.json", on_thread="bare:thread" in sets,
+                                   tuned="bare:tuned" in sets)
                     is_step = "@@step "
                 else:
                     cmd = headless_cmd(args.steps, run_id if not started[1:] else new_run_id("bench-overhead"),
