@@ -7,7 +7,7 @@ threshold is returned as well. A GRPO step allocates and frees the same tensors 
 (activations, gradients, the rollout's buffers), so on CPU a step can fault in thousands of
 fresh zeroed pages: on the embedded default 1,800 to 7,200 page faults per step from one run
 to the next of the same code, 5-16 ms of kernel time in a ~100 ms step, depending on where
-the threshold happened to settle (`docs/benchmarks.md`, "Host memory").
+the threshold happened to settle (`docs/benchmarks.md`, "host memory kept from step to step").
 
 `reuse_freed_memory` fixes both thresholds (mmap: 32 MiB, the most glibc allows on 64-bit;
 trim: 256 MiB), so blocks up to 32 MiB come from the heap and freed memory stays there for the
