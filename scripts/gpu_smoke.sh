@@ -23,6 +23,8 @@
 #               rl-console overlapped with the engine core in its own process and in-process; steps/s ratios
 #               and the reward curves) on SmolLM2-135M-Instruct (60 steps) and on the
 #               random ~0.5B Qwen2 (30 steps)
+#   contention  (not part of `all`) bench/overlap_contention.py on the random ~0.5B Qwen2, then again under
+#               CUDA MPS: how much an update and a rollout slow each other on one GPU (the bound on overlap)
 #   two_gpu     (2+ GPUs; not part of `all`) profiles/two-gpu.toml: trainer on GPU 0, vLLM in a Ray
 #               actor on GPU 1, NCCL weight sync: tests/gpu/test_two_gpu.py, bench/two_gpu.py, and a
 #               60-step GRPO run on the random ~0.5B Qwen2 (paused, resynced), events saved
@@ -91,6 +93,15 @@ if want overlap; then
   $PY bench/vs_trl.py --overlap --overlap-in-process --steps 60 --json-out "$OUT/overlap_real.json" 2>&1 | tail -8
   prompts
   $PY bench/vs_trl.py --overlap --model-dir $M --task length --steps 30 --json-out "$OUT/overlap_05b.json" 2>&1 | tail -6
+fi
+if [[ " $stages " == *" contention "* ]]; then
+  echo "== what one GPU lets overlap gain: update and rollout alone and beside each other, without and with MPS"
+  prompts
+  $PY bench/overlap_contention.py --model-dir $M --prompts 16 --json-out "$OUT/contention.json" 2>&1 | grep -E "^(update|thread|process|overlap)"
+  if nvidia-cuda-mps-control -d; then
+    $PY bench/overlap_contention.py --model-dir $M --prompts 16 --json-out "$OUT/contention_mps.json" 2>&1 | grep -E "^(update|thread|process|overlap)"
+    echo quit | nvidia-cuda-mps-control
+  fi
 fi
 if want throughput; then
   echo "== ~0.5B rollouts: engine layer vs bare vLLM, weight sync"

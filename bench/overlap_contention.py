@@ -1,0 +1,231 @@
+"""What slows a training update when the next rollout generates beside it on the same GPU (CUDA).
+
+`training.overlap` runs step s+1's rollout while the trainer runs step s's update. On one GPU
+that only pays if the two halves do not slow each other down by what the overlap hides. This
+bench separates the two ways they can: the GPU (two CUDA contexts time-slice it) and the
+Python interpreter (vLLM's front end - request bookkeeping, output processing - runs in the
+trainer's process when the engine is driven from a thread there, and takes the GIL from the
+update's own Python). It times the same update loop (forward, backward and AdamW of a causal
+LM in float32, as rl-console trains a policy) and the same rollout (`vllm.LLM.generate`, bf16):
+
+  alone                update loop alone; rollout alone
+  thread               the rollout looping on a thread of this process, vLLM's engine core in
+                       its own process (what `training.overlap` does with engine.core = "auto")
+  process              the rollout looping in another process (the whole engine there)
+
+plus a pure-Python loop beside the rollout thread (how much of the interpreter the front end
+takes). One invocation, medians. The gain bound (`overlap_gain`) is what overlapping one
+rollout with one update could save at these rates, before any framework's own cost: serial
+time (update + rollout, each alone) over the time of both started together. Run it again
+under CUDA MPS (`nvidia-cuda-mps-control -d` first) to see the GPU shared without time-slicing.
+
+    python bench/overlap_contention.py --model-dir /tmp/rlc-qwen2-0.5b-random --prompts 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+for k, v in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
+    os.environ.setdefault(k, v)
+
+
+def _prompts(n_prompts: int, prompt_len: int, vocab: int) -> list[list[int]]:
+    import random
+
+    rng = random.Random(0)
+    return [[rng.randrange(100, vocab - 100) for _ in range(prompt_len)] for _ in range(n_prompts)]
+
+
+def _engine(model_dir: str, gpu_mem: float):
+    from vllm import LLM
+
+    return LLM(model=model_dir, dtype="bfloat16", gpu_memory_utilization=gpu_mem, max_model_len=512,
+               enable_prefix_caching=False, seed=0)
+
+
+def _rollout(llm, prompts, n: int, max_tokens: int) -> float:
+    from vllm import SamplingParams
+
+    params = SamplingParams(n=n, max_tokens=max_tokens, ignore_eos=True, logprobs=0, detokenize=False, temperature=1.0)
+    t = time.perf_counter()
+    llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    return time.perf_counter() - t
+
+
+def _child(model_dir, gpu_mem, prompts, n, max_tokens, reps, ready, stop, out):
+    """The whole engine in this process: time `reps` rollouts alone, signal ready, then
+    generate until told to stop."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    llm = _engine(model_dir, gpu_mem)
+    for _ in range(2):
+        _rollout(llm, prompts, n, max_tokens)
+    alone = [_rollout(llm, prompts, n, max_tokens) for _ in range(reps)]
+    ready.set()
+    times = []
+    while not stop.is_set():
+        times.append(_rollout(llm, prompts, n, max_tokens))
+    out.put((alone, times))
+
+
+class Update:
+    """A causal LM's forward + backward + AdamW on a fixed batch, float32, timed per call."""
+
+    def __init__(self, model_dir: str, batch: int, seq: int, micro: int) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).cuda()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-6)
+        vocab = self.model.config.vocab_size
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(100, vocab - 100, (batch, seq), generator=g).cuda()
+        self.micro = micro
+
+    def __call__(self) -> float:
+        torch = self.torch
+        t = time.perf_counter()
+        for chunk in self.ids.chunk(self.micro):
+            logits = self.model(input_ids=chunk).logits[:, :-1].float()
+            lp = torch.log_softmax(logits, -1).gather(-1, chunk[:, 1:, None]).squeeze(-1)
+            (-lp.mean() / self.micro).backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+
+def overlap_gain(update: float, rollout: float, update_beside: float, rollout_beside: float) -> float:
+    """The most overlap can gain: one update and one rollout started together, each progressing
+    at its measured rate beside the other (alone / beside) while both run and at full speed once
+    the other is done; serial time / that time."""
+    if rollout_beside <= update_beside:  # the rollout ends first; the update finishes alone
+        both = rollout_beside + (update - rollout_beside * update / update_beside)
+    else:
+        both = update_beside + (rollout - update_beside * rollout / rollout_beside)
+    return (update + rollout) / both
+
+
+def _python_loop() -> float:
+    t = time.perf_counter()
+    x = 0
+    for i in range(2_000_000):
+        x += i % 7
+    return time.perf_counter() - t
+
+
+def _beside(fn, reps: int, background_running) -> list[float]:
+    times = []
+    for _ in range(reps):
+        if not background_running():
+            break
+        times.append(fn())
+    return times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", default="/tmp/rlc-qwen2-0.5b-random")
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--prompt-len", type=int, default=48)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--micro", type=int, default=1, help="micro-batches per update")
+    ap.add_argument("--reps", type=int, default=12)
+    ap.add_argument("--gpu-mem", type=float, default=0.25)
+    ap.add_argument("--json-out")
+    args = ap.parse_args()
+    import torch
+
+    med = statistics.median
+    res: dict[str, float] = {}
+    upd = Update(args.model_dir, args.prompts * args.n, args.prompt_len + args.max_tokens, args.micro)
+    prompts = _prompts(args.prompts, args.prompt_len, upd.model.config.vocab_size)
+    for _ in range(3):
+        upd()
+    res["update_alone"] = med([upd() for _ in range(args.reps)])
+    res["python_alone"] = med([_python_loop() for _ in range(5)])
+    print(f"update alone {res['update_alone'] * 1e3:.1f} ms; python loop alone {res['python_alone'] * 1e3:.1f} ms", flush=True)
+
+    # ---- thread: this process drives vLLM, its engine core in a child (training.overlap's layout)
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+    llm = _engine(args.model_dir, args.gpu_mem)
+    for _ in range(2):
+        _rollout(llm, prompts, args.n, args.max_tokens)
+    res["rollout_alone_thread_layout"] = med([_rollout(llm, prompts, args.n, args.max_tokens) for _ in range(args.reps)])
+    stop = threading.Event()
+    gen_times: list[float] = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            gen_times.append(_rollout(llm, prompts, args.n, args.max_tokens))
+
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    upd_t = _beside(upd, args.reps, th.is_alive)
+    py_t = _beside(_python_loop, 5, th.is_alive)
+    stop.set()
+    th.join()
+    res["update_beside_thread"] = med(upd_t)
+    res["rollout_beside_update_thread"] = med(gen_times[1:]) if len(gen_times) > 1 else float("nan")
+    res["python_beside_thread"] = med(py_t)
+    print(f"thread: rollout alone {res['rollout_alone_thread_layout'] * 1e3:.1f} ms; update beside it "
+          f"{res['update_beside_thread'] * 1e3:.1f} ms; rollout beside {res['rollout_beside_update_thread'] * 1e3:.1f} ms; "
+          f"python loop beside {res['python_beside_thread'] * 1e3:.1f} ms", flush=True)
+    from backend.engine import vllm_compat
+
+    vllm_compat.shutdown_engine(llm)
+    torch.cuda.empty_cache()
+
+    # ---- process: the whole engine in another process
+    ctx = mp.get_context("spawn")
+    ready, stop_p, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    p = ctx.Process(target=_child, args=(args.model_dir, args.gpu_mem, prompts, args.n, args.max_tokens, args.reps,
+                                         ready, stop_p, out))
+    p.start()
+    if not ready.wait(600):
+        print("the engine process did not start")
+        p.kill()
+        return 1
+    time.sleep(0.5)
+    upd_p = _beside(upd, args.reps, p.is_alive)
+    stop_p.set()
+    alone, times = out.get(timeout=120)
+    p.join(60)
+    res["update_beside_process"] = med(upd_p)
+    res["rollout_beside_update_process"] = med(times[1:]) if len(times) > 1 else float("nan")
+    res["rollout_alone_process_layout"] = med(alone)
+    print(f"process: rollout alone {res['rollout_alone_process_layout'] * 1e3:.1f} ms; update beside it "
+          f"{res['update_beside_process'] * 1e3:.1f} ms; rollout beside {res['rollout_beside_update_process'] * 1e3:.1f} ms",
+          flush=True)
+
+    for layout in ("thread", "process"):
+        res[f"gain_{layout}"] = overlap_gain(res["update_alone"], res[f"rollout_alone_{layout}_layout"],
+                                             res[f"update_beside_{layout}"], res[f"rollout_beside_update_{layout}"])
+    res["gil_share_thread"] = 1 - res["python_alone"] / res["python_beside_thread"]
+    print(f"overlap gain bound (update + one rollout, serial / overlapped): thread {res['gain_thread']:.2f}x, "
+          f"process {res['gain_process']:.2f}x; the front end took {res['gil_share_thread'] * 100:.0f}% of the "
+          f"interpreter from a Python loop", flush=True)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"args": vars(args), "results": res}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
