@@ -129,10 +129,10 @@ class EngineSection(_Section):
     gpu_memory_utilization: float = Field(0.3, gt=0, le=0.95, description="share of GPU memory vLLM may take")
     core: Literal["auto", "in_process", "own_process"] = Field(
         "auto",
-        description='where vLLM\'s engine core (scheduler, model, sampler) runs: "in_process" (fastest start; the '
-        'generation\'s Python work shares the trainer\'s interpreter) or "own_process" (a child process; weights are '
-        'shared with it by CUDA IPC, so CUDA only). "auto" = own_process for an overlapped run on a GPU '
-        '(training.overlap), in_process otherwise',
+        description='where the vLLM engine runs: "in_process" (fastest start; the generation\'s Python work shares '
+        'the trainer\'s interpreter) or "own_process" (a child process of its own: an overlapped rollout then takes '
+        'nothing from the trainer\'s Python; weights cross by CUDA IPC on a GPU, by copy on CPU). "auto" = own_process '
+        'for an overlapped run on a GPU (training.overlap), in_process otherwise',
     )
     verify_every: int = Field(50, ge=0, description="log-prob canary check of synced weights every N syncs (0 = only at start and on resync)")
     sync_deadline_s: float = Field(60.0, ge=0, le=86_400, description="a weight sync taking longer raises instead of hanging "

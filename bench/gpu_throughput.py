@@ -32,12 +32,12 @@ for k, v in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"
     os.environ.setdefault(k, v)
 
 
-# Qwen2.5 shapes: hidden, intermediate, layers, heads, kv heads, tied embeddings
-SIZES = {"0.5b": (896, 4864, 24, 14, 2, False), "1.5b": (1536, 8960, 28, 12, 2, True)}
+# Qwen2.5 shapes (and SmolLM2-135M's as a Qwen2): hidden, intermediate, layers, heads, kv heads, tied embeddings
+SIZES = {"135m": (576, 1536, 30, 9, 3, True), "0.5b": (896, 4864, 24, 14, 2, False), "1.5b": (1536, 8960, 28, 12, 2, True)}
 
 
 def build(model_dir: Path, size: str = "0.5b") -> list[str]:
-    """A random Qwen2 of Qwen2.5-0.5B (415M with a 32k vocabulary) or -1.5B shapes + a local BPE
+    """A random Qwen2 of Qwen2.5-0.5B (415M with a 32k vocabulary) or -1.5B shapes (or SmolLM2-135M's) + a local BPE
     tokenizer, and `prompts.jsonl` (2,048 lines of the standard library's sources); returns prompts."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

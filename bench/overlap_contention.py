@@ -9,6 +9,10 @@ update's own Python). It times the same update loop (forward, backward and AdamW
 LM in float32, as rl-console trains a policy) and the same rollout (`vllm.LLM.generate`, bf16):
 
   alone                update loop alone; rollout alone
+  inproc               the rollout looping on a thread of this process, vLLM's engine core in
+                       this process too (engine.core = "in_process"), on the thread's default stream
+  inproc_stream        the same, the rollout thread on a CUDA stream of its own (one context:
+                       the GPU may run both halves' kernels at once, no time-slicing)
   thread               the rollout looping on a thread of this process, vLLM's engine core in
                        its own process (what `training.overlap` does with engine.core = "auto")
   process              the rollout looping in another process (the whole engine there)
@@ -19,7 +23,7 @@ rollout with one update could save at these rates, before any framework's own co
 time (update + rollout, each alone) over the time of both started together. Run it again
 under CUDA MPS (`nvidia-cuda-mps-control -d` first) to see the GPU shared without time-slicing.
 
-    python bench/overlap_contention.py --model-dir /tmp/rlc-qwen2-0.5b-random --prompts 16
+    python bench/overlap_contention.py --model-dir /tmp/rlc-qwen2-0.5b-random --prompts 16 [--layouts inproc,thread]
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def _child(model_dir, gpu_mem, prompts, n, max_tokens, reps, ready, stop, out):
 class Update:
     """A causal LM's forward + backward + AdamW on a fixed batch, float32, timed per call."""
 
-    def __init__(self, model_dir: str, batch: int, seq: int, micro: int) -> None:
+    def __init__(self, model_dir: str, batch: int, seq: int, micro: int, autocast: bool = False) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -95,12 +99,14 @@ class Update:
         g = torch.Generator().manual_seed(0)
         self.ids = torch.randint(100, vocab - 100, (batch, seq), generator=g).cuda()
         self.micro = micro
+        self.autocast = autocast
 
     def __call__(self) -> float:
         torch = self.torch
         t = time.perf_counter()
         for chunk in self.ids.chunk(self.micro):
-            logits = self.model(input_ids=chunk).logits[:, :-1].float()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.model(input_ids=chunk).logits[:, :-1].float()
             lp = torch.log_softmax(logits, -1).gather(-1, chunk[:, 1:, None]).squeeze(-1)
             (-lp.mean() / self.micro).backward()
         self.opt.step()
@@ -137,43 +143,25 @@ def _beside(fn, reps: int, background_running) -> list[float]:
     return times
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", default="/tmp/rlc-qwen2-0.5b-random")
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--prompt-len", type=int, default=48)
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--micro", type=int, default=1, help="micro-batches per update")
-    ap.add_argument("--reps", type=int, default=12)
-    ap.add_argument("--gpu-mem", type=float, default=0.25)
-    ap.add_argument("--json-out")
-    args = ap.parse_args()
+LAYOUTS = ("inproc", "inproc_stream", "thread", "process")
+
+
+def _thread_layout(llm, prompts, args, upd, side_stream: bool) -> dict[str, float]:
+    """vLLM driven from a rollout thread of this process, looping while the update loop is timed."""
     import torch
 
     med = statistics.median
-    res: dict[str, float] = {}
-    upd = Update(args.model_dir, args.prompts * args.n, args.prompt_len + args.max_tokens, args.micro)
-    prompts = _prompts(args.prompts, args.prompt_len, upd.model.config.vocab_size)
-    for _ in range(3):
-        upd()
-    res["update_alone"] = med([upd() for _ in range(args.reps)])
-    res["python_alone"] = med([_python_loop() for _ in range(5)])
-    print(f"update alone {res['update_alone'] * 1e3:.1f} ms; python loop alone {res['python_alone'] * 1e3:.1f} ms", flush=True)
-
-    # ---- thread: this process drives vLLM, its engine core in a child (training.overlap's layout)
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
-    os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
-    llm = _engine(args.model_dir, args.gpu_mem)
     for _ in range(2):
         _rollout(llm, prompts, args.n, args.max_tokens)
-    res["rollout_alone_thread_layout"] = med([_rollout(llm, prompts, args.n, args.max_tokens) for _ in range(args.reps)])
+    alone = [_rollout(llm, prompts, args.n, args.max_tokens) for _ in range(args.reps)]
     stop = threading.Event()
     gen_times: list[float] = []
 
     def loop() -> None:
-        while not stop.is_set():
-            gen_times.append(_rollout(llm, prompts, args.n, args.max_tokens))
+        stream = torch.cuda.Stream() if side_stream else None
+        with torch.cuda.stream(stream) if stream is not None else _nothing():
+            while not stop.is_set():
+                gen_times.append(_rollout(llm, prompts, args.n, args.max_tokens))
 
     th = threading.Thread(target=loop, daemon=True)
     th.start()
@@ -182,48 +170,98 @@ def main() -> int:
     py_t = _beside(_python_loop, 5, th.is_alive)
     stop.set()
     th.join()
-    res["update_beside_thread"] = med(upd_t)
-    res["rollout_beside_update_thread"] = med(gen_times[1:]) if len(gen_times) > 1 else float("nan")
-    res["python_beside_thread"] = med(py_t)
-    print(f"thread: rollout alone {res['rollout_alone_thread_layout'] * 1e3:.1f} ms; update beside it "
-          f"{res['update_beside_thread'] * 1e3:.1f} ms; rollout beside {res['rollout_beside_update_thread'] * 1e3:.1f} ms; "
-          f"python loop beside {res['python_beside_thread'] * 1e3:.1f} ms", flush=True)
-    from backend.engine import vllm_compat
+    return {"rollout_alone": med(alone), "update_beside": med(upd_t),
+            "rollout_beside": med(gen_times[1:]) if len(gen_times) > 1 else float("nan"), "python_beside": med(py_t)}
 
-    vllm_compat.shutdown_engine(llm)
-    torch.cuda.empty_cache()
 
-    # ---- process: the whole engine in another process
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _process_layout(prompts, args, upd) -> dict[str, float]:
+    med = statistics.median
     ctx = mp.get_context("spawn")
-    ready, stop_p, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
     p = ctx.Process(target=_child, args=(args.model_dir, args.gpu_mem, prompts, args.n, args.max_tokens, args.reps,
-                                         ready, stop_p, out))
+                                         ready, stop, out))
     p.start()
     if not ready.wait(600):
-        print("the engine process did not start")
         p.kill()
-        return 1
+        raise RuntimeError("the engine process did not start")
     time.sleep(0.5)
-    upd_p = _beside(upd, args.reps, p.is_alive)
-    stop_p.set()
+    upd_t = _beside(upd, args.reps, p.is_alive)
+    stop.set()
     alone, times = out.get(timeout=120)
     p.join(60)
-    res["update_beside_process"] = med(upd_p)
-    res["rollout_beside_update_process"] = med(times[1:]) if len(times) > 1 else float("nan")
-    res["rollout_alone_process_layout"] = med(alone)
-    print(f"process: rollout alone {res['rollout_alone_process_layout'] * 1e3:.1f} ms; update beside it "
-          f"{res['update_beside_process'] * 1e3:.1f} ms; rollout beside {res['rollout_beside_update_process'] * 1e3:.1f} ms",
-          flush=True)
+    return {"rollout_alone": med(alone), "update_beside": med(upd_t),
+            "rollout_beside": med(times[1:]) if len(times) > 1 else float("nan")}
 
-    for layout in ("thread", "process"):
-        res[f"gain_{layout}"] = overlap_gain(res["update_alone"], res[f"rollout_alone_{layout}_layout"],
-                                             res[f"update_beside_{layout}"], res[f"rollout_beside_update_{layout}"])
-    res["gil_share_thread"] = 1 - res["python_alone"] / res["python_beside_thread"]
-    print(f"overlap gain bound (update + one rollout, serial / overlapped): thread {res['gain_thread']:.2f}x, "
-          f"process {res['gain_process']:.2f}x; the front end took {res['gil_share_thread'] * 100:.0f}% of the "
-          f"interpreter from a Python loop", flush=True)
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", default="/tmp/rlc-qwen2-0.5b-random")
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--prompt-len", type=int, default=48)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--micro", type=int, default=1, help="micro-batches per update")
+    ap.add_argument("--autocast", action="store_true", help="the update under bf16 autocast (float32 master weights)")
+    ap.add_argument("--layouts", default=",".join(LAYOUTS), help=f"which of {', '.join(LAYOUTS)}")
+    ap.add_argument("--reps", type=int, default=12)
+    ap.add_argument("--gpu-mem", type=float, default=0.25)
+    ap.add_argument("--json-out")
+    args = ap.parse_args()
+    layouts = [x for x in args.layouts.split(",") if x]
+    if bad := [x for x in layouts if x not in LAYOUTS]:
+        ap.error(f"unknown layout(s) {', '.join(bad)}; choose from {', '.join(LAYOUTS)}")
+    import torch
+
+    med = statistics.median
+    res: dict[str, float] = {}
+    upd = Update(args.model_dir, args.prompts * args.n, args.prompt_len + args.max_tokens, args.micro, args.autocast)
+    prompts = _prompts(args.prompts, args.prompt_len, upd.model.config.vocab_size)
+    for _ in range(3):
+        upd()
+    res["update_alone"] = med([upd() for _ in range(args.reps)])
+    res["python_alone"] = med([_python_loop() for _ in range(5)])
+    print(f"update alone {res['update_alone'] * 1e3:.1f} ms; python loop alone {res['python_alone'] * 1e3:.1f} ms", flush=True)
+    from backend.engine import vllm_compat
+
+    def engine(own_core: bool):
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if own_core else "0"
+        os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+        vllm_compat.fresh_env()
+        return _engine(args.model_dir, args.gpu_mem)
+
+    runs: dict[str, dict[str, float]] = {}
+    if "inproc" in layouts or "inproc_stream" in layouts:  # vLLM's engine core in this process: one engine for both
+        llm = engine(own_core=False)
+        for name in ("inproc", "inproc_stream"):
+            if name in layouts:
+                runs[name] = _thread_layout(llm, prompts, args, upd, side_stream=name == "inproc_stream")
+        vllm_compat.shutdown_engine(llm)
+        torch.cuda.empty_cache()
+    if "thread" in layouts:
+        llm = engine(own_core=True)
+        runs["thread"] = _thread_layout(llm, prompts, args, upd, side_stream=False)
+        vllm_compat.shutdown_engine(llm)
+        torch.cuda.empty_cache()
+    if "process" in layouts:
+        runs["process"] = _process_layout(prompts, args, upd)
+    for name in layouts:
+        r = runs[name]
+        r["gain"] = overlap_gain(res["update_alone"], r["rollout_alone"], r["update_beside"], r["rollout_beside"])
+        if "python_beside" in r:
+            r["gil_share"] = 1 - res["python_alone"] / r["python_beside"]
+        print(f"{name}: rollout alone {r['rollout_alone'] * 1e3:.1f} ms; update beside it {r['update_beside'] * 1e3:.1f} ms; "
+              f"rollout beside {r['rollout_beside'] * 1e3:.1f} ms; gain bound {r['gain']:.2f}x"
+              + (f"; vLLM took {r['gil_share'] * 100:.0f}% of the interpreter" if "gil_share" in r else ""), flush=True)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"args": vars(args), "results": res}, indent=1))
+        Path(args.json_out).write_text(json.dumps({"args": vars(args), "results": res, "layouts": runs}, indent=1))
     return 0
 
 

@@ -8,7 +8,7 @@ Each cell is one headless rl-console run (`bench/vs_trl.py`'s loop: profiles/smo
 G = 8, ≤ 32 tokens, the model and batch size changed). A packaged model (SmolLM2) runs its chat
 task; a directory holding prompts.jsonl (a random Qwen2 built by `bench/gpu_throughput.py
 --build-only --size 0.5b|1.5b`) runs the plain-text `char_match` task, which measures cost only.
-"overlap" is `training.overlap = true` (on a GPU the engine core then runs in its own process).
+"overlap" is `training.overlap = true` (on a GPU the engine then runs in a process of its own).
 
 Prints a markdown table: model, prompts × G, mode, median step (steps 4..N), generate / train /
 sync medians (for overlap, generate is what the update did not hide), sync share of the step,

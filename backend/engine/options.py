@@ -57,8 +57,8 @@ class EngineOptions(BaseModel):
 
     own_process: bool = Field(
         False,
-        description="vLLM's engine core in a child process (engine.core resolved): the trainer's mirror is shared "
-        "with it by CUDA IPC once, and each push is one call that copies from it",
+        description="the engine in a child process of its own (engine.core resolved; hosted.HostedEngine): on CUDA the "
+        "trainer's mirror is shared with it by CUDA IPC once, and each push is one call that copies from it",
     )
 
     @classmethod
@@ -78,9 +78,6 @@ def resolve_core(profile: RunProfile, device: str) -> str:
         own = device == "cuda" and profile.training.overlap and profile.engine.backend == "local"
         return "own_process" if own else "in_process"
     if core == "own_process":
-        if device != "cuda":
-            raise ValueError(f'engine.core = "own_process" needs a CUDA engine (weights reach it by CUDA IPC); this run\'s '
-                             f'engine device is {device}: set engine.core = "in_process" or "auto"')
         if profile.engine.backend != "local":
             raise ValueError('engine.core = "own_process" is for the local backend; a Ray replica already runs in its '
                              'own process: set engine.core = "auto"')

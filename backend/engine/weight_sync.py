@@ -275,7 +275,7 @@ def worker_load_path(worker, path: str) -> str:
 
 # ---- an engine core in its own process: the tensors by CUDA IPC ----
 NOT_MAPPED = "not mapped"
-_SHARED: dict[str, PushList] = {}  # in the engine core's process: the mirror mapped last, by its id
+_SHARED: dict[str, PushList] = {}  # in the engine's process: the mirror mapped last, by its id
 
 
 def share_payload(named_tensors) -> bytes:
@@ -289,13 +289,13 @@ def share_payload(named_tensors) -> bytes:
     items = []
     for name, t in named_tensors:
         if not t.is_cuda:
-            raise ValueError(f"weight {name!r} is on {t.device}: only CUDA tensors cross to the engine core's process")
+            raise ValueError(f"weight {name!r} is on {t.device}: only CUDA tensors cross to the engine's process")
         items.append((name, *reduce_tensor(t.detach())))
     return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def worker_load_shared(worker, share_id: str, payload: bytes | None, method: str, verify: bool) -> tuple[str, str]:
-    """Runs in the vLLM worker of an engine core in its own process: map the trainer's tensors
+    """Runs in the vLLM worker of an engine in a process of its own (`hosted.HostedEngine`'s child): map the trainer's tensors
     from `payload` (kept under `share_id` when it is set: a mirror's later pushes send the id
     only), load them in place, wait for the copies. Returns (method, checksum of what was read,
     or "" without `verify`); (NOT_MAPPED, "") when the id is unknown and no payload came."""

@@ -261,13 +261,14 @@ class TrainingSession:
 
     def _push_mirror(self):
         """The policy's persistent copy in the engine's dtype (`weight_sync.Mirror`), for a CUDA
-        policy pushing into the in-process engine, which has copied the tensors when its push
-        returns; None otherwise (each push casts into fresh tensors). Rebuilt when a parameter's
-        storage changed."""
+        policy pushing into a local engine (in this process, or hosted in its own, which maps the
+        mirror once by CUDA IPC), which has copied the tensors when its push returns; None
+        otherwise (each push casts into fresh tensors). Rebuilt when a parameter's storage changed."""
+        from backend.engine.hosted import HostedEngine
         from backend.engine.local import LocalVLLMEngine
 
         if not (getattr(self.model, "device", None) is not None and self.model.device.type == "cuda"
-                and isinstance(self.engine, LocalVLLMEngine)):
+                and isinstance(self.engine, (LocalVLLMEngine, HostedEngine))):
             return None
         if self._mirror is None or not self._mirror.valid():
             self._mirror = weight_sync.Mirror(self.model, self.dtype)

