@@ -162,13 +162,17 @@ class HostedEngine:
         else:
             payload = weight_sync.share_payload(named_tensors)
             share_id = uuid.uuid4().hex if token is not None else ""
-        report = self._call("push_shared", share_id, payload, version, checksum, nbytes,
-                            self.verify_received or payload is not None)
-        if report is None:  # the child lost the mapping (it cannot, short of a restart): map again
-            payload = weight_sync.share_payload(named_tensors)
-            report = self._call("push_shared", share_id, payload, version, checksum, nbytes, True)
-        if token is not None:
-            self._shared = (token, share_id)
+        try:
+            report = self._call("push_shared", share_id, payload, version, checksum, nbytes,
+                                self.verify_received or payload is not None)
+            if report is None:  # the child lost the mapping (it cannot, short of a restart): map again
+                payload = weight_sync.share_payload(named_tensors)
+                report = self._call("push_shared", share_id, payload, version, checksum, nbytes, True)
+        finally:
+            # the child mapped it even when it then refused the push (a checksum mismatch); were it
+            # not mapped after all, the next push's id-only call gets NOT_MAPPED and sends it again
+            if token is not None:
+                self._shared = (token, share_id)
         return report
 
     def weight_version(self) -> int:
