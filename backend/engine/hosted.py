@@ -95,7 +95,10 @@ class HostedEngine:
             try:
                 self._conn.send((method, args))
             except (BrokenPipeError, OSError) as exc:
-                self._dead = f"the engine process is gone ({type(exc).__name__}: {exc})"
+                self._proc.join(2.0)  # its exit code says how it ended (-9: killed)
+                code = self._proc.exitcode
+                self._dead = (f"the engine process exited (code {code}) before {method}" if code is not None
+                              else f"the engine process is gone ({type(exc).__name__}: {exc})")
                 raise EngineError(self._dead) from exc
             kind, value = self._recv(method, timeout_s)
         if kind == "ok":

@@ -148,3 +148,36 @@ def test_overlapped_run_with_the_engine_in_its_own_process(tmp_path):
     stray = [p for p in psutil.process_iter(["cmdline", "environ"])
              if "multiprocessing" in " ".join(p.info["cmdline"] or []) and str(home) in str((p.info["environ"] or {}).get("RLC_HOME"))]
     assert not stray, f"the engine's process outlived the run: {[p.pid for p in stray]}"
+
+
+def test_engine_process_killed_mid_run_fails_the_run_plainly(tmp_path):
+    """The engine's process killed between steps of a live run: the run ends failed (not RUNNING),
+    an `engine` alert and the final state say the engine process exited and how."""
+    from backend.protocol import decode_event
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "run", "--headless", "--json", "--max-steps", "100000",
+         "--set", "engine.core=own_process", "--set", "training.prompts_per_step=2", "--set", "task.warmup_steps=0"],
+        env=backend_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    events = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("{"):
+                events.append(decode_event(line))
+                if events[-1].kind == "step_metrics" and events[-1].step == 3:
+                    break
+        engines = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline())]
+        assert len(engines) == 1, [p.cmdline() for p in engines]
+        engines[0].kill()
+        for line in proc.stdout:
+            if line.startswith("{"):
+                events.append(decode_event(line))
+        assert proc.wait(120) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    alert = next(e for e in events if e.kind == "alert" and e.rule == "engine")
+    assert alert.severity == "critical" and "engine process exited (code -9)" in alert.message, alert.message
+    assert events[-1].kind == "state_changed" and events[-1].state == "failed" and "exited (code -9)" in events[-1].reason
