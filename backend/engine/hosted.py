@@ -13,7 +13,8 @@ Calls go one at a time over a pipe (the engine serves one request at a time anyw
 on CUDA by CUDA IPC (`weight_sync.share_payload`): a mirror's tensors are mapped in the child at
 its first push and kept, each later push of that mirror sends only its id and the child copies
 from the mapped tensors; on CPU by value (the tensors pickled), fingerprinted where they arrive.
-The child ends when this object shuts it down, when its pipe closes, or when this process dies.
+The child ends when this object shuts it down, when its pipe closes, or when this process dies;
+it ignores SIGINT, SIGTERM and SIGHUP sent to the process group (this process handles those).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import io
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import uuid
@@ -56,7 +58,7 @@ class HostedEngine:
         self.verify_received = o.verify_received
         self._proc.start()
         child.close()
-        self._finalizer = weakref.finalize(self, _stop, self._proc, self._conn)
+        self._finalizer = weakref.finalize(self, _stop, self._proc, self._conn, self._lock)
         try:
             kind, ready = self._recv("the engine's start", START_TIMEOUT_S)
         except EngineError:
@@ -208,18 +210,23 @@ class HostedEngine:
         self._finalizer()
 
 
-def _stop(proc: Any, conn: Any) -> None:
-    """Ask the child to shut its engine down, then make sure it is gone."""
+def _stop(proc: Any, conn: Any, lock: Any) -> None:
+    """Ask the child to shut its engine down, then make sure it is gone. A call still in flight
+    on another thread (a failure path) is not waited for long: the child is then ended."""
+    idle = lock.acquire(timeout=5.0)
     try:
-        if proc.is_alive():
+        if idle and proc.is_alive():
             conn.send(("shutdown", ()))
             if conn.poll(SHUTDOWN_TIMEOUT_S):
                 conn.recv()
     except (EOFError, OSError):
         pass
-    proc.join(10)
+    finally:
+        if idle:
+            lock.release()
+    proc.join(10 if idle else 0.1)
     if proc.is_alive():
-        log.warning("the engine process (pid %s) did not exit after shutdown; killing it", proc.pid)
+        log.warning("the engine process (pid %s) did not exit when asked; killing it", proc.pid)
         proc.kill()
         proc.join(10)
     conn.close()
@@ -235,6 +242,11 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _serve(conn: Any, model_path: str, options_json: str, parent_pid: int) -> None:
+    # the trainer's process decides when this one ends: a Ctrl-C or SIGTERM sent to the whole
+    # process group (a terminal, a job scheduler) is the trainer's to handle, with a clean stop at
+    # the step boundary that may still need the engine; a closed SSH session (SIGHUP) never stops a run
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="rlc-engine-parent").start()
     from backend.engine.local import LocalVLLMEngine
 

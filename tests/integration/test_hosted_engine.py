@@ -181,3 +181,38 @@ def test_engine_process_killed_mid_run_fails_the_run_plainly(tmp_path):
     alert = next(e for e in events if e.kind == "alert" and e.rule == "engine")
     assert alert.severity == "critical" and "engine process exited (code -9)" in alert.message, alert.message
     assert events[-1].kind == "state_changed" and events[-1].state == "failed" and "exited (code -9)" in events[-1].reason
+
+
+def test_ctrl_c_to_the_process_group_stops_the_run_cleanly(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the foreground group, the engine's too: the
+    engine ignores it, the trainer stops the run at the next step boundary with a checkpoint,
+    then shuts the engine down."""
+    import signal
+
+    from backend.protocol import decode_event
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend", "run", "--headless", "--json", "--max-steps", "100000",
+         "--set", "engine.core=own_process", "--set", "training.prompts_per_step=2", "--set", "telemetry.probe_every=0"],
+        env=backend_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    events = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("{"):
+                events.append(decode_event(line))
+                if events[-1].kind == "step_metrics" and events[-1].step == 2:
+                    engine = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                              if "spawn_main" in " ".join(p.cmdline())]
+                    os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    final = [e for e in events if e.kind == "state_changed"][-1]
+    assert final.state == "finished" and final.reason.startswith("stopped at step"), final
+    assert not any(e.kind == "alert" and e.rule == "engine" for e in events)
+    assert any(e.kind == "checkpoint_saved" and e.step == final.step for e in events)
+    assert len(engine) == 1
+    engine[0].wait(30)  # and the engine's process ended with the run
