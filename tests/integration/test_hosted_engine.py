@@ -112,12 +112,21 @@ def test_hosted_engine_that_cannot_start_says_why(tmp_path):
     from backend.engine.hosted import HostedEngine
     from backend.engine.options import EngineOptions
 
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    def engines():  # spawned children (not multiprocessing's resource tracker, which lives as long as this process)
+        found = set()
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "spawn_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                    found.add(p.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    before = engines()
     with pytest.raises(EngineError, match="vLLM failed to start on"):
         HostedEngine(str(tmp_path / "no-such-model"), EngineOptions(own_process=True))
     time.sleep(0.5)
-    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"left behind: {[p.pid for p in left]}"
+    assert not engines() - before, f"left behind: {engines() - before}"
 
 
 def test_overlapped_run_with_the_engine_in_its_own_process(tmp_path):
