@@ -71,3 +71,29 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
         if group in SERIAL:
             item.add_marker(pytest.mark.serial)
+
+
+# ---- shared by the engine tests: a perturbed copy of a model, and its log-probs as the canary computes them
+def hf_logprobs(model, seqs):
+    """Per-token log-probs from the second token on, as TrainingSession.verify_canary computes them."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for seq in seqs:
+            inp = torch.tensor([seq])
+            logits = model(input_ids=inp).logits[0, :-1].float()
+            out.append(torch.log_softmax(logits, dim=-1).gather(1, inp[0, 1:, None])[:, 0].tolist())
+    return out
+
+
+def perturbed_model(model_dir, seed):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model

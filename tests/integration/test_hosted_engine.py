@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import backend_env
+from tests.conftest import backend_env, hf_logprobs, perturbed_model
 
 pytestmark = pytest.mark.integration
 
@@ -25,30 +25,6 @@ def model_dir(tmp_path_factory):
     from backend.training.tiny_model import build_model
 
     return build_model(tmp_path_factory.mktemp("hosted") / "m")
-
-
-def _perturbed(model_dir, seed):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
-
-
-def _hf_logprobs(model, seqs):
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for seq in seqs:
-            inp = torch.tensor([seq])
-            logits = model(input_ids=inp).logits[0, :-1].float()
-            out.append(torch.log_softmax(logits, dim=-1).gather(1, inp[0, 1:, None])[:, 0].tolist())
-    return out
 
 
 def _worker_pid(worker):
@@ -76,19 +52,19 @@ def test_hosted_engine_serves_takes_pushes_and_reports_its_death(model_dir, tmp_
         assert engine.last_sampling_params.max_tokens == 5
 
         # a push by value: the engine then serves exactly the pushed weights
-        model = _perturbed(model_dir, 1)
+        model = perturbed_model(model_dir, 1)
         tensors = weight_sync.state_tensors(model)
         checksum, nbytes = weight_sync.fingerprint(tensors)
         report = engine.push_weights(tensors, 1, checksum)
         assert report.version == 1 and report.bytes == nbytes and "reload_weights" in report.method
         assert engine.weight_version() == 1
-        want, got = _hf_logprobs(model, CANARY), engine.prompt_logprobs(CANARY)
+        want, got = hf_logprobs(model, CANARY), engine.prompt_logprobs(CANARY)
         assert max(abs(a - b) for w, g in zip(want, got) for a, b in zip(w, g)) < 1e-3
         assert len(engine.greedy([[1, 2, 3]], 4)[0]) <= 4
 
         # what arrived is fingerprinted in the child: a wrong checksum is refused, the engine stays up
         with pytest.raises(EngineError, match="checksum"):
-            engine.push_weights(weight_sync.state_tensors(_perturbed(model_dir, 2)), 2, "0" * 16)
+            engine.push_weights(weight_sync.state_tensors(perturbed_model(model_dir, 2)), 2, "0" * 16)
         assert engine.health() is None
         assert engine.generate([[1, 2, 3]], sampling)
 

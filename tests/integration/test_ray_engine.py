@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from backend.engine.base import EngineError, Sampling, request_seed
-from tests.conftest import backend_env
+from tests.conftest import backend_env, hf_logprobs, perturbed_model
 
 pytestmark = pytest.mark.integration
 
@@ -106,31 +106,6 @@ def engine(request, model_dir, short_home, local_reference):
     _end(left)
     assert not left, f"Ray left processes behind: {[p.pid for p in left]}"
     assert _shm() - shm_before == set(), "leftover /dev/shm segments"
-
-
-def hf_logprobs(model, seqs):
-    """Per-token log-probs from the second token on, as TrainingSession.verify_canary computes them."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for seq in seqs:
-            inp = torch.tensor([seq])
-            logits = model(input_ids=inp).logits[0, :-1].float()
-            out.append(torch.log_softmax(logits, dim=-1).gather(1, inp[0, 1:, None])[:, 0].tolist())
-    return out
-
-
-def perturbed_model(model_dir, seed):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
 
 
 def push(engine, model, version):
