@@ -61,7 +61,9 @@ class HostedEngine:
         self._finalizer = weakref.finalize(self, _stop, self._proc, self._conn, self._lock)
         try:
             kind, ready = self._recv("the engine's start", START_TIMEOUT_S)
-        except EngineError:
+        except BaseException:  # it died, or this side gave up (a timeout, Ctrl-C): a half-started engine serves no one
+            self._proc.kill()
+            self._proc.join(10)
             self._finalizer()
             raise
         if kind != "ready":

@@ -83,21 +83,38 @@ def test_hosted_engine_serves_takes_pushes_and_reports_its_death(model_dir, tmp_
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
+def _spawned_engines() -> set[int]:
+    """This process's spawned children (not multiprocessing's resource tracker, which lives as long as it)."""
+    found = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                found.add(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_an_engine_start_given_up_ends_the_half_started_engine(model_dir, monkeypatch):
+    from backend.engine import hosted
+    from backend.engine.base import EngineError
+    from backend.engine.options import EngineOptions
+
+    monkeypatch.setattr(hosted, "START_TIMEOUT_S", 1.0)  # vLLM's import alone takes longer
+    before = _spawned_engines()
+    t0 = time.monotonic()
+    with pytest.raises(EngineError, match="did not answer the engine's start within 1 s"):
+        hosted.HostedEngine(str(model_dir), EngineOptions(own_process=True))
+    assert time.monotonic() - t0 < 20
+    assert not _spawned_engines() - before, "the half-started engine was left running"
+
+
 def test_hosted_engine_that_cannot_start_says_why(tmp_path):
     from backend.engine.base import EngineError
     from backend.engine.hosted import HostedEngine
     from backend.engine.options import EngineOptions
 
-    def engines():  # spawned children (not multiprocessing's resource tracker, which lives as long as this process)
-        found = set()
-        for p in psutil.Process().children(recursive=True):
-            try:
-                if "spawn_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
-                    found.add(p.pid)
-            except psutil.NoSuchProcess:
-                pass
-        return found
-
+    engines = _spawned_engines
     before = engines()
     with pytest.raises(EngineError, match="vLLM failed to start on"):
         HostedEngine(str(tmp_path / "no-such-model"), EngineOptions(own_process=True))
