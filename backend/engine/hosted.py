@@ -89,8 +89,15 @@ class HostedEngine:
         try:
             return self._conn.recv()
         except (EOFError, OSError) as exc:
-            self._dead = f"the engine process closed its pipe during {what} ({type(exc).__name__})"
-            raise EngineError(self._dead) from exc
+            raise self._gone(f"during {what}", exc) from exc
+
+    def _gone(self, when: str, exc: BaseException) -> EngineError:
+        """The pipe broke: the child died (its exit code says how: -9 = killed) or closed it."""
+        self._proc.join(2.0)
+        code = self._proc.exitcode
+        self._dead = (f"the engine process exited (code {code}) {when}" if code is not None
+                      else f"the engine process closed its pipe {when} ({type(exc).__name__})")
+        return EngineError(self._dead)
 
     def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         if self._dead:
@@ -99,11 +106,7 @@ class HostedEngine:
             try:
                 self._conn.send((method, args))
             except (BrokenPipeError, OSError) as exc:
-                self._proc.join(2.0)  # its exit code says how it ended (-9: killed)
-                code = self._proc.exitcode
-                self._dead = (f"the engine process exited (code {code}) before {method}" if code is not None
-                              else f"the engine process is gone ({type(exc).__name__}: {exc})")
-                raise EngineError(self._dead) from exc
+                raise self._gone(f"before {method}", exc) from exc
             kind, value = self._recv(method, timeout_s)
         if kind == "ok":
             return value
