@@ -29,6 +29,7 @@ under CUDA MPS (`nvidia-cuda-mps-control -d` first) to see the GPU shared withou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -159,7 +160,7 @@ def _thread_layout(llm, prompts, args, upd, side_stream: bool) -> dict[str, floa
 
     def loop() -> None:
         stream = torch.cuda.Stream() if side_stream else None
-        with torch.cuda.stream(stream) if stream is not None else _nothing():
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             while not stop.is_set():
                 gen_times.append(_rollout(llm, prompts, args.n, args.max_tokens))
 
@@ -172,14 +173,6 @@ def _thread_layout(llm, prompts, args, upd, side_stream: bool) -> dict[str, floa
     th.join()
     return {"rollout_alone": med(alone), "update_beside": med(upd_t),
             "rollout_beside": med(gen_times[1:]) if len(gen_times) > 1 else float("nan"), "python_beside": med(py_t)}
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _process_layout(prompts, args, upd) -> dict[str, float]:

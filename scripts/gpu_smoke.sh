@@ -97,9 +97,9 @@ fi
 if [[ " $stages " == *" contention "* ]]; then
   echo "== what one GPU lets overlap gain: update and rollout alone and beside each other, without and with MPS"
   prompts
-  $PY bench/overlap_contention.py --model-dir $M --prompts 16 --json-out "$OUT/contention.json" 2>&1 | grep -E "^(update|thread|process|overlap)"
+  $PY bench/overlap_contention.py --model-dir $M --prompts 16 --json-out "$OUT/contention.json" 2>&1 | grep -E "^(update|inproc|thread|process)"
   if nvidia-cuda-mps-control -d; then
-    $PY bench/overlap_contention.py --model-dir $M --prompts 16 --json-out "$OUT/contention_mps.json" 2>&1 | grep -E "^(update|thread|process|overlap)"
+    $PY bench/overlap_contention.py --model-dir $M --prompts 16 --json-out "$OUT/contention_mps.json" 2>&1 | grep -E "^(update|inproc|thread|process)"
     echo quit | nvidia-cuda-mps-control
   fi
 fi

@@ -99,7 +99,7 @@ class HostedEngine:
                       else f"the engine process closed its pipe {when} ({type(exc).__name__})")
         return EngineError(self._dead)
 
-    def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+    def _call(self, method: str, *args: Any) -> Any:
         if self._dead:
             raise EngineError(f"engine is dead: {self._dead}")
         with self._lock:
@@ -107,7 +107,7 @@ class HostedEngine:
                 self._conn.send((method, args))
             except (BrokenPipeError, OSError) as exc:
                 raise self._gone(f"before {method}", exc) from exc
-            kind, value = self._recv(method, timeout_s)
+            kind, value = self._recv(method, None)
         if kind == "ok":
             return value
         message, dead = value
@@ -255,7 +255,9 @@ def _serve(conn: Any, model_path: str, options_json: str, parent_pid: int) -> No
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="rlc-engine-parent").start()
     from backend.engine.local import LocalVLLMEngine
 
-    options = EngineOptions.model_validate_json(options_json).model_copy(update={"own_process": False})
+    # verify_received: weights pushed by value crossed a process boundary, so the worker checks what
+    # arrived (CUDA IPC pushes say per call whether to check: `push_shared`'s `verify`)
+    options = EngineOptions.model_validate_json(options_json).model_copy(update={"own_process": False, "verify_received": True})
     try:
         engine = LocalVLLMEngine(model_path, options)
     except BaseException as exc:  # noqa: BLE001 - the parent raises it; this process ends
@@ -297,9 +299,7 @@ def _exit(code: int) -> None:
 def _push_bytes(engine: Any, data: bytes, version: int, checksum: str) -> SyncReport:
     import torch
 
-    named = torch.load(io.BytesIO(data), weights_only=True)
-    engine.verify_received = True  # the tensors crossed a process boundary: check what arrived
-    return engine.push_weights(named, version, checksum)
+    return engine.push_weights(torch.load(io.BytesIO(data), weights_only=True), version, checksum)
 
 
 def _set_sync_method(engine: Any, method: str) -> str:

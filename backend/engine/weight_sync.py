@@ -273,7 +273,7 @@ def worker_load_path(worker, path: str) -> str:
     return "load_weights(path)"
 
 
-# ---- an engine core in its own process: the tensors by CUDA IPC ----
+# ---- an engine in a process of its own (hosted.HostedEngine): the tensors by CUDA IPC ----
 NOT_MAPPED = "not mapped"
 _SHARED: dict[str, PushList] = {}  # in the engine's process: the mirror mapped last, by its id
 
