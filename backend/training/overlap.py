@@ -191,23 +191,89 @@ def _sampling_difference(ahead: Sampling, now: Sampling) -> str:
     return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k))
 
 
-def importance_clipped(trainer: Any, out: dict[str, Any]) -> float | None:
-    """Share of the sequences (tokens, in TRL's token_* modes) whose importance-sampling ratio
-    TRL masked (set to 0) or truncated at its bounds in this batch; None without the correction."""
+def ratio_from_loss(trainer: Any) -> bool:
+    """Can the importance-sampling ratio come from the loss's own forward pass (`LossImportance`)?
+    Where each rollout is used once and all its micro-batches' losses run before the optimizer
+    step (TRL's own condition for skipping `old_per_token_logps`), the loss's log-probs are the
+    pre-update policy's: exactly what TRL's scoring runs a separate forward pass for."""
+    args = trainer.args
+    once = getattr(trainer, "num_iterations", 1) == 1 and args.gradient_accumulation_steps % args.steps_per_generation == 0
+    return once and not getattr(args, "use_liger_kernel", False)  # (Liger's loss makes no forward the console sees)
+
+
+def importance_ratio(trainer: Any, logps: Any, sampling: Any, mask: Any) -> Any:
+    """The importance-sampling ratio of TRL's correction (`vllm_importance_sampling_mode`,
+    its clip bounds), the way GRPOTrainer's scoring computes it from the pre-update policy's
+    per-token log-probs `logps` and the engine's `sampling` ones: per sequence ([B, 1], the
+    sum of the token differences) or per token ([B, T]); truncated to the bounds, or set to 0
+    outside them. Tokens without a sampling log-prob (NaN) count as agreeing."""
+    import math
+
     import torch
 
-    ratio = out.get("importance_sampling_ratio")
-    if ratio is None:
-        return None
-    mode = getattr(trainer, "vllm_importance_sampling_mode", "sequence_mask")
-    ratio = ratio.detach().float()
-    if ratio.shape[-1] == 1:  # sequence_* modes: one ratio per sequence
-        values = ratio.flatten()
-    else:
-        values = ratio[out["completion_mask"].bool()]
-    if values.numel() == 0:
-        return None
+    diff = torch.nan_to_num((logps - sampling) * mask, nan=0.0)
+    mode = trainer.vllm_importance_sampling_mode
+    if mode.startswith("sequence_"):
+        diff = diff.sum(dim=-1, keepdim=True)
+    ratio = torch.exp(diff)
+    lo, hi = trainer.vllm_importance_sampling_clip_min, trainer.vllm_importance_sampling_clip_max
+    if mode.endswith("_truncate"):
+        return ratio if lo is None and hi is None else torch.clamp(ratio, min=lo, max=hi)
     if mode.endswith("_mask"):
+        low = lo if lo is not None else -math.inf
+        high = hi if hi is not None else math.inf
+        return ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
+    raise ValueError(f"unknown vllm_importance_sampling_mode {mode!r}")
+
+
+class LossImportance:
+    """The overlapped step's importance-sampling correction, its ratio taken from the loss's own
+    forward pass instead of the separate one TRL's scoring runs for it (`ratio_from_loss`): each
+    micro-batch's ratio goes into its inputs as the loss computes its log-probs, before TRL's
+    loss multiplies by it; once the whole batch is seen, TRL's ratio statistics
+    (`sampling/importance_sampling_ratio/*`) are logged and the share it masked or truncated is
+    known (`clipped`)."""
+
+    def __init__(self, trainer: Any, rows: int) -> None:
+        self.trainer, self.rows, self.seen = trainer, rows, 0
+        self.values: list[Any] = []  # what TRL's statistics are over: one ratio per sequence, or per real token
+        self.clipped: float | None = None
+
+    def add(self, inputs: dict[str, Any], logps: Any) -> None:
+        import torch
+
+        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        sampling = inputs.get("sampling_per_token_logps")
+        if sampling is None:  # the engine gave no log-probs: nothing to correct
+            ratio = torch.ones(logps.size(0), 1, device=logps.device)
+        else:
+            ratio = importance_ratio(self.trainer, logps.detach(), sampling, mask)
+        inputs["importance_sampling_ratio"] = ratio
+        self.values.append(ratio.flatten() if ratio.shape[-1] == 1 else ratio[mask.bool()])
+        self.seen += logps.size(0)
+
+    def complete(self) -> bool:
+        return self.seen >= self.rows
+
+    def finish(self) -> None:
+        """Log TRL's ratio statistics for the batch and work out the clipped share."""
+        import torch
+
+        values = torch.cat(self.values).float() if self.values else torch.zeros(0)
+        self.values = []
+        if values.numel() == 0:
+            return
+        metrics = self.trainer._metrics["train"]
+        metrics["sampling/importance_sampling_ratio/min"].append(float(values.min()))
+        metrics["sampling/importance_sampling_ratio/mean"].append(float(values.mean()))
+        metrics["sampling/importance_sampling_ratio/max"].append(float(values.max()))
+        self.clipped = _clipped_share(self.trainer, values)
+
+
+def _clipped_share(trainer: Any, values: Any) -> float:
+    import torch
+
+    if trainer.vllm_importance_sampling_mode.endswith("_mask"):
         hit = values == 0
     else:
         lo, hi = trainer.vllm_importance_sampling_clip_min, trainer.vllm_importance_sampling_clip_max
@@ -217,6 +283,19 @@ def importance_clipped(trainer: Any, out: dict[str, Any]) -> float | None:
         if lo is not None:
             hit |= values <= lo
     return float(hit.float().mean())
+
+
+def importance_clipped(trainer: Any, out: dict[str, Any]) -> float | None:
+    """Share of the sequences (tokens, in TRL's token_* modes) whose importance-sampling ratio
+    TRL masked (set to 0) or truncated at its bounds in this batch; None without the correction."""
+    ratio = out.get("importance_sampling_ratio")
+    if ratio is None:
+        return None
+    ratio = ratio.detach().float()
+    values = ratio.flatten() if ratio.shape[-1] == 1 else ratio[out["completion_mask"].bool()]  # sequence_* modes: one per sequence
+    if values.numel() == 0:
+        return None
+    return _clipped_share(trainer, values)
 
 
 def metric_fields(batch: Any, logs: dict[str, Any], times: Any, overlap: bool) -> dict[str, Any]:

@@ -144,6 +144,7 @@ class StepLoop:
         if self.profile.training.overlap:
             trainer = self.session.trainer
             trl_compat.enable_sampling_correction(trainer)  # the loss corrects for the rollout's older weights
+            trainer.rlc_ratio_from_loss = overlap.ratio_from_loss(trainer)  # ... with the ratio from its own forward
             trainer.rlc_lookahead = overlap.Lookahead()  # the next step's prompts, from the trainer's own iterator
             self.prefetch = overlap.Prefetcher(lambda ids, sampling: self.session.engine.generate(ids, sampling))
         task = self.session.task
@@ -491,6 +492,12 @@ class StepLoop:
         self._joined = joined
         if not agreement_pending:
             self._log_groups()
+
+    def importance(self, clipped: float | None) -> None:
+        """The share of the batch TRL's importance-sampling correction masked or truncated, known
+        once the loss has seen the whole batch (`overlap.LossImportance`)."""
+        if self._batch is not None:
+            self._batch.is_clipped = clipped
 
     def agreement(self, logprob_gap: tuple[float, float, list[list[float]]] | None) -> None:
         """A measuring step's trainer-engine agreement, from the loss's forward pass (None: it

@@ -18,7 +18,7 @@ from typing import Any
 
 from backend.engine.base import EngineError, GeneratedCompletion, Sampling
 from backend.training import trl_compat
-from backend.training.overlap import importance_clipped
+from backend.training.overlap import LossImportance, importance_clipped
 
 
 @dataclass
@@ -72,9 +72,20 @@ def make_trainer_class():
         rlc_loss_logps: Any = None  # LossLogps: a measuring step's trainer log-probs, read from the loss's forward
         rlc_loss_inputs: Any = None  # the micro-batch whose loss is being computed (while it is)
         rlc_grad_norm: Any = None  # this optimizer step's total gradient norm, as the trainer computed it
+        rlc_ratio_from_loss: bool = False  # overlap: TRL's importance ratio from the loss's forward (overlap.ratio_from_loss)
+        rlc_loss_importance: Any = None  # LossImportance: this step's ratio, filled in by the loss's forward
 
     def scored(self, inputs):
-        out = getattr(super(ConsoleGRPOTrainer, self), trl_compat.SCORE_HOOK)(inputs)
+        score = getattr(super(ConsoleGRPOTrainer, self), trl_compat.SCORE_HOOK)
+        if self.rlc_ratio_from_loss:  # TRL's scoring skips its pre-update forward; the loss's gives the ratio
+            setattr(self, trl_compat.IS_FLAG, False)
+            try:
+                out = score(inputs)
+            finally:
+                setattr(self, trl_compat.IS_FLAG, True)
+            self.rlc_loss_importance = LossImportance(self, out["completion_ids"].size(0))
+        else:
+            out = score(inputs)
         hooks = self.rlc_hooks
         if hooks is not None:
             advantages, clipped = out["advantages"].detach().float().cpu().tolist(), importance_clipped(self, out)
@@ -95,28 +106,38 @@ def make_trainer_class():
         return loss
 
     def _compute_loss(self, model, inputs, *args, **kwargs):
-        pending = self.rlc_loss_logps
-        if pending is None:
+        pending, importance = self.rlc_loss_logps, self.rlc_loss_importance
+        if pending is None and importance is None:
             return super(ConsoleGRPOTrainer, self).compute_loss(model, inputs, *args, **kwargs)
         self.rlc_loss_inputs = inputs
         try:
             loss = super(ConsoleGRPOTrainer, self).compute_loss(model, inputs, *args, **kwargs)
         except BaseException:  # the step's groups are logged all the same, without the trainer's part
-            self.rlc_loss_logps = None
-            self.rlc_hooks.agreement(None)
+            self.rlc_loss_logps = self.rlc_loss_importance = None
+            if pending is not None:
+                self.rlc_hooks.agreement(None)
             raise
         finally:
             self.rlc_loss_inputs = None
-        if pending.complete():
+        if importance is not None and importance.complete():
+            self.rlc_loss_importance = None
+            importance.finish()
+            if self.rlc_hooks is not None:
+                self.rlc_hooks.importance(importance.clipped)
+        if pending is not None and pending.complete():
             self.rlc_loss_logps = None
             self.rlc_hooks.agreement(pending.gap(self))
         return loss
 
     def per_token_logps(self, *args, **kwargs):
         result = getattr(super(ConsoleGRPOTrainer, self), trl_compat.LOGPS)(*args, **kwargs)
-        if self.rlc_loss_inputs is not None and self.rlc_loss_logps is not None:  # the loss's forward (once per micro-batch)
-            self.rlc_loss_logps.add(self.rlc_loss_inputs, result[0])
+        inputs = self.rlc_loss_inputs
+        if inputs is not None:  # the loss's forward (once per micro-batch)
             self.rlc_loss_inputs = None
+            if self.rlc_loss_importance is not None:  # before TRL's loss multiplies by the ratio
+                self.rlc_loss_importance.add(inputs, result[0])
+            if self.rlc_loss_logps is not None:
+                self.rlc_loss_logps.add(inputs, result[0])
         return result
 
     def batch_samples(self, epoch_iterator, num_batches, device):
