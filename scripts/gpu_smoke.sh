@@ -19,10 +19,9 @@
 #               16 and 64 prompts x 8, synchronous and overlapped, 20 steps each: the scaling table
 #   overlap     training.overlap = true: tests/integration/test_overlap.py on the GPU (staleness <= 1 in
 #               every group, importance ratios in every step, pause/resync/checkpoint/set at boundaries),
-#               then bench/vs_trl.py --overlap --overlap-in-process (TRL colocate, rl-console synchronous,
-#               rl-console overlapped with the engine in a process of its own and in-process; steps/s ratios
-#               and the reward curves) on SmolLM2-135M-Instruct (60 steps) and on the
-#               random ~0.5B Qwen2 (30 steps)
+#               then bench/vs_trl.py --overlap (TRL colocate, rl-console synchronous, rl-console overlapped
+#               with the engine in a process of its own; steps/s ratios and the reward curves) on
+#               SmolLM2-135M-Instruct (60 steps) and on the random ~0.5B Qwen2 (30 steps)
 #   contention  (not part of `all`) bench/overlap_contention.py on the random ~0.5B Qwen2, then again under
 #               CUDA MPS: how much an update and a rollout slow each other on one GPU (the bound on overlap)
 #   two_gpu     (2+ GPUs; not part of `all`) profiles/two-gpu.toml: trainer on GPU 0, vLLM in a Ray
@@ -90,7 +89,7 @@ fi
 if want overlap; then
   echo "== overlap: the next step's rollout behind this update"
   $PY -m pytest -q -p no:cacheprovider tests/integration/test_overlap.py -rs 2>&1 | tail -4
-  $PY bench/vs_trl.py --overlap --overlap-in-process --steps 60 --json-out "$OUT/overlap_real.json" 2>&1 | tail -8
+  $PY bench/vs_trl.py --overlap --steps 60 --json-out "$OUT/overlap_real.json" 2>&1 | tail -8
   prompts
   $PY bench/vs_trl.py --overlap --model-dir $M --task length --steps 30 --json-out "$OUT/overlap_05b.json" 2>&1 | tail -6
 fi
