@@ -94,7 +94,7 @@ def _last_step(home: Path) -> int:
         store.close()
 
 
-async def _next(client: BackendClient, it, kind: str, timeout: float = 30.0, where=lambda e: True):
+async def _next(client: BackendClient, it, kind: str, timeout: float = 60.0, where=lambda e: True):
     async def find():
         async for ev in it:
             if ev.kind == kind and where(ev):
@@ -108,7 +108,7 @@ def _diagnose(live_run) -> str:
     """What the run logged last (states, command results, steps) and its stderr's tail, for a
     test that timed out waiting for the run."""
     with EventLogReader(live_run["home"] / "runs" / RUN_ID / "events.db") as r:
-        last = list(r.read(max(0, r.next_seq() - 400), kinds=("state_changed", "command_result", "step_metrics",
+        last = list(r.read(max(0, r.next_seq - 400), kinds=("state_changed", "command_result", "step_metrics",
                                                                 "alert", "log")))
     lines = [f"{e.seq} {e.kind} " + " ".join(f"{k}={getattr(e, k)!r}" for k in ("state", "message", "command",
              "status", "reason", "step") if getattr(e, k, None) not in (None, "")) for e in last[-25:]]
@@ -226,9 +226,13 @@ def test_one_controller_at_a_time(live_run):
         v = BackendClient(sock, from_seq=-1, role="view", client="viewer-V")
         try:
             await steps(a, b, v)
-        finally:  # a failure here must not leave B holding the run for the next tests
+        finally:  # a failure here must not leave B holding the run, or the run paused, for the next tests
             for c in (a, b, v):
                 await c.close()
+            if left["paused"]:
+                await call(sock, C.Resume(), take=True)
+
+    left = {"paused": False}
 
     async def steps(a, b, v):
         await a.connect()
@@ -271,10 +275,12 @@ def test_one_controller_at_a_time(live_run):
         await b.send(cmd)
         res = await _next(b, bi, "command_result", where=lambda e: e.command_id == cmd.id)
         assert res.status == "accepted"
+        left["paused"] = True
         await _next(b, bi, "state_changed", where=lambda e: e.state == "paused")
         cmd = C.Resume()
         await b.send(cmd)
         assert (await _next(b, bi, "command_result", where=lambda e: e.command_id == cmd.id)).status == "accepted"
+        left["paused"] = False
 
     try:
         asyncio.run(scenario())
