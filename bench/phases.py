@@ -10,6 +10,14 @@ can be placed: in the shared work (the same calls got slower) or around it.
 
   python bench/phases.py -m backend run ...      # like python -m backend run ...
   python bench/phases.py bench/overhead.py ...    # like python bench/overhead.py ...
+  python bench/phases.py --summary FILE           # per call: count, median wall and CPU ms
+
+In rl-console's own process the console's parts of a step are timed too: the step boundary
+(`StepLoop.before_rollout`: commands, the weight push, the sampling parameters), its weight push
+(`StepLoop.sync`), the engine layer's `generate` (vLLM's call and the conversion of its
+outputs), the rollout function as TRL calls it, and the console's handling of the rollout and
+of the scored batch (`rollout_done`, `scored`): with the shared work above, what is left of
+TRL's `_generate_and_score_completions` is TRL's own.
 """
 
 from __future__ import annotations
@@ -56,7 +64,27 @@ def _write() -> None:
         json.dump(CALLS, f)
 
 
+def summary(path: str, skip: int = 5) -> None:
+    """Per timed call: how many, and the median wall and CPU milliseconds (the first `skip`
+    calls of each left out: start-up)."""
+    import statistics
+
+    with open(path) as f:
+        calls = json.load(f)
+    print(f"{'call':32s} {'n':>5s} {'wall ms':>9s} {'CPU ms':>9s}")
+    for key, rows in calls.items():
+        rows = rows[skip:] if len(rows) > 2 * skip else rows
+        if not rows:
+            continue
+        wall = statistics.median(e - s for s, e, _, _ in rows) * 1e3
+        cpu = statistics.median(c for _, _, c, _ in rows) * 1e3
+        print(f"{key:32s} {len(rows):5d} {wall:9.2f} {cpu:9.2f}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--summary"]:
+        summary(sys.argv[2])
+        return
     import accelerate
     import torch
     import trl
@@ -70,6 +98,19 @@ def main() -> None:
     _wrap(trl.GRPOTrainer, "compute_loss", "loss forward")
     _wrap(accelerate.Accelerator, "backward", "backward")
     _wrap(torch.optim.AdamW, "step", "optimizer")
+    try:  # rl-console's own parts (absent in a bare loop's process: nothing to time there)
+        from backend.engine.local import LocalVLLMEngine
+        from backend.training.step import StepLoop
+        from backend.training.trainer import RolloutFunc
+    except ImportError:
+        pass
+    else:
+        _wrap(StepLoop, "before_rollout", "console boundary")
+        _wrap(StepLoop, "sync", "console sync")
+        _wrap(LocalVLLMEngine, "generate", "engine layer generate")
+        _wrap(RolloutFunc, "__call__", "rollout_func")
+        _wrap(StepLoop, "rollout_done", "console rollout_done")
+        _wrap(StepLoop, "scored", "console scored")
     gc.callbacks.append(_gc_timer)
     atexit.register(_write)
     args = sys.argv[1:]

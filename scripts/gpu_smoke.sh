@@ -22,6 +22,9 @@
 #               then bench/vs_trl.py --overlap (TRL colocate, rl-console synchronous, rl-console overlapped
 #               with the engine in a process of its own; steps/s ratios and the reward curves) on
 #               SmolLM2-135M-Instruct (60 steps) and on the random ~0.5B Qwen2 (30 steps)
+#   phases      (not part of `all`) profiles/smollm2-gpu.toml for 40 steps under bench/phases.py: TRL's, vLLM's
+#               and the console's parts of a synchronous step timed per call (medians), to place what of
+#               the step's "train" is not the loss's forward, its backward or the optimizer
 #   contention  (not part of `all`) bench/overlap_contention.py on the random ~0.5B Qwen2, then again under
 #               CUDA MPS: how much an update and a rollout slow each other on one GPU (the bound on overlap)
 #   two_gpu     (2+ GPUs; not part of `all`) profiles/two-gpu.toml: trainer on GPU 0, vLLM in a Ray
@@ -92,6 +95,12 @@ if want overlap; then
   $PY bench/vs_trl.py --overlap --steps 60 --json-out "$OUT/overlap_real.json" 2>&1 | tail -8
   prompts
   $PY bench/vs_trl.py --overlap --model-dir $M --task length --steps 30 --json-out "$OUT/overlap_05b.json" 2>&1 | tail -6
+fi
+if [[ " $stages " == *" phases "* ]]; then
+  echo "== a synchronous real-model step, part by part"
+  RLC_BENCH_PHASES="$OUT/phases_real.json" $PY bench/phases.py -m backend run --headless --json \
+    --profile profiles/smollm2-gpu.toml --set run.max_steps=40 --set run.checkpoint_every=1000 > "$OUT/phases_real.log" 2>&1
+  $PY bench/phases.py --summary "$OUT/phases_real.json"
 fi
 if [[ " $stages " == *" contention "* ]]; then
   echo "== what one GPU lets overlap gain: update and rollout alone and beside each other, without and with MPS"
