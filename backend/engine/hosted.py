@@ -82,8 +82,7 @@ class HostedEngine:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not self._conn.poll(0.5):
             if not self._proc.is_alive():
-                self._dead = f"the engine process exited (code {self._proc.exitcode}) during {what}"
-                raise EngineError(self._dead)
+                raise self._gone(f"during {what}")
             if deadline is not None and time.monotonic() > deadline:
                 raise EngineError(f"the engine process did not answer {what} within {timeout_s:.0f} s")
         try:
@@ -91,8 +90,8 @@ class HostedEngine:
         except (EOFError, OSError) as exc:
             raise self._gone(f"during {what}", exc) from exc
 
-    def _gone(self, when: str, exc: BaseException) -> EngineError:
-        """The pipe broke: the child died (its exit code says how: -9 = killed) or closed it."""
+    def _gone(self, when: str, exc: BaseException | None = None) -> EngineError:
+        """The child died (its exit code says how: -9 = killed) or closed the pipe."""
         self._proc.join(2.0)
         code = self._proc.exitcode
         self._dead = (f"the engine process exited (code {code}) {when}" if code is not None

@@ -249,7 +249,7 @@ class LossImportance:
         else:
             ratio = importance_ratio(self.trainer, logps.detach(), sampling, mask)
         inputs["importance_sampling_ratio"] = ratio
-        self.values.append(ratio.flatten() if ratio.shape[-1] == 1 else ratio[mask.bool()])
+        self.values.append(_ratio_values(ratio, mask))
         self.seen += logps.size(0)
 
     def complete(self) -> bool:
@@ -263,14 +263,23 @@ class LossImportance:
         self.values = []
         if values.numel() == 0:
             return
+        # one device-to-host copy for the four numbers
+        low, mean, high, self.clipped = torch.stack([values.min(), values.mean(), values.max(),
+                                                     _clipped_hits(self.trainer, values).float().mean()]).tolist()
         metrics = self.trainer._metrics["train"]
-        metrics["sampling/importance_sampling_ratio/min"].append(float(values.min()))
-        metrics["sampling/importance_sampling_ratio/mean"].append(float(values.mean()))
-        metrics["sampling/importance_sampling_ratio/max"].append(float(values.max()))
-        self.clipped = _clipped_share(self.trainer, values)
+        metrics["sampling/importance_sampling_ratio/min"].append(low)
+        metrics["sampling/importance_sampling_ratio/mean"].append(mean)
+        metrics["sampling/importance_sampling_ratio/max"].append(high)
 
 
-def _clipped_share(trainer: Any, values: Any) -> float:
+def _ratio_values(ratio: Any, mask: Any) -> Any:
+    """What TRL's ratio statistics are over: one ratio per sequence (sequence_* modes), or one
+    per real token."""
+    return ratio.flatten() if ratio.shape[-1] == 1 else ratio[mask.bool()]
+
+
+def _clipped_hits(trainer: Any, values: Any) -> Any:
+    """Which ratios TRL's correction masked (0) or truncated at its bounds."""
     import torch
 
     if trainer.vllm_importance_sampling_mode.endswith("_mask"):
@@ -282,7 +291,7 @@ def _clipped_share(trainer: Any, values: Any) -> float:
             hit |= values >= hi
         if lo is not None:
             hit |= values <= lo
-    return float(hit.float().mean())
+    return hit
 
 
 def importance_clipped(trainer: Any, out: dict[str, Any]) -> float | None:
@@ -291,11 +300,10 @@ def importance_clipped(trainer: Any, out: dict[str, Any]) -> float | None:
     ratio = out.get("importance_sampling_ratio")
     if ratio is None:
         return None
-    ratio = ratio.detach().float()
-    values = ratio.flatten() if ratio.shape[-1] == 1 else ratio[out["completion_mask"].bool()]  # sequence_* modes: one per sequence
+    values = _ratio_values(ratio.detach().float(), out["completion_mask"])
     if values.numel() == 0:
         return None
-    return _clipped_share(trainer, values)
+    return float(_clipped_hits(trainer, values).float().mean())
 
 
 def metric_fields(batch: Any, logs: dict[str, Any], times: Any, overlap: bool) -> dict[str, Any]:
