@@ -2,6 +2,7 @@
 groups), never run at once, and a step that a turn cut in two is not counted, so the time a
 process spent stopped never shows up as step time."""
 
+import statistics
 import sys
 
 import pytest
@@ -18,7 +19,8 @@ def _child(name: str, n: int, dt: float) -> overhead.Child:
 def test_two_processes_take_turns_and_cut_steps_are_dropped(monkeypatch):
     monkeypatch.setattr(overhead, "WARMUP", 2)
     a, b = _child("a", 60, 0.05), _child("b", 60, 0.03)
-    overhead.interleaved([a, b], block_s=0.4)
+    block_s = 0.4
+    overhead.interleaved([a, b], block_s=block_s)
     a.finish()
     b.finish()
     assert len(a.windows) >= 3 and len(b.windows) >= 3, "each ran in several turns"
@@ -31,8 +33,11 @@ def test_two_processes_take_turns_and_cut_steps_are_dropped(monkeypatch):
         wall, cpu, wait = child.steps()
         assert len(wall) == len(cpu) == len(wait)
         assert 20 <= len(wall) < 59 - 2, f"{child.name}: the steps cut by a turn are dropped, the others kept ({len(wall)})"
-        assert max(wall) < dt + 0.1, f"{child.name}: a stopped interval was counted as a step ({max(wall):.3f} s)"
-        assert min(wall) >= dt * 0.9
+        # A step line is timed when the bench's reader gets it, so on a loaded box one step can read
+        # long and the next short (seen in CI: 0.108 s then 0.004 s for 0.03 s steps); a stopped
+        # interval (the other's whole turn, block_s) would read longer than any such lag.
+        assert max(wall) < block_s, f"{child.name}: a stopped interval was counted as a step ({max(wall):.3f} s)"
+        assert dt * 0.9 <= statistics.median(wall) < dt + 0.05, f"{child.name}: median step {statistics.median(wall):.3f} s"
 
 
 def test_variant_arguments_parse_and_refuse_clearly():
