@@ -29,6 +29,7 @@ from backend.protocol import events as E
 from backend.protocol.params import SAMPLING_PARAMS
 from backend.runstore import RunStore, write_run_meta
 from backend.settings import RunProfile
+from backend.telemetry import host
 
 if TYPE_CHECKING:  # the training side imports torch/TRL: loaded in run(), not on import
     from backend.training.session import TrainingSession
@@ -59,6 +60,8 @@ class Controller:
         self._start_step = resume.step if resume is not None else 0
         self._checkpoint_at_stop = True
         self._disk_low = False
+        self._memory_low = False
+        self._memory_need = host.NextStepNeed()
         self._intake = threading.Lock()  # a command is checked and queued, or the run's end is declared: not both at once
         self._closed = ""  # why no command is taken any more (the run ended), once it has
 
@@ -113,6 +116,34 @@ class Controller:
                           value=free_mb, threshold=float(limit),
                           suggestion="free space (old runs, checkpoints), then resume; the last checkpoint is kept"))
         self.request_pause(f"disk almost full: {msg}")
+
+    def check_memory(self) -> None:
+        """At a step boundary: report the host's memory (`HostMemory`), and when a step as large
+        as the largest of the recent ones would leave less than `run.min_free_memory_mb`, alert
+        once and pause: the kernel would otherwise kill the run mid-step, without a word."""
+        r = host.read()
+        if r is None:  # not Linux: nothing to read
+            return
+        need = self._memory_need.update(r)
+        self.emit(E.HostMemory(step=self.step, rss_mb=r.rss_mb, step_need_mb=need, available_mb=r.available_mb,
+                               total_mb=r.total_mb, limit=r.limit))
+        limit = self.profile.run.min_free_memory_mb
+        if not limit or host.next_step_fits(r.available_mb, need, limit):
+            self._memory_low = False
+            return
+        if self._memory_low:
+            return
+        self._memory_low = True
+        where = "the container's memory limit" if r.limit == "cgroup" else "the machine"
+        msg = (f"{r.available_mb:,.0f} MB free of {r.total_mb:,.0f} MB ({where}); the next step is expected to need "
+               f"{need or 0:,.0f} MB more than the run holds now (what recent steps took and gave back, and grew by), "
+               f"which could leave less than run.min_free_memory_mb = {limit}: the kernel kills a process that runs out")
+        self.emit(E.Alert(rule="memory_low", severity="critical", message=msg, step=self.step, metric="available_mb",
+                          value=r.available_mb, threshold=float(limit),
+                          suggestion="free memory elsewhere and resume; or make the steps smaller: max_tokens live (e), or "
+                          "stop and `rl-console run --resume RUN --set training.micro_batches=K` (K passes per update, "
+                          "each holding 1/K of the batch) or a smaller training.prompts_per_step"))
+        self.request_pause(f"host memory low: {msg}")
 
     def progress(self, stage: str, message: str, current: int = 0, total: int = 0) -> None:
         self.emit(E.Progress(stage=stage, message=message, current=current, total=total))
@@ -239,6 +270,7 @@ class Controller:
         """The queued commands for the step loop to apply, in order. When a pause is due,
         `idle()` the engine, report paused and go on yielding commands as they arrive until a
         Resume, then `wake()` it. Pause and Resume are the desk's own; it answers them."""
+        self.check_memory()
         self.check_disk()
         pauses: list[Any] = []  # answered "applied" once the run is paused (not before: the header would still say running)
         while True:

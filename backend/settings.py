@@ -49,6 +49,12 @@ class RunSection(_Section):
     min_free_disk_mb: int = Field(
         1024, ge=0, description="below this much free space where the run writes, alert and pause at the next step boundary (0 = off)"
     )
+    min_free_memory_mb: int = Field(
+        512, ge=0,
+        description="at a step boundary, when the host's free memory (or the container's limit) would drop below this "
+        "during a step as large as the largest so far (+10%), alert and pause instead of being killed for memory by the "
+        "kernel mid-step (0 = off; the host's memory is still reported)",
+    )
 
 
 class EmbeddedModel(_Section):

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from backend.protocol.eventlog import EventLogError, EventLogMissing, EventLogReader
-from backend.protocol.events import Hello
+from backend.protocol.events import HostMemory, Hello
 from backend.protocol.paths import LOCK_NAME, db_path, list_run_ids, run_dir, run_locked, socket_path
 from backend.protocol import PROTOCOL_VERSION
+from console.state import gb
 
 
 class RunNotFound(LookupError):
@@ -98,6 +99,27 @@ def open_log(run_id: str) -> EventLogReader | None:
         return None
 
 
+def memory_hint(m: HostMemory | None) -> str:
+    """Why a run that died without a word may have been killed for memory (the kernel's OOM killer
+    sends SIGKILL: nothing is logged), from the last `host_memory` before it died; "" when that
+    does not point at memory."""
+    if m is None or m.total_mb <= 0:
+        return ""
+    tight = m.available_mb < 0.1 * m.total_mb
+    need = m.step_need_mb
+    if not tight and need is None and m.step == 0:  # died in the first step: nothing measured it yet
+        return (f"; it died in its first step ({gb(m.available_mb)} were free before it): if the kernel killed it "
+                f"for memory (`dmesg | grep -i oom`), start it with a larger training.micro_batches or fewer "
+                f"training.prompts_per_step")
+    if not tight and (need is None or m.available_mb >= 1.1 * need):
+        return ""
+    where = "the container's limit" if m.limit == "cgroup" else "the machine"
+    needed = f", and a step needed +{gb(need)}" if need is not None else ""
+    return (f"; likely killed for memory: at step {m.step} the run held {gb(m.rss_mb)} with {gb(m.available_mb)} free of "
+            f"{gb(m.total_mb)} ({where}){needed}; resume with --set training.micro_batches=K (or fewer "
+            f"training.prompts_per_step)")
+
+
 def info(run_id: str) -> RunInfo:
     rdir = run_dir(run_id)
     if not (rdir / "run.json").exists():
@@ -106,7 +128,7 @@ def info(run_id: str) -> RunInfo:
         meta = json.loads((rdir / "run.json").read_text())
     except (OSError, json.JSONDecodeError):
         meta = {}
-    state_ev = metrics = reward_from = started = newest = ran = None
+    state_ev = metrics = reward_from = started = newest = ran = memory = None
     log_error = ""
     try:
         log = open_log(run_id)
@@ -117,6 +139,7 @@ def info(run_id: str) -> RunInfo:
             with log:
                 state_ev = log.last("state_changed")
                 metrics = log.last("step_metrics")
+                memory = log.last("host_memory")
                 resumed = log.last("run_resumed")
                 if metrics is not None and resumed is not None and metrics.seq < resumed.seq and metrics.step > resumed.step:
                     # the newest steps belong to a crashed backend's lost timeline: the run stands at the checkpoint
@@ -158,6 +181,7 @@ def info(run_id: str) -> RunInfo:
     elif not alive:
         last = state
         state, reason = "crashed", f"the backend (pid {pid}) died while {last}; see {rdir / 'backend.log'}"
+        reason += memory_hint(memory)
         if log_error:
             reason += f"; {log_error}"
         nxt = resume

@@ -19,6 +19,7 @@ from backend.protocol.events import (
     ControlStatus,
     ErrorReply,
     GpuStats,
+    HostMemory,
     Hello,
     LogLine,
     ParamsApplied,
@@ -75,6 +76,13 @@ LOG_FILTERS: tuple[tuple[str, frozenset[str] | None], ...] = (
     ("alerts", frozenset({"alert"})),
     ("checkpoints & syncs", frozenset({"checkpoint", "sync"})),
 )
+
+
+def gb(mb: float | None) -> str:
+    """Megabytes as an operator reads host memory: '9.1 GB', '512 MB'."""
+    if mb is None:
+        return "?"
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
 
 
 def log_kind(event: Any) -> str:
@@ -259,6 +267,11 @@ def describe(event: Any) -> tuple[str, str]:
         if not event.available:
             return f"gpu: none ({event.reason})", "info"
         return "gpu: " + "; ".join(f"#{g.index} {g.util_pct:.0f}% {g.mem_used_mb:.0f}/{g.mem_total_mb:.0f} MB" for g in event.gpus), "info"
+    if isinstance(event, HostMemory):
+        need = f", the step needed +{gb(event.step_need_mb)}" if event.step_need_mb is not None else ""
+        where = " (container limit)" if event.limit == "cgroup" else ""
+        return (f"host memory at step {event.step}: the run holds {gb(event.rss_mb)}{need}; "
+                f"{gb(event.available_mb)} free of {gb(event.total_mb)}{where}", "info")
     if isinstance(event, RunStarted):
         return f"run {event.run_id} started: profile {event.profile}, model {event.model}, task {event.task}, engine {event.engine}", "info"
     if isinstance(event, RunResumed):
@@ -325,6 +338,7 @@ class RunState:
         self.groups_by_step: dict[int, list[SampleGroup]] = {}
         self.groups_total = 0
         self.gpu: GpuStats | None = None
+        self.host: HostMemory | None = None  # the newest host_memory: what the run holds, what is left
         self.last_sync: WeightsSynced | None = None
         self.weight_version = 0
         self.last_checkpoint: CheckpointSaved | None = None
@@ -518,6 +532,9 @@ class RunState:
 
     def _on_gpu_stats(self, ev: GpuStats) -> None:
         self.gpu = ev
+
+    def _on_host_memory(self, ev: HostMemory) -> None:
+        self.host = ev
 
     def _on_weights_synced(self, ev: WeightsSynced) -> None:
         self.last_sync = ev

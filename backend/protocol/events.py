@@ -238,6 +238,23 @@ class GpuStats(_Event):
     gpus: list[GpuInfo] = Field(default_factory=list)
 
 
+class HostMemory(_Event):
+    """The host's memory at a step boundary (`step`: the steps completed): what the run's processes
+    hold, what the next step is expected to need beyond what the backend holds now (the most a
+    recent step took and gave back, plus what recent steps grew by), and what the machine, or the
+    container's memory limit where that is tighter (`limit`), has left.
+    The kernel kills a process that asks for more than is left, without a word: this is what
+    the console shows about it beforehand, and what `ls` reads after a run was killed."""
+
+    kind: Literal["host_memory"] = "host_memory"
+    step: int
+    rss_mb: float
+    step_need_mb: float | None = None  # None: not known (the first boundary, or a kernel without a resettable peak)
+    available_mb: float
+    total_mb: float
+    limit: Literal["machine", "cgroup"] = "machine"
+
+
 class WeightsSynced(_Event):
     kind: Literal["weights_synced"] = "weights_synced"
     version: int
@@ -329,6 +346,7 @@ Event = Annotated[
         SampleGroup,
         StepMetrics,
         GpuStats,
+        HostMemory,
         WeightsSynced,
         ParamsApplied,
         CommandResult,

@@ -68,7 +68,7 @@ class DashboardScreen(LiveScreen):
                                          span=window_span(window, len(shown), len(state.steps), state.steps.maxlen),
                                          first_step=first)
         self.query_one(ThroughputPanel).show(state.latest_metrics)
-        self.query_one(GpuPanel).show(state.gpu)
+        self.query_one(GpuPanel).show(state.gpu, state.host)
         alerts = self.query_one(AlertsStrip)
         alerts.lines = 6 if self.size.width >= 120 else 1
         active, others = state.alerts_for_display()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.protocol.events import GpuInfo, GpuStats
+from backend.protocol.events import GpuInfo, GpuStats, HostMemory
 from console.app import RLConsoleApp
 from console.screens.dashboard import DashboardScreen
 from console.widgets.reward_chart import RewardChart, fit_columns, nice_ticks, tick_label
@@ -408,3 +408,42 @@ async def test_pause_params_and_alert_at_one_step_are_all_on_the_chart(kit):
         await kit.settle(pilot, source)
         marker_row = _render_plain(app.query_one(RewardChart)).splitlines()[-2]
         assert all(m in marker_row for m in ("‖", "P", "!")), marker_row
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_host_memory_shares_the_cpu_runs_line_and_turns_red_when_a_step_would_not_fit(kit, size):
+    no_gpu = GpuStats(ts=kit.TS0 + 60, available=False, reason="no NVIDIA GPU")
+    roomy = HostMemory(ts=kit.TS0 + 61, step=2, rss_mb=9_300, step_need_mb=5_200, available_mb=14_000, total_mb=24_000)
+    source = kit.Source([*kit.make_run(steps=2), no_gpu, roomy])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=size) as pilot:
+        await kit.settle(pilot, source)
+        panel = app.query_one("#gpu")
+        text = kit.screen_text(app)
+        assert panel.content_region.height == 1  # still one line on a CPU run
+        line = next(line for line in text.splitlines() if "no GPU · mem" in line)
+        if size[0] >= 160:
+            assert "no GPU · mem 13.7/23.4G free · run 9.1G +5.1G/step" in line, line
+        else:  # at 80 columns the line is cut where the panel ends: what is left comes first
+            assert "no GPU · mem 13.7/23.4G free" in line, line
+        free = panel.render().spans
+        assert not any("red" in str(s.style) for s in free)
+        short = HostMemory(ts=kit.TS0 + 62, step=3, rss_mb=20_000, step_need_mb=5_200, available_mb=4_000, total_mb=24_000)
+        source.push(short)
+        await kit.settle(pilot, source)
+        assert any("red" in str(s.style) for s in panel.render().spans)  # the free figure, in red
+        assert any("host memory at step 3: the run holds 19.5 GB, the step needed +5.1 GB; 3.9 GB free of 23.4 GB" in e.text
+                   for e in app.state.log)
+
+
+async def test_host_memory_is_a_line_of_its_own_under_the_gpus(kit):
+    gpus = GpuStats(ts=kit.TS0 + 100, available=True, gpus=[
+        GpuInfo(index=0, name="H200", util_pct=50, mem_used_mb=40_960, mem_total_mb=143_360)])
+    mem = HostMemory(ts=kit.TS0 + 101, step=3, rss_mb=1_500, step_need_mb=None, available_mb=1_000, total_mb=2_048,
+                     limit="cgroup")
+    source = kit.Source([*kit.make_run(steps=3), gpus, mem])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await kit.settle(pilot, source)
+        assert app.query_one("#gpu").content_region.height == 2
+        assert "mem 1.0/2.0G free (limit) · run 1.5G" in kit.screen_text(app)

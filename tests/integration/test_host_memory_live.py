@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.protocol.eventlog import EventLogReader
 from tests.conftest import backend_env
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process's page faults from /proc")
@@ -25,7 +26,8 @@ def _minor_faults(pid: int) -> int:
 
 def test_a_cpu_step_of_the_embedded_default_faults_in_almost_no_fresh_pages(rlc_home):
     steps = 60
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "run", "--headless", "--run-id", f"hostmem-{time.time_ns()}",
+    run_id = f"hostmem-{time.time_ns()}"
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "run", "--headless", "--run-id", run_id,
                              "--max-steps", str(steps), "--set", "run.checkpoint_every=0"],
                             env=backend_env(rlc_home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     faults: list[int] = []
@@ -45,3 +47,16 @@ def test_a_cpu_step_of_the_embedded_default_faults_in_almost_no_fresh_pages(rlc_
     # 1,800-7,200 with neither). (A run whose completions still change length every step, e.g. with
     # no supervised warm-up, grows its heap for a while longer: that is not a fresh page per step.)
     assert statistics.median(per_step) < 300, per_step
+
+    # the host's memory was reported at every step boundary: what the run held and, from the
+    # second on, what the step just ended needed beyond that (its activations, the log-prob tile)
+    with EventLogReader(rlc_home / "runs" / run_id / "events.db") as log:
+        readings = list(log.read(0, kinds=("host_memory",)))
+    assert [r.step for r in readings] == list(range(steps)), [r.step for r in readings]
+    assert readings[0].step_need_mb is None and all(r.step_need_mb is not None for r in readings[1:])
+    assert all(0 < r.available_mb <= r.total_mb and r.rss_mb > 100 for r in readings)
+    needs = [r.step_need_mb for r in readings]
+    assert needs[1] is not None, needs
+    # then the memory held between steps is reused (the allocator keeps it): a settled step needs
+    # little beyond it, which is why the guard watches the growth and what is left
+    assert statistics.median(needs[20:]) < 50, needs

@@ -37,6 +37,8 @@ EVENTS = [
     E.ErrorReply(message="bad"),
     E.RunResumed(step=30, checkpoint="/runs/r/checkpoints/step-000030", previous_pid=123, checksum="ab12"),
     E.ControlStatus(role="viewer", holder="rl-console pid 7 (uid 0)", reason="another console controls this run"),
+    E.HostMemory(step=3, rss_mb=9089.5, step_need_mb=5210.0, available_mb=14000.25, total_mb=24105.0),
+    E.HostMemory(step=0, rss_mb=900.0, available_mb=1800.0, total_mb=2048.0, limit="cgroup"),
     E.PolicyProbe(step=10, weight_version=11, duration_s=0.04, probes=[
         E.ProbeOutput(prompt="What is 2+3?", output="5", rewards={"correct": 1.0, "form": None}, reward=1.0, length=2, truncated=False)]),
     E.TryResult(command_id="t1", step=4, weight_version=5, prompt="hi", params={"temperature": 0.0}, duration_s=0.2,

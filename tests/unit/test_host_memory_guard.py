@@ -1,0 +1,98 @@
+"""Host memory at the step boundary (backend/telemetry/host.py): read from this machine's real
+/proc, the backend's peak reset at every read so each reading says what the step just ended
+needed; the rule that pauses a run before the kernel would kill it for memory; and what `ls`
+says of a run that died with memory short."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.protocol.events import HostMemory
+from backend.telemetry import host
+from console.runs import memory_hint
+
+linux = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+
+
+@linux
+def test_a_reading_gives_the_peak_since_the_last_one_then_starts_again():
+    before = host.read()
+    assert before is not None and 0 < before.own_mb <= before.rss_mb and 0 < before.available_mb <= before.total_mb
+    block = np.ones(40_000_000)  # 305 MB touched
+    block[::512] += 1
+    del block
+    after = host.read()
+    if after.peak_mb is None:
+        pytest.skip("this kernel does not let a process reset its peak (/proc/self/clear_refs)")
+    assert 280 < after.peak_mb - before.own_mb < 400, (before, after)  # the 305 MB block, and little else
+    again = host.read()
+    assert again.peak_mb - after.own_mb < 50  # reset: nothing was allocated since
+
+
+def _at(held, peak):
+    return host.Reading(rss_mb=held, own_mb=held, peak_mb=peak, available_mb=10_000, total_mb=24_000, limit="machine")
+
+
+def test_the_next_steps_need_is_what_steps_give_back_plus_what_they_keep_growing_by():
+    # an allocator that returns a step's activations: each step takes 4.5 GB and gives it back
+    need = host.NextStepNeed()
+    assert need.update(_at(3_000, 3_000)) is None  # start-up: no step read yet
+    assert need.update(_at(3_500, 8_000)) == 4_500  # the first step also kept 500 MB (the optimizer): not again
+    assert need.update(_at(3_500, 8_100)) == 4_600
+    assert need.update(_at(3_800, 8_000)) == 4_600 + 300  # longer completions: the held memory grows
+    # one that keeps what it freed (run.reuse_host_memory): after the first step, little beyond what is held
+    kept = host.NextStepNeed()
+    kept.update(_at(3_000, 3_000))
+    assert kept.update(_at(8_000, 8_000)) == 0  # the first step's reach stays held: not needed again
+    assert kept.update(_at(8_020, 8_030)) == 10 + 20
+    # a kernel that cannot reset the peak: nothing known, nothing guessed
+    blind = host.NextStepNeed()
+    blind.update(_at(3_000, None))
+    assert blind.update(_at(3_500, None)) is None
+
+
+def test_the_next_step_fits_while_a_step_as_large_as_the_largest_leaves_the_floor():
+    assert host.next_step_fits(available_mb=10_000, need_mb=None, min_free_mb=512)  # first boundary: not known
+    assert host.next_step_fits(available_mb=10_000, need_mb=8_000, min_free_mb=512)  # 10,000 - 8,800 = 1,200
+    assert not host.next_step_fits(available_mb=9_000, need_mb=8_000, min_free_mb=512)  # 9,000 - 8,800 = 200
+    assert not host.next_step_fits(available_mb=400, need_mb=None, min_free_mb=512)  # below the floor already
+
+
+def test_a_containers_limit_is_read_where_it_is_tighter(tmp_path):
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "cgroup").write_text("0::/user.slice/job.scope\n")
+    base = tmp_path / "cg" / "user.slice" / "job.scope"
+    base.mkdir(parents=True)
+    (base / "memory.max").write_text(f"{4 * 2**30}\n")
+    (base / "memory.current").write_text(f"{3 * 2**30}\n")
+    assert host.cgroup_limit(tmp_path, tmp_path / "cg") == (4096.0, 3072.0)
+    (base / "memory.stat").write_text(f"anon {2 * 2**30}\ninactive_file {2**29}\nactive_file 4096\n")
+    assert host.cgroup_limit(tmp_path, tmp_path / "cg") == (4096.0, 2560.0)  # the inactive page cache is reclaimable
+    (base / "memory.max").write_text("max\n")
+    assert host.cgroup_limit(tmp_path, tmp_path / "cg") is None  # no limit: the machine's figures stand
+    # cgroup v1: the memory controller's own hierarchy; a container sees its own cgroup at the root
+    (tmp_path / "self" / "cgroup").write_text("4:memory:/host/path/job\n0::/\n")
+    v1 = tmp_path / "cg" / "memory"
+    v1.mkdir()
+    (v1 / "memory.limit_in_bytes").write_text(f"{6 * 2**30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{2**30}\n")
+    assert host.cgroup_limit(tmp_path, tmp_path / "cg") == (6144.0, 1024.0)
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert host.cgroup_limit(tmp_path, tmp_path / "cg") is None
+
+
+def test_ls_names_memory_when_a_run_died_with_memory_short():
+    short = HostMemory(step=7, rss_mb=21_000, step_need_mb=3_000, available_mb=2_500, total_mb=24_000)
+    hint = memory_hint(short)
+    assert "likely killed for memory" in hint and "at step 7" in hint and "+2.9 GB" in hint and "micro_batches" in hint
+    cgroup = HostMemory(step=3, rss_mb=1_800, step_need_mb=None, available_mb=100, total_mb=2_048, limit="cgroup")
+    assert "the container's limit" in memory_hint(cgroup)
+    # plenty left and a step needs far less: the death was something else, and `ls` does not guess
+    assert memory_hint(HostMemory(step=7, rss_mb=9_000, step_need_mb=3_000, available_mb=12_000, total_mb=24_000)) == ""
+    assert memory_hint(None) == ""
+    # died in its first step: nothing measured a step yet, so `ls` says where to look, not what it was
+    first = memory_hint(HostMemory(step=0, rss_mb=3_000, available_mb=20_000, total_mb=24_000))
+    assert "died in its first step (19.5 GB were free before it)" in first and "dmesg" in first, first
