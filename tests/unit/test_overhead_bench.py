@@ -52,4 +52,5 @@ def test_the_bare_loop_alone_reports_its_steps_after_the_warm_up(monkeypatch):
     monkeypatch.setattr(overhead, "WARMUP", 3)
     wall, cpu, wait = overhead.run_bare(12, None, cmd=[sys.executable, "-c", STEPPER.format(n=12, dt=0.02)])
     assert len(wall) == len(cpu) == len(wait) == 12 - 3
-    assert all(0.018 <= w < 0.2 for w in wall), wall
+    # timed as the bench reads each line: one step can read short after a late one (see above)
+    assert all(w < 0.2 for w in wall) and 0.018 <= statistics.median(wall) < 0.05, wall
