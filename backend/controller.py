@@ -118,15 +118,16 @@ class Controller:
         self.request_pause(f"disk almost full: {msg}")
 
     def check_memory(self) -> None:
-        """At a step boundary: report the host's memory (`HostMemory`), and when a step as large
-        as the largest of the recent ones would leave less than `run.min_free_memory_mb`, alert
-        once and pause: the kernel would otherwise kill the run mid-step, without a word."""
+        """At a step boundary: report the host's memory (`HostMemory`), and when what the next step
+        is expected to need (`host.NextStepNeed`, +10%) would leave less than
+        `run.min_free_memory_mb`, alert once and pause: the kernel would otherwise kill the run
+        mid-step, without a word."""
         r = host.read()
         if r is None:  # not Linux: nothing to read
             return
         need = self._memory_need.update(r)
-        self.emit(E.HostMemory(step=self.step, rss_mb=r.rss_mb, step_need_mb=need, available_mb=r.available_mb,
-                               total_mb=r.total_mb, limit=r.limit))
+        self.emit(E.HostMemory(step=self.step, rss_mb=r.rss_mb, step_need_mb=need, last_step_mb=self._memory_need.last,
+                               available_mb=r.available_mb, total_mb=r.total_mb, limit=r.limit))
         limit = self.profile.run.min_free_memory_mb
         if not limit or host.next_step_fits(r.available_mb, need, limit):
             self._memory_low = False
@@ -136,8 +137,8 @@ class Controller:
         self._memory_low = True
         where = "the container's memory limit" if r.limit == "cgroup" else "the machine"
         msg = (f"{r.available_mb:,.0f} MB free of {r.total_mb:,.0f} MB ({where}); the next step is expected to need "
-               f"{need or 0:,.0f} MB more than the run holds now (what recent steps took and gave back, and grew by), "
-               f"which could leave less than run.min_free_memory_mb = {limit}: the kernel kills a process that runs out")
+               f"{need or 0:,.0f} MB more than the run holds now (the most a recent step took and freed again, less what "
+               f"the allocator holds free now), which could leave less than run.min_free_memory_mb = {limit}: the kernel kills a process that runs out")
         self.emit(E.Alert(rule="memory_low", severity="critical", message=msg, step=self.step, metric="available_mb",
                           value=r.available_mb, threshold=float(limit),
                           suggestion="free memory elsewhere and resume; or make the steps smaller: max_tokens live (e), or "

@@ -240,9 +240,9 @@ class GpuStats(_Event):
 
 class HostMemory(_Event):
     """The host's memory at a step boundary (`step`: the steps completed): what the run's processes
-    hold, what the next step is expected to need beyond what the backend holds now (the most a
-    recent step took and gave back, plus what recent steps grew by), and what the machine, or the
-    container's memory limit where that is tighter (`limit`), has left.
+    hold, what the step just ended needed beyond what the backend held before it, what the next
+    step is expected to need beyond what it holds now (`backend.telemetry.host.NextStepNeed`), and
+    what the machine, or the container's memory limit where that is tighter (`limit`), has left.
     The kernel kills a process that asks for more than is left, without a word: this is what
     the console shows about it beforehand, and what `ls` reads after a run was killed."""
 
@@ -250,6 +250,7 @@ class HostMemory(_Event):
     step: int
     rss_mb: float
     step_need_mb: float | None = None  # None: not known (the first boundary, or a kernel without a resettable peak)
+    last_step_mb: float | None = None
     available_mb: float
     total_mb: float
     limit: Literal["machine", "cgroup"] = "machine"

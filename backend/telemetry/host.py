@@ -13,6 +13,7 @@ Linux only; elsewhere `read()` returns None and the run goes on without it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ MARGIN = 1.1
 class Reading:
     rss_mb: float  # the backend and its child processes (a hosted engine) now
     own_mb: float  # the backend alone now (what its peak is measured against)
+    heap_free_mb: float  # of own_mb, what the allocator holds free for reuse (glibc's mallinfo2; 0 elsewhere)
     peak_mb: float | None  # the backend's peak since the last reset (None: the kernel does not say)
     available_mb: float  # what the machine, or the container's limit, has left
     total_mb: float
@@ -127,31 +129,52 @@ def read(reset_peak: bool = True) -> Reading | None:
             (PROC / "self" / "clear_refs").write_text("5")
         except OSError:
             peak = None  # not resettable: a lifetime peak says nothing about the last step
-    return Reading(rss_mb=rss, own_mb=me["VmRSS"], peak_mb=peak, available_mb=available, total_mb=total, limit=limit)
+    return Reading(rss_mb=rss, own_mb=me["VmRSS"], heap_free_mb=heap_free_mb(), peak_mb=peak, available_mb=available, total_mb=total, limit=limit)
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2():
+    try:
+        fn = ctypes.CDLL(None).mallinfo2  # glibc >= 2.33
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _Mallinfo2
+    return fn
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def heap_free_mb() -> float:
+    """Free memory the allocator keeps in its heaps (resident, reused by the next allocations):
+    glibc's `fordblks` over all arenas; 0 where that cannot be read."""
+    return _MALLINFO2().fordblks / 2**20 if _MALLINFO2 is not None else 0.0
 
 
 class NextStepNeed:
-    """What the next step is expected to need beyond what the backend holds at this boundary,
-    from the readings of the boundaries so far: the most a recent step took and gave back
-    (`peak - held after it`: its activations, where the allocator returns them) plus what the
-    recent steps kept growing by (`held after - held before`: longer completions, a heap that
-    keeps freed memory). The first step's growth (the optimizer's state, the heap's first
-    reach) does not come back and is left out. None until one step has been read."""
+    """What the next step is expected to need beyond what the backend holds at this boundary.
+    A step's transient memory is its peak above what is live at its end (`peak - held + free in
+    the heap`): what it allocated and freed again, whether the allocator gave it back to the
+    kernel or keeps it. The next step is expected to need the most of the recent steps' transient
+    memory, less what the heap holds free now (it is reused first). None until one step has been
+    read. `last` is the step just ended's figure beyond what was held before it."""
 
     def __init__(self, window: int = 20) -> None:
         self.held: float | None = None  # the backend's own RSS at the last boundary
-        self.returned: deque[float] = deque(maxlen=window)
-        self.growth: deque[float] = deque(maxlen=3)
+        self.transient: deque[float] = deque(maxlen=window)
+        self.last: float | None = None
 
     def update(self, r: Reading) -> float | None:
         held_before, self.held = self.held, r.own_mb
+        self.last = None
         if held_before is not None and r.peak_mb is not None:
-            if self.returned:  # not the first step
-                self.growth.append(max(r.own_mb - held_before, 0.0))
-            self.returned.append(max(r.peak_mb - r.own_mb, 0.0))
-        if not self.returned:
-            return None
-        return max(self.returned) + max(self.growth, default=0.0)
+            self.last = max(r.peak_mb - held_before, 0.0)
+            self.transient.append(max(r.peak_mb - r.own_mb + r.heap_free_mb, 0.0))
+        return max(max(self.transient) - r.heap_free_mb, 0.0) if self.transient else None
 
 
 def next_step_fits(available_mb: float, need_mb: float | None, min_free_mb: float) -> bool:

@@ -32,26 +32,43 @@ def test_a_reading_gives_the_peak_since_the_last_one_then_starts_again():
     assert again.peak_mb - after.own_mb < 50  # reset: nothing was allocated since
 
 
-def _at(held, peak):
-    return host.Reading(rss_mb=held, own_mb=held, peak_mb=peak, available_mb=10_000, total_mb=24_000, limit="machine")
+def _at(held, peak, free=0.0):
+    return host.Reading(rss_mb=held, own_mb=held, heap_free_mb=free, peak_mb=peak, available_mb=10_000, total_mb=24_000,
+                        limit="machine")
 
 
-def test_the_next_steps_need_is_what_steps_give_back_plus_what_they_keep_growing_by():
-    # an allocator that returns a step's activations: each step takes 4.5 GB and gives it back
+def test_the_next_steps_need_is_the_recent_steps_transient_memory_less_what_the_heap_holds_free():
+    # an allocator that gives a step's activations back to the kernel: ~4.5 GB a step, taken and returned
     need = host.NextStepNeed()
     assert need.update(_at(3_000, 3_000)) is None  # start-up: no step read yet
     assert need.update(_at(3_500, 8_000)) == 4_500  # the first step also kept 500 MB (the optimizer): not again
+    assert need.last == 5_000  # beyond what was held before it
     assert need.update(_at(3_500, 8_100)) == 4_600
-    assert need.update(_at(3_800, 8_000)) == 4_600 + 300  # longer completions: the held memory grows
-    # one that keeps what it freed (run.reuse_host_memory): after the first step, little beyond what is held
+    assert need.update(_at(3_500, 7_000)) == 4_600  # the most of the recent steps
+    # one that keeps what it freed (run.reuse_host_memory): measured on SmolLM2 under a cgroup limit
     kept = host.NextStepNeed()
-    kept.update(_at(3_000, 3_000))
-    assert kept.update(_at(8_000, 8_000)) == 0  # the first step's reach stays held: not needed again
-    assert kept.update(_at(8_020, 8_030)) == 10 + 20
+    kept.update(_at(3_442, 3_657, free=258))
+    # the step reached 10,084 and kept 3,429 of what it freed in the heap: the next one reuses that first
+    assert kept.update(_at(7_676, 10_084, free=3_429)) == pytest.approx(10_084 - 7_676)
+    # it then needed 3,667 beyond that (a fragmented heap does not give all of its free memory back to one
+    # request); its transient memory was 7,078, less the 4,456 now free
+    assert kept.update(_at(8_722, 11_343, free=4_456)) == pytest.approx((11_343 - 8_722 + 4_456) - 4_456)
+    assert kept.last == pytest.approx(11_343 - 7_676)
     # a kernel that cannot reset the peak: nothing known, nothing guessed
     blind = host.NextStepNeed()
     blind.update(_at(3_000, None))
-    assert blind.update(_at(3_500, None)) is None
+    assert blind.update(_at(3_500, None)) is None and blind.last is None
+
+
+def test_the_heap_free_figure_is_glibcs_where_it_can_be_read():
+    free = host.heap_free_mb()
+    if host._MALLINFO2 is None:  # not glibc >= 2.33
+        assert free == 0.0
+        return
+    blocks = [bytearray(4096) for _ in range(20_000)]  # 80 MB in small chunks, in the heap (below the mmap threshold)
+    del blocks[::2]
+    assert host.heap_free_mb() - free > 30  # 40 MB of them freed, held by the allocator for reuse
+    del blocks
 
 
 def test_the_next_step_fits_while_a_step_as_large_as_the_largest_leaves_the_floor():
