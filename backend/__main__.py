@@ -300,6 +300,7 @@ def _on_log_replaced(controller, message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from backend import preflight
     from backend.controller import Controller
     from backend.protocol.paths import new_run_id
     from backend.runstore import RunStore
@@ -329,6 +330,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 profile.run.workdir = os.getcwd()
     except (ProfileError, ResumeError, RunLocked) as exc:
         print(f"rl-console: {exc}", file=sys.stderr)
+        return 2
+    if found := preflight.problems(profile):  # before a run exists: a wrong path leaves nothing behind
+        print("rl-console: the profile names something that is not there:\n  " + "\n  ".join(found), file=sys.stderr)
         return 2
     run_id = args.resume or args.run_id or new_run_id(profile.run.name)
     rdir = run_dir_for(run_id)
@@ -410,10 +414,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         from backend.settings import ProfileError, load_profile
 
+        from backend import preflight
+
         try:
             p = load_profile(args.profile)
         except ProfileError as exc:
             print(f"rl-console: {exc}", file=sys.stderr)
+            return 2
+        if p.run.workdir is None:
+            p.run.workdir = os.getcwd()
+        if found := preflight.problems(p):
+            print("rl-console: the profile names something that is not there:\n  " + "\n  ".join(found), file=sys.stderr)
             return 2
         print(f"profile ok: model={p.model.source} engine={p.engine.backend} steps={p.run.max_steps}")
         return 0

@@ -306,6 +306,10 @@ class RLConsoleApp(ShimmedApp):
         try:
             hello = await self.source.connect()
         except Exception as exc:  # noqa: BLE001 - shown to the operator, app stays usable
+            if await self._backend_died() and (ended := self._settle_from_disk()):  # it died as we came
+                state.on_disconnect(f"could not connect: {exc}", ended=True)
+                self.say(f"{ended} (q to leave)", "error" if state.state in ("failed", "crashed") else "information")
+                return
             state.on_disconnect(f"could not connect: {exc}")
             self.say(f"could not connect: {exc}", "error")
             return
@@ -345,18 +349,43 @@ class RLConsoleApp(ShimmedApp):
         if self.replay and not reason:
             self._replay_loaded = True
             state.on_disconnect("end of the run's event log", ended=True)
-            self.say("replay: end of the event log", "information")
+            ended = self._settle_from_disk()  # how it ended, where the log cannot say (a crash)
+            self.say(f"replay: end of the event log{' — ' + ended if ended else ''}", "information")
         elif not reason and state.state in ("finished", "failed"):  # the backend exits once the run ended
             state.on_disconnect(f"the run {state.lifecycle} at step {state.step}; its backend has exited", ended=True)
             self.say(f"the run {state.lifecycle} at step {state.step}; browse it here or with `rl-console replay` "
                        "(q to leave)", "information")
         elif await self._backend_died():  # not a network blip: the process hosting the run is gone
-            why = f"the backend died at step {state.step}; resume it with: rl-console run --resume {state.run_id}"
-            state.on_disconnect(why, crashed=True)
-            self.say(f"crashed: {why} (q to leave)", "error")
+            # its own log says how it ended (a clean stop whose last event did not reach us is no crash)
+            ended = self._settle_from_disk()
+            if ended and state.state != "crashed":
+                state.on_disconnect(f"the run {state.lifecycle} at step {state.step}; its backend has exited", ended=True)
+                self.say(f"{ended} (q to leave)", "error" if state.state == "failed" else "information")
+            else:
+                why = ended or f"the backend died at step {state.step}; resume it with: rl-console run --resume {state.run_id}"
+                state.on_disconnect(why, crashed=True)
+                self.say(f"crashed: {why} (q to leave)", "error")
         else:
             state.on_disconnect(reason or "the backend closed the connection")
             self.say(f"disconnected: {reason or 'the backend closed the connection'} (q to leave)", "error")
+
+    def _settle_from_disk(self) -> str:
+        """Once no backend hosts this machine's run: take how it ended from its log and lock
+        (what `rl-console ls` says) into the state, and return that as one sentence ("" when
+        it cannot be read here: a remote run, or one still alive)."""
+        run_id = self.state.run_id
+        if not run_id or "://" in run_id:
+            return ""
+        from console import runs
+
+        try:
+            info = runs.info(run_id)
+        except (runs.RunNotFound, OSError):
+            return ""
+        if info.alive or not info.ended:
+            return ""
+        self.state.settle(info.state, info.reason, info.next)
+        return info.describe()
 
     async def _backend_died(self) -> bool:
         """True when this machine's run lock says no backend hosts the run any more (the OS
@@ -474,7 +503,9 @@ class RLConsoleApp(ShimmedApp):
             return "warning", f"replay: {kind} not sent (commands are off while replaying)"
         if state.ended:
             why = f"the run {state.lifecycle} at step {state.step}: {kind} not sent"
-            if state.lifecycle in ("crashed", "stopped") and state.run_id:
+            if state.next_step:  # as `rl-console ls` says it: resume only where a checkpoint exists
+                why += f"; next: {state.next_step}"
+            elif state.lifecycle in ("crashed", "stopped") and state.run_id:
                 why += f"; to continue it: rl-console run --resume {state.run_id}"
             elif state.lifecycle == "completed" and state.run_id:
                 why += f"; to train further: rl-console run --resume {state.run_id} --max-steps N"

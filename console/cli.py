@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,6 +130,9 @@ def start_detached(args: argparse.Namespace, run_id: str | None = None) -> str:
     while not sock.exists():
         if proc.poll() is not None:
             tail = runs.backend_log_tail(run_id)
+            if proc.returncode == 2 and not (rdir / "events.db").exists():
+                shutil.rmtree(rdir, ignore_errors=True)  # refused before a run existed (a profile error): nothing to keep
+                raise RuntimeError(tail.removeprefix("rl-console: "))
             raise RuntimeError(f"the backend exited ({proc.returncode}) before serving:\n{tail}")
         if time.monotonic() - t0 > 120:
             raise RuntimeError(f"the backend did not open {sock} within 120 s; see {rdir / 'backend.log'}")
@@ -169,6 +175,9 @@ def open_tui(run_id: str, *, read_only: bool = False, replay: bool = False, addr
     app = RLConsoleApp(source, run_id=run_id, read_only=read_only, replay=replay)
     app.run()
     if replay:
+        with contextlib.suppress(runs.RunNotFound, OSError):
+            if (info := runs.info(run_id)).ended:  # say how the run ended, as after a live attach
+                print(info.describe())
         return 0
     try:
         info = None if address else runs.info(run_id)
@@ -226,10 +235,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.headless:
         run_id = run_id or new_run_id(_profile_name(args))
         cmd = _backend_cmd(args, run_id, headless=True)
-        try:
-            return subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        except KeyboardInterrupt:
-            return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # this process becomes the backend: Ctrl-C, `kill` and a closed terminal reach the run itself,
+        # which stops cleanly and prints its last line, and its exit code is the command's
+        os.execve(sys.executable, cmd, {**os.environ, "PYTHONUNBUFFERED": "1"})
     print("rl-console: starting the backend…", file=sys.stderr)
     try:
         run_id = start_detached(args, run_id)
@@ -291,8 +301,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(f"{i.run_id:36} {i.state:10} {steps:>11} {reward:>7} {runs.fmt_started(i.created):>11} "
               f"{runs.fmt_duration(i.duration_s):>7}  {i.profile}")
         if i.state in ("failed", "crashed", "paused"):
-            reason = i.reason if len(i.reason) <= 100 else i.reason[:99] + "…"
-            print(f"{'':36} └ {reason}" + (f" — {i.next}" if i.next else ""))
+            # wrapped, never cut: the reason often ends in the path of the log to read
+            text = i.reason + (f" — next: {i.next}" if i.next else "")
+            width = max(60, shutil.get_terminal_size((120, 24)).columns - 40)
+            lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
+            print(f"{'':36} └ {lines[0]}")
+            for more in lines[1:]:
+                print(f"{'':36}   {more}")
     return 0
 
 

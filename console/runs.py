@@ -120,6 +120,17 @@ def memory_hint(m: HostMemory | None) -> str:
             f"training.prompts_per_step)")
 
 
+def _has_checkpoint(rdir: Path, run_id: str, started: Any) -> bool:
+    """Whether the run has a complete checkpoint to resume from (where `run --resume` looks)."""
+    from backend.training import checkpoints
+
+    output_dir = (((started.profile_data or {}).get("run") or {}).get("output_dir")) if started is not None else None
+    try:
+        return checkpoints.latest(checkpoints.root_for(output_dir, rdir, run_id)) is not None
+    except OSError:
+        return False
+
+
 def info(run_id: str) -> RunInfo:
     rdir = run_dir(run_id)
     if not (rdir / "run.json").exists():
@@ -168,14 +179,16 @@ def info(run_id: str) -> RunInfo:
         state, reason = "failed", meta.get("reason", "") or reason
     step = metrics.step if metrics else 0
     resume = f"rl-console run --resume {run_id}"
+    # `--resume` continues from a complete checkpoint: without one there is nothing to continue
+    resumable = _has_checkpoint(rdir, run_id, started)
     nxt = ""
     if state == "finished":
         if reason.startswith("completed"):
             state, nxt = "completed", f"{resume} --max-steps N (N > {step}) to train further"
         else:
-            state, nxt = "stopped", resume
+            state, nxt = "stopped", resume if resumable else "start a new run (it stopped before its first checkpoint)"
     elif state == "failed":
-        nxt = f"fix the cause, then {resume}" if step else "fix the cause and start a new run"
+        nxt = f"fix the cause, then {resume}" if resumable else "fix the cause and start a new run"
     elif state in ("paused", "pausing") and alive:
         nxt = f"rl-console ctl {run_id} resume (or attach to look first)"
     elif not alive:
@@ -184,7 +197,7 @@ def info(run_id: str) -> RunInfo:
         reason += memory_hint(memory)
         if log_error:
             reason += f"; {log_error}"
-        nxt = resume
+        nxt = resume if resumable else "start a new run (it has no checkpoint to resume from)"
     return RunInfo(
         run_id=run_id,
         state=state,

@@ -331,6 +331,7 @@ class RunState:
         self.reward_ranges: dict[str, tuple[float, float]] = {}  # function -> the range it declares (RunStarted)
         self.state = "unknown"
         self.state_reason = ""
+        self.next_step = ""  # what continues an ended run, as `rl-console ls` says it (set by `settle`)
         self.step = 0
         self.progress: Progress | None = None
         self.steps: deque[StepMetrics] = deque(maxlen=max_steps)
@@ -399,6 +400,21 @@ class RunState:
         self.pending.clear()
         self._add_log(self.last_ts or 0.0, f"{'end of event log' if ended else 'disconnected'}{': ' + reason if reason else ''}",
                       "warning", kind="state")
+        self.version += 1
+
+    def settle(self, state: str, reason: str, next_step: str = "") -> None:
+        """The run's end as its own log and lock tell it (`console.runs.info`, what `ls` says),
+        once no backend hosts it: completed/stopped become "finished" with that reason, failed
+        and crashed stay. Overrides a state the stream left behind (a start cut short, a
+        connection that dropped before the last event)."""
+        if state in ("completed", "stopped"):
+            state, reason = "finished", (reason if reason.startswith(("completed", "stopped")) else f"{state}: {reason}")
+        if state not in ("finished", "failed", "crashed"):
+            return
+        self.state, self.state_reason = state, reason
+        self.next_step = next_step
+        self._add_log(self.last_ts or 0.0, f"{state}: {reason}" + (f"; next: {next_step}" if next_step else ""),
+                      "error" if state in ("failed", "crashed") else "information", kind="state")
         self.version += 1
 
     @property

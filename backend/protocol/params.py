@@ -19,7 +19,9 @@ Temperature = Annotated[float, Field(gt=0.0, le=2.0, description="sampling tempe
 TopP = Annotated[float, Field(gt=0.0, le=1.0, description="nucleus sampling mass")]
 TopK = Annotated[int, Field(ge=-1, le=100_000, description="top-k cut-off (-1 or 0 = off)")]
 MaxTokens = Annotated[int, Field(ge=1, le=131_072, description="max completion tokens")]
-NumGenerations = Annotated[int, Field(ge=2, le=1024, description="completions per prompt (group size G)")]
+NumGenerations = Annotated[int, Field(
+    ge=2, le=1024, description="completions per prompt (group size G); prompts_per_step × G must divide by training.micro_batches"
+)]
 LearningRate = Annotated[float, Field(gt=0.0, le=1.0, description="optimizer learning rate")]
 Beta = Annotated[float, Field(ge=0.0, le=10.0, description="KL penalty coefficient")]
 

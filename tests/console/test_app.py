@@ -788,3 +788,82 @@ async def test_events_log_search_shows_matching_lines_and_esc_clears_it(kit):
         await pilot.press("escape")
         await kit.settle(pilot)
         assert screen.search == "" and "matching" not in str(log.border_title)
+
+
+def _ended_on_disk(home, run_id, *states, step=3, checkpoint=False):
+    """The files a backend leaves behind: its log's states, run.json, a lock nobody holds, and a
+    complete checkpoint at `step` when asked."""
+    from backend.protocol import events as E
+    from backend.protocol.paths import LOCK_NAME
+    from backend.runstore import RunStore, write_run_meta
+    from backend.training.checkpoints import META, ResumePoint
+
+    rdir = home / "runs" / run_id
+    rdir.mkdir(parents=True)
+    store = RunStore(rdir / "events.db")
+    store.append_many([E.StepMetrics(step=step, reward_mean=0.5, reward_std=0.1)])
+    store.append_many([E.StateChanged(state=s, reason=r, step=step) for s, r in states])
+    store.close()
+    write_run_meta(rdir, run_id=run_id, pid=999_999, profile="p", state=states[-1][0])
+    (rdir / LOCK_NAME).write_text("999999\n")
+    if checkpoint:
+        ck = rdir / "checkpoints" / f"step-{step:06d}"
+        ck.mkdir(parents=True)
+        (ck / META).write_text(ResumePoint(ck, step, step, 0, step + 1, {}, "x", "scheduled").to_json())
+
+
+async def test_a_stop_whose_last_event_did_not_arrive_reads_as_stopped_not_crashed(kit, tmp_path, monkeypatch):
+    """The stream ends while RUNNING and the backend is gone, but its own log says it stopped
+    cleanly (Ctrl-C in the terminal that ran it): the console says stopped, as `ls` does."""
+    monkeypatch.setenv("RLC_HOME", str(tmp_path))
+    run_id = kit.Source([]).run_id
+    _ended_on_disk(tmp_path, run_id, ("running", "training"), ("finished", "stopped at step 3 [SIGINT]"), checkpoint=True)
+    source = kit.Source(kit.make_run(steps=3), hold_open=False)
+    app = RLConsoleApp(source, run_id=run_id, read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "ended", what="end")
+        await kit.settle(pilot)
+        header = kit.screen_text(app).splitlines()[0]
+        assert "STOPPED" in header and "CRASHED" not in header and "RUNNING" not in header, header
+        assert any(f"{run_id} stopped at step 3" in m and f"rl-console run --resume {run_id}" in m
+                   for _, m in app.status_history), app.status_history
+        await pilot.press("q")
+
+
+async def test_a_backend_that_died_before_a_checkpoint_is_crashed_with_no_resume_offered(kit, tmp_path, monkeypatch):
+    """Connecting as the backend dies (the socket resets): the console reads how the run ended
+    from its files and says so — crashed, no checkpoint, start anew — not DISCONNECTED/UNKNOWN."""
+    monkeypatch.setenv("RLC_HOME", str(tmp_path))
+    run_id = kit.Source([]).run_id
+    _ended_on_disk(tmp_path, run_id, ("starting", "building"), ("running", "training"), step=0)
+    source = kit.Source([], connect_error=ConnectionResetError(104, "Connection reset by peer"), run_id=run_id)
+    app = RLConsoleApp(source, run_id=run_id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "ended", what="settled")
+        await kit.settle(pilot)
+        header = kit.screen_text(app).splitlines()[0]
+        assert "CRASHED" in header and "UNKNOWN" not in header and "DISCONNECTED" not in header, header
+        said = " ".join(m for _, m in app.status_history)
+        assert "died while running" in said and "start a new run" in said and "--resume" not in said
+        await pilot.press("p")
+        await kit.settle(pilot)
+        assert source.sent == [] and "next: start a new run" in app.status_history[-1][1]
+        await pilot.press("q")
+
+
+async def test_replay_of_a_crashed_run_ends_on_how_it_ended(kit, tmp_path, monkeypatch):
+    """Re-attaching to a dead run opens its log as a replay: at its end the header says
+    CRASHED (the log itself stops at RUNNING) and the status line says what to do."""
+    monkeypatch.setenv("RLC_HOME", str(tmp_path))
+    run_id = kit.Source([]).run_id
+    _ended_on_disk(tmp_path, run_id, ("running", "training"), step=3, checkpoint=True)
+    source = kit.Source(kit.make_run(steps=3), hold_open=False)
+    app = RLConsoleApp(source, run_id=run_id, replay=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await kit.wait_for(pilot, lambda: app.state.connection == "ended", what="end of replay")
+        await kit.settle(pilot)
+        header = kit.screen_text(app).splitlines()[0]
+        assert "CRASHED" in header and "RUNNING" not in header, header
+        assert any("replay: end of the event log — " in m and f"rl-console run --resume {run_id}" in m
+                   for _, m in app.status_history)
+        await pilot.press("q")

@@ -168,3 +168,53 @@ def test_one_checkpoint_per_step_when_a_scheduled_one_is_also_the_last(rlc_home,
     with EventLogReader(rlc_home / "runs" / run_id / "events.db") as log:  # every event its clients got
         saved = [e.step for e in log.read(kinds=("checkpoint_saved",))]
     assert saved == [2, 4]
+
+
+def test_a_profile_naming_what_is_not_there_starts_nothing(rlc_home, tmp_path):
+    """A wrong model path, dataset file or reward function is refused in seconds, before a run
+    (or its directory) exists, with each problem named — headless, and through the console's
+    own start (which would otherwise leave a half-made run behind)."""
+    runs_dir = rlc_home / "runs"
+    before = set(runs_dir.iterdir()) if runs_dir.exists() else set()
+    t0 = time.monotonic()
+    out = rlc(["run", "--headless", "--set", f"model.source={tmp_path / 'no-such-model'}"], rlc_home, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert f"model.source: directory not found: {tmp_path / 'no-such-model'}" in out.stderr
+    assert "Traceback" not in out.stderr and "Repo id" not in out.stderr
+    out = rlc(["run", "--detach", "--set", "task.dataset=missing.jsonl", "--set", 'task.reward_funcs=["no_such_mod_q:f"]'],
+              rlc_home, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert f"task.dataset: file not found: missing.jsonl (looked in {tmp_path})" in out.stderr
+    assert "task.reward_funcs: cannot import module 'no_such_mod_q'" in out.stderr
+    assert "before serving" not in out.stderr and "Traceback" not in out.stderr
+    assert time.monotonic() - t0 < 90  # no model was built, no engine started
+    assert (set(runs_dir.iterdir()) if runs_dir.exists() else set()) == before  # no run, no directory
+    ls = rlc(["ls"], rlc_home, timeout=60).stdout
+    assert "no-such-model" not in ls and "missing.jsonl" not in ls
+
+
+def test_ctrl_c_in_the_terminal_of_a_headless_run_ends_it_with_a_last_line(rlc_home):
+    """`rl-console run --headless` in a terminal: Ctrl-C reaches the foreground group; the run
+    stops at the next step boundary, says so as its last line, and `ls` calls it stopped."""
+    import os
+    import signal
+
+    proc = subprocess.Popen(RLC + ["run", "--headless", "--max-steps", "100000", "--set", "training.prompts_per_step=4",
+                                   "--set", "task.warmup_steps=0", "--set", "telemetry.probe_every=0"],
+                            env=backend_env(rlc_home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as a terminal's foreground job
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("step     2"):
+                os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0, (rc, lines[-5:], proc.stderr.read()[-2000:])
+    assert lines[-1].startswith("[finished] stopped at step"), lines[-5:]
+    run_id = next(l.split()[1].rstrip(":") for l in lines if l.startswith("run "))
+    st = rlc(["status", run_id], rlc_home, timeout=60).stdout
+    assert f"{run_id}: stopped" in st and f"rl-console run --resume {run_id}" in st, st

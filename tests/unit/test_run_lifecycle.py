@@ -16,11 +16,18 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def make_run(home, run_id, *states, step=7, lock=True):
+def make_run(home, run_id, *states, step=7, lock=True, checkpoint=None):
+    """A run's files as a backend leaves them; a complete checkpoint at `step` when it trained
+    (`checkpoint=False`: none, as when a run dies before its first)."""
     from backend.protocol.paths import LOCK_NAME
+    from backend.training.checkpoints import META, ResumePoint
 
     rdir = home / "runs" / run_id
     rdir.mkdir(parents=True)
+    if checkpoint if checkpoint is not None else step > 0:
+        ck = rdir / "checkpoints" / f"step-{step:06d}"
+        ck.mkdir(parents=True)
+        (ck / META).write_text(ResumePoint(ck, step, step, 0, step + 1, {}, "x", "scheduled").to_json())
     store = RunStore(rdir / "events.db")
     store.append_many([E.StepMetrics(step=step, reward_mean=0.5, reward_std=0.1)])
     store.append_many([E.StateChanged(state=s, reason=r, step=step) for s, r in states])
@@ -45,6 +52,26 @@ def test_ended_runs_say_how_they_ended_and_what_continues_them(home):
     assert fail.reason == "setup failed: EngineError: no GPU" and "start a new run" in fail.next
     assert dead.next == "rl-console run --resume r-dead" and "died while running" in dead.reason
     assert dead.describe().startswith("r-dead crashed at step 7: the backend (pid 999999) died while running")
+
+
+def test_a_run_without_a_checkpoint_is_not_offered_a_resume(home):
+    """`run --resume` continues from a complete checkpoint: a run that ended before its first
+    one is told to start anew, wherever it is named (ls, status, the TUI's refusals)."""
+    from console import runs
+
+    make_run(home, "r-early", ("starting", "x"), ("running", "training"), step=3, checkpoint=False)
+    make_run(home, "r-stop0", ("running", "training"), ("finished", "stopped at step 2"), step=2, checkpoint=False)
+    make_run(home, "r-fail3", ("running", "training"), ("failed", "step failed: OOM"), step=3, checkpoint=False)
+    make_run(home, "r-fail-ck", ("running", "training"), ("failed", "step failed: OOM"), step=3)
+    early, stop0, fail3, fail_ck = (runs.info(r) for r in ("r-early", "r-stop0", "r-fail3", "r-fail-ck"))
+    assert early.state == "crashed" and early.next == "start a new run (it has no checkpoint to resume from)"
+    assert "--resume" not in early.describe()
+    assert stop0.state == "stopped" and stop0.next.startswith("start a new run")
+    assert fail3.next == "fix the cause and start a new run"
+    assert fail_ck.next == "fix the cause, then rl-console run --resume r-fail-ck"
+    # a checkpoint cut short by the crash (no rlc.json yet) does not count
+    (home / "runs" / "r-early" / "checkpoints" / "step-000003").mkdir(parents=True)
+    assert runs.info("r-early").next.startswith("start a new run")
 
 
 def test_a_live_backend_is_running_and_cli_says_so(home):
