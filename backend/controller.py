@@ -125,6 +125,8 @@ class Controller:
         r = host.read()
         if r is None:  # not Linux: nothing to read
             return
+        if self._memory_need.first_estimate is None and self.session is not None:
+            self._memory_need.first_estimate = getattr(self.session, "first_update_mb", None)
         need = self._memory_need.update(r)
         self.emit(E.HostMemory(step=self.step, rss_mb=r.rss_mb, step_need_mb=need, last_step_mb=self._memory_need.last,
                                available_mb=r.available_mb, total_mb=r.total_mb, limit=r.limit))
@@ -136,14 +138,24 @@ class Controller:
             return
         self._memory_low = True
         where = "the container's memory limit" if r.limit == "cgroup" else "the machine"
+        why = ("estimated from the model's shape and the longest prompt: no step has run yet" if self._memory_need.estimated
+               else "the most a recent step took and freed again, less what the allocator holds free now")
         msg = (f"{r.available_mb:,.0f} MB free of {r.total_mb:,.0f} MB ({where}); the next step is expected to need "
-               f"{need or 0:,.0f} MB more than the run holds now (the most a recent step took and freed again, less what "
-               f"the allocator holds free now), which could leave less than run.min_free_memory_mb = {limit}: the kernel kills a process that runs out")
-        self.emit(E.Alert(rule="memory_low", severity="critical", message=msg, step=self.step, metric="available_mb",
-                          value=r.available_mb, threshold=float(limit),
-                          suggestion="free memory elsewhere and resume; or make the steps smaller: max_tokens live (e), or "
+               f"{need or 0:,.0f} MB more than the run holds now ({why}), which could leave less than "
+               f"run.min_free_memory_mb = {limit}: the kernel kills a process that runs out")
+        shape = getattr(self.session, "update_shape", None)
+        fit = host.passes_that_fit(shape, r.available_mb, limit) if shape is not None and self._memory_need.estimated else None
+        if self._memory_need.estimated:  # nothing to resume from yet: a new run with a smaller update
+            suggestion = ("stop and start the run again with " +
+                          (f"--set training.micro_batches={fit[0]} (about {fit[1]:,.0f} MB; " if fit else "a larger training.micro_batches (") +
+                          "each pass holds 1/K of the batch), or a smaller sampling.max_tokens or training.prompts_per_step; "
+                          "resume (p) to try it as it is")
+        else:
+            suggestion = ("free memory elsewhere and resume; or make the steps smaller: max_tokens live (e), or "
                           "stop and `rl-console run --resume RUN --set training.micro_batches=K` (K passes per update, "
-                          "each holding 1/K of the batch) or a smaller training.prompts_per_step"))
+                          "each holding 1/K of the batch) or a smaller training.prompts_per_step")
+        self.emit(E.Alert(rule="memory_low", severity="critical", message=msg, step=self.step, metric="available_mb",
+                          value=r.available_mb, threshold=float(limit), suggestion=suggestion))
         self.request_pause(f"host memory low: {msg}")
 
     def progress(self, stage: str, message: str, current: int = 0, total: int = 0) -> None:

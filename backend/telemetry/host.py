@@ -167,6 +167,12 @@ class NextStepNeed:
         self.held: float | None = None  # the backend's own RSS at the last boundary
         self.transient: deque[float] = deque(maxlen=window)
         self.last: float | None = None
+        self.first_estimate: float | None = None  # `update_estimate_mb`, set at start-up: the figure before any step
+
+    @property
+    def estimated(self) -> bool:
+        """The figure comes from the start-up estimate, not from a step."""
+        return not self.transient and self.first_estimate is not None
 
     def update(self, r: Reading) -> float | None:
         held_before, self.held = self.held, r.own_mb
@@ -174,7 +180,61 @@ class NextStepNeed:
         if held_before is not None and r.peak_mb is not None:
             self.last = max(r.peak_mb - held_before, 0.0)
             self.transient.append(max(r.peak_mb - r.own_mb + r.heap_free_mb, 0.0))
-        return max(max(self.transient) - r.heap_free_mb, 0.0) if self.transient else None
+        if not self.transient:
+            return None if self.first_estimate is None else max(self.first_estimate - r.heap_free_mb, 0.0)
+        return max(max(self.transient) - r.heap_free_mb, 0.0)
+
+
+@dataclass(frozen=True)
+class UpdateShape:
+    """What sizes a float32 update's memory on CPU: the policy's shape and the step's batch."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    vocab: int
+    params: int
+    sequences: int  # the step's batch: prompts_per_step × num_generations
+    prompt_tokens: int  # the longest prompt (TRL pads a pass's prompts to its longest)
+    completion_tokens: int  # sampling.max_tokens
+    passes: int  # training.micro_batches
+
+    def per_pass(self) -> int:
+        return -(-self.sequences // self.passes)
+
+
+def update_estimate_mb(u: UpdateShape) -> float:
+    """What the first update is expected to take beyond what the run holds before it: the
+    activations the backward keeps for one pass, the gradients, AdamW's two moments (made at
+    the first optimizer step) and the completion logits. Where `NextStepNeed` has no step to go
+    by yet, this is the guard's figure. Per sequence and layer it keeps ~(7·hidden +
+    3·intermediate) float32 values a token, plus ~1.5 bytes per head per token² (attention
+    under PyTorch's SDPA on CPU), and three float32 copies of the completion's logits.
+    Measured on SmolLM2-135M (30 layers, float32, 2 cores) with one pass of one sequence: 509,
+    1,444 and 3,610 MB a sequence at 520, 1,040 and 2,080 tokens; this gives 687, 1,554 and
+    3,947 (it errs high)."""
+    seq = u.prompt_tokens + u.completion_tokens
+    per_seq = u.layers * (seq * 4 * (7 * u.hidden + 3 * u.intermediate) + 1.5 * u.heads * seq * seq)
+    per_seq += 3 * 4 * u.completion_tokens * u.vocab
+    return (u.per_pass() * per_seq + 4 * 4 * u.params) / 2**20  # + gradients, slack, AdamW's exp_avg and exp_avg_sq
+
+
+def passes_that_fit(u: UpdateShape, available_mb: float, min_free_mb: float) -> tuple[int, float] | None:
+    """The fewest update passes (a divisor of the batch, as training.micro_batches must be) whose
+    estimate leaves `min_free_mb` of `available_mb`, with that estimate; None when none does."""
+    from dataclasses import replace
+
+    for k in range(1, u.sequences + 1):
+        if u.sequences % k == 0:
+            need = update_estimate_mb(replace(u, passes=k))
+            if next_step_fits(available_mb, need, min_free_mb):
+                return k, need
+    return None
+
+
+def fmt_mb(mb: float) -> str:
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
 
 
 def next_step_fits(available_mb: float, need_mb: float | None, min_free_mb: float) -> bool:

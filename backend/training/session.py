@@ -70,12 +70,43 @@ class TrainingSession:
         self.canary_seqs: list[list[int]] = []
         self.gpu: GpuPoller | None = None
         self.max_prompt_tokens = 0
+        self.update_shape = None  # host.UpdateShape of a CPU run (`_estimate_first_update`)
+        self.first_update_mb: float | None = None
         self.has_ref_model = profile.training.beta > 0
         self._watchdog: Watchdog | None = None  # engine.sync_deadline_s on the push (made on the training thread)
         self.on_sync_hang: Callable[[str], None] | None = None  # the step loop's report of a hung push (then the process ends)
         self._mirror: weight_sync.Mirror | None = None
         self.encoder: RolloutFunc | None = None
         self.checkpoint_root = checkpoints.root_for(profile.run.output_dir, run_dir, run_id)
+
+    def _estimate_first_update(self) -> None:
+        """On CPU, what the first update will take of host memory (`host.update_estimate_mb`),
+        said now and kept as the memory guard's figure until a step has been measured: a batch
+        of long prompts otherwise meets the kernel's OOM killer in the first step, unannounced."""
+        from backend.telemetry import host
+
+        p, cfg = self.profile, getattr(self.model, "config", None)
+        if self.device != "cpu" or cfg is None:
+            return
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        dims = [getattr(cfg, k, None) for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")]
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            return
+        u = host.UpdateShape(*dims, params=_count(self.model), sequences=p.training.prompts_per_step * p.sampling.num_generations,
+                             prompt_tokens=self.max_prompt_tokens, completion_tokens=p.sampling.max_tokens,
+                             passes=p.training.micro_batches)
+        self.update_shape, self.first_update_mb = u, host.update_estimate_mb(u)
+        r = host.read()
+        msg = (f"first update: about {host.fmt_mb(self.first_update_mb)} of host memory ({u.passes} pass"
+               f"{'es' * (u.passes != 1)} of {u.per_pass()} sequence{'s' * (u.per_pass() != 1)} × up to "
+               f"{u.prompt_tokens + u.completion_tokens} tokens; an estimate from the longest prompt)")
+        if r is not None:
+            msg += f"; {host.fmt_mb(r.available_mb)} available now"
+            if not host.next_step_fits(r.available_mb, self.first_update_mb, p.run.min_free_memory_mb):
+                fit = host.passes_that_fit(u, r.available_mb, p.run.min_free_memory_mb)
+                msg += (" — it may not fit: " + (f"training.micro_batches = {fit[0]} would need about {host.fmt_mb(fit[1])}"
+                                                 if fit else "lower sampling.max_tokens or training.prompts_per_step"))
+        self.progress("model", msg)
 
     def progress(self, stage: str, message: str, current: int = 0, total: int = 0) -> None:
         self.emit(E.Progress(stage=stage, message=message, current=current, total=total))
@@ -133,6 +164,7 @@ class TrainingSession:
 
         self.progress("model", "loading the policy into the trainer")
         self.model, self.tokenizer = factory.load_policy(model_path, p.training.policy_dtype, device)
+        self._estimate_first_update()
         # canary: the tails of a few real prompts as fixed sequences, its noise floor measured
         # now, while engine and trainer hold the same weights (before warm-up or resume)
         e = p.engine
