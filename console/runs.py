@@ -122,11 +122,11 @@ def memory_hint(m: HostMemory | None) -> str:
 
 def _has_checkpoint(rdir: Path, run_id: str, started: Any) -> bool:
     """Whether the run has a complete checkpoint to resume from (where `run --resume` looks)."""
-    from backend.training import checkpoints
+    from backend.protocol.paths import checkpoint_root, has_complete_checkpoint
 
     output_dir = (((started.profile_data or {}).get("run") or {}).get("output_dir")) if started is not None else None
     try:
-        return checkpoints.latest(checkpoints.root_for(output_dir, rdir, run_id)) is not None
+        return has_complete_checkpoint(checkpoint_root(output_dir, rdir, run_id))
     except OSError:
         return False
 

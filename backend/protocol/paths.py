@@ -112,3 +112,27 @@ def run_locked(rdir: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+#: a run's checkpoints: `<root>/step-<absolute step, 6 digits>/`, complete once `rlc.json` is written
+CHECKPOINT_PREFIX = "step-"
+CHECKPOINT_META = "rlc.json"
+
+
+def checkpoint_root(output_dir: str | None, rdir: Path, run_id: str) -> Path:
+    """Where a run's checkpoints live: `run.output_dir/<run id>` if set, else the run's directory."""
+    return Path(output_dir).expanduser() / run_id if output_dir else rdir / "checkpoints"
+
+
+def has_complete_checkpoint(root: Path) -> bool:
+    """Whether `root` holds a checkpoint that `run --resume` can continue from (its rlc.json
+    written and readable; one cut short by a crash has none)."""
+    import json
+
+    for path in root.glob(f"{CHECKPOINT_PREFIX}*"):
+        try:
+            json.loads((path / CHECKPOINT_META).read_text())
+        except (OSError, ValueError):
+            continue
+        return True
+    return False

@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-META = "rlc.json"
-PREFIX = "step-"
+from backend.protocol import paths
+
+META = paths.CHECKPOINT_META
+PREFIX = paths.CHECKPOINT_PREFIX
 
 
 @dataclass
@@ -50,8 +52,8 @@ class ResumePoint:
 
 
 def root_for(output_dir: str | None, run_dir: Path, run_id: str) -> Path:
-    """Where a run's checkpoints live: `run.output_dir/<run id>` if set, else the run's directory."""
-    return Path(output_dir).expanduser() / run_id if output_dir else run_dir / "checkpoints"
+    """Where a run's checkpoints live (`paths.checkpoint_root`: the console reads them there too)."""
+    return paths.checkpoint_root(output_dir, run_dir, run_id)
 
 
 def finish(trainer_dir: Path, point: ResumePoint, keep_scheduled: int) -> Path:
