@@ -143,9 +143,9 @@ class Controller:
         msg = (f"{r.available_mb:,.0f} MB free of {r.total_mb:,.0f} MB ({where}); the next step is expected to need "
                f"{need or 0:,.0f} MB more than the run holds now ({why}), which could leave less than "
                f"run.min_free_memory_mb = {limit}: the kernel kills a process that runs out")
-        shape = getattr(self.session, "update_shape", None)
-        fit = host.passes_that_fit(shape, r.available_mb, limit) if shape is not None and self._memory_need.estimated else None
         if self._memory_need.estimated:  # nothing to resume from yet: a new run with a smaller update
+            shape = getattr(self.session, "update_shape", None)
+            fit = host.passes_that_fit(shape, r.available_mb, limit) if shape is not None else None
             suggestion = ("stop and start the run again with " +
                           (f"--set training.micro_batches={fit[0]} (about {fit[1]:,.0f} MB; " if fit else "a larger training.micro_batches (") +
                           "each pass holds 1/K of the batch), or a smaller sampling.max_tokens or training.prompts_per_step; "

@@ -97,3 +97,29 @@ def perturbed_model(model_dir, seed):
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
     return model
+
+
+def make_run_files(home: Path, run_id: str, *states: tuple[str, str], step: int = 7, lock: bool = True,
+                   checkpoint: bool | None = None) -> Path:
+    """A run's files as a backend leaves them: its log (one step's metrics, then `states` as
+    (state, reason)), run.json, a lock nobody holds, and a complete checkpoint at `step` when it
+    trained (`checkpoint=False`: none, as when a run dies before its first)."""
+    from backend.protocol import events as E
+    from backend.protocol.paths import LOCK_NAME
+    from backend.runstore import RunStore, write_run_meta
+    from backend.training.checkpoints import META, ResumePoint
+
+    rdir = home / "runs" / run_id
+    rdir.mkdir(parents=True)
+    if checkpoint if checkpoint is not None else step > 0:
+        ck = rdir / "checkpoints" / f"step-{step:06d}"
+        ck.mkdir(parents=True)
+        (ck / META).write_text(ResumePoint(ck, step, step, 0, step + 1, {}, "x", "scheduled").to_json())
+    store = RunStore(rdir / "events.db")
+    store.append_many([E.StepMetrics(step=step, reward_mean=0.5, reward_std=0.1)])
+    store.append_many([E.StateChanged(state=s, reason=r, step=step) for s, r in states])
+    store.close()
+    write_run_meta(rdir, run_id=run_id, pid=999_999, profile="p", state=states[-1][0])
+    if lock:
+        (rdir / LOCK_NAME).write_text("999999\n")  # left by a backend that is gone: not held
+    return rdir

@@ -15,6 +15,7 @@ from console.screens.events import EventsScreen
 from console.screens.help import HelpScreen
 from console.widgets.event_log import EventLog
 from console.widgets.groups_table import GroupsTable
+from tests.conftest import make_run_files
 
 
 async def test_p_sends_pause_when_running_and_resume_when_paused(kit):
@@ -790,34 +791,12 @@ async def test_events_log_search_shows_matching_lines_and_esc_clears_it(kit):
         assert screen.search == "" and "matching" not in str(log.border_title)
 
 
-def _ended_on_disk(home, run_id, *states, step=3, checkpoint=False):
-    """The files a backend leaves behind: its log's states, run.json, a lock nobody holds, and a
-    complete checkpoint at `step` when asked."""
-    from backend.protocol import events as E
-    from backend.protocol.paths import LOCK_NAME
-    from backend.runstore import RunStore, write_run_meta
-    from backend.training.checkpoints import META, ResumePoint
-
-    rdir = home / "runs" / run_id
-    rdir.mkdir(parents=True)
-    store = RunStore(rdir / "events.db")
-    store.append_many([E.StepMetrics(step=step, reward_mean=0.5, reward_std=0.1)])
-    store.append_many([E.StateChanged(state=s, reason=r, step=step) for s, r in states])
-    store.close()
-    write_run_meta(rdir, run_id=run_id, pid=999_999, profile="p", state=states[-1][0])
-    (rdir / LOCK_NAME).write_text("999999\n")
-    if checkpoint:
-        ck = rdir / "checkpoints" / f"step-{step:06d}"
-        ck.mkdir(parents=True)
-        (ck / META).write_text(ResumePoint(ck, step, step, 0, step + 1, {}, "x", "scheduled").to_json())
-
-
 async def test_a_stop_whose_last_event_did_not_arrive_reads_as_stopped_not_crashed(kit, tmp_path, monkeypatch):
     """The stream ends while RUNNING and the backend is gone, but its own log says it stopped
     cleanly (Ctrl-C in the terminal that ran it): the console says stopped, as `ls` does."""
     monkeypatch.setenv("RLC_HOME", str(tmp_path))
     run_id = kit.Source([]).run_id
-    _ended_on_disk(tmp_path, run_id, ("running", "training"), ("finished", "stopped at step 3 [SIGINT]"), checkpoint=True)
+    make_run_files(tmp_path, run_id, ("running", "training"), ("finished", "stopped at step 3 [SIGINT]"), step=3, checkpoint=True)
     source = kit.Source(kit.make_run(steps=3), hold_open=False)
     app = RLConsoleApp(source, run_id=run_id, read_only=True)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -835,7 +814,7 @@ async def test_a_backend_that_died_before_a_checkpoint_is_crashed_with_no_resume
     from its files and says so — crashed, no checkpoint, start anew — not DISCONNECTED/UNKNOWN."""
     monkeypatch.setenv("RLC_HOME", str(tmp_path))
     run_id = kit.Source([]).run_id
-    _ended_on_disk(tmp_path, run_id, ("starting", "building"), ("running", "training"), step=0)
+    make_run_files(tmp_path, run_id, ("starting", "building"), ("running", "training"), step=0, checkpoint=False)
     source = kit.Source([], connect_error=ConnectionResetError(104, "Connection reset by peer"), run_id=run_id)
     app = RLConsoleApp(source, run_id=run_id)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -856,7 +835,7 @@ async def test_replay_of_a_crashed_run_ends_on_how_it_ended(kit, tmp_path, monke
     CRASHED (the log itself stops at RUNNING) and the status line says what to do."""
     monkeypatch.setenv("RLC_HOME", str(tmp_path))
     run_id = kit.Source([]).run_id
-    _ended_on_disk(tmp_path, run_id, ("running", "training"), step=3, checkpoint=True)
+    make_run_files(tmp_path, run_id, ("running", "training"), step=3, checkpoint=True)
     source = kit.Source(kit.make_run(steps=3), hold_open=False)
     app = RLConsoleApp(source, run_id=run_id, replay=True)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -8,6 +8,7 @@ import pytest
 
 from backend.protocol import events as E
 from backend.runstore import RunStore, write_run_meta
+from tests.conftest import make_run_files
 
 
 @pytest.fixture
@@ -16,26 +17,7 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def make_run(home, run_id, *states, step=7, lock=True, checkpoint=None):
-    """A run's files as a backend leaves them; a complete checkpoint at `step` when it trained
-    (`checkpoint=False`: none, as when a run dies before its first)."""
-    from backend.protocol.paths import LOCK_NAME
-    from backend.training.checkpoints import META, ResumePoint
-
-    rdir = home / "runs" / run_id
-    rdir.mkdir(parents=True)
-    if checkpoint if checkpoint is not None else step > 0:
-        ck = rdir / "checkpoints" / f"step-{step:06d}"
-        ck.mkdir(parents=True)
-        (ck / META).write_text(ResumePoint(ck, step, step, 0, step + 1, {}, "x", "scheduled").to_json())
-    store = RunStore(rdir / "events.db")
-    store.append_many([E.StepMetrics(step=step, reward_mean=0.5, reward_std=0.1)])
-    store.append_many([E.StateChanged(state=s, reason=r, step=step) for s, r in states])
-    store.close()
-    write_run_meta(rdir, run_id=run_id, pid=999_999, profile="p", state=states[-1][0])
-    if lock:
-        (rdir / LOCK_NAME).write_text("999999\n")  # left by a backend that is gone: not held
-    return rdir
+make_run = make_run_files  # (home, run_id, *states, step=7, lock=True, checkpoint=None)
 
 
 def test_ended_runs_say_how_they_ended_and_what_continues_them(home):
