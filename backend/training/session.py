@@ -246,6 +246,9 @@ class TrainingSession:
 
         self.trainer.remove_callback(PrinterCallback)  # the console prints its own lines
         self.trainer.remove_callback(ProgressCallback)
+        if getattr(args, "torch_compile", False):
+            self.progress("trainer", "trl.torch_compile = true: the first update compiles the policy, so step 1 takes "
+                          "longer (20 s to 2 min); a change of shapes (max_tokens, num_generations) compiles again")
 
     # ---- what the step loop asks for -------------------------------------------
     def encode(self, prompt: Any) -> list[int]:
