@@ -149,10 +149,13 @@ def run_console(args, overlap: bool = False, core: str | None = None) -> dict:
                          **{f: ev["rewards_by_function"].get(f) for f in REWARDS[args.task]}})
         elif ev.get("kind") == "gpu_stats" and ev.get("gpus"):
             peak = max(peak, max(g["mem_used_mb"] for g in ev["gpus"]))
-            if rows:  # after the first step: the loop running, not the engine starting
-                util.append(ev["gpus"][0]["util_pct"])
+            if rows:  # after the first step: the loop running, not the engine starting (nor compiling)
+                util.append((len(rows), ev["gpus"][0]["util_pct"]))
         elif ev.get("kind") == "weights_synced":
             synced.append({"verified": ev["verified"], "detail": ev["detail"][:300], "bytes": ev["bytes"], "s": ev["duration_s"]})
+    # until the last step's metrics: not the run's shutdown (final checkpoint, engine teardown), whose idle
+    # samples would dominate a short run's mean
+    util = [u for n, u in util if n < len(rows)]
     if out.returncode != 0 or not rows:  # why: its stderr, and the run's own account (--json: on stdout)
         told = [line for line in out.stdout.splitlines() if '"state_changed"' in line or '"alert"' in line
                 or '"log"' in line]
