@@ -22,7 +22,11 @@ synchronous mode, its staleness, prefetched share and TRL's importance-ratio sta
 both reward curves (`--only rl_console,rl_console_overlap` skips TRL). On a GPU an overlapped run
 puts the engine in a process of its own (`engine.core = "auto"`); `--overlap-in-process` adds
 a fourth loop, overlapped with the engine in the trainer's process, for comparison.
-`--set KEY=VALUE` (repeatable) is passed to every rl-console loop.
+`--set KEY=VALUE` (repeatable) is passed to every rl-console loop. `--compile` compiles the
+update in every loop (`torch_compile = True` in TRL's GRPOConfig, `trl.torch_compile = true` for
+rl-console); the first step of each loop then compiles. `--rounds N` runs the loops N times,
+alternating (a, b, c, a, b, c, …), and reports each round's ratios with their median and range,
+so drift of the machine between loops shows as spread instead of landing in one ratio.
 GPU only: TRL's colocate engine needs CUDA for its weight sync in this setting.
 """
 
@@ -88,7 +92,7 @@ def child_trl(args) -> None:
         max_completion_length=args.max_tokens, learning_rate=args.lr, lr_scheduler_type="constant", beta=0.0,
         loss_type="dapo", scale_rewards="group", max_steps=args.steps, logging_steps=1, save_strategy="no",
         report_to="none", seed=args.seed, bf16=True, gradient_checkpointing=False, temperature=1.0,
-        use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=256,
+        torch_compile=args.compile, use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=256,
         disable_tqdm=True,
     )
     trainer = GRPOTrainer(model=args.model_dir, reward_funcs=funcs, args=cfg, train_dataset=data, callbacks=[Timer()])
@@ -100,7 +104,7 @@ def child_trl(args) -> None:
 def run_trl(args) -> dict:
     cmd = [sys.executable, __file__, "--child", "trl", "--model-dir", args.model_dir, "--steps", str(args.steps),
            "--prompts", str(args.prompts), "--G", str(args.G), "--max-tokens", str(args.max_tokens), "--lr", str(args.lr),
-           "--seed", str(args.seed), "--task", args.task]
+           "--seed", str(args.seed), "--task", args.task] + (["--compile"] if args.compile else [])
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT) + ":" + os.environ.get("PYTHONPATH", "")})
     wall = time.perf_counter() - t0
@@ -126,7 +130,7 @@ def run_console(args, overlap: bool = False, core: str | None = None) -> dict:
         cmd += ["--set", "training.overlap=true"]
     if core:
         cmd += ["--set", f"engine.core={core}"]
-    for kv in args.set or ():
+    for kv in [*(args.set or ()), *(["trl.torch_compile=true"] if getattr(args, "compile", False) else [])]:
         cmd += ["--set", kv]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
@@ -213,27 +217,58 @@ def main() -> int:
     ap.add_argument("--overlap-in-process", action="store_true",
                     help="also run rl-console overlapped with engine.core = in_process")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="passed to every rl-console loop")
+    ap.add_argument("--compile", action="store_true", help="compile the update in every loop (TRL's torch_compile)")
+    ap.add_argument("--rounds", type=int, default=1, help="run the loops this many times, alternating; ratios per round")
     ap.add_argument("--json-out")
     args = ap.parse_args()
     if args.child == "trl":
         child_trl(args)
         return 0
     args.model_dir = args.model_dir or model_dir(args.model)
-    results = {}
     loops = [("trl", run_trl), ("rl_console", run_console)]
     only = set(args.only.split(",")) if args.only else None
     if args.overlap or (only and "rl_console_overlap" in only):
         loops.append(("rl_console_overlap", lambda a: run_console(a, overlap=True)))
     if args.overlap_in_process or (only and "rl_console_overlap_inproc" in only):
         loops.append(("rl_console_overlap_inproc", lambda a: run_console(a, overlap=True, core="in_process")))
-    for name, fn in loops:
-        if only and name not in only:
-            continue
-        print(f"== {name}", flush=True)
-        res = fn(args)
-        res["summary"] = summarize(res, REWARDS[args.task])
-        results[name] = res
-        print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1), flush=True)
+    loops = [(name, fn) for name, fn in loops if not only or name in only]
+    rounds: list[dict] = []
+    for r in range(args.rounds):
+        results: dict = {}
+        for name, fn in loops:
+            print(f"== {name}" + (f" (round {r + 1} of {args.rounds})" if args.rounds > 1 else ""), flush=True)
+            res = fn(args)
+            res["summary"] = summarize(res, REWARDS[args.task])
+            results[name] = res
+            print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1), flush=True)
+        rounds.append(results)
+        report(results)
+    if args.rounds > 1:
+        print("over the rounds (median, range):", flush=True)
+        for what, ratios in round_ratios(rounds).items():
+            print(f"  {what}: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}; "
+                  f"{', '.join(f'{x:.2f}' for x in ratios)})", flush=True)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rounds[0] if args.rounds == 1 else {"rounds": rounds}, indent=1))
+    return 0 if all(r["rc"] == 0 and r["rows"] for results in rounds for r in results.values()) else 1
+
+
+def _median_step(results: dict, name: str) -> float | None:
+    return results.get(name, {}).get("summary", {}).get("median_step_s")
+
+
+def round_ratios(rounds: list[dict]) -> dict[str, list[float]]:
+    """Each round's ratios of median steps: rl-console / TRL, and synchronous / overlapped (steps/s)."""
+    out: dict[str, list[float]] = {}
+    for results in rounds:
+        a, b, c = (_median_step(results, k) for k in ("trl", "rl_console", "rl_console_overlap"))
+        for what, num, den in (("rl-console step / TRL step", b, a), ("overlap steps/s / synchronous", b, c)):
+            if num and den:
+                out.setdefault(what, []).append(num / den)
+    return out
+
+
+def report(results: dict) -> None:
     a, b = (results.get(k, {}).get("summary", {}).get("median_step_s") for k in ("trl", "rl_console"))
     if a and b:
         print(f"median step: TRL colocate {a * 1000:.0f} ms, rl-console {b * 1000:.0f} ms, ratio {b / a:.2f}x", flush=True)
@@ -251,9 +286,6 @@ def main() -> int:
               f"synchronous" + (f"; own process {d / c:.2f}x its steps/s" if c else ""), flush=True)
     for name in results:
         print(f"reward per 10 steps, {name}: {results[name]['summary']['reward_per_10']}", flush=True)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=1))
-    return 0 if all(r["rc"] == 0 and r["rows"] for r in results.values()) else 1
 
 
 if __name__ == "__main__":

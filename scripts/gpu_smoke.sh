@@ -23,7 +23,8 @@
 #               with the engine in a process of its own; steps/s ratios and the reward curves) on
 #               SmolLM2-135M-Instruct (60 steps) and on the random ~0.5B Qwen2 (30 steps)
 #   compiled    (not part of `all`) tests/integration/test_compile.py, then bench/vs_trl.py on SmolLM2-135M-Instruct,
-#               synchronous and overlapped, both with trl.torch_compile = true (the first step compiles: ~20 s to 2 min)
+#               synchronous and overlapped, both with trl.torch_compile = true (the first step compiles: ~20 s to 2 min),
+#               in alternating rounds (COMPILED_ROUNDS, default 2); COMPILED_LOOPS=trl,rl_console,... adds TRL compiled
 #   phases      (not part of `all`) profiles/smollm2-gpu.toml for 40 steps under bench/phases.py: TRL's, vLLM's
 #               and the console's parts of a synchronous step timed per call (medians), to place what of
 #               the step's "train" is not the loss's forward, its backward or the optimizer
@@ -101,8 +102,8 @@ fi
 if [[ " $stages " == *" compiled "* ]]; then
   echo "== the real model with a compiled update (trl.torch_compile = true): synchronous and overlapped"
   $PY -m pytest -q -p no:cacheprovider tests/integration/test_compile.py -rs 2>&1 | tail -3
-  $PY bench/vs_trl.py --only rl_console,rl_console_overlap --steps ${COMPILED_STEPS:-40} --set trl.torch_compile=true \
-    --json-out "$OUT/compiled_real.json" 2>&1 | tail -4
+  $PY bench/vs_trl.py --only ${COMPILED_LOOPS:-rl_console,rl_console_overlap} --steps ${COMPILED_STEPS:-40} --compile \
+    --rounds ${COMPILED_ROUNDS:-2} --json-out "$OUT/compiled_real.json" 2>&1 | tail -8
 fi
 if [[ " $stages " == *" phases "* ]]; then
   echo "== a synchronous real-model step, part by part"
