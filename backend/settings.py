@@ -122,6 +122,13 @@ class TaskSection(_Section):
         for spec in self.reward_funcs:
             if ":" not in spec:
                 raise ValueError(f"reward function {spec!r} must be written `module:function`")
+        if self.dataset and not self.reward_funcs and self.name != "repeat":
+            raise ValueError(
+                f"task {self.name!r} has a dataset of its own but no reward_funcs: the embedded task's rewards "
+                "(char_match, clean_stop, which score `c>` → `cccc`) would score it. Name your reward functions "
+                '(reward_funcs = ["module:function"], TRL\'s signature), or keep task.name = "repeat" to give the '
+                "embedded task prompts of your own"
+            )
         return self
 
 

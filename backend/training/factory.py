@@ -9,7 +9,7 @@ from typing import Any, Callable
 from backend.protocol.paths import home
 from backend.settings import RunProfile
 from backend.training import demo_task, pretrained
-from backend.training.data import load_dataset_spec
+from backend.training.data import check_rows, load_dataset_spec
 from backend.training.rewards import RewardRecorder, declared_range, load_callable
 from backend.training.tiny_model import TinyModelSpec, ensure_model
 
@@ -86,6 +86,7 @@ def load_task(profile: RunProfile, recorder: RewardRecorder) -> TaskParts:
         weights = list(t.reward_weights or demo_task.REWARD_WEIGHTS)
     if t.dataset:
         ds = load_dataset_spec(in_workdir(profile, t.dataset))
+        check_rows(len(ds), profile.training.prompts_per_step, t.dataset)
     else:
         ds = demo_task.dataset(n=max(4096, profile.training.prompts_per_step * 64), seed=profile.run.seed)
     ranges = [declared_range(f, spec) for f, spec in zip(funcs, t.reward_funcs or [""] * len(funcs))]

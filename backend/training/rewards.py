@@ -87,6 +87,9 @@ class RewardRecorder:
         if out is None or isinstance(out, (str, bytes)) or not hasattr(out, "__len__") or len(out) != n:
             got = "None" if out is None else f"{len(out)} values" if hasattr(out, "__len__") else type(out).__name__
             return self._fail(name, f"returned {got} for {n} completions", n)
+        text = next((v for v in out if isinstance(v, (str, bytes))), None)
+        if text is not None:  # float("1") would pass: a string is a bug in the function, not a score
+            return self._fail(name, f"returned a string ({text!r:.40}) where a number belongs", n)
         try:
             values = [None if v is None else float(v) for v in out]
         except (TypeError, ValueError) as exc:

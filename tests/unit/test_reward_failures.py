@@ -51,7 +51,7 @@ def test_each_kind_of_failure_is_named_and_becomes_nan():
     assert rec.failures["judge_down"] == "raised ConnectionError: judge at localhost:8000 refused"
     assert rec.failures["forgot_return"] == "returned None for 3 completions"
     assert rec.failures["one_short"] == "returned 2 values for 3 completions"
-    assert rec.failures["words"].startswith("returned a non-number")
+    assert rec.failures["words"] == "returned a string ('good') where a number belongs"
     assert "reward_timeout_s = 0.5 s" in rec.failures["hangs"]
     rec.reset()
     assert rec.failures == {}
@@ -99,3 +99,15 @@ def test_a_users_function_runs_under_the_timeout_and_the_embedded_tasks_inline(m
     call = dict(prompts=["a>"] * 3, completions=COMPLETIONS, completion_ids=[[1]] * 3)
     assert users.reward_funcs[0](**call)[0] != caller
     assert embedded.embedded and embedded.reward_funcs[0](**call)[0] == caller
+
+
+def test_a_string_that_float_would_parse_is_still_a_failure():
+    """`float("1")` is 1.0: a function returning text would otherwise train as if it scored."""
+    rec = RewardRecorder(timeout_s=5)
+
+    def quoted(prompts, completions, **kw):
+        return ["1"] * len(completions)
+
+    out = _call(rec, quoted)
+    assert all(math.isnan(v) for v in out)
+    assert rec.failures["quoted"] == "returned a string ('1') where a number belongs"
