@@ -156,7 +156,9 @@ class Controller:
                           "each holding 1/K of the batch) or a smaller training.prompts_per_step")
         self.emit(E.Alert(rule="memory_low", severity="critical", message=msg, step=self.step, metric="available_mb",
                           value=r.available_mb, threshold=float(limit), suggestion=suggestion))
-        self.request_pause(f"host memory low: {msg}")
+        # (the state's reason keeps what precedes the first ";": the need and what is free)
+        self.request_pause(f"host memory low: the next step is expected to need about {need or 0:,.0f} MB more, "
+                           f"{r.available_mb:,.0f} MB free of {r.total_mb:,.0f} MB ({where}); {msg}")
 
     def progress(self, stage: str, message: str, current: int = 0, total: int = 0) -> None:
         self.emit(E.Progress(stage=stage, message=message, current=current, total=total))

@@ -139,7 +139,7 @@ def info(run_id: str) -> RunInfo:
         meta = json.loads((rdir / "run.json").read_text())
     except (OSError, json.JSONDecodeError):
         meta = {}
-    state_ev = metrics = reward_from = started = newest = ran = memory = None
+    state_ev = metrics = reward_from = started = newest = ran = memory = paused_by = None
     log_error = ""
     try:
         log = open_log(run_id)
@@ -163,6 +163,10 @@ def info(run_id: str) -> RunInfo:
                 else:
                     reward_from = metrics
                 started = log.last("run_started")
+                if state_ev is not None and state_ev.state in ("paused", "pausing"):
+                    paused_by = next((a for a in log.latest("alert", 20, before_seq=state_ev.seq)
+                                      if a.severity == "critical" and a.state == "raised" and a.suggestion
+                                      and a.step >= state_ev.step - 1), None)
                 newest = log.newest_ts()
                 ran = log.ran_s()
         except EventLogError as exc:
@@ -191,6 +195,8 @@ def info(run_id: str) -> RunInfo:
         nxt = f"fix the cause, then {resume}" if resumable else "fix the cause and start a new run"
     elif state in ("paused", "pausing") and alive:
         nxt = f"rl-console ctl {run_id} resume (or attach to look first)"
+        if paused_by is not None:  # the alert that paused it says what to do first
+            nxt = f"{paused_by.suggestion} — then rl-console ctl {run_id} resume, or ctl {run_id} stop"
     elif not alive:
         last = state
         state, reason = "crashed", f"the backend (pid {pid}) died while {last}; see {rdir / 'backend.log'}"

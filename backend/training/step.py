@@ -43,6 +43,11 @@ from backend.telemetry.alerts import AlertMonitor, Finding
 from backend.training import overlap, report, trl_compat
 from backend.training.trainer import RolloutBatch, StopTraining, set_learning_rate
 
+#: what a reward failure's alert tells the operator: the backend keeps the code it imported, so a fix to
+#: the function's own code needs a new process (the checkpoint written at the failure keeps the run)
+RESTART_FOR_CODE = ("for {what}: resume (p); for a fix to the function's code: stop, then "
+                    "`rl-console run --resume RUN` (a running backend keeps the code it imported)")
+
 
 YOUNG_GC_THRESHOLD = 50_000
 
@@ -477,9 +482,10 @@ class StepLoop:
         if failed:  # raised, hung past its timeout, or returned no list of numbers
             name, why = next(iter(failed.items()))
             self._skip(b.step, "reward_failed", f"reward function {name} {why}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""),
-                       "fix the reward function (or its judge), then resume")
+                       RESTART_FOR_CODE.format(what="a judge or service it calls that was down"))
         elif bad:  # None means "not applicable" in TRL; NaN/Inf is a broken reward: keep it out of the weights
-            self._skip(b.step, "non_finite", f"reward function {bad[0]} returned NaN/Inf", "fix the reward function, then resume")
+            self._skip(b.step, "non_finite", f"reward function {bad[0]} returned NaN/Inf",
+                       RESTART_FOR_CODE.format(what="data it reads that is now fixed"))
         joined = report.join_scores(b, rewards, advantages, task.reward_names, task.reward_weights)
         ground_truth = self.profile.task.ground_truth
 

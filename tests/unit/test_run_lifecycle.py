@@ -176,3 +176,32 @@ def test_how_the_previous_backend_ended_is_said_unless_it_ended_cleanly():
     said = previous_end(StateChanged(state="running"), m, 7)
     assert said.startswith("the previous backend (pid 7) ended without a word after step 51 (its last logged state: running)")
     assert previous_end(StateChanged(state="paused"), None, 0).startswith("the previous backend ended without a word after step 0")
+
+
+def test_a_run_paused_by_an_alert_says_what_the_alert_advises(home):
+    """`status` of a run the memory guard paused: the need beside what is free in the reason, and
+    the alert's own advice (not only `ctl resume`, which would start the update that does not fit)."""
+    from backend.protocol.paths import lock_run
+    from backend.runstore import RunStore
+    from console import runs
+
+    rdir = make_run(home, "r-mem", ("running", "training"))
+    store = RunStore(rdir / "events.db")
+    store.append_many([
+        E.Alert(rule="memory_low", severity="critical", message="20,645 MB free …", step=7,
+                suggestion="stop and start the run again with --set training.micro_batches=16 (about 17,600 MB)"),
+        E.Alert(rule="zero_std", severity="warning", message="all groups equal", step=7, suggestion="raise temperature"),
+        E.StateChanged(state="paused", step=7, reason="paused at step 7 (0 ms to idle the engine): host memory low: the "
+                       "next step is expected to need about 257,000 MB more, 20,645 MB free of 24,105 MB (the machine)"),
+    ])
+    store.close()
+    fd = lock_run(rdir)
+    try:
+        got = runs.info("r-mem")
+        assert got.state == "paused" and "need about 257,000 MB more, 20,645 MB free" in got.reason
+        assert got.next == ("stop and start the run again with --set training.micro_batches=16 (about 17,600 MB) — then "
+                            "rl-console ctl r-mem resume, or ctl r-mem stop")
+    finally:
+        import os
+
+        os.close(fd)
