@@ -107,7 +107,7 @@ def sample_groups(batch: RolloutBatch, joined: list[list[ScoredRow]], *, decode:
                 ],
                 "weight_version": batch.weight_version,
                 "reward_mean": statistics.fmean(totals) if totals else 0.0,
-                "reward_std": _pstdev(totals) if len(totals) > 1 else 0.0,
+                "reward_std": _group_std(totals) if len(totals) > 1 else 0.0,
             })
         )
     return groups
@@ -130,13 +130,15 @@ SIGNAL_TOKENS = 256  # n-grams over a completion's first tokens
 SIGNAL_PAIRS = 28  # completion pairs compared per group (all of them up to G = 8)
 
 
-def _pstdev(xs: list[float]) -> float:
-    """Population standard deviation in floats (statistics.pstdev computes it in exact
-    fractions: ~60 us per group of 8, on the training thread; this agrees to ~1e-16)."""
+def _group_std(xs: list[float]) -> float:
+    """The group's sample standard deviation (n - 1), the one TRL divides the advantages by
+    (`nanstd`, Bessel-corrected), so a group's std and its advantages agree on the screen
+    ([0, 0, 0, 1]: std 0.5, advantages +1.5 and -0.5). In floats: statistics.stdev computes it
+    in exact fractions, ~60 us per group of 8 on the training thread; this agrees to ~1e-16."""
     if min(xs) == max(xs):
         return 0.0  # exactly, as a group with one reward value must read (zero-std groups)
     m = math.fsum(xs) / len(xs)
-    return math.sqrt(math.fsum((x - m) * (x - m) for x in xs) / len(xs))
+    return math.sqrt(math.fsum((x - m) * (x - m) for x in xs) / (len(xs) - 1))
 
 
 def _pearson(xs: list[float], ys: list[float]) -> float | None:

@@ -71,9 +71,19 @@ def test_finite_gradients_pass(tmp_path):
 
 @pytest.mark.parametrize("xs", [[0.1, 0.1, 0.1], [1.0, 0.0, 0.5, 0.25, 1.0, 1.0, 0.0, 0.75], [1e9, 1e9 + 1, 1e9 + 3], [-2.5, 3.0]])
 def test_group_std_agrees_with_statistics(xs):
-    assert report._pstdev(xs) == pytest.approx(statistics.pstdev(xs), rel=1e-12, abs=1e-15)
+    assert report._group_std(xs) == pytest.approx(statistics.stdev(xs), rel=1e-12, abs=1e-15)
 
 
 def test_one_reward_value_is_exactly_zero_std():
-    assert report._pstdev([0.1] * 8) == 0.0  # the console's zero-std filter and counts read it
-    assert math.isclose(report._pstdev([0.0, 1.0]), 0.5)
+    assert report._group_std([0.1] * 8) == 0.0  # the console's zero-std filter and counts read it
+    assert math.isclose(report._group_std([0.0, 1.0]), math.sqrt(0.5))
+
+
+def test_the_group_std_is_the_one_the_advantages_are_divided_by():
+    """TRL's advantages for [0, 0, 0, 1] (scale_rewards = "group"): (r - mean) / (nanstd + 1e-4),
+    with nanstd Bessel-corrected; the std shown beside them must be that one."""
+    import torch
+    from trl.trainer.utils import nanstd
+
+    xs = [0.0, 0.0, 0.0, 1.0]
+    assert report._group_std(xs) == pytest.approx(float(nanstd(torch.tensor(xs))), rel=1e-6) == pytest.approx(0.5)
