@@ -427,7 +427,8 @@ def print_try(run_id: str, result: Any) -> None:
     for i, c in enumerate(result.completions, 1):
         scored = ", ".join([f"{k} {v:.3g}" for k, v in c.rewards.items() if v is not None]
                            + [f"{k} not scored" for k, v in c.rewards.items() if v is None])
-        print(f"--- [{i}] reward {c.reward:.3g}" + (f" ({scored})" if scored else " (not scored)")
+        total = f"{c.reward:.3g}" if any(v is not None for v in c.rewards.values()) or not c.rewards else "–"
+        print(f"--- [{i}] reward {total}" + (f" ({scored})" if scored else " (not scored)")
               + f", {c.length} tokens" + (", cut at max_tokens" if c.truncated else ""))
         print(c.text if c.text.strip() else f"(empty: the completion ended after {c.length} token{'s' * (c.length != 1)})")
     for name, why in result.unscored.items():
@@ -578,12 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
     att.set_defaults(func=cmd_attach)
 
     ls = sub.add_parser("ls", help="list runs with state, step and reward")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="one JSON object per run (state, step, reward, reason, next)")
     ls.set_defaults(func=cmd_ls)
 
     st = sub.add_parser("status", help="one run's state (for scripts: --json)")
     st.add_argument("run", nargs="?", default="latest")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="the run's state as one JSON object")
     st.set_defaults(func=cmd_status)
 
     ctl = sub.add_parser("ctl", help="send a command: pause|resume|resync|checkpoint|stop|set KEY=VALUE ...|try PROMPT",

@@ -170,7 +170,11 @@ def with_column_hint(why: dict[str, str], known: list[str], given: dict[str, Any
     if not why or not missing:
         return why
     hint = f"; the request gave no {', '.join(missing)} (add --column {missing[0]}=VALUE)"
-    return {name: reason + hint for name, reason in why.items()}
+    # only where the reason points at a column left out (a KeyError or missing argument naming it,
+    # or no values at all): "returned 1 values for 2 completions" is the function's own bug
+    return {name: reason + hint if reason.startswith("returned None") or any(repr(c) in reason or f" {c}" in reason
+                                                                         for c in missing) else reason
+            for name, reason in why.items()}
 
 
 def dataset_columns(dataset: Any) -> list[str]:

@@ -141,7 +141,7 @@ class RewardRecorder:
                     recorder.seconds += time.perf_counter() - t0
                 return recorder._record(name, out, n)
 
-            awrapped.rlc_replace = lambda f: cell.__setitem__(0, f)  # type: ignore[attr-defined]
+            awrapped.rlc_replace = functools.partial(_replace, cell, awrapped)  # type: ignore[attr-defined]
             return awrapped
 
         @functools.wraps(func)
@@ -159,8 +159,15 @@ class RewardRecorder:
             return recorder._record(name, out, n)
 
         wrapped.__name__ = name
-        wrapped.rlc_replace = lambda f: cell.__setitem__(0, f)  # type: ignore[attr-defined]
+        wrapped.rlc_replace = functools.partial(_replace, cell, wrapped)  # type: ignore[attr-defined]
         return wrapped
+
+
+def _replace(cell: list[Any], wrapper: Any, func: Callable[..., Any]) -> None:
+    """A wrapper's function swapped for `func`: what it calls, and its `__wrapped__` (the probes
+    and the playground score with a fresh recorder around `__wrapped__`)."""
+    cell[0] = func
+    wrapper.__wrapped__ = func
 
 
 def _source_mtime(module: Any) -> float | None:

@@ -111,3 +111,29 @@ def test_a_string_that_float_would_parse_is_still_a_failure():
     out = _call(rec, quoted)
     assert all(math.isnan(v) for v in out)
     assert rec.failures["quoted"] == "returned a string ('1') where a number belongs"
+
+
+def test_changed_code_replaces_the_function_inside_the_same_wrapper(tmp_path, monkeypatch):
+    """What TRL holds (the wrapper) and what the probes unwrap (`__wrapped__`) both take up the
+    function from a module whose file changed; an unchanged module is not re-run."""
+    import importlib
+    import os
+    import uuid
+
+    from backend.training.rewards import RewardCode, load_callable
+
+    mod = f"rlc_code_{uuid.uuid4().hex[:8]}"
+    src = tmp_path / f"{mod}.py"
+    src.write_text("RUNS = 1\ndef f(completions, **kw):\n    return [0.0] * len(completions)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rec = RewardRecorder(timeout_s=5)
+    wrapped = rec.wrap(load_callable(f"{mod}:f"))
+    code = RewardCode([f"{mod}:f"], [wrapped])
+    assert code.reload_changed() == [] and importlib.import_module(mod).RUNS == 1
+    src.write_text("RUNS = 2\ndef f(completions, **kw):\n    return [1.0] * len(completions)\n")
+    st = src.stat()
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert code.reload_changed() == [mod]
+    assert wrapped(prompts=["p"] * 3, completions=COMPLETIONS) == [1.0, 1.0, 1.0] and not rec.failures
+    assert wrapped.__wrapped__(completions=["a"]) == [1.0]
+    assert code.reload_changed() == []  # nothing changed since

@@ -23,6 +23,9 @@ def test_a_reward_needing_a_column_the_try_left_out_is_named_with_the_column():
     hinted = with_column_hint(why, known, {})
     assert hinted["correct_answer"].endswith("; the request gave no answer, row_id (add --column answer=VALUE)")
     assert with_column_hint(why, known, {"answer": "5", "row_id": 1}) == why  # nothing left out: no hint
+    # a function whose reason does not point at a column gets no hint (its bug is its own)
+    mixed = with_column_hint({**why, "wrong_len": "returned 1 values for 2 completions"}, known, {})
+    assert mixed["wrong_len"] == "returned 1 values for 2 completions" and mixed["correct_answer"] == hinted["correct_answer"]
     # with the column given, it scores, and nothing is reported
     why2: dict[str, str] = {}
     rewards2, _ = score([Row(row.prompt, {"answer": "5"})], [[_completion("5")]], funcs, names, [1.0, 1.0], why2)[0][0]
