@@ -69,7 +69,8 @@ class RunCurves:
     profile: str = ""
     model: str = ""
     task: str = ""
-    profile_data: dict[str, Any] = field(default_factory=dict)
+    profile_data: dict[str, Any] = field(default_factory=dict)  # as the run first started
+    resumed_data: dict[str, Any] = field(default_factory=dict)  # as its newest resume started it (live values carried)
     reward_functions: list[str] = field(default_factory=list)
     steps: dict[int, Any] = field(default_factory=dict)  # step -> its StepMetrics (the newest timeline's)
     commands: list[Command] = field(default_factory=list)
@@ -140,7 +141,11 @@ def _apply(run: RunCurves, ev: Any) -> None:
     by_id = run.by_id
     if ev.kind == "run_started":
         run.profile, run.model, run.task = ev.profile, ev.model, ev.task
-        run.profile_data, run.reward_functions = dict(ev.profile_data), list(ev.reward_functions)
+        if not run.profile_data:  # the profile the run was started with; a resume's (which carries the live
+            run.profile_data = dict(ev.profile_data)  # values and any --set) is kept apart
+        else:
+            run.resumed_data = dict(ev.profile_data)
+        run.reward_functions = list(ev.reward_functions)
     elif ev.kind == "step_metrics":
         run.steps[ev.step] = ev
     elif ev.kind == "run_resumed":
@@ -210,6 +215,11 @@ def profile_diff(runs: list[RunCurves]) -> list[dict[str, Any]]:
     for r, f in zip(runs, flat):
         if f.get("task.reward_funcs") == [] and r.reward_functions:  # none listed: the task's built-in ones ran
             f["task.reward_funcs"] = [f"{name} (built in)" for name in r.reward_functions]
+        if r.resumed_data and r.resumes:  # what the newest resume ran with instead: marked, not passed off as the profile
+            later = flatten(r.resumed_data)
+            for key, value in later.items():
+                if f.get(key, "–") != value and not key.startswith("run."):
+                    f[key] = f"{f.get(key, '–')} → {value} (from the resume at step {r.resumes[-1]})"
     keys = sorted(set().union(*flat))
     diff = []
     for key in keys:

@@ -284,3 +284,15 @@ def test_tries_are_listed_not_marked_built_in_rewards_are_named_commands_follow_
     assert [c["command_id"] for c in marks[("a", 3)]] == ["p1"]  # the try is operator activity, not a change
     diff = {d["key"]: d["values"] for d in report["profile_diff"]}
     assert diff["task.reward_funcs"] == {"a": ["char_match (built in)", "clean_stop (built in)"], "b": ["mytask:score"]}
+
+
+def test_a_resume_that_ran_with_other_values_is_marked_not_passed_off_as_the_profile(home):
+    """A resumed run's newest run_started carries the live values set mid-run and any --set of the
+    resume: the diff shows the profile it started with, and what the resume changed, marked."""
+    a = [_started("a", 1.0)] + [_metrics(s, 0.1) for s in (1, 2, 3)]
+    a += [E.RunResumed(step=2, checkpoint="checkpoint-2"), _started("a", 0.8, training__micro_batches=2), _metrics(3, 0.2)]
+    _write_run(home, "a", a)
+    _write_run(home, "b", [_started("b", 1.0, training__micro_batches=1)] + [_metrics(s, 0.1) for s in (1, 2, 3)])
+    diff = {d["key"]: d for d in compare.build([_load(home, "a"), _load(home, "b")])["profile_diff"]}
+    assert diff["sampling.temperature"]["values"] == {"a": "1.0 → 0.8 (from the resume at step 2)", "b": 1.0}
+    assert diff["training.micro_batches"]["values"] == {"a": "– → 2 (from the resume at step 2)", "b": 1}
