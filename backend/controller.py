@@ -146,8 +146,9 @@ class Controller:
         if self._memory_need.estimated:  # nothing to resume from yet: a new run with a smaller update
             shape = getattr(self.session, "update_shape", None)
             fit = host.passes_that_fit(shape, r.available_mb, limit) if shape is not None else None
-            suggestion = ("stop and start the run again with " +
-                          (f"--set training.micro_batches={fit[0]} (about {fit[1]:,.0f} MB; " if fit else "a larger training.micro_batches (") +
+            # (a stop checkpoints the untrained weights, so `--resume` keeps this run and its history)
+            suggestion = (f"stop (x), then rl-console run --resume {self.run_id} " +
+                          (f"--set training.micro_batches={fit[0]} (about {fit[1]:,.0f} MB; " if fit else "with a larger training.micro_batches (") +
                           "each pass holds 1/K of the batch), or a smaller sampling.max_tokens or training.prompts_per_step; "
                           "resume (p) to try it as it is")
         else:

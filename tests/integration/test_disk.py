@@ -92,7 +92,7 @@ def test_low_disk_space_pauses_at_the_boundary_with_an_alert(rlc_home):
         assert 0 < reading.available_mb <= reading.total_mb and reading.rss_mb > 100, reading  # the backend: torch, vLLM
         assert [e for e in seen if e.kind == "alert" and e.rule == "memory_low"] == [memory]
         # before any step, the figure is the start-up estimate of the first update (CPU), said as such,
-        # and what to do is a new run with more passes (there is no checkpoint to resume from yet)
+        # and what to do: stop (which checkpoints the untrained weights) and resume with more passes
         from backend.telemetry import host
 
         assert reading.step == 0 and memory.step == 0
@@ -100,7 +100,8 @@ def test_low_disk_space_pauses_at_the_boundary_with_an_alert(rlc_home):
         assert est == host.update_estimate_mb(ctl.session.update_shape) and est > 0
         assert reading.step_need_mb is not None and 0 <= reading.step_need_mb <= est  # (less what the heap holds free)
         assert "estimated from the model's shape and the longest prompt: no step has run yet" in memory.message, memory.message
-        assert memory.suggestion.startswith("stop and start the run again with a larger training.micro_batches"), memory.suggestion
+        assert memory.suggestion.startswith(f"stop (x), then rl-console run --resume {ctl.run_id} with a larger "
+                                            "training.micro_batches"), memory.suggestion
         said = [e.message for e in seen if e.kind == "progress" and e.message.startswith("first update: about")]
         assert len(said) == 1 and f"× up to {ctl.session.update_shape.prompt_tokens + ctl.session.update_shape.completion_tokens} tokens" in said[0]
         assert said[0].endswith("— it may not fit: lower sampling.max_tokens or training.prompts_per_step")  # no K reaches that floor

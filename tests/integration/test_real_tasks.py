@@ -300,7 +300,8 @@ def test_resume_from_another_directory_finds_the_task(rlc_home, tmp_path):
 def test_a_prompt_too_long_for_the_engine_fails_before_the_engine_starts(rlc_home, tmp_path):
     import time
 
-    (tmp_path / "long.jsonl").write_text(json.dumps({"prompt": "a" * 60 + ">"}) + "\n")
+    rows = [{"prompt": "a" * 60 + ">"}] + [{"prompt": f"{ch}>"} for ch in "bcdefghijklmnop"]  # a step's 16 prompts
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     t0 = time.monotonic()
     out = subprocess.run(RLC + ["run", "--headless", "--json", "--set", f"task.dataset={tmp_path / 'long.jsonl'}",
                                 "--set", "sampling.max_tokens=8"], env=backend_env(rlc_home), capture_output=True, text=True, timeout=300)

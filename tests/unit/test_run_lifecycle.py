@@ -189,7 +189,7 @@ def test_a_run_paused_by_an_alert_says_what_the_alert_advises(home):
     store = RunStore(rdir / "events.db")
     store.append_many([
         E.Alert(rule="memory_low", severity="critical", message="20,645 MB free …", step=7,
-                suggestion="stop and start the run again with --set training.micro_batches=16 (about 17,600 MB)"),
+                suggestion="stop (x), then rl-console run --resume r-mem --set training.micro_batches=16 (about 17,600 MB)"),
         E.Alert(rule="zero_std", severity="warning", message="all groups equal", step=7, suggestion="raise temperature"),
         E.StateChanged(state="paused", step=7, reason="paused at step 7 (0 ms to idle the engine): host memory low: the "
                        "next step is expected to need about 257,000 MB more, 20,645 MB free of 24,105 MB (the machine)"),
@@ -199,7 +199,7 @@ def test_a_run_paused_by_an_alert_says_what_the_alert_advises(home):
     try:
         got = runs.info("r-mem")
         assert got.state == "paused" and "need about 257,000 MB more, 20,645 MB free" in got.reason
-        assert got.next == ("stop and start the run again with --set training.micro_batches=16 (about 17,600 MB) — then "
+        assert got.next == ("stop (x), then rl-console run --resume r-mem --set training.micro_batches=16 (about 17,600 MB) — then "
                             "rl-console ctl r-mem resume, or ctl r-mem stop")
     finally:
         import os
