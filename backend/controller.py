@@ -143,7 +143,7 @@ class Controller:
         msg = (f"{r.available_mb:,.0f} MB free of {r.total_mb:,.0f} MB ({where}); the next step is expected to need "
                f"{need or 0:,.0f} MB more than the run holds now ({why}), which could leave less than "
                f"run.min_free_memory_mb = {limit}: the kernel kills a process that runs out")
-        if self._memory_need.estimated:  # nothing to resume from yet: a new run with a smaller update
+        if self._memory_need.estimated:  # before step 1: the update as configured; resume it with more passes
             shape = getattr(self.session, "update_shape", None)
             fit = host.passes_that_fit(shape, r.available_mb, limit) if shape is not None else None
             # (a stop checkpoints the untrained weights, so `--resume` keeps this run and its history)
