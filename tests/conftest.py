@@ -123,3 +123,17 @@ def make_run_files(home: Path, run_id: str, *states: tuple[str, str], step: int 
     if lock:
         (rdir / LOCK_NAME).write_text("999999\n")  # left by a backend that is gone: not held
     return rdir
+
+
+def wait_event(events: list, pred, what: str, timeout: float = 180):
+    """The first of `events` (a list a bus subscriber appends to) for which `pred` holds, waiting
+    up to `timeout` seconds; fails naming `what` and the newest kinds seen."""
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        for e in list(events):
+            if pred(e):
+                return e
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}; last: {[e.kind for e in events[-8:]]}")

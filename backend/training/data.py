@@ -43,7 +43,8 @@ def load_dataset_spec(spec: str):
     return ds
 
 
-#: rows whose prompt is checked at start (as many as the prompt-length check encodes)
+#: rows whose prompt is checked at start, here and by the session's length check, which tokenizes
+#: them (the rest are checked by vLLM)
 ROWS_CHECKED = 5000
 
 

@@ -20,11 +20,11 @@ from backend.engine.base import Sampling
 from backend.protocol import events as E
 from backend.telemetry.gpu import GpuPoller
 from backend.training import checkpoints, factory, trl_compat
+from backend.training.data import ROWS_CHECKED
 from backend.training.rewards import RewardRecorder
 from backend.training.trainer import RolloutFunc, make_callback, make_trainer_class
 from backend.training.watchdog import Watchdog
 
-PROMPTS_CHECKED = 5000  # prompts tokenized at start for the length check (the rest are checked by vLLM)
 CANARY_PROMPTS = 8
 CANARY_TOKENS = 32
 
@@ -146,7 +146,7 @@ class TrainingSession:
         from transformers import AutoTokenizer
 
         self.encoder = RolloutFunc(None, AutoTokenizer.from_pretrained(model_path), None)
-        encoded = [self.encode(x) for x in self.task.dataset["prompt"][:PROMPTS_CHECKED]]
+        encoded = [self.encode(x) for x in self.task.dataset["prompt"][:ROWS_CHECKED]]
         self.max_prompt_tokens = max(len(x) for x in encoded)
         if self.max_prompt_tokens + p.sampling.max_tokens > p.engine.max_model_len:
             raise ValueError(

@@ -11,18 +11,11 @@ import time
 import pytest
 
 from backend.protocol import commands as C
+from tests.conftest import wait_event
 
 pytestmark = pytest.mark.integration
 
 
-def _wait(events, pred, what, timeout=180):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        for e in list(events):
-            if pred(e):
-                return e
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}; last: {[e.kind for e in events[-8:]]}")
 
 
 def test_overlap_keeps_staleness_bounded_and_commands_at_boundaries(rlc_home, tmp_path):
@@ -42,12 +35,12 @@ def test_overlap_keeps_staleness_bounded_and_commands_at_boundaries(rlc_home, tm
     worker.start()
 
     def metrics(step):
-        return _wait(events, lambda e: e.kind == "step_metrics" and e.step == step, f"metrics of step {step}")
+        return wait_event(events, lambda e: e.kind == "step_metrics" and e.step == step, f"metrics of step {step}")
 
     def pause():
         seen = mark()
         assert ctl.submit(C.Pause()).status == "accepted"
-        return _wait(events, lambda e: e.kind == "state_changed" and e.state == "paused" and e.seq > seen, "paused")
+        return wait_event(events, lambda e: e.kind == "state_changed" and e.state == "paused" and e.seq > seen, "paused")
 
     def mark():
         return events[-1].seq if events else -1
@@ -55,10 +48,10 @@ def test_overlap_keeps_staleness_bounded_and_commands_at_boundaries(rlc_home, tm
     def resume():
         seen = mark()
         assert ctl.submit(C.Resume()).status == "accepted"
-        _wait(events, lambda e: e.kind == "state_changed" and e.state == "running" and e.seq > seen, "running")
+        wait_event(events, lambda e: e.kind == "state_changed" and e.state == "running" and e.seq > seen, "running")
 
     try:
-        _wait(events, lambda e: e.kind == "step_metrics" and e.step >= 2, "2 steps")
+        wait_event(events, lambda e: e.kind == "step_metrics" and e.step >= 2, "2 steps")
 
         # --- pause waits for the rollout in flight and keeps it: the engine is idle while paused
         pause()
@@ -82,7 +75,7 @@ def test_overlap_keeps_staleness_bounded_and_commands_at_boundaries(rlc_home, tm
         resume()
         after_pause = metrics(p + 1)
         assert after_pause.prefetched and after_pause.staleness == 1  # sampled before the pause, used after it
-        warn = _wait(events, lambda e: e.kind == "log" and e.level == "warning" and "differ" in e.message, "mismatch warning")
+        warn = wait_event(events, lambda e: e.kind == "log" and e.level == "warning" and "differ" in e.message, "mismatch warning")
         wrong = metrics(p + 2)
         assert f"step {p + 2}" in warn.message and not wrong.prefetched and "prompts differ" in wrong.overlap_fallback
         assert wrong.staleness == 0 and wrong.is_ratio_mean is not None
@@ -95,7 +88,7 @@ def test_overlap_keeps_staleness_bounded_and_commands_at_boundaries(rlc_home, tm
         q = ctl.step
         resync, ck = C.ResyncWeights(), C.Checkpoint()
         assert ctl.submit(resync).status == "accepted" and ctl.submit(ck).status == "accepted"
-        _wait(events, lambda e: e.kind == "command_result" and e.command_id == ck.id and e.status == "applied", "checkpoint")
+        wait_event(events, lambda e: e.kind == "command_result" and e.command_id == ck.id and e.status == "applied", "checkpoint")
         saved = [e for e in events if e.kind == "checkpoint_saved"][-1]
         assert saved.step == q
         synced = [e for e in events if e.kind == "weights_synced" and "resync" in e.detail][-1]
@@ -110,7 +103,7 @@ def test_overlap_keeps_staleness_bounded_and_commands_at_boundaries(rlc_home, tm
         # values before it is dropped, so the step after the boundary samples with the new ones
         sp = C.SetParams(max_tokens=3, temperature=0.8)
         assert ctl.submit(sp).status == "accepted"
-        applied = _wait(events, lambda e: e.kind == "params_applied" and e.command_id == sp.id, "params applied")
+        applied = wait_event(events, lambda e: e.kind == "params_applied" and e.command_id == sp.id, "params applied")
         a = applied.step
         m = metrics(a + 1)
         assert not m.prefetched and "sampling changed at the boundary" in m.overlap_fallback
@@ -122,7 +115,7 @@ def test_overlap_keeps_staleness_bounded_and_commands_at_boundaries(rlc_home, tm
         assert any(c.length > 3 for g in before for c in g.completions)  # the limit was not already met
         assert ctl.session.engine.last_sampling_params.max_tokens == 3
 
-        _wait(events, lambda e: e.kind == "state_changed" and e.state == "finished", "finished", timeout=300)
+        wait_event(events, lambda e: e.kind == "state_changed" and e.state == "finished", "finished", timeout=300)
     finally:
         worker.join(timeout=120)
     assert code.get("rc") == 0

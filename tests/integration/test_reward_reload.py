@@ -7,24 +7,16 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 
 import pytest
 
 from backend.protocol import commands as C
+from tests.conftest import wait_event
 
 pytestmark = pytest.mark.integration
 
 
-def _wait(events, pred, what, timeout=240):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        for e in list(events):
-            if pred(e):
-                return e
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {[e.kind for e in events[-8:]]}")
 
 
 def _write(path, text, bump):
@@ -52,7 +44,7 @@ def test_fixed_reward_code_is_reloaded_when_the_operator_resumes(rlc_home, tmp_p
     worker.start()
 
     def paused_after(seq):
-        return _wait(events, lambda e: e.kind == "state_changed" and e.state == "paused" and e.seq > seq, "paused")
+        return wait_event(events, lambda e: e.kind == "state_changed" and e.state == "paused" and e.seq > seq, "paused", timeout=240)
 
     def resume():
         seen = events[-1].seq
@@ -73,9 +65,9 @@ def test_fixed_reward_code_is_reloaded_when_the_operator_resumes(rlc_home, tmp_p
 
         _write(src, "def short(completions, **kw):\n    return [float(len(c) <= 4) for c in completions]\n", 2)
         seen = resume()
-        said = _wait(events, lambda e: e.kind == "progress" and e.seq > seen and "reloaded reward module" in e.message, "reload")
+        said = wait_event(events, lambda e: e.kind == "progress" and e.seq > seen and "reloaded reward module" in e.message, "reload", timeout=240)
         assert mod in said.message
-        nxt = _wait(events, lambda e: e.kind == "step_metrics" and e.seq > seen, "a step after the fix")
+        nxt = wait_event(events, lambda e: e.kind == "step_metrics" and e.seq > seen, "a step after the fix", timeout=240)
         assert nxt.update_skipped == "" and set(nxt.rewards_by_function) == {"short"}
         assert 0.0 <= nxt.rewards_by_function["short"] <= 1.0
     finally:
