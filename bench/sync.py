@@ -128,31 +128,6 @@ def engine_digest(worker) -> list[tuple[str, float, float]]:
     return out
 
 
-def fingerprint_before(named_tensors):
-    """weight_sync.fingerprint as it was before the sync work (a Python loop per tensor): same checksum."""
-    import hashlib
-    import struct
-
-    import torch
-
-    h, total, groups = hashlib.sha256(), 0, {}
-    for i, (name, t) in enumerate(named_tensors):
-        total += t.numel() * t.element_size()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        groups.setdefault((t.device, t.dtype), []).append(i)
-    norms = [(0.0, 0.0)] * len(named_tensors)
-    for idx in groups.values():
-        flat = [named_tensors[i][1].reshape(-1) for i in idx]
-        l1 = torch._foreach_norm(flat, 1, dtype=torch.float32)
-        l2 = torch._foreach_norm(flat, 2, dtype=torch.float32)
-        for i, pair in zip(idx, torch.stack([torch.stack(l1), torch.stack(l2)], 1).double().cpu().tolist()):
-            norms[i] = (pair[0], pair[1])
-    for a, b in norms:
-        h.update(struct.pack("<dd", a, b))
-    return h.hexdigest()[:16], total
-
-
 def gpu_child(model_dir: str, reps: int) -> dict:
     """One model on the GPU: the parts of a sync, timed alone, and the whole, old and new."""
     import torch
@@ -192,8 +167,9 @@ def gpu_child(model_dir: str, reps: int) -> dict:
             timed("cast_per_tensor", lambda: [(n, x.detach().to(torch.bfloat16)) for n, x in model.state_dict().items()])
             tensors = timed("state_tensors", lambda: weight_sync.state_tensors(model, "bfloat16"))
             checksum, nbytes = timed("fingerprint", lambda: weight_sync.fingerprint(tensors))
-            if timed("fingerprint_before", lambda: fingerprint_before(tensors)) != (checksum, nbytes):
-                raise AssertionError("the fingerprint is no longer version 2")
+            timed("fingerprint_before", lambda: weight_sync.fingerprint_v2(tensors))
+            if weight_sync.fingerprint([(n, x.cpu()) for n, x in tensors]) != (checksum, nbytes):
+                raise AssertionError("the fingerprint differs between the GPU and the CPU")
             engine.sync_method = "load_weights"
             timed("load_weights", lambda: engine.push_weights(tensors, 2 * v, checksum))
             ref = engine.llm.collective_rpc(engine_digest)[0]
@@ -205,7 +181,7 @@ def gpu_child(model_dir: str, reps: int) -> dict:
             def before():  # what a step's sync cost before: per-tensor cast, fingerprint, load_weights
                 engine.sync_method = "load_weights"
                 ts = [(n, x.detach().to(torch.bfloat16)) for n, x in model.state_dict().items()]
-                engine.push_weights(ts, 10_000 + v, fingerprint_before(ts)[0])
+                engine.push_weights(ts, 10_000 + v, weight_sync.fingerprint_v2(ts)[0])
 
             def now():  # a fresh cast each push (what a CUDA policy pushing to a Ray engine does)
                 engine.sync_method = "copy_plan"

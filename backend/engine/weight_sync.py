@@ -88,7 +88,7 @@ class Mirror:
     view per floating tensor that needs the cast (tied weights share one view); tensors already
     in that dtype are pushed as they are, like `state_tensors`. Each `refresh()` is one
     multi-tensor copy (`torch._foreach_copy_`, cast included) from the live parameters into the
-    views, and `fingerprint()` reuses the layout (names, shapes, groups) it computed once: the
+    views, and `fingerprint()` reuses the layout (names, shapes, byte ranges) it computed once: the
     per-tensor Python work of `state_dict()`, the cast and the fingerprint (about 9 ms over 273
     tensors for SmolLM2 on the H200 host) is paid at build time only. The checksum equals
     `fingerprint(state_tensors(model, dtype))`, bit for bit.
@@ -149,65 +149,119 @@ class Mirror:
         return self.layout.digest()
 
 
-FINGERPRINT_VERSION = 2
-_HEADS: dict[tuple, bytes] = {}  # (names, shapes) -> the hashed name/shape part (a run has one or two)
+FINGERPRINT_VERSION = 3
+_HEADS: dict[tuple, bytes] = {}  # (names, shapes, dtypes) -> the hashed name/shape/dtype part (a run has one or two)
 
 
 def fingerprint(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:
-    """(checksum, bytes): sha256 over each tensor's name, shape, L1 and L2 norm.
+    """(checksum, bytes): sha256 over each tensor's name, shape and dtype and, per dtype, the sum
+    of the tensors' bytes read as little-endian 64-bit words (each tensor zero-padded to whole
+    words), wrapping at 2**64.
 
-    The norms run where the tensors live, as two multi-tensor kernels per (device, dtype)
-    group (`torch._foreach_norm`, accumulated in float32), and come back in one transfer: a
-    few launches instead of four per tensor (SmolLM2-135M, 272 tensors, fp32 on 2 CPU cores:
-    71 ms against 333 ms for per-tensor sums). The name/shape part is hashed once per layout.
-    A changed value changes it.
+    Integer addition does not depend on its order, so the checksum is the same on any device,
+    with any number of threads and in any process: a checkpoint written on one GPU verifies on
+    another or on a CPU, and a Ray replica with its own thread count agrees with the trainer.
+    (Version 2 summed float32 norms: SmolLM2's embedding gave L1 norms 5% apart on 1 and on 2
+    CPU threads, so its checksum changed with the thread count.) Any single changed value changes
+    the sum. Tensors adjacent in one storage (a `Mirror`'s buffer, `state_tensors`' packed cast)
+    are summed as one range: one kernel per push, not one per tensor. Native-width integer sums
+    also run at memory speed on a CPU, where a widening sum would not.
     """
     return _Layout(named_tensors).digest()
 
 
 class _Layout:
-    """What a fingerprint needs besides the values: the hashed names and shapes, the tensors
-    grouped by (dtype, device) for the multi-tensor norms, the byte count. Built per call for
-    `fingerprint`, once for a `Mirror` (whose tensors keep their storage from push to push)."""
+    """What a fingerprint needs besides the values: the hashed names, shapes and dtypes, the
+    64-bit word views to sum per dtype (whole-word tensors adjacent in one storage merged into
+    one view), the byte count. Built per call for `fingerprint`, once for a `Mirror` (whose
+    tensors keep their storage from push to push)."""
 
     def __init__(self, named_tensors: list[tuple[str, Any]]) -> None:
+        import torch
+
         names = tuple(name for name, _ in named_tensors)
-        self.tensors = [t if t.is_contiguous() else t.reshape(-1) for _, t in named_tensors]  # as v2 was defined
-        shapes = tuple(t.shape for _, t in named_tensors)
-        head = _HEADS.get((names, shapes))
+        tensors = [t if t.is_contiguous() else t.reshape(-1) for _, t in named_tensors]
+        shapes = tuple(tuple(t.shape) for _, t in named_tensors)
+        dtypes = tuple(str(t.dtype) for t in tensors)
+        key = (names, shapes, dtypes)
+        head = _HEADS.get(key)
         if head is None:
-            head = b"".join(name.encode() + str(tuple(shape)).encode() for name, shape in zip(names, shapes))
+            head = b"".join(f"{n}{s}{d};".encode() for n, s, d in zip(names, shapes, dtypes))
             if len(_HEADS) > 8:
                 _HEADS.clear()
-            _HEADS[(names, shapes)] = head
+            _HEADS[key] = head
         self.head = head
-        self.total = sum(t.nbytes for t in self.tensors)
-        by: dict[tuple[Any, int], list[int]] = {}
-        for i, t in enumerate(self.tensors):
-            by.setdefault((t.dtype, t.get_device()), []).append(i)
-        self.groups = [(idx, [self.tensors[i] for i in idx]) for idx in by.values()]
-        self._order: Any = None
+        self.total = sum(t.nbytes for t in tensors)
+        runs: dict[str, list[list]] = {}  # dtype -> [[storage, device, byte start, byte end]] or [padded word copy]
+        for t in tensors:
+            if t.numel() == 0:
+                continue
+            group = runs.setdefault(str(t.dtype), [])
+            start = t.storage_offset() * t.element_size()
+            if start % 8 or t.nbytes % 8:  # not whole words in place (rare: odd sizes): padded at each digest
+                group.append([t])
+                continue
+            storage = t.untyped_storage()
+            last = group[-1] if group else None
+            if last is not None and len(last) == 4 and last[1] == t.device and last[0].data_ptr() == storage.data_ptr() \
+                    and last[3] == start:
+                last[3] = start + t.nbytes
+            else:
+                group.append([storage, t.device, start, start + t.nbytes])
+        self.views = {  # dtype -> int64 word views, or tensors to pad
+            dtype: [r[0] if len(r) == 1 else
+                    torch.empty(0, dtype=torch.int64, device=r[1]).set_(r[0], r[2] // 8, ((r[3] - r[2]) // 8,))
+                    for r in group]
+            for dtype, group in runs.items()
+        }
 
     def digest(self) -> tuple[str, int]:
         import torch
 
         h = hashlib.sha256(self.head)
-        if not self.tensors:
-            return h.hexdigest()[:16], 0
-        parts = []
-        for _idx, group in self.groups:
-            l1 = torch._foreach_norm(group, 1, dtype=torch.float32)
-            l2 = torch._foreach_norm(group, 2, dtype=torch.float32)
-            parts.append(torch.stack([torch.stack(l1), torch.stack(l2)], 1))
-        if len(parts) == 1:
-            norms = parts[0].double().cpu()
-        else:  # back in the tensors' order
-            if self._order is None:
-                self._order = torch.tensor([i for idx, _ in self.groups for i in idx])
-            norms = torch.empty(len(self.tensors), 2, dtype=torch.float64)
-            norms[self._order] = torch.cat([part.double().cpu() for part in parts])
-        h.update(norms.contiguous().numpy().astype("<f8", copy=False).tobytes())
+        for dtype, views in self.views.items():
+            sums = [(v if v.dtype == torch.int64 else _padded_words(v)).sum() for v in views]  # int64, wrapping
+            total = int(torch.stack(sums).sum()) if len({s.device for s in sums}) == 1 else sum(int(s) for s in sums)
+            h.update(dtype.encode() + struct.pack("<q", (total + 2**63) % 2**64 - 2**63))
         return h.hexdigest()[:16], self.total
+
+
+def _padded_words(t):
+    """`t`'s bytes, zero-padded to whole 64-bit words, in a fresh (aligned) buffer."""
+    import torch
+
+    words = torch.zeros(-(-t.nbytes // 8) * 8, dtype=torch.uint8, device=t.device)
+    words[:t.nbytes] = t.reshape(-1).view(torch.uint8)
+    return words.view(torch.int64)
+
+
+def fingerprint_v2(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:
+    """The checksum of checkpoints that recorded `fingerprint: 2`: sha256 over each tensor's
+    name, shape, and L1 and L2 norm accumulated in float32. Kept to verify those on resume (its
+    value may differ with the thread count or device that computes it)."""
+    import torch
+
+    h = hashlib.sha256()
+    total = 0
+    groups: dict = {}
+    for i, (name, t) in enumerate(named_tensors):
+        total += t.numel() * t.element_size()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    norms = [(0.0, 0.0)] * len(named_tensors)
+    for idx in groups.values():
+        flat = [named_tensors[i][1].reshape(-1) for i in idx]
+        l1 = torch._foreach_norm(flat, 1, dtype=torch.float32)
+        l2 = torch._foreach_norm(flat, 2, dtype=torch.float32)
+        for i, pair in zip(idx, torch.stack([torch.stack(l1), torch.stack(l2)], 1).double().cpu().tolist()):
+            norms[i] = (pair[0], pair[1])
+    for a, b in norms:
+        h.update(struct.pack("<dd", a, b))
+    return h.hexdigest()[:16], total
+
+
+FINGERPRINTS = {1: "fingerprint_v1", 2: "fingerprint_v2", 3: "fingerprint"}  # the version a checkpoint recorded -> its function
 
 
 def fingerprint_v1(named_tensors: list[tuple[str, Any]]) -> tuple[str, int]:

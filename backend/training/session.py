@@ -220,7 +220,10 @@ class TrainingSession:
         tied = {"lm_head.weight"} if getattr(self.model.config, "tie_word_embeddings", False) else set()
         if set(missing) - tied or unexpected:
             raise ValueError(f"{r.path}: weights do not fit the model (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
-        fp = weight_sync.fingerprint if r.fingerprint == weight_sync.FINGERPRINT_VERSION else weight_sync.fingerprint_v1
+        if r.fingerprint not in weight_sync.FINGERPRINTS:
+            raise ValueError(f"{r.path}: its checksum is of fingerprint version {r.fingerprint}, which this rl-console does not know; "
+                             "resume it with the rl-console that wrote it")
+        fp = getattr(weight_sync, weight_sync.FINGERPRINTS[r.fingerprint])
         checksum, _ = fp(weight_sync.state_tensors(self.model))
         if checksum != r.checksum:
             raise ValueError(f"{r.path}: loaded weights have checksum {checksum}, the checkpoint recorded {r.checksum}")

@@ -60,7 +60,8 @@ def test_one_backend_per_run_and_the_lock_dies_with_its_process(tmp_path):
 
 def test_checkpoints_name_their_fingerprint_and_old_ones_still_verify(tmp_path):
     """A checkpoint written before the fused fingerprint has no version in rlc.json: it loads as
-    version 1, whose checksum the resume path recomputes with `fingerprint_v1`."""
+    version 1. Each version the resume path may meet has its function, and each tells equal
+    tensors from changed ones."""
     import torch
 
     from backend.engine import weight_sync
@@ -69,14 +70,22 @@ def test_checkpoints_name_their_fingerprint_and_old_ones_still_verify(tmp_path):
     old = {"path": "x", "step": 3, "global_step": 3, "step_offset": 0, "weight_version": 4, "params": {}, "checksum": "c"}
     (tmp_path / META).write_text(json.dumps(old))
     assert ResumePoint.load(tmp_path).fingerprint == 1
-    tensors = [("a.weight", torch.randn(64, 32)), ("b.bias", torch.randn(32).bfloat16())]
-    for fp in (weight_sync.fingerprint, weight_sync.fingerprint_v1):
+    assert weight_sync.FINGERPRINTS[weight_sync.FINGERPRINT_VERSION] == "fingerprint"
+    assert sorted(weight_sync.FINGERPRINTS) == [1, 2, 3]
+    gen = torch.Generator().manual_seed(0)
+    tensors = [("a.weight", torch.randn(64, 32, generator=gen)), ("b.bias", torch.randn(32, generator=gen).bfloat16())]
+    seen = set()
+    for version, name in weight_sync.FINGERPRINTS.items():
+        fp = getattr(weight_sync, name)
         same, nbytes = fp([(n, t.clone()) for n, t in tensors])
-        assert same == fp(tensors)[0] and nbytes == 64 * 32 * 4 + 32 * 2
+        again = fp(tensors)[0]
+        assert same == again, (version, same, again)
+        assert nbytes == 64 * 32 * 4 + 32 * 2
         changed = [(n, t.clone()) for n, t in tensors]
         changed[0][1][5, 7] += 0.01
         assert fp(changed)[0] != same
-    assert weight_sync.fingerprint(tensors)[0] != weight_sync.fingerprint_v1(tensors)[0]
+        seen.add(same)
+    assert len(seen) == 3  # three definitions, three values
 
 
 def test_a_packaged_model_that_cannot_be_fetched_says_what_to_do(tmp_path, monkeypatch):

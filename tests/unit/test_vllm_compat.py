@@ -7,6 +7,7 @@ The copy-plan tests use small torch modules whose `load_weights` does what vLLM'
 recorder is pure torch logic. Against vLLM's real loaders it runs in tests/gpu (the CPU backend
 repacks weights, so `load_weights` is not its path)."""
 
+import hashlib
 import importlib.metadata
 
 import pytest
@@ -237,43 +238,60 @@ def test_a_constant_fill_beside_the_copies_is_replayed():
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
 
 
-def reference_fingerprint_v2(named_tensors):
-    """FINGERPRINT_VERSION 2 as first written (per-tensor loop): checkpoints carry these checksums."""
-    import hashlib
-    import struct
-
-    h = hashlib.sha256()
-    total = 0
-    groups = {}
-    for i, (name, t) in enumerate(named_tensors):
-        total += t.numel() * t.element_size()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        groups.setdefault((t.device, t.dtype), []).append(i)
-    norms = [(0.0, 0.0)] * len(named_tensors)
-    for idx in groups.values():
-        flat = [named_tensors[i][1].reshape(-1) for i in idx]
-        l1 = torch._foreach_norm(flat, 1, dtype=torch.float32)
-        l2 = torch._foreach_norm(flat, 2, dtype=torch.float32)
-        for i, pair in zip(idx, torch.stack([torch.stack(l1), torch.stack(l2)], 1).double().cpu().tolist()):
-            norms[i] = (pair[0], pair[1])
-    for a, b in norms:
-        h.update(struct.pack("<dd", a, b))
-    return h.hexdigest()[:16], total
-
-
-def test_fingerprint_is_still_version_2_bit_for_bit():
-    """Checkpoints store v2 checksums: the faster fingerprint must give the same ones, also for
-    mixed dtypes, a non-contiguous tensor and a repeated layout (the cached name/shape part)."""
+def _small_model_tensors():
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 50))
     named = list(model.state_dict().items())
-    mixed = named + [("half", torch.randn(5, 3).to(torch.bfloat16)), ("t", torch.randn(4, 6).t())]
-    for case in (named, mixed, mixed):
-        assert weight_sync.fingerprint(case) == reference_fingerprint_v2(case)
-    assert weight_sync.fingerprint([]) == reference_fingerprint_v2([])
-    changed = [(n, t + (1e-3 if n == "2.bias" else 0)) for n, t in named]
-    assert weight_sync.fingerprint(changed)[0] != weight_sync.fingerprint(named)[0]
+    return named, named + [("half", torch.randn(5, 3).to(torch.bfloat16)), ("t", torch.randn(4, 6).t())]
+
+
+def test_old_checkpoints_checksums_are_still_computed_bit_for_bit():
+    """Checkpoints store the checksum of the version they record: these values were computed by
+    versions 2 and 3 as released (small tensors, so version 2's float sums are serial too)."""
+    named, mixed = _small_model_tensors()
+    assert weight_sync.fingerprint_v2(named) == ("6e0e479888ac8caa", 6728)
+    assert weight_sync.fingerprint_v2(mixed) == ("4c25024a87c3b2f9", 6854)
+    assert weight_sync.fingerprint(named) == ("984a00ad728e22fd", 6728)
+    assert weight_sync.fingerprint(mixed) == ("ee912d56754eeb68", 6854)
+    assert weight_sync.fingerprint([]) == (hashlib.sha256().hexdigest()[:16], 0)
+
+
+def test_the_checksum_does_not_depend_on_threads_packing_or_layout():
+    """The same values give the same checksum with 1 or 2 threads (version 2 did not: a float32
+    norm over a big tensor is summed in a thread-dependent order), packed into one buffer or
+    apart, with odd sizes and odd offsets; any changed value changes it."""
+    gen = torch.Generator().manual_seed(3)
+    big = torch.randn(600, 576, generator=gen)  # above the size a reduction splits across threads
+    tensors = [("big", big), ("odd", torch.randn(7, 3, generator=gen).bfloat16()), ("ids", torch.arange(5)),
+               ("flag", torch.tensor([True, False, True])), ("d", torch.randn(3, dtype=torch.float64, generator=gen)),
+               ("t", torch.randn(4, 6, generator=gen).t())]
+    threads = torch.get_num_threads()
+    try:
+        by_threads = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            by_threads[n] = (weight_sync.fingerprint(tensors), weight_sync.fingerprint_v2([tensors[0]]))
+    finally:
+        torch.set_num_threads(threads)
+    assert by_threads[1][0] == by_threads[2][0]
+    assert by_threads[1][1] != by_threads[2][1]  # why version 3 exists; if this ever holds, it is torch, not us
+
+    sizes = [1000, 3, 8, 577, 64]  # 3 and 577 elements: not whole 8-byte words, and misalign what follows
+    flat = torch.randn(sum(sizes), generator=gen).bfloat16()
+    packed = [(f"p{i}", v) for i, v in enumerate(torch.split(flat, sizes))] + [("tied", torch.split(flat, sizes)[0])]
+    apart = [(n, t.clone()) for n, t in packed]
+    layout = weight_sync._Layout(packed)
+    assert layout.digest() == weight_sync.fingerprint(apart)
+    assert sum(v.dtype == torch.int64 for v in layout.views["torch.bfloat16"]) < len(packed)  # a merged range
+    before = layout.digest()
+    for i in (0, 1005, len(flat) - 1):  # in a merged range, in a padded tensor, in the last one
+        with torch.no_grad():
+            flat[i] += 1.0
+        assert layout.digest() != before  # the layout reads the live storage
+        before = layout.digest()
+    renamed = [("other" if n == "p1" else n, t) for n, t in apart]
+    recast = [(n, t.half() if n == "p1" else t) for n, t in apart]
+    assert len({weight_sync.fingerprint(c)[0] for c in (apart, renamed, recast)}) == 3
 
 
 def test_state_tensors_cast_matches_per_tensor_cast_and_fingerprint():
