@@ -97,6 +97,15 @@ async def test_live_run_obeys_every_control(rlc_home, tmp_path):
         await client.send(sp)
         applied = await rec.wait(lambda e: e.kind == "params_applied" and e.command_id == sp.id, what="params applied")
         assert applied.params["temperature"] == 0.5 and applied.params["max_tokens"] == 3
+        asked = []  # what vLLM itself receives from here on (the greedy probes too, every few steps)
+        build = session.engine.request_params
+
+        def recording(sampling, n):
+            out = build(sampling, n)
+            asked.append(out[0])
+            return out
+
+        session.engine.request_params = recording
         resume = C.Resume()
         await client.send(resume)
         await rec.wait(lambda e: e.kind == "state_changed" and e.state == "running" and e.seq > applied.seq, what="running")
@@ -105,8 +114,8 @@ async def test_live_run_obeys_every_control(rlc_home, tmp_path):
         after = next(e for e in rec.of("step_metrics") if e.step == steps_at_pause + 1)
         assert after.times.total < 1.5, after.times
         assert not [a for a in rec.of("alert") if a.rule == "slow_step"]
-        asked = session.engine.last_sampling_params  # what vLLM itself received
-        assert asked.temperature == 0.5 and asked.max_tokens == 3
+        rollouts = [a for a in asked if a.temperature != 0.0]  # not the probes' greedy requests
+        assert rollouts and all(a.temperature == 0.5 and a.max_tokens == 3 for a in rollouts), asked
         later = [g for g in rec.of("sample_group") if g.step > steps_at_pause + 1]
         assert later and all(c.length <= 3 for g in later for c in g.completions)
         assert session.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
