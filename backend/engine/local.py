@@ -19,6 +19,12 @@ from backend.engine.options import EngineOptions
 
 log = logging.getLogger("backend.engine")
 
+#: one lock for every in-process engine's calls into vLLM: vLLM keeps the forward context (the
+#: attention metadata by layer name) in a process-wide global, so two engines of one process
+#: running forwards at once read each other's (a KeyError on a layer name the other model lacks).
+#: A run has one engine per process; the lock matters where a process holds several (tests, tools).
+_FORWARD_LOCK = threading.Lock()  # tests/integration/test_two_engines.py
+
 
 def prepare_env(device: str, kv_cache_gb: float, cache_root: str | None = None) -> None:
     """Environment vLLM reads at import/engine start; set before importing vllm."""
@@ -163,7 +169,8 @@ class LocalVLLMEngine:
         if o.device == "cuda":
             kwargs["gpu_memory_utilization"] = o.gpu_memory_utilization
         try:
-            self.llm = LLM(**kwargs)
+            with _FORWARD_LOCK:  # start-up runs forwards too (profiling, warm-up)
+                self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM's own message is the useful part
             raise EngineError(f"vLLM failed to start on {model_path}: {type(exc).__name__}: {exc}") from exc
         import torch
@@ -172,7 +179,7 @@ class LocalVLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()  # completion texts (decode_texts)
         self.verify_received = o.verify_received  # read by push_weights
         self._threads = torch.get_num_threads()  # vLLM-CPU's attention checks the caller's OMP threads
-        self._lock = threading.Lock()
+        self._lock = _FORWARD_LOCK
         self._version = 0
         self._paused = threading.Event()
         self._dead: str | None = None

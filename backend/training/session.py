@@ -385,6 +385,8 @@ class TrainingSession:
     def close(self) -> None:
         if self.gpu is not None:
             self.gpu.stop()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         if self.engine is not None:
             try:
                 self.engine.shutdown()

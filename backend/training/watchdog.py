@@ -30,6 +30,7 @@ class Watchdog:
         self._poll_s = poll_s
         self._armed: tuple[float, float, str] | None = None  # (start, deadline, what), monotonic
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     @contextlib.contextmanager
     def guard(self, seconds: float, what: str) -> Iterator[None]:
@@ -44,9 +45,12 @@ class Watchdog:
         finally:
             self._armed = None
 
+    def stop(self) -> None:
+        """End the thread (within one poll): the session that owned it is closing."""
+        self._stopped.set()
+
     def _watch(self) -> None:
-        while True:
-            time.sleep(self._poll_s)
+        while not self._stopped.wait(self._poll_s):
             armed = self._armed
             if armed is None or time.monotonic() <= armed[1]:
                 continue

@@ -37,3 +37,14 @@ def test_the_poll_follows_the_deadline_within_its_bounds():
         assert dog._poll_s == 0.25
     with dog.guard(4.0, "push"):
         assert dog._poll_s == 1.0
+
+
+def test_stop_ends_the_thread():
+    """A closed session's watchdog does not outlive it (the thread holds the session's callback)."""
+    dog = Watchdog(lambda *a: None, poll_s=0.05)
+    with dog.guard(0.2, "push"):
+        pass
+    assert dog._thread.is_alive()
+    dog.stop()
+    dog._thread.join(2)
+    assert not dog._thread.is_alive()
