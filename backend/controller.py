@@ -282,10 +282,13 @@ class Controller:
         return ""
 
     # ---- boundary (training thread) ----------------------------------------
-    def at_boundary(self, *, idle: Callable[[], None], wake: Callable[[], None]) -> Iterator[Any]:
+    def at_boundary(self, *, idle: Callable[[], None], wake: Callable[[], None],
+                    resume_check: Callable[[], str | None] | None = None) -> Iterator[Any]:
         """The queued commands for the step loop to apply, in order. When a pause is due,
         `idle()` the engine, report paused and go on yielding commands as they arrive until a
-        Resume, then `wake()` it. Pause and Resume are the desk's own; it answers them."""
+        Resume, then `wake()` it. Pause and Resume are the desk's own; it answers them.
+        `resume_check()` runs on a Resume while paused: a reason it returns fails that Resume
+        with the reason (the run stays paused, and says why), None lets the run go on."""
         self.check_memory()
         self.check_disk()
         pauses: list[Any] = []  # answered "applied" once the run is paused (not before: the header would still say running)
@@ -323,6 +326,12 @@ class Controller:
             except queue.Empty:
                 continue
             if isinstance(cmd, C.Resume):
+                refused = resume_check() if resume_check is not None else None
+                if refused:
+                    self.failed(cmd, f"still paused: {refused}")
+                    self._pause_reason = refused
+                    self.set_state("paused", f"still paused at step {self.step}: {refused}")
+                    continue
                 wake()
                 self.done(cmd)
                 self.set_state("running", "resumed")

@@ -474,7 +474,15 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             print_try(run_id, tried)
         return 0
     try:
-        result = asyncio.run(call(address, command, timeout=args.timeout or 10.0, take=args.take, token=token))
+        if args.action == "resume":  # a paused run answers at once: applied, or failed with why it stays paused
+            try:
+                result, _ = asyncio.run(call_until_done(address, command, timeout=args.timeout or 15.0, take=args.take,
+                                                        token=token))
+            except (TimeoutError, asyncio.TimeoutError):  # still pausing: it resumes at the step boundary
+                print(f"{run_id}: resume accepted (the run is still pausing: it goes on at the step boundary)")
+                return 0
+        else:
+            result = asyncio.run(call(address, command, timeout=args.timeout or 10.0, take=args.take, token=token))
     except (ClientError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
         return _die(f"{run_id}: {exc or type(exc).__name__}", 1)
     if args.json:

@@ -281,11 +281,16 @@ class StepLoop:
         """Apply the operator's queued commands; while paused, stay here applying them."""
         engine = self.session.engine
         while True:
-            for cmd in self.desk.at_boundary(idle=engine.pause, wake=engine.resume):
+            for cmd in self.desk.at_boundary(idle=engine.pause, wake=engine.resume, resume_check=self._resume_check):
                 self.apply(cmd)
             if not self._reward_code_suspect or (why := self._reload_reward_code()) is None:
                 return
             self.desk.request_pause(why)  # the old functions are still in place: pause again, right here
+
+    def _resume_check(self) -> str | None:
+        """While paused, on the operator's Resume: after a reward failure, the fixed code must load
+        first (the Resume fails with the reason otherwise, and the run stays paused)."""
+        return self._reload_reward_code() if self._reward_code_suspect else None
 
     def _reload_reward_code(self) -> str | None:
         """After a reward failure, the operator resumes: take up reward code fixed meanwhile (the

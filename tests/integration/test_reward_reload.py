@@ -48,8 +48,13 @@ def test_fixed_reward_code_is_reloaded_when_the_operator_resumes(rlc_home, tmp_p
 
     def resume():
         seen = events[-1].seq
-        assert ctl.submit(C.Resume()).status == "accepted"
-        return seen
+        cmd = C.Resume()
+        assert ctl.submit(cmd).status == "accepted"
+        return seen, cmd.id
+
+    def answer(cmd_id):
+        return wait_event(events, lambda e: e.kind == "command_result" and e.command_id == cmd_id and e.status != "accepted",
+                          "the resume's answer", timeout=60)
 
     try:
         first = paused_after(-1)
@@ -58,13 +63,17 @@ def test_fixed_reward_code_is_reloaded_when_the_operator_resumes(rlc_home, tmp_p
         assert "resuming reloads its module when the file changed" in failed.suggestion
 
         _write(src, "def short(completions, **kw)\n    return []\n", 1)  # the first fix has a syntax error
-        seen = resume()
+        seen, cmd_id = resume()
+        refused = answer(cmd_id)  # the operator's own answer says why the run stays paused
+        assert refused.status == "failed" and "still paused" in refused.reason and "SyntaxError" in refused.reason
         again = paused_after(seen)
         assert "reward code not reloaded" in again.reason and "SyntaxError" in again.reason
+        assert ctl.state == "paused"
         assert not [e for e in events if e.kind == "step_metrics" and e.seq > seen]  # no batch spent on it
 
         _write(src, "def short(completions, **kw):\n    return [float(len(c) <= 4) for c in completions]\n", 2)
-        seen = resume()
+        seen, cmd_id = resume()
+        assert answer(cmd_id).status == "applied"
         said = wait_event(events, lambda e: e.kind == "progress" and e.seq > seen and "reloaded reward module" in e.message, "reload", timeout=240)
         assert mod in said.message
         nxt = wait_event(events, lambda e: e.kind == "step_metrics" and e.seq > seen, "a step after the fix", timeout=240)
