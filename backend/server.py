@@ -384,8 +384,14 @@ class ControlServer:
             cmd = None
         if not isinstance(cmd, Subscribe) or not hmac.compare_digest(cmd.token.encode(), self.token.encode()):
             await asyncio.sleep(0.5)  # no fast guessing
+            if not isinstance(cmd, Subscribe):
+                why = "a TCP connection must open with a subscribe frame carrying the run's token"
+            elif not cmd.token:
+                why = "no token: a TCP connection needs the run's token (the file `token` in its run directory)"
+            else:
+                why = "wrong token: it is not this run's (the file `token` in its run directory)"
             with contextlib.suppress(ConnectionError):
-                await self._send(writer, ErrorReply(message="refused: a TCP connection must open with subscribe and the run's token"))
+                await self._send(writer, ErrorReply(message=f"refused: {why}"))
             return None
         return line
 

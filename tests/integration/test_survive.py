@@ -426,7 +426,7 @@ def test_tcp_listener_needs_the_token(live_run):
     refused = subprocess.run([sys.executable, "-m", "console.cli", "ctl", target, "checkpoint", "--token-file", wrong.name],
                              env=env, capture_output=True, text=True, timeout=60)
     os.unlink(wrong.name)
-    assert refused.returncode == 1 and "refused" in refused.stderr, refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "refused: wrong token" in refused.stderr, refused.stdout + refused.stderr
     ok = subprocess.run([sys.executable, "-m", "console.cli", "ctl", target, "checkpoint", "--token-file", str(token_file)],
                         env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "checkpoint accepted" in ok.stdout, ok.stdout + ok.stderr
