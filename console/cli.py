@@ -646,8 +646,17 @@ def build_parser() -> argparse.ArgumentParser:
                      "instead of opening the interactive view")
     cmp.set_defaults(func=cmd_compare)
 
-    rp = sub.add_parser("replay", help="browse a run's recorded history in the same screens")
-    rp.add_argument("run", nargs="?", default="latest")
+    rp = sub.add_parser(
+        "replay", help="browse a run's recorded history in the same screens",
+        description="Open a run's recorded history in the console's screens, read-only, "
+                    "and move through it step by step: every screen shows the run as it stood at the chosen step.",
+        epilog="keys (besides the console's own screen keys):\n"
+               "  [ / ]    one step back / forward\n"
+               "  { / }    ten steps back / forward\n"
+               "  < / >    the first / the last step\n"
+               "  q        quit",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    rp.add_argument("run", nargs="?", default="latest", help="run id, a unique prefix of one, or latest (default)")
     rp.set_defaults(func=cmd_replay)
     return parser
 
