@@ -180,8 +180,8 @@ class _Layout:
         import torch
 
         names = tuple(name for name, _ in named_tensors)
-        tensors = [t if t.is_contiguous() else t.reshape(-1) for _, t in named_tensors]
-        shapes = tuple(tuple(t.shape) for _, t in named_tensors)
+        tensors = [t for _, t in named_tensors]
+        shapes = tuple(tuple(t.shape) for t in tensors)
         dtypes = tuple(str(t.dtype) for t in tensors)
         key = (names, shapes, dtypes)
         head = _HEADS.get(key)
@@ -198,7 +198,7 @@ class _Layout:
                 continue
             group = runs.setdefault(str(t.dtype), [])
             start = t.storage_offset() * t.element_size()
-            if start % 8 or t.nbytes % 8:  # not whole words in place (rare: odd sizes): padded at each digest
+            if start % 8 or t.nbytes % 8 or not t.is_contiguous():  # not whole words in place (rare): padded at each digest
                 group.append([t])
                 continue
             storage = t.untyped_storage()

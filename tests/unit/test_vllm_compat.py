@@ -289,6 +289,12 @@ def test_the_checksum_does_not_depend_on_threads_packing_or_layout():
             flat[i] += 1.0
         assert layout.digest() != before  # the layout reads the live storage
         before = layout.digest()
+    base = torch.randn(4, 6, generator=gen)
+    transposed = weight_sync._Layout([("t", base.t())])  # not contiguous: read again at each digest
+    before = transposed.digest()
+    with torch.no_grad():
+        base[1, 2] += 1.0
+    assert transposed.digest() != before and transposed.digest() == weight_sync.fingerprint([("t", base.t().contiguous())])
     renamed = [("other" if n == "p1" else n, t) for n, t in apart]
     recast = [(n, t.half() if n == "p1" else t) for n, t in apart]
     assert len({weight_sync.fingerprint(c)[0] for c in (apart, renamed, recast)}) == 3
