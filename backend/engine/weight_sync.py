@@ -192,7 +192,7 @@ class _Layout:
             _HEADS[key] = head
         self.head = head
         self.total = sum(t.nbytes for t in tensors)
-        runs: dict[str, list[list]] = {}  # dtype -> [[storage, device, byte start, byte end]] or [padded word copy]
+        runs: dict[str, list[list]] = {}  # dtype -> [[storage, device, byte start, byte end]] or [tensor to pad]
         for t in tensors:
             if t.numel() == 0:
                 continue
@@ -208,9 +208,9 @@ class _Layout:
                 last[3] = start + t.nbytes
             else:
                 group.append([storage, t.device, start, start + t.nbytes])
-        self.views = {  # dtype -> int64 word views, or tensors to pad
-            dtype: [r[0] if len(r) == 1 else
-                    torch.empty(0, dtype=torch.int64, device=r[1]).set_(r[0], r[2] // 8, ((r[3] - r[2]) // 8,))
+        self.views: dict[str, list[tuple[Any, bool]]] = {  # dtype -> [(int64 word view, or tensor to pad; padded?)]
+            dtype: [(r[0], True) if len(r) == 1 else
+                    (torch.empty(0, dtype=torch.int64, device=r[1]).set_(r[0], r[2] // 8, ((r[3] - r[2]) // 8,)), False)
                     for r in group]
             for dtype, group in runs.items()
         }
@@ -220,7 +220,7 @@ class _Layout:
 
         h = hashlib.sha256(self.head)
         for dtype, views in self.views.items():
-            sums = [(v if v.dtype == torch.int64 else _padded_words(v)).sum() for v in views]  # int64, wrapping
+            sums = [(_padded_words(v) if pad else v).sum() for v, pad in views]  # int64, wrapping
             total = int(torch.stack(sums).sum()) if len({s.device for s in sums}) == 1 else sum(int(s) for s in sums)
             h.update(dtype.encode() + struct.pack("<q", (total + 2**63) % 2**64 - 2**63))
         return h.hexdigest()[:16], self.total
