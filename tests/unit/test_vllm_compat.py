@@ -270,11 +270,10 @@ def test_the_checksum_does_not_depend_on_threads_packing_or_layout():
         by_threads = {}
         for n in (1, 2):
             torch.set_num_threads(n)
-            by_threads[n] = (weight_sync.fingerprint(tensors), weight_sync.fingerprint_v2([tensors[0]]))
+            by_threads[n] = weight_sync.fingerprint(tensors)
     finally:
         torch.set_num_threads(threads)
-    assert by_threads[1][0] == by_threads[2][0]
-    assert by_threads[1][1] != by_threads[2][1]  # why version 3 exists; if this ever holds, it is torch, not us
+    assert by_threads[1] == by_threads[2]  # (version 2's float sums of `big` differ here where torch splits the sum)
 
     sizes = [1000, 1000, 3, 8, 577, 64]  # 3 and 577 elements: not whole 8-byte words, and misalign what follows
     flat = torch.randn(sum(sizes), generator=gen).bfloat16()
