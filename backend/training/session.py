@@ -235,6 +235,8 @@ class TrainingSession:
         p = self.profile
         args = factory.grpo_config(p, self.checkpoint_root, self.device, self.task.reward_weights, max_steps)
         cls = make_trainer_class()
+        if getattr(args, "torch_compile", False):
+            compiled = factory.compile_once_settings()  # before the trainer builds its Accelerator
         self.trainer = cls(
             model=self.model,
             reward_funcs=self.task.reward_funcs,
@@ -250,8 +252,9 @@ class TrainingSession:
         self.trainer.remove_callback(PrinterCallback)  # the console prints its own lines
         self.trainer.remove_callback(ProgressCallback)
         if getattr(args, "torch_compile", False):
+            how = ", ".join(f"{k}={v}" for k, v in compiled.items())
             self.progress("trainer", "trl.torch_compile = true: the first update compiles the policy, so step 1 takes "
-                          "longer (20 s to 2 min); a change of shapes (max_tokens, num_generations) compiles again")
+                          f"longer (20 s to 2 min); compiled once for every sequence length ({how})")
 
     # ---- what the step loop asks for -------------------------------------------
     def encode(self, prompt: Any) -> list[int]:

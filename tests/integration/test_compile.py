@@ -47,3 +47,33 @@ def test_a_compiled_overlapped_run_reports_checkpoints_and_resumes(rlc_home):
     assert [e["step"] for e in resumed if e["kind"] == "step_metrics"] == [4, 5]
     last = [e for e in resumed if e["kind"] == "state_changed"][-1]
     assert (last["state"], last["step"]) == ("finished", 5) and "completed" in last["reason"], last
+
+
+
+def _recompiles(home) -> list[str]:
+    """The guard failures torch logged in the run's backend.log (TORCH_LOGS=recompiles)."""
+    logs = sorted(home.glob("runs/*/backend.log"), key=lambda p: p.stat().st_mtime)
+    return [line.split("] ", 2)[-1] for line in logs[-1].read_text(errors="replace").splitlines() if "mismatch" in line]
+
+
+def test_a_compiled_update_compiles_once_for_every_length(tmp_path):
+    """With torch's defaults the first update compiles for its exact shapes, and the first step
+    whose longest sequence differs compiles the forward and backward again (here, with
+    ACCELERATE_DYNAMO_USE_DYNAMIC=false: step 3 took 29 s on CPU, "input_ids size mismatch";
+    on one H200, SmolLM2's step 12 took 102 s). rl-console compiles with dynamic shapes and
+    one decoder layer for all: no step after the first compiles for a new length, and every
+    step reports its rewards."""
+    home = tmp_path / "home"
+    args = ["--max-steps", "4", "--set", "trl.torch_compile=true", "--set", "sampling.max_tokens=16",
+            "--set", "run.checkpoint_every=0", "--set", "telemetry.probe_every=0"]
+    out = subprocess.run(RLC + ["run", "--headless", "--json", *args], capture_output=True, text=True, timeout=600,
+                         env=backend_env(home, TORCH_LOGS="recompiles"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    said = [e["message"] for e in events if e["kind"] == "progress"]
+    assert any("compiled once for every sequence length" in m and "USE_DYNAMIC=true" in m for m in said), said[-6:]
+    steps = [e for e in events if e["kind"] == "step_metrics"]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4]
+    assert all(set(e["rewards_by_function"]) == {"char_match", "clean_stop"} for e in steps), steps
+    assert len({e["completion_length_mean"] for e in steps}) > 1  # the lengths moved: a static compile would not cover them
+    assert not [r for r in _recompiles(home) if "size mismatch" in r], _recompiles(home)
