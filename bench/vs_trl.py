@@ -144,7 +144,7 @@ def run_console(args, overlap: bool = False, core: str | None = None) -> dict:
             continue
         if ev.get("kind") == "step_metrics":
             t = ev["times"]
-            rows.append({"step": ev["step"], "reward": ev["reward_mean"], "step_s": t["total"], "generate": t["generate"],
+            rows.append({"step": ev["step"], "ts": ev.get("ts"), "reward": ev["reward_mean"], "step_s": t["total"], "generate": t["generate"],
                          "score": t["score"], "train": t["train"], "sync": t["sync"], "tokens_per_s": ev["tokens_per_s"],
                          "logprob_diff_mean": ev.get("logprob_diff_mean"), "staleness": ev.get("staleness", 0),
                          "prefetched": ev.get("prefetched", False), "generate_hidden_s": ev.get("generate_hidden_s", 0.0),
@@ -154,12 +154,13 @@ def run_console(args, overlap: bool = False, core: str | None = None) -> dict:
         elif ev.get("kind") == "gpu_stats" and ev.get("gpus"):
             peak = max(peak, max(g["mem_used_mb"] for g in ev["gpus"]))
             if rows:  # after the first step: the loop running, not the engine starting (nor compiling)
-                util.append((len(rows), ev["gpus"][0]["util_pct"]))
+                util.append((len(rows), ev["gpus"][0]["util_pct"], ev.get("ts")))
         elif ev.get("kind") == "weights_synced":
             synced.append({"verified": ev["verified"], "detail": ev["detail"][:300], "bytes": ev["bytes"], "s": ev["duration_s"]})
     # until the last step's metrics: not the run's shutdown (final checkpoint, engine teardown), whose idle
     # samples would dominate a short run's mean
-    util = [u for n, u in util if n < len(rows)]
+    trace = [[n, u, ts] for n, u, ts in util if n < len(rows)]  # (steps done, NVML util %, event time): to set beside
+    util = [u for n, u, _ in trace]                                  # another reading of the same seconds
     if out.returncode != 0 or not rows:  # why: its stderr, and the run's own account (--json: on stdout)
         told = [line for line in out.stdout.splitlines() if '"state_changed"' in line or '"alert"' in line
                 or '"log"' in line]
@@ -168,6 +169,7 @@ def run_console(args, overlap: bool = False, core: str | None = None) -> dict:
         (f", engine.core = {core}" if core else "") + ")"
     return {"loop": name, "rows": rows, "peak_mb": peak or None, "wall_s": wall,
             "rc": out.returncode, "syncs": synced[:3] + synced[-2:], "gpu_util_mean": statistics.fmean(util) if util else None,
+            "gpu_util_trace": trace,
             "sync_bytes": synced[-1]["bytes"] if synced else None}
 
 
@@ -240,7 +242,10 @@ def main() -> int:
             res = fn(args)
             res["summary"] = summarize(res, REWARDS[args.task])
             results[name] = res
-            print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1), flush=True)
+            print(json.dumps({k: v for k, v in res.items() if k not in ("rows", "gpu_util_trace")}, indent=1), flush=True)
+            if args.json_out:  # after every loop: a time limit later keeps what finished
+                done = [*rounds, results]
+                Path(args.json_out).write_text(json.dumps(done[0] if args.rounds == 1 else {"rounds": done}, indent=1))
         rounds.append(results)
         report(results)
     if args.rounds > 1:
@@ -248,8 +253,6 @@ def main() -> int:
         for what, ratios in round_ratios(rounds).items():
             print(f"  {what}: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}; "
                   f"{', '.join(f'{x:.2f}' for x in ratios)})", flush=True)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(rounds[0] if args.rounds == 1 else {"rounds": rounds}, indent=1))
     return 0 if all(r["rc"] == 0 and r["rows"] for results in rounds for r in results.values()) else 1
 
 
