@@ -173,12 +173,22 @@ def run_console(args, overlap: bool = False, core: str | None = None) -> dict:
             "sync_bytes": synced[-1]["bytes"] if synced else None}
 
 
+STALL_FACTOR = 5
+
+
 def summarize(res: dict, rewards: list[str]) -> dict:
     rows = res["rows"]
     steady = [r["step_s"] for r in rows[3:]] or [r["step_s"] for r in rows]
     per10 = [round(statistics.fmean(r["reward"] for r in rows[i:i + 10]), 2) for i in range(0, len(rows), 10)]
     out = {"median_step_s": statistics.median(steady) if steady else None, "reward_per_10": per10,
            "steps": len(rows)}
+    # the median hides a step that stalls (a second compile took 102 s of a compiled run's 112):
+    # the slowest step after the first, and the steps over 5x the median with their seconds
+    later = [r["step_s"] for r in rows[1:]]
+    if later and out["median_step_s"]:
+        stalls = [s for s in later if s > STALL_FACTOR * out["median_step_s"]]
+        out.update(mean_step_s=statistics.fmean(later), slowest_later_step_s=max(later),
+                   stalled_steps=len(stalls), stalled_s=sum(stalls))
     for f in rewards:
         vals = [r[f] for r in rows if r.get(f) is not None]
         if vals:
@@ -288,7 +298,12 @@ def report(results: dict) -> None:
         print(f"overlap with the engine in-process: median step {d * 1000:.0f} ms: {b / d:.2f}x steps/s over "
               f"synchronous" + (f"; own process {d / c:.2f}x its steps/s" if c else ""), flush=True)
     for name in results:
-        print(f"reward per 10 steps, {name}: {results[name]['summary']['reward_per_10']}", flush=True)
+        s = results[name]["summary"]
+        print(f"reward per 10 steps, {name}: {s['reward_per_10']}", flush=True)
+        if s.get("stalled_steps"):
+            print(f"  {name}: {s['stalled_steps']} step(s) after the first over {STALL_FACTOR}x the median step, "
+                  f"{s['stalled_s']:.1f} s in all (slowest {s['slowest_later_step_s']:.1f} s; mean step "
+                  f"{s['mean_step_s'] * 1000:.0f} ms against the median's {s['median_step_s'] * 1000:.0f})", flush=True)
 
 
 if __name__ == "__main__":

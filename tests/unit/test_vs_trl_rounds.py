@@ -21,3 +21,16 @@ def test_a_missing_or_failed_loop_gives_no_ratio_for_that_round():
     rounds = [_round(rl_console=240, rl_console_overlap=160), _round(trl=300, rl_console=None, rl_console_overlap=150)]
     got = round_ratios(rounds)
     assert got == {"overlap steps/s / synchronous": pytest.approx([1.5])}
+
+
+def test_the_summary_shows_a_stall_the_median_hides():
+    from bench.vs_trl import summarize
+
+    steps = [71.1] + [0.24] * 10 + [102.6] + [0.24] * 18  # the compiled run: step 1 compiles, step 12 compiled again
+    rows = [{"step": i + 1, "step_s": s, "reward": 0.0} for i, s in enumerate(steps)]
+    out = summarize({"rows": rows}, [])
+    assert out["median_step_s"] == pytest.approx(0.24)
+    assert (out["stalled_steps"], out["slowest_later_step_s"]) == (1, 102.6)
+    assert out["stalled_s"] == pytest.approx(102.6) and out["mean_step_s"] > 3.5
+    calm = summarize({"rows": [{"step": i + 1, "step_s": 0.24, "reward": 0.0} for i in range(30)]}, [])
+    assert calm["stalled_steps"] == 0
