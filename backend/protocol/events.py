@@ -157,6 +157,7 @@ class StepTimes(BaseModel):
     train: float = 0.0
     sync: float = 0.0
     total: float = 0.0
+    compile: float = 0.0  # of `train`: seconds torch.compile spent compiling after the rollout (the update)
 
 
 class StepMetrics(_Event):

@@ -103,9 +103,13 @@ def check(cfg, m: StepMetrics, history: list[StepMetrics], weights: dict[str, fl
     r = cfg.slow_step
     med = _median(h.times.total for h in window)
     if r.enabled and med and len(window) >= cfg.window and m.times.total >= r.factor * med:
+        compiling = m.times.compile >= 0.5 * m.times.total  # most of it torch.compile at work: say so
         out.append(Finding("slow_step", "warning",
-                           f"step took {m.times.total:.2f} s, {m.times.total / med:.1f}× the recent median {med:.2f} s",
+                           f"step took {m.times.total:.2f} s, {m.times.total / med:.1f}× the recent median {med:.2f} s"
+                           + (f", {m.times.compile:.2f} s of it compiling the update" if m.times.compile >= 0.01 else ""),
                            "step_time", m.times.total, r.factor * med,
+                           "a compiled update compiles once for each new input variant (a batch without padding, a new "
+                           "group size); steps after it run at the usual speed" if compiling else
                            "check the step split (generate/score/train/sync) and the reward functions", r.action))
     # -- what the batch says beyond its reward: early collapse and reward hacking
     n = cfg.window

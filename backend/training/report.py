@@ -256,7 +256,7 @@ def hacking(joined: list[list[ScoredRow]], ground_truth: str = "") -> tuple[dict
 
 
 def step_metrics(step: int, logs: dict[str, Any], batch: RolloutBatch | None, total_s: float, reward_names: list[str],
-                 weight_version: int, update_skipped: str, sig: Signals | None = None) -> E.StepMetrics:
+                 weight_version: int, update_skipped: str, sig: Signals | None = None, compile_s: float = 0.0) -> E.StepMetrics:
     """TRL's logged scalars for the step, plus what the console measured itself."""
     b = batch
     gen = b.generate_s if b else 0.0
@@ -289,7 +289,8 @@ def step_metrics(step: int, logs: dict[str, Any], batch: RolloutBatch | None, to
         reward_length_corr=sig.reward_length_corr if sig else None,
         ground_truth_mean=sig.ground_truth_mean if sig else None,
         evidence=(sig.evidence or {}) if sig else {},
-        times=E.StepTimes(generate=gen, score=score, sync=sync, train=max(0.0, total_s - gen - score - sync), total=total_s),
+        times=E.StepTimes(generate=gen, score=score, sync=sync, train=max(0.0, total_s - gen - score - sync), total=total_s,
+                           compile=min(compile_s, total_s)),
         tokens_per_s=(b.generated_tokens / gen) if b and gen > 0 else 0.0,
         samples_per_s=(b.num_completions / total_s) if b and total_s > 0 else 0.0,
         weight_version=weight_version,

@@ -40,7 +40,7 @@ from backend.protocol import commands as C
 from backend.protocol import events as E
 from backend.protocol.params import ENGINE_PARAMS, PARAMS
 from backend.telemetry.alerts import AlertMonitor, Finding
-from backend.training import overlap, report, trl_compat
+from backend.training import compiletime, overlap, report, trl_compat
 from backend.training.rewards import RewardLoadError
 from backend.training.trainer import RolloutBatch, StopTraining, set_learning_rate
 
@@ -128,6 +128,8 @@ class StepLoop:
         self._joined: Any = None  # the scored batch's rows, until its groups are logged
         self._last_step_end = time.perf_counter()
         self._step_wall: dict[int, float] = {}
+        self._compile_clock = compiletime.CompileClock()  # a compiled update's compile time, per step
+        self._step_compile: dict[int, float] = {}
         self._skip_update: str | None = None  # why this step's update is dropped (set by a guard)
         self._reward_code_suspect = False  # a reward function failed: reload changed code when resumed
         self._skipped: dict[int, str] = {}  # step -> why its update was skipped (until its metrics are sent)
@@ -456,6 +458,9 @@ class StepLoop:
     # ---- 2. generated (rollout_func) ------------------------------------------------
     def rollout_done(self, batch: RolloutBatch) -> None:
         self._batch = batch
+        # an in-process engine compiles through the same torch (vLLM's own graphs, new batch
+        # shapes): what compiled up to here is the boundary's or the engine's, not the update's
+        self._compile_clock.lap()
 
     # ---- overlap: the next step's rollout behind this update (training.overlap) -----------
     def take_prefetched(self, step: int, prompts: list[Any], prompt_ids: list[list[int]],
@@ -603,6 +608,7 @@ class StepLoop:
         now = time.perf_counter()
         self.step = self.step_now
         self._step_wall[self.step] = now - self._last_step_end
+        self._step_compile[self.step] = self._compile_clock.lap()
         self._last_step_end = now
         if self._skip_update:  # the weights are still the last good ones: keep them, then pause
             reason, self._skip_update = self._skip_update, None
@@ -624,7 +630,7 @@ class StepLoop:
         step = self.step_now
         metrics = report.step_metrics(
             step, logs, self._batch, self._step_wall.pop(step, 0.0), self.session.task.reward_names,
-            self.weight_version, self._skipped.pop(step, ""), self._signals,
+            self.weight_version, self._skipped.pop(step, ""), self._signals, compile_s=self._step_compile.pop(step, 0.0),
         )
         metrics = self.bus.emit(metrics.model_copy(update=overlap.metric_fields(
             self._batch, logs, metrics.times, self.prefetch is not None)))

@@ -67,12 +67,17 @@ class ThroughputPanel(Widget):
         t = m.times
         times = {"generate": t.generate, "score": t.score, "train": t.train, "sync": t.sync}
         head = Text(no_wrap=True, overflow="ellipsis", end="")
+        if t.compile >= 0.05:  # a compiled update compiled in this step (part of train): said first, not cut off
+            head.append(f"compiling {t.compile:.1f}s", style="bold yellow")
+            head.append(f" of {t.total:.2f}s/step  ")
         head.append(f"{m.tokens_per_s:,.0f}", style="bold")
         head.append(" tok/s  ")
         head.append(f"{m.samples_per_s:,.1f}", style="bold")
-        head.append(" samples/s  ")
-        head.append(f"{t.total:.2f}s", style="bold")
-        head.append("/step")
+        head.append(" samples/s")
+        if t.compile < 0.05:
+            head.append("  ")
+            head.append(f"{t.total:.2f}s", style="bold")
+            head.append("/step")
         wide = width >= LEGEND_ONE_LINE
         items = [
             Text.assemble(("■", color), f"{name if wide else short} {times[name]:.2f}{'s' if wide else ''}")

@@ -196,6 +196,20 @@ async def test_throughput_lines_never_wrap(kit):
         assert body[4].startswith("Δlogp 0.012 max 0.41 @13  reward") and body[4].endswith("…")
 
 
+async def test_a_step_that_compiled_says_so_first(kit):
+    from backend.protocol.events import StepMetrics, StepTimes
+
+    slow = StepMetrics(ts=kit.TS0 + 99, step=13, reward_mean=0.3, reward_std=0.1, tokens_per_s=1_290.4, samples_per_s=2.5,
+                       times=StepTimes(generate=0.1, score=0.001, train=102.4, sync=0.01, total=102.6, compile=101.9))
+    source = kit.Source([*kit.make_run(steps=12), slow])
+    app = RLConsoleApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await kit.settle(pilot, source)
+        panel = app.query_one("#throughput")
+        lines = [strip.text for strip in panel.render_lines(panel.region.reset_offset)]
+        assert lines[1].strip("│ ").startswith("compiling 101.9s of 102.60s/step"), lines
+
+
 async def test_alerts_strip_shows_active_conditions_first_with_their_current_value(kit):
     """A lasting alert stays on top while it holds (since when, the metric's value now, in the
     message's unit); its cleared event takes it off the active list; single-event alerts

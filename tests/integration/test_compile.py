@@ -77,3 +77,7 @@ def test_a_compiled_update_compiles_once_for_every_length(tmp_path):
     assert all(set(e["rewards_by_function"]) == {"char_match", "clean_stop"} for e in steps), steps
     assert len({e["completion_length_mean"] for e in steps}) > 1  # the lengths moved: a static compile would not cover them
     assert not [r for r in _recompiles(home) if "size mismatch" in r], _recompiles(home)
+    # each step says how much of it was compiling: step 1 did, within its train time; later ones barely
+    first, later = steps[0]["times"], [e["times"] for e in steps[1:]]
+    assert 0.5 < first["compile"] <= first["train"], first
+    assert sum(t["compile"] for t in later) < first["compile"] / 2, later

@@ -34,6 +34,15 @@ def test_each_rule_fires_with_evidence():
     assert rules(check(CFG, metrics(11, kl=0.2), kl_hist)) == {"kl_blowup"}
 
 
+def test_a_slow_step_that_was_compiling_says_so():
+    plain = check(CFG, metrics(11, total=0.6), HIST)[0]
+    assert "compiling" not in plain.message and "reward functions" in plain.suggestion
+    slow = StepMetrics(step=12, reward_mean=0.5, reward_std=0.1, times=StepTimes(total=102.6, train=102.4, compile=101.9))
+    f = check(CFG, slow, HIST)[0]
+    assert f.rule == "slow_step" and "101.90 s of it compiling the update" in f.message, f.message
+    assert "compiles once for each new input variant" in f.suggestion
+
+
 def test_non_finite_pauses():
     f = check(CFG, metrics(11, loss=math.nan), HIST)
     assert rules(f) == {"non_finite"} and f[0].action == "pause" and f[0].severity == "critical"
