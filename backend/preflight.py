@@ -1,5 +1,6 @@
 """Checks of a profile's outside references before a run is created: the model directory, the
-dataset file and the task's `module:function`s. Each would otherwise fail only after the
+dataset file, the task's `module:function`s and, for a compiled update, accelerate's compile
+variables in the environment. Each would otherwise fail only after the
 engine and the policy were built (a minute or more), and leave a failed run behind.
 
 `problems(profile)` returns one line per problem (empty: nothing found); it imports the task's
@@ -30,6 +31,11 @@ def problems(profile: RunProfile) -> list[str]:
             out.append(why)
     for spec in t.reward_funcs:
         if why := _callable_problem(spec, "reward function", "task.reward_funcs"):
+            out.append(why)
+    if profile.trl.get("torch_compile"):
+        from backend.training.factory import compile_env_problem
+
+        if why := compile_env_problem():
             out.append(why)
     return out
 

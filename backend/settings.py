@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from backend.protocol.params import PARAMS, section_fields
@@ -356,7 +356,20 @@ class RunProfile(BaseSettings):
                              "training.micro_batches splits its update into passes (gradient accumulation): set those")
         if owned:
             raise ValueError(f"{owned} are set by rl-console's own sections ([sampling]/[training]/[run]); set them there")
-        return value
+        # each value as GRPOConfig's field type takes it: `--set trl.torch_compile=off` is False, not
+        # the (truthy) string "off"; a value the type cannot take is refused here, not mid-run
+        out = {}
+        for name, given in value.items():
+            adapter = trl_config_adapter(name)
+            if adapter is None:
+                out[name] = given
+                continue
+            try:
+                out[name] = adapter.validate_python(given)
+            except ValidationError as exc:
+                why = exc.errors()[0]["msg"]
+                raise ValueError(f"trl.{name} = {given!r}: {why} (GRPOConfig's {name} is {trl_config_type_name(name)})") from None
+        return out
 
     @classmethod
     def settings_customise_sources(
@@ -414,6 +427,32 @@ BATCH_TRL_FIELDS = frozenset({"per_device_train_batch_size", "gradient_accumulat
 _TRL_FIELDS: set[str] | None = None
 
 
+_TRL_ADAPTERS: dict[str, Any] = {}
+
+
+def trl_config_adapter(name: str):
+    """A pydantic adapter for GRPOConfig's field `name` (None where its type cannot be resolved)."""
+    if name not in _TRL_ADAPTERS:
+        import typing
+
+        from trl import GRPOConfig
+
+        try:
+            _TRL_ADAPTERS[name] = TypeAdapter(typing.get_type_hints(GRPOConfig)[name])
+        except Exception:  # an annotation pydantic cannot build a validator for: passed through as given
+            _TRL_ADAPTERS[name] = None
+    return _TRL_ADAPTERS[name]
+
+
+def trl_config_type_name(name: str) -> str:
+    import typing
+
+    from trl import GRPOConfig
+
+    hint = typing.get_type_hints(GRPOConfig).get(name)
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
 def trl_config_fields() -> set[str]:
     """Field names of the installed trl.GRPOConfig (imported once, lazily)."""
     global _TRL_FIELDS
@@ -434,7 +473,7 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
         return f"{field}: unknown field" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
     msg = err["msg"]
     ctx = err.get("ctx") or {}
-    if not loc and err["type"] == "value_error":  # a rule across sections: its message names the fields
+    if err["type"] == "value_error" and (not loc or loc == ["trl"]):  # its message names the field(s) itself
         return msg.removeprefix("Value error, ")
     if "input" in err and err["type"] not in ("missing",):
         shown = repr(err["input"])

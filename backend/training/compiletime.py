@@ -5,27 +5,55 @@ new input variant it meets (a batch without padding, a new group size). Such a s
 minute where the others take a fraction of a second; the step's report says how much of it
 was compiling, so the operator reads a compile, not a hang or a slow reward function.
 
-Reads `torch._dynamo.utils.compilation_time_metrics` (torch's own record, private): the seconds
-of every frame compile ("_compile.compile_inner"; the backward is compiled inside it unless
-torch defers it to the first backward, which this does not count). A torch without that
-record gives None, and steps then report no compile time.
+Timed with torch's compile callbacks (`torch._dynamo.callback`): they run when the first of
+possibly nested compiles starts and when the last ends, for a frame being traced and compiled,
+a backward compiled at its first use, and a CUDA graph being recorded. A torch without them
+gives None, and steps then report no compile time.
 """
 
 from __future__ import annotations
 
-FRAME_COMPILE = "_compile.compile_inner"
+import threading
+import time
+
+_lock = threading.Lock()
+_state = {"total": 0.0, "since": None, "installed": None}
+
+
+def _start(_args) -> None:
+    with _lock:
+        _state["since"] = time.perf_counter()
+
+
+def _end(_args) -> None:
+    with _lock:
+        if _state["since"] is not None:
+            _state["total"] += time.perf_counter() - _state["since"]
+            _state["since"] = None
+
+
+def _install() -> bool:
+    with _lock:
+        if _state["installed"] is None:
+            try:
+                from torch._dynamo.callback import callback_handler
+
+                callback_handler.register_start_callback(_start)
+                callback_handler.register_end_callback(_end)
+                _state["installed"] = True
+            except Exception:  # torch without dynamo's callbacks (or they moved)
+                _state["installed"] = False
+        return bool(_state["installed"])
 
 
 def seconds() -> float | None:
-    """Seconds this process has spent compiling frames so far (None: not known here)."""
-    try:
-        from torch._dynamo.utils import compilation_time_metrics
-    except Exception:  # torch without dynamo, or the record moved
+    """Seconds this process has spent compiling since the clock was installed, a compile under
+    way included (None: torch does not say)."""
+    if not _install():
         return None
-    try:
-        return float(sum(compilation_time_metrics.get(FRAME_COMPILE, ())))
-    except (TypeError, ValueError, AttributeError):
-        return None
+    with _lock:
+        running = time.perf_counter() - _state["since"] if _state["since"] is not None else 0.0
+        return _state["total"] + running
 
 
 class CompileClock:

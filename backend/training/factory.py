@@ -159,14 +159,50 @@ def supervised_warmup(
 COMPILE_ENV = {"ACCELERATE_DYNAMO_USE_DYNAMIC": "true", "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION": "true"}
 
 
-def compile_once_settings(environ: dict | None = None) -> dict[str, str]:
-    """Set COMPILE_ENV where the user has not set those variables; returns what now applies."""
+#: the values accelerate's `str_to_bool` takes (any case); anything else fails inside the trainer's set-up
+TRUE_WORDS = frozenset({"y", "yes", "t", "true", "on", "1"})
+FALSE_WORDS = frozenset({"n", "no", "f", "false", "off", "0"})
+
+
+def compile_env_problem(environ: dict | None = None) -> str:
+    """A user's value for a COMPILE_ENV variable that accelerate would refuse, named ("" if none)."""
     import os
 
     env = os.environ if environ is None else environ
+    for key in COMPILE_ENV:
+        if key in env and env[key].strip().lower() not in TRUE_WORDS | FALSE_WORDS:
+            return (f"{key}={env[key]!r} in the environment: accelerate takes one of "
+                    f"{', '.join(sorted(TRUE_WORDS | FALSE_WORDS))} (it sets how trl.torch_compile compiles)")
+    return ""
+
+
+def compile_once_settings(environ: dict | None = None) -> dict[str, bool]:
+    """Set COMPILE_ENV where the user has not set those variables; returns what now applies
+    (variable -> on). A value accelerate would refuse raises, named."""
+    import os
+
+    env = os.environ if environ is None else environ
+    if why := compile_env_problem(env):
+        raise ValueError(why)
     for key, value in COMPILE_ENV.items():
         env.setdefault(key, value)
-    return {key: env[key] for key in COMPILE_ENV}
+    return {key: env[key].strip().lower() in TRUE_WORDS for key in COMPILE_ENV}
+
+
+def compile_note(on: dict[str, bool], resumed: bool) -> str:
+    """What the operator is told at start-up about a compiled update, from what applies."""
+    first = "the first update of this resumed run" if resumed else "step 1"
+    head = (f"trl.torch_compile = true: the first update compiles the policy, so {first} takes longer "
+            "(20 s to 2 min)")
+    if on["ACCELERATE_DYNAMO_USE_DYNAMIC"]:
+        shapes = ("; dynamic shapes: a new sequence length does not compile again, a new input variant "
+                  "(a batch without padding, a new group size) compiles once, briefly")
+    else:
+        shapes = ("; ACCELERATE_DYNAMO_USE_DYNAMIC is off: each new longest sequence compiles the forward and "
+                  "backward again")
+    regional = ("; one decoder layer compiled for all (regional)" if on["ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"]
+                else "; the whole model compiled (regional compilation off)")
+    return head + shapes + regional
 
 
 def grpo_config(profile: RunProfile, output_dir: Path, device: str, reward_weights: list[float], max_steps: int):

@@ -252,9 +252,7 @@ class TrainingSession:
         self.trainer.remove_callback(PrinterCallback)  # the console prints its own lines
         self.trainer.remove_callback(ProgressCallback)
         if getattr(args, "torch_compile", False):
-            how = ", ".join(f"{k}={v}" for k, v in compiled.items())
-            self.progress("trainer", "trl.torch_compile = true: the first update compiles the policy, so step 1 takes "
-                          f"longer (20 s to 2 min); compiled once for every sequence length ({how})")
+            self.progress("trainer", factory.compile_note(compiled, resumed=self.resume is not None))
 
     # ---- what the step loop asks for -------------------------------------------
     def encode(self, prompt: Any) -> list[int]:

@@ -18,6 +18,23 @@ def test_the_clock_counts_a_compile_and_not_a_cached_call():
     assert clock.lap() < 0.01
 
 
+def test_the_forward_and_backward_compiles_are_counted_whenever_torch_runs_them():
+    """Torch compiles the backward at its first use, or with the forward (as it does here once
+    transformers is imported): either way the clock has the whole first call's compile."""
+    import time
+
+    clock = compiletime.CompileClock()
+    model = torch.compile(torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.GELU(), torch.nn.Linear(32, 32)))
+    t0 = time.perf_counter()
+    model(torch.randn(4, 32)).sum().backward()
+    wall = time.perf_counter() - t0
+    spent = clock.lap()
+    assert spent > 0.05 and spent >= 0.8 * wall, (spent, wall)
+    t0 = time.perf_counter()
+    model(torch.randn(4, 32)).sum().backward()  # compiled: nothing more to compile
+    assert clock.lap() < 0.01
+
+
 def test_the_step_line_and_the_split_carry_it():
     from backend.protocol.events import StepMetrics, StepTimes
     from console.state import describe
