@@ -93,7 +93,7 @@ class HeadlessPrinter:
                 f"step {ev.step:5d}  reward {ev.reward_mean:.3f} ±{ev.reward_std:.3f}  "
                 f"tok/s {ev.tokens_per_s:8.0f}  loss {ev.loss if ev.loss is not None else float('nan'):+.4f}  "
                 f"gen {t.generate * 1000:.0f}ms train {t.train * 1000:.0f}ms"
-                + (f" (compiling {t.compile * 1000:.0f}ms)" if t.compile >= 0.05 else "")
+                + (f" (compiling {t.compile * 1000:.0f}ms)" if t.compile >= E.COMPILE_SHOWN_S else "")
                 + f" sync {t.sync * 1000:.0f}ms  [{self.state}]"
             )
         if isinstance(ev, E.CommandResult):

@@ -428,28 +428,33 @@ _TRL_FIELDS: set[str] | None = None
 
 
 _TRL_ADAPTERS: dict[str, Any] = {}
+_TRL_HINTS: dict[str, Any] | None = None
+
+
+def _trl_config_hints() -> dict[str, Any]:
+    """GRPOConfig's resolved field annotations (once)."""
+    global _TRL_HINTS
+    if _TRL_HINTS is None:
+        import typing
+
+        from trl import GRPOConfig
+
+        _TRL_HINTS = typing.get_type_hints(GRPOConfig)
+    return _TRL_HINTS
 
 
 def trl_config_adapter(name: str):
     """A pydantic adapter for GRPOConfig's field `name` (None where its type cannot be resolved)."""
     if name not in _TRL_ADAPTERS:
-        import typing
-
-        from trl import GRPOConfig
-
         try:
-            _TRL_ADAPTERS[name] = TypeAdapter(typing.get_type_hints(GRPOConfig)[name])
+            _TRL_ADAPTERS[name] = TypeAdapter(_trl_config_hints()[name])
         except Exception:  # an annotation pydantic cannot build a validator for: passed through as given
             _TRL_ADAPTERS[name] = None
     return _TRL_ADAPTERS[name]
 
 
 def trl_config_type_name(name: str) -> str:
-    import typing
-
-    from trl import GRPOConfig
-
-    hint = typing.get_type_hints(GRPOConfig).get(name)
+    hint = _trl_config_hints().get(name)
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.protocol.events import (
+    COMPILE_SHOWN_S,
     Alert,
     CheckpointSaved,
     CommandResult,
@@ -235,7 +236,7 @@ def describe(event: Any) -> tuple[str, str]:
             f"step {event.step}: reward {event.reward_mean:.3f}±{event.reward_std:.3f} loss {fmt_num(event.loss, 4)} "
             f"kl {fmt_num(event.kl, 4)} zero-std {event.frac_reward_zero_std:.0%} trunc {event.truncated_ratio:.0%} "
             f"{event.times.total:.2f}s {event.tokens_per_s:.0f} tok/s"
-            + (f" (compiling {event.times.compile:.1f}s)" if event.times.compile >= 0.05 else "")
+            + (f" (compiling {event.times.compile:.1f}s)" if event.times.compile >= COMPILE_SHOWN_S else "")
             + (f" Δlogp {event.logprob_diff_mean:.2g}" if event.logprob_diff_mean is not None else "")
             + (f" reward ended/cut {fmt_num(event.reward_finished, 2)}/{fmt_num(event.reward_truncated, 2)}"
                if event.reward_truncated is not None else ""),

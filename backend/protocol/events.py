@@ -150,6 +150,10 @@ class TryResult(_Event):
     unscored: dict[str, str] = Field(default_factory=dict)  # reward function -> why it gave no reward
 
 
+#: a step's compile time worth showing (headless line, log, throughput panel); below it, none is shown
+COMPILE_SHOWN_S = 0.05
+
+
 class StepTimes(BaseModel):
     model_config = WIRE
     generate: float = 0.0

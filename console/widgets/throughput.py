@@ -7,7 +7,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from backend.protocol.events import StepMetrics
+from backend.protocol.events import COMPILE_SHOWN_S, StepMetrics
 
 LEGEND_ONE_LINE = 56  # cells needed for the legend with full stage names
 LEGEND_SHORT = 42  # ... with short names; narrower puts it on two lines
@@ -67,14 +67,15 @@ class ThroughputPanel(Widget):
         t = m.times
         times = {"generate": t.generate, "score": t.score, "train": t.train, "sync": t.sync}
         head = Text(no_wrap=True, overflow="ellipsis", end="")
-        if t.compile >= 0.05:  # a compiled update compiled in this step (part of train): said first, not cut off
+        compiling = t.compile >= COMPILE_SHOWN_S
+        if compiling:  # a compiled update compiled in this step (part of train): said first, not cut off
             head.append(f"compiling {t.compile:.1f}s", style="bold yellow")
             head.append(f" of {t.total:.2f}s/step  ")
         head.append(f"{m.tokens_per_s:,.0f}", style="bold")
         head.append(" tok/s  ")
         head.append(f"{m.samples_per_s:,.1f}", style="bold")
         head.append(" samples/s")
-        if t.compile < 0.05:
+        if not compiling:
             head.append("  ")
             head.append(f"{t.total:.2f}s", style="bold")
             head.append("/step")
