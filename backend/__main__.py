@@ -334,7 +334,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"rl-console: {exc}", file=sys.stderr)
         return 2
     if found := preflight.problems(profile):  # before a run exists: a wrong path leaves nothing behind
-        print("rl-console: the profile names something that is not there or does not load:\n  " + "\n  ".join(found), file=sys.stderr)
+        print(preflight.report(found), file=sys.stderr)
         return 2
     run_id = args.resume or args.run_id or new_run_id(profile.run.name)
     rdir = run_dir_for(run_id)
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         if p.run.workdir is None:
             p.run.workdir = os.getcwd()
         if found := preflight.problems(p):
-            print("rl-console: the profile names something that is not there or does not load:\n  " + "\n  ".join(found), file=sys.stderr)
+            print(preflight.report(found), file=sys.stderr)
             return 2
         print(f"profile ok: model={p.model.source} engine={p.engine.backend} steps={p.run.max_steps}")
         return 0

@@ -40,6 +40,18 @@ def problems(profile: RunProfile) -> list[str]:
     return out
 
 
+def report(found: list[str]) -> str:
+    """The message for `problems`' findings: its head says where they are (the profile, the
+    environment or both) and that nothing was started."""
+    from backend.training.factory import COMPILE_ENV
+
+    env = sum(1 for why in found if why.split("=", 1)[0] in COMPILE_ENV)
+    head = ("the profile names something that is not there or does not load" if not env
+            else "an environment variable has a value that cannot be used" if env == len(found)
+            else "the profile and the environment have values that cannot be used")
+    return f"rl-console: {head}; nothing was started:\n  " + "\n  ".join(found)
+
+
 def _model_problem(src: str, wd: str) -> str:
     from backend.training import pretrained
 

@@ -55,6 +55,11 @@ def test_a_compile_variable_accelerate_would_refuse_is_named_before_the_run(tmp_
     compiled = load_profile(None, **_parse_set(["trl.torch_compile=true"]))
     assert any("ACCELERATE_DYNAMO_USE_DYNAMIC='banana'" in p for p in preflight.problems(compiled))
     assert not any("ACCELERATE" in p for p in preflight.problems(load_profile(None)))  # not compiled: not read
+    said = preflight.report(preflight.problems(compiled))
+    assert said.startswith("rl-console: an environment variable has a value that cannot be used; nothing was started")
+    both = preflight.report(["task.dataset: x.jsonl is not there", *preflight.problems(compiled)])
+    assert "the profile and the environment" in both and "x.jsonl" in both and "banana" in both
+    assert "the profile names something" in preflight.report(["task.dataset: x.jsonl is not there"])
 
 
 def test_a_trl_value_takes_the_type_of_grpoconfig_s_field():
