@@ -276,6 +276,9 @@ class Controller:
             length = len(s.encode(prompt))
         except Exception as exc:  # noqa: BLE001 - a prompt the tokenizer refuses
             return f"the tokenizer refuses the prompt: {type(exc).__name__}: {exc}"
+        if not length:
+            return ("the prompt encodes to no tokens: the model's tokenizer knows none of its characters "
+                    "(the embedded model's knows the task's characters only)")
         limit = self.profile.engine.max_model_len
         if length + new["max_tokens"] > limit:
             return f"prompt ({length} tokens) + max_tokens ({new['max_tokens']}) exceeds engine.max_model_len={limit}"

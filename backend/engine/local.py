@@ -118,6 +118,16 @@ def request_params(sampling: Sampling, count: int) -> list[Any]:
     ]
 
 
+def _refused(exc: BaseException) -> bool:
+    """vLLM's own verdict on a request (its client errors: an empty prompt, a bad parameter),
+    raised before the request ran; the engine is unharmed."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # a vLLM without the hierarchy: every failure counts as the engine's
+        return False
+    return isinstance(exc, VLLMClientError)
+
+
 def sampling_error(sampling: Sampling) -> str:
     """Why the installed vLLM would refuse these sampling parameters ("" when it takes them).
 
@@ -217,6 +227,8 @@ class LocalVLLMEngine:
                     [{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False
                 )
             except Exception as exc:
+                if _refused(exc):  # vLLM refused the request and aborted what it had queued: it still serves
+                    raise EngineError(f"vLLM refused the request: {type(exc).__name__}: {exc}") from exc
                 self._dead = f"{type(exc).__name__}: {exc}"
                 raise EngineError(f"generation failed: {self._dead}") from exc
         ids = [[list(c.token_ids) for c in out.outputs] for out in outs]

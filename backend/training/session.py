@@ -148,6 +148,12 @@ class TrainingSession:
         self.encoder = RolloutFunc(None, AutoTokenizer.from_pretrained(model_path), None)
         encoded = [self.encode(x) for x in self.task.dataset["prompt"][:ROWS_CHECKED]]
         self.max_prompt_tokens = max(len(x) for x in encoded)
+        if empty := [i for i, ids in enumerate(encoded) if not ids]:
+            raise ValueError(
+                f"the prompt of dataset row {empty[0]} encodes to no tokens"
+                + (f" (and {len(empty) - 1} more row(s))" if len(empty) > 1 else "")
+                + ": the model's tokenizer knows none of its characters (vLLM refuses an empty prompt); "
+                "drop those rows or use a model whose tokenizer covers them")
         if self.max_prompt_tokens + p.sampling.max_tokens > p.engine.max_model_len:
             raise ValueError(
                 f"longest prompt ({self.max_prompt_tokens} tokens) + sampling.max_tokens ({p.sampling.max_tokens}) "

@@ -131,6 +131,12 @@ def test_ctl_try_prints_completions_with_their_weight_version(rlc_home, detached
     # the backend's rejection is its answer: on stdout, as a rejected `set` is
     assert nosuch.returncode == 1 and "try rejected — " in nosuch.stdout, nosuch.stdout + nosuch.stderr
     assert "'nosuch' is not a column of the task's dataset" in nosuch.stdout
+    # a prompt the model's tokenizer has no token for: refused before it reaches vLLM (which
+    # would refuse an empty prompt); the engine and the run go on serving
+    blank = rlc(["ctl", run_id, "try", "ZZ"], rlc_home, timeout=60)
+    assert blank.returncode == 1 and "encodes to no tokens" in blank.stdout, blank.stdout + blank.stderr
+    again = rlc(["ctl", run_id, "try", "b>"], rlc_home, timeout=180)
+    assert again.returncode == 0 and again.stdout.count("--- [") == 1, again.stdout + again.stderr
 
 
 def test_detach_ctl_ls_status(rlc_home, detached_run):

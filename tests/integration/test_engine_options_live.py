@@ -20,6 +20,15 @@ from backend.settings import RunProfile
 profile = RunProfile(engine={"max_model_len": 48, "enforce_eager": True, "kv_cache_gb": 2}, run={"seed": 1234})
 engine = make_engine(profile, sys.argv[1], "cpu", "float32")
 try:
+    from backend.engine.base import EngineError, Sampling
+    one = Sampling(n=1, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=2, seed=0)
+    try:  # a request vLLM refuses (an empty prompt) is an error of that request, not of the engine
+        engine.generate([[]], one)
+        refused = "not refused"
+    except EngineError as exc:
+        refused = str(exc)
+    health_after = engine.health()
+    served_after = len(engine.generate([[1, 2]], one)[0][0].token_ids)
     cfg = engine.llm.llm_engine.vllm_config
     print(json.dumps({
         "options": engine.options.model_dump(),
@@ -31,6 +40,7 @@ try:
         "kv_env": os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
         "cache_env": os.environ.get("VLLM_CACHE_ROOT"),
         "info": engine.info.extra,
+        "refused": refused, "health_after": health_after, "served_after": served_after,
     }))
 finally:
     engine.shutdown()
@@ -55,3 +65,5 @@ def test_profile_engine_knobs_reach_vllm(tmp_path):
     assert got["kv_env"] == "2"
     assert got["cache_env"] == str(tmp_path / "home" / "cache" / "vllm")
     assert got["options"]["cache_root"] == str(tmp_path / "home" / "cache")
+    assert got["refused"].startswith("vLLM refused the request: VLLMValidationError") and "empty" in got["refused"]
+    assert got["health_after"] is None and got["served_after"] >= 1  # the engine still serves

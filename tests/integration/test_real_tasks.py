@@ -310,3 +310,17 @@ def test_a_prompt_too_long_for_the_engine_fails_before_the_engine_starts(rlc_hom
     assert "longest prompt (61 tokens) + sampling.max_tokens (8) exceeds engine.max_model_len (64)" in events[-1].reason
     assert not any(e.kind == "progress" and e.stage == "engine" for e in events)  # the engine never started
     assert time.monotonic() - t0 < 60
+
+
+def test_a_prompt_the_tokenizer_has_no_token_for_fails_before_the_engine_starts(rlc_home, tmp_path):
+    """vLLM refuses an empty prompt; a dataset row the model's tokenizer encodes to nothing is
+    named at set-up instead of failing a step."""
+    rows = [{"prompt": f"{ch}>"} for ch in "abcdefg"] + [{"prompt": "ZZ"}, {"prompt": "h>"}, {"prompt": "ZQ"}]
+    rows += [{"prompt": f"{ch}>"} for ch in "ijklmnop"]  # a step takes 16 prompts
+    (tmp_path / "blank.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = subprocess.run(RLC + ["run", "--headless", "--json", "--set", f"task.dataset={tmp_path / 'blank.jsonl'}"],
+                         env=backend_env(rlc_home), capture_output=True, text=True, timeout=300)
+    events = [decode_event(line) for line in out.stdout.splitlines() if line.strip()]
+    assert out.returncode != 0 and events[-1].state == "failed"
+    assert "the prompt of dataset row 7 encodes to no tokens (and 1 more row(s))" in events[-1].reason
+    assert not any(e.kind == "progress" and e.stage == "engine" for e in events)  # the engine never started
