@@ -66,9 +66,24 @@ def finish(trainer_dir: Path, point: ResumePoint, keep_scheduled: int) -> Path:
     tmp = target / (META + ".tmp")
     tmp.write_text(point.to_json())
     os.replace(tmp, target / META)
+    if point.reason == LAST_GOOD:
+        _drop_superseded(target.parent, point)
     if keep_scheduled > 0:
         _rotate(target.parent, keep_scheduled)
     return target
+
+
+LAST_GOOD = "last good state"  # written at a skipped update: the weights and optimizer of the step before
+
+
+def _drop_superseded(root: Path, newest: ResumePoint) -> None:
+    """Skipped updates in a row (a reward function failing again after each fix) each write the
+    last good state: the same weights and optimizer, only the data position moved on. Keep the
+    newest of those; an older one with the same weights' checksum holds nothing more."""
+    for old in complete(root):
+        if (old.path != newest.path and old.reason == LAST_GOOD and old.step < newest.step
+                and old.fingerprint == newest.fingerprint and old.checksum == newest.checksum):
+            shutil.rmtree(old.path, ignore_errors=True)
 
 
 def _rotate(root: Path, keep: int) -> None:

@@ -201,10 +201,23 @@ class RewardCode:
             return []
         importlib.invalidate_caches()
         for mod in changed:
+            # reload re-executes the new code in the old module's namespace, where a function the
+            # new code no longer defines would live on: take the run's names out first, so that
+            # only what the new code defines (or imports) is found
+            module = sys.modules[mod]
+            names = list(dict.fromkeys(spec.partition(":")[2].split(".")[0] for spec in self.specs
+                                       if spec.partition(":")[0] == mod))
+            saved = {n: module.__dict__.pop(n) for n in names if n in module.__dict__}
             try:
-                importlib.reload(sys.modules[mod])
+                importlib.reload(module)
             except Exception as exc:  # noqa: BLE001 - the user's code: name it, keep the old functions
+                module.__dict__.update(saved)
                 raise RewardLoadError(f"module {mod!r} changed but does not import: {type(exc).__name__}: {exc}") from None
+            if missing := [n for n in names if n not in module.__dict__]:
+                module.__dict__.update({n: saved[n] for n in missing if n in saved})
+                raise RewardLoadError(f"module {mod!r} changed but no longer defines {missing[0]!r}, which task.reward_funcs "
+                                      f"names ({mod}:{missing[0]}): define it again, or start a new run with other "
+                                      "functions")
         fresh = {spec: load_callable(spec) for spec in self.specs if spec.partition(":")[0] in changed}
         for spec, w in zip(self.specs, self.wrapped):
             if spec in fresh:

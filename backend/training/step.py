@@ -40,7 +40,7 @@ from backend.protocol import commands as C
 from backend.protocol import events as E
 from backend.protocol.params import ENGINE_PARAMS, PARAMS
 from backend.telemetry.alerts import AlertMonitor, Finding
-from backend.training import compiletime, overlap, report, trl_compat
+from backend.training import checkpoints, compiletime, overlap, report, trl_compat
 from backend.training.rewards import RewardLoadError
 from backend.training.trainer import RolloutBatch, StopTraining, set_learning_rate
 
@@ -614,7 +614,7 @@ class StepLoop:
             reason, self._skip_update = self._skip_update, None
             self._skipped[self.step] = reason
             self.skipped_steps.append(self.step)
-            self.checkpoint("last good state")
+            self.checkpoint(checkpoints.LAST_GOOD)
             self.desk.request_pause(f"{reason} at step {self.step}: update skipped, last good state checkpointed")
         elif (every := self.profile.run.checkpoint_every) and self.step % every == 0:
             self.checkpoint("scheduled")

@@ -71,7 +71,26 @@ def test_fixed_reward_code_is_reloaded_when_the_operator_resumes(rlc_home, tmp_p
         assert ctl.state == "paused"
         assert not [e for e in events if e.kind == "step_metrics" and e.seq > seen]  # no batch spent on it
 
-        _write(src, "def short(completions, **kw):\n    return [float(len(c) <= 4) for c in completions]\n", 2)
+        # the second fix renames the function: reload would keep the old one in the module's
+        # namespace; the resume is refused, naming what is missing
+        _write(src, "def shorter(completions, **kw):\n    return [1.0 for c in completions]\n", 2)
+        seen, cmd_id = resume()
+        refused = answer(cmd_id)
+        assert refused.status == "failed" and "no longer defines 'short'" in refused.reason, refused.reason
+        paused_after(seen)
+
+        # the third fails again in another way: a second skipped update, whose last good state
+        # (the same weights and optimizer) replaces the first one's on disk
+        _write(src, "def short(completions, **kw):\n    return [float('nan') for c in completions]\n", 3)
+        seen, cmd_id = resume()
+        assert answer(cmd_id).status == "applied"
+        nan = paused_after(seen)
+        assert "returned NaN" in nan.reason, nan.reason
+        saved = [e for e in events if e.kind == "checkpoint_saved"]
+        assert [e.step for e in saved] == [1, 2]
+        assert not os.path.exists(saved[0].path) and os.path.isdir(saved[1].path)
+
+        _write(src, "def short(completions, **kw):\n    return [float(len(c) <= 4) for c in completions]\n", 4)
         seen, cmd_id = resume()
         assert answer(cmd_id).status == "applied"
         said = wait_event(events, lambda e: e.kind == "progress" and e.seq > seen and "reloaded reward module" in e.message, "reload", timeout=240)
