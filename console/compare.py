@@ -211,14 +211,20 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def profile_diff(runs: list[RunCurves]) -> list[dict[str, Any]]:
     """The profile fields whose values differ between the runs, sorted by name. A field a run's
     profile does not have is listed in `absent` (and left out of `values`)."""
-    flat = [flatten(r.profile_data) for r in runs]
-    for r, f in zip(runs, flat):
+    def named(r: RunCurves, data: dict[str, Any]) -> dict[str, Any]:
+        f = flatten(data)
         if f.get("task.reward_funcs") == [] and r.reward_functions:  # none listed: the task's built-in ones ran
             f["task.reward_funcs"] = [f"{name} (built in)" for name in r.reward_functions]
+        return f
+
+    flat = [named(r, r.profile_data) for r in runs]
+    for r, f in zip(runs, flat):
         if r.resumed_data and r.resumes:  # what the newest resume ran with instead: marked, not passed off as the profile
-            later = flatten(r.resumed_data)
+            later = named(r, r.resumed_data)
             for key, value in later.items():
-                if f.get(key, "–") != value and not key.startswith("run."):
+                # of the run section, only the step budget is the operator's choice at a resume
+                # (the name, the directory and the like are the run's own bookkeeping)
+                if f.get(key, "–") != value and (not key.startswith("run.") or key == "run.max_steps"):
                     f[key] = f"{f.get(key, '–')} → {value} (from the resume at step {r.resumes[-1]})"
     keys = sorted(set().union(*flat))
     diff = []

@@ -296,3 +296,17 @@ def test_a_resume_that_ran_with_other_values_is_marked_not_passed_off_as_the_pro
     diff = {d["key"]: d for d in compare.build([_load(home, "a"), _load(home, "b")])["profile_diff"]}
     assert diff["sampling.temperature"]["values"] == {"a": "1.0 → 0.8 (from the resume at step 2)", "b": 1.0}
     assert diff["training.micro_batches"]["values"] == {"a": "– → 2 (from the resume at step 2)", "b": 1}
+
+
+def test_a_resume_of_a_built_in_task_with_more_steps_shows_the_steps_not_a_reward_change(home):
+    """Built-in reward functions are named the same way before and after a resume (no change is
+    invented), and the resume's --max-steps is shown."""
+    a = [_started("a", 1.0, task__reward_funcs=[])] + [_metrics(s, 0.1) for s in (1, 2, 3)]
+    a += [E.RunResumed(step=3, checkpoint="checkpoint-3"), _started("a", 1.0, task__reward_funcs=[], run__max_steps=20),
+          _metrics(4, 0.2)]
+    _write_run(home, "a", a)
+    _write_run(home, "b", [_started("b", 1.0, task__reward_funcs=[])] + [_metrics(s, 0.1) for s in (1, 2, 3)])
+    diff = {d["key"]: d["values"] for d in compare.build([_load(home, "a"), _load(home, "b")])["profile_diff"]}
+    assert "task.reward_funcs" not in diff
+    assert diff["run.max_steps"] == {"a": "10 → 20 (from the resume at step 3)", "b": 10}
+
