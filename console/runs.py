@@ -196,7 +196,7 @@ def info(run_id: str) -> RunInfo:
     elif state in ("paused", "pausing") and alive:
         nxt = f"rl-console ctl {run_id} resume (or attach to look first)"
         if paused_by is not None:  # the alert that paused it says what to do first
-            nxt = f"{paused_by.suggestion} — then rl-console ctl {run_id} resume, or ctl {run_id} stop"
+            nxt = f"{paused_by.suggestion} (from a shell: rl-console ctl {run_id} resume | stop)"
     elif not alive:
         last = state
         state, reason = "crashed", f"the backend (pid {pid}) died while {last}; see {rdir / 'backend.log'}"
