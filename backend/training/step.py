@@ -290,13 +290,15 @@ class StepLoop:
             self.desk.request_pause(why)  # the old functions are still in place: pause again, right here
 
     def _resume_check(self) -> str | None:
-        """While paused, on the operator's Resume: after a reward failure, the fixed code must load
-        first (the Resume fails with the reason otherwise, and the run stays paused)."""
-        return self._reload_reward_code() if self._reward_code_suspect else None
+        """While paused, on the operator's Resume: reward code changed on disk meanwhile is taken
+        up (after any pause: an operator may pause to fix a function that scores wrongly without
+        failing); code that does not load fails the Resume with the reason, and the run stays
+        paused. Only after a reward failure is "unchanged on disk" worth saying."""
+        return self._reload_reward_code(quiet=not self._reward_code_suspect)
 
-    def _reload_reward_code(self) -> str | None:
-        """After a reward failure, the operator resumes: take up reward code fixed meanwhile (the
-        modules whose file changed). None when all is well; otherwise why the run pauses again."""
+    def _reload_reward_code(self, quiet: bool = False) -> str | None:
+        """Take up reward code fixed meanwhile (the modules whose file changed). None when all is
+        well; otherwise why the run pauses again."""
         code = self.session.task.code
         self._reward_code_suspect = False
         if code is None:
@@ -308,8 +310,9 @@ class StepLoop:
             self.alerts.raise_alert(Finding("reward_failed", "critical", f"{exc}; the functions as first imported are kept",
                                             "reward", None, None, "fix the module and resume again (p)", "alert"), self.step)
             return f"reward code not reloaded: {exc}"
-        self.session.progress("task", f"reloaded reward module{'s' * (len(changed) != 1)} {', '.join(changed)} (changed on disk)"
-                              if changed else "reward modules unchanged on disk: the functions as imported are kept")
+        if changed or not quiet:
+            self.session.progress("task", f"reloaded reward module{'s' * (len(changed) != 1)} {', '.join(changed)} (changed on disk)"
+                                  if changed else "reward modules unchanged on disk: the functions as imported are kept")
         return None
 
     def apply(self, cmd: Any) -> None:

