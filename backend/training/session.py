@@ -155,10 +155,13 @@ class TrainingSession:
                 + ": the model's tokenizer knows none of its characters (vLLM refuses an empty prompt); "
                 "drop those rows or use a model whose tokenizer covers them")
         if self.max_prompt_tokens + p.sampling.max_tokens > p.engine.max_model_len:
+            row = max(range(len(encoded)), key=lambda i: len(encoded[i]))
+            need = self.max_prompt_tokens + p.sampling.max_tokens
+            lower = " or lower sampling.max_tokens" if self.max_prompt_tokens < p.engine.max_model_len else ""
             raise ValueError(
                 f"longest prompt ({self.max_prompt_tokens} tokens) + sampling.max_tokens ({p.sampling.max_tokens}) "
-                f"exceeds engine.max_model_len ({p.engine.max_model_len}): raise engine.max_model_len or lower "
-                "sampling.max_tokens"
+                f"exceeds engine.max_model_len ({p.engine.max_model_len}): it is dataset row {row}; raise "
+                f"engine.max_model_len to at least {need}{lower}, or shorten or drop the longest rows"
             )
 
         self.progress("engine", f"starting vLLM ({p.engine.backend}, {device}, {dtype}) — first start compiles kernels, ~10-60 s")

@@ -308,6 +308,7 @@ def test_a_prompt_too_long_for_the_engine_fails_before_the_engine_starts(rlc_hom
     events = [decode_event(line) for line in out.stdout.splitlines() if line.strip()]
     assert out.returncode != 0 and events[-1].state == "failed"
     assert "longest prompt (61 tokens) + sampling.max_tokens (8) exceeds engine.max_model_len (64)" in events[-1].reason
+    assert "it is dataset row 0; raise engine.max_model_len to at least 69 or lower sampling.max_tokens" in events[-1].reason
     assert not any(e.kind == "progress" and e.stage == "engine" for e in events)  # the engine never started
     assert time.monotonic() - t0 < 60
 
