@@ -246,12 +246,19 @@ def metric_keys(runs: list[RunCurves]) -> list[str]:
     return ["reward"] + [f"reward/{f}" for f in functions] + [k for k, _, _ in BASE_METRICS[1:]]
 
 
+ENDED = ("failed", "crashed", "finished", "stopped", "completed")  # the states of a run that takes no more steps
+
+
 def build(runs: list[RunCurves]) -> dict[str, Any]:
     """The comparison of two or more loaded runs (the `--json` shape)."""
     if len(runs) < 2:
         raise CompareError(f"compare needs at least two runs (got {len(runs)})")
     empty = [r for r in runs if not r.steps]
     if empty:
+        ended = [r for r in empty if r.state in ENDED]
+        if ended:  # it never will have one
+            raise CompareError("; ".join(f"{r.label} ended ({r.state}) before its first step" for r in ended)
+                               + ": it has nothing to compare")
         raise CompareError("; ".join(f"{r.label} has no steps yet ({r.state})" for r in empty)
                            + ": compare it once it has finished a step")
     axis = sorted(set().union(*(r.steps for r in runs)))

@@ -144,6 +144,10 @@ def test_too_few_runs_and_runs_without_steps_are_refused(home):
     (home / "runs" / "new").mkdir()  # started, no event yet
     with pytest.raises(compare.CompareError, match=r"new has no steps yet \(starting\)"):
         compare.build([_load(home, "a"), _load(home, "new")])
+    _write_run(home, "dead", [_started("dead", 0.5), E.StateChanged(state="failed", reason="setup failed: X", step=0)],
+               finished=False)
+    with pytest.raises(compare.CompareError, match=r"dead ended \(failed\) before its first step: it has nothing to compare"):
+        compare.build([_load(home, "a"), _load(home, "dead")])
 
 
 def test_sparkline_scales_and_buckets():
@@ -198,7 +202,7 @@ def test_cli_compare_json_table_and_errors(home, capsys):
     code, _, err = _cli(["compare", "20261201-100000", "20261201-100000-000-demo"], capsys)
     assert code == 2 and "same run" in err
     code, _, err = _cli(["compare", "20261201-100000", "20261201-120000"], capsys)
-    assert code == 1 and "20261201-120000-000-new has no steps yet" in err
+    assert code == 1 and "20261201-120000-000-new ended (crashed) before its first step" in err  # no backend alive
     bad = home / "junk.db"
     bad.write_text("not a database" * 40)
     code, _, err = _cli(["compare", "20261201-100000", str(bad)], capsys)
