@@ -380,6 +380,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(on_signal, "seen", False):
             os._exit(130)
         on_signal.seen = True
+        if args.headless and not args.json and signum == signal.SIGINT:  # the operator at the terminal: say what happens now
+            how = ("once the engine is up (no step has run yet); Ctrl-C again exits at once"
+                   if controller.state == "starting" else
+                   "at the next step boundary, with a checkpoint; Ctrl-C again exits at once (the run is then left "
+                   "crashed: resumable from its last checkpoint)")
+            with contextlib.suppress(OSError, ValueError):  # (headless, stderr is the run's backend.log)
+                print(f"rl-console: stopping {how}", flush=True)
         controller.request_stop(signal.Signals(signum).name)  # logged as 'command stop [SIGTERM] applied'
 
     signal.signal(signal.SIGINT, on_signal)

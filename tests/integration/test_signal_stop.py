@@ -39,3 +39,26 @@ def test_sigterm_stops_at_a_boundary_with_a_checkpoint_and_says_so(rlc_home):
     assert final.state == "finished" and final.reason.startswith("stopped at step")
     assert any(e.kind == "checkpoint_saved" and e.step == final.step for e in events)
     assert final.step < 500
+
+
+def test_ctrl_c_while_the_engine_starts_says_what_happens_and_stops_cleanly(rlc_home):
+    """An operator's first Ctrl-C during start-up is answered at once (the stop itself waits for
+    the engine), and the run ends stopped at step 0, not crashed."""
+    env = backend_env(rlc_home)
+    run_id = f"sigint-{str(time.time_ns())[-8:]}"
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "run", "--headless", "--run-id", run_id, "--max-steps", "500"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if "engine: starting vLLM" in line:
+                proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 0
+    finally:
+        proc.kill()
+    out = "\n".join(lines)
+    said = next(i for i, line in enumerate(lines) if line.startswith("rl-console: stopping"))
+    assert lines[said] == "rl-console: stopping once the engine is up (no step has run yet); Ctrl-C again exits at once", out
+    assert not any(line.startswith("step ") for line in lines), out
+    assert "[finished] stopped at step 0" in out, out
