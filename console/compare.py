@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.protocol.eventlog import EventLogMissing, EventLogReader
+from console.runs import ENDED as LS_ENDED
 
 REPORT_VERSION = 1
 
@@ -246,7 +247,8 @@ def metric_keys(runs: list[RunCurves]) -> list[str]:
     return ["reward"] + [f"reward/{f}" for f in functions] + [k for k, _, _ in BASE_METRICS[1:]]
 
 
-ENDED = ("failed", "crashed", "finished", "stopped", "completed")  # the states of a run that takes no more steps
+#: the states of a run that takes no more steps: `ls`'s, and the log's own "finished"
+ENDED = (*LS_ENDED, "finished")
 
 
 def build(runs: list[RunCurves]) -> dict[str, Any]:
