@@ -171,6 +171,9 @@ class Controller:
             reason = self._closed or self._reject_reason(cmd)
             if reason:
                 return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="rejected", reason=reason, step=self.step))
+            # answered before it can take effect: the training thread may act on it at once (a
+            # pause at a boundary), and its state change must not precede the "accepted"
+            accepted = self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="accepted", step=self.step))
             if isinstance(cmd, C.Pause):
                 self.request_pause("pause requested; takes effect at the next step boundary")
             elif isinstance(cmd, C.Stop):
@@ -179,7 +182,7 @@ class Controller:
                 self.set_state("stopping", "stop requested; takes effect at the next step boundary"
                                + (" (checkpoint first)" if cmd.checkpoint else " (no checkpoint)"))
             self._queue.put(cmd)
-            return self.emit(E.CommandResult(command_id=cmd.id, command=cmd.kind, status="accepted", step=self.step))
+            return accepted
 
     def _close_intake(self) -> None:
         """The run has ended: refuse commands from now on, and answer those it accepted but

@@ -81,3 +81,14 @@ def test_a_pause_is_answered_applied_once_the_run_is_paused(tmp_path):
     assert ctl.submit(C.Resume()).status == "accepted"
     boundary.join(10)
     assert not boundary.is_alive() and ctl.state == "running"
+
+
+def test_a_command_is_answered_accepted_before_anything_it_sets_off(tmp_path):
+    """The training thread may act on a pause or a stop as soon as it is queued (the run at a
+    boundary): the sender's "accepted" comes first in the log, before `pausing`/`stopping`."""
+    ctl, store = _controller(tmp_path)
+    for cmd in (C.Pause(), C.Stop()):
+        assert ctl.submit(cmd).status == "accepted"
+        log = [e for e in store.read(0) if e.kind in ("command_result", "state_changed")]
+        answered = next(i for i, e in enumerate(log) if e.kind == "command_result" and e.command_id == cmd.id)
+        assert log[answered + 1].kind == "state_changed", log[answered:]
